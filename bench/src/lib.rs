@@ -1,0 +1,138 @@
+//! Shared helpers for cairn's benchmark programs: running a command while measuring its wall
+//! time and peak RSS, generating incompressible test data, and measuring directory sizes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one measured run of a command cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// Peak resident set size of the child, in bytes.
+    pub max_rss: u64,
+}
+
+/// Runs `cmd` to completion, returning its stdout, wall time and peak RSS (from `wait4`).
+/// Panics with the command line and stderr if it fails: a benchmark of a failing command is void.
+pub fn run(cmd: &mut Command) -> (String, Run) {
+    let start = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    // Read the pipes on threads so a chatty child cannot block.
+    let mut child = child;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).ok();
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err, &mut s).ok();
+        s
+    });
+    let mut status: libc::c_int = 0;
+    // SAFETY-free alternative is not available for rusage of one child; see lints note in Cargo.toml.
+    let usage = wait4(pid, &mut status);
+    let wall = start.elapsed();
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    std::mem::forget(child);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(ok, "{cmd:?} failed (status {status}): {stderr}");
+    (
+        stdout,
+        Run {
+            wall,
+            max_rss: usage.ru_maxrss as u64 * 1024,
+        },
+    )
+}
+
+#[allow(unsafe_code)]
+fn wait4(pid: libc::pid_t, status: &mut libc::c_int) -> libc::rusage {
+    // SAFETY: rusage is plain old data, zero is a valid value; wait4 writes into both out-pointers.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let r = libc::wait4(pid, status, 0, &mut usage);
+        assert!(r == pid, "wait4 failed");
+        usage
+    }
+}
+
+/// Writes `len` bytes of incompressible pseudo-random data (xorshift) to `path`, unless a file of
+/// that size already exists there.
+pub fn make_file(path: &Path, len: u64, seed: u64) {
+    if std::fs::metadata(path).map(|m| m.len() == len).unwrap_or(false) {
+        return;
+    }
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        w.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    w.flush().unwrap();
+}
+
+/// Total size in bytes of the files below `dir` (allocated blocks, like `du`).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                use std::os::unix::fs::MetadataExt;
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// The release `cairn` binary next to this benchmark binary (built by `cargo build --release`).
+pub fn cairn_bin() -> PathBuf {
+    let me = std::env::current_exe().unwrap();
+    let p = me.parent().unwrap().join("cairn");
+    assert!(p.exists(), "{} missing: run `cargo build --release -p cairn` first", p.display());
+    p
+}
+
+/// Megabytes (10^6) per second.
+pub fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+/// Drops the page cache for one file (best effort) so reads measure the same thing each time.
+pub fn drop_cache(path: &Path) {
+    let _ = Command::new("dd")
+        .args([
+            format!("if={}", path.display()).as_str(),
+            "iflag=nocache",
+            "count=0",
+            "status=none",
+        ])
+        .status();
+}

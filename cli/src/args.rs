@@ -1,0 +1,232 @@
+//! Command-line arguments (clap derive). Kubo users should feel at home.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// cairn: a content-addressed filesystem that speaks IPFS.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Repository directory (default: $CAIRN_REPO, else ~/.cairn).
+    #[arg(long, global = true, env = "CAIRN_REPO", value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+
+    /// Print machine-readable JSON for listings and stats.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init,
+    /// Add files or directories to the repository.
+    Add(AddArgs),
+    /// Print the bytes of a file.
+    Cat(CatArgs),
+    /// Write a file or directory tree to disk.
+    Get(GetArgs),
+    /// List a directory.
+    Ls(LsArgs),
+    /// Pin content so garbage collection keeps it.
+    #[command(subcommand)]
+    Pin(PinCommand),
+    /// Repository maintenance.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Raw block access.
+    #[command(subcommand)]
+    Block(BlockCommand),
+    /// DAG import/export (CAR v1).
+    #[command(subcommand)]
+    Dag(DagCommand),
+}
+
+/// `cairn add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Files or directories to add.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Add directories recursively.
+    #[arg(short, long)]
+    pub recursive: bool,
+    /// CID version: 0 (Kubo's default import) or 1.
+    #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub cid_version: Option<u8>,
+    /// Store leaves as raw blocks (default: on for CIDv1, off for CIDv0).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub raw_leaves: Option<bool>,
+    /// Chunker: size-N (fixed, N ≤ 1 MiB) or fastcdc-MIN-AVG-MAX.
+    #[arg(long, value_name = "SPEC")]
+    pub chunker: Option<String>,
+    /// Hash function: sha2-256 or blake3.
+    #[arg(long, value_name = "NAME")]
+    pub hash: Option<String>,
+    /// Pin the added content (recursively).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
+    pub pin: bool,
+    /// Name for the pin.
+    #[arg(long, value_name = "NAME")]
+    pub pin_name: Option<String>,
+    /// Only compute the CIDs; store nothing.
+    #[arg(short = 'n', long)]
+    pub only_hash: bool,
+    /// Print only the final root CID.
+    #[arg(short = 'Q', long)]
+    pub quiet: bool,
+    /// Show a progress bar even when the input is small.
+    #[arg(long)]
+    pub progress: bool,
+    /// Store UnixFS 1.5 file modes.
+    #[arg(long)]
+    pub preserve_mode: bool,
+    /// Store UnixFS 1.5 modification times.
+    #[arg(long)]
+    pub preserve_mtime: bool,
+}
+
+/// `cairn cat`.
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
+    pub path: String,
+    /// Byte offset to start at.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// Maximum number of bytes to print.
+    #[arg(long)]
+    pub length: Option<u64>,
+}
+
+/// `cairn get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
+    pub path: String,
+    /// Where to write (default: the CID or last path segment in the current directory).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(short = 'Q', long)]
+    pub quiet: bool,
+}
+
+/// `cairn ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
+    pub path: String,
+}
+
+/// Pin types for listings.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PinTypeArg {
+    /// Recursive pins.
+    Recursive,
+    /// Direct pins.
+    Direct,
+    /// Blocks kept by recursive pins.
+    Indirect,
+    /// Every kind.
+    All,
+}
+
+/// `cairn pin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PinCommand {
+    /// Pin a DAG (recursively by default).
+    Add {
+        /// `<cid>[/path]`.
+        path: String,
+        /// Pin only the root block.
+        #[arg(long)]
+        direct: bool,
+        /// A name for the pin.
+        #[arg(long)]
+        name: Option<String>,
+        /// No progress output.
+        #[arg(short = 'Q', long)]
+        quiet: bool,
+    },
+    /// Remove a pin.
+    Rm {
+        /// The pinned CID.
+        cid: String,
+    },
+    /// List pins.
+    Ls {
+        /// Which pins to list.
+        #[arg(long = "type", value_enum, default_value = "all")]
+        kind: PinTypeArg,
+    },
+    /// Check that every pinned block is present and matches its CID.
+    Verify,
+}
+
+/// `cairn repo ...`.
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Delete every block not reachable from a pin.
+    Gc {
+        /// Print only totals.
+        #[arg(short = 'Q', long)]
+        quiet: bool,
+    },
+    /// Size and count statistics.
+    Stat,
+    /// Check every block on disk against its CID.
+    Verify,
+}
+
+/// `cairn block ...`.
+#[derive(Debug, Subcommand)]
+pub enum BlockCommand {
+    /// Print a block's raw bytes.
+    Get {
+        /// The CID.
+        cid: String,
+    },
+    /// Store stdin (or a file) as one block and print its CID.
+    Put {
+        /// A file to read instead of stdin.
+        file: Option<PathBuf>,
+        /// Codec: raw or dag-pb.
+        #[arg(long, default_value = "raw")]
+        format: String,
+        /// Hash function: sha2-256 or blake3.
+        #[arg(long, default_value = "sha2-256")]
+        hash: String,
+        /// CID version (dag-pb + sha2-256 allows 0).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        cid_version: u8,
+    },
+    /// Print a block's CID and size.
+    Stat {
+        /// The CID.
+        cid: String,
+    },
+}
+
+/// `cairn dag ...`.
+#[derive(Debug, Subcommand)]
+pub enum DagCommand {
+    /// Write a DAG as a CAR v1 file to stdout.
+    Export {
+        /// The root CID.
+        cid: String,
+    },
+    /// Import CAR v1 files and pin their roots.
+    Import {
+        /// CAR files (stdin if none).
+        files: Vec<PathBuf>,
+        /// Pin the roots.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
+        pin_roots: bool,
+    },
+}

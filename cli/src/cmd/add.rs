@@ -1,0 +1,130 @@
+//! `cairn add`: import files and directories, print `added <cid> <name>` lines like Kubo.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use cairn_store::{
+    import_path, BlockSink, ChunkerSpec, HashAlg, ImportEvent, ImportOptions, NullSink, Repo,
+};
+use serde::Serialize;
+
+use crate::args::AddArgs;
+use crate::output::Output;
+use crate::progress;
+
+#[derive(Serialize)]
+struct Added<'a> {
+    cid: String,
+    name: &'a str,
+    size: u64,
+}
+
+/// Builds import options from the flags and the repo's defaults.
+fn options(args: &AddArgs) -> Result<ImportOptions> {
+    let version = args.cid_version.unwrap_or(1);
+    let mut opts = ImportOptions::for_cid_version(version);
+    if let Some(raw) = args.raw_leaves {
+        opts.raw_leaves = raw;
+    }
+    if let Some(spec) = &args.chunker {
+        opts.chunker = spec
+            .parse::<ChunkerSpec>()
+            .with_context(|| format!("bad --chunker {spec:?}"))?;
+    }
+    if let Some(h) = &args.hash {
+        opts.hash = h.parse::<HashAlg>()?;
+        if opts.hash != HashAlg::Sha2_256 && version == 0 {
+            bail!("--hash {h} needs --cid-version 1 (CIDv0 is sha2-256 only)");
+        }
+    }
+    opts.preserve_mode = args.preserve_mode;
+    opts.preserve_mtime = args.preserve_mtime;
+    Ok(opts)
+}
+
+/// Total bytes of regular files below `path` (for the progress bar), without following links.
+fn total_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => stack.push(entry.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Runs `cairn add`. `repo` is `None` for `--only-hash`, which never opens the repository.
+pub fn run(repo: Option<&Repo>, args: &AddArgs, json: bool) -> Result<()> {
+    let opts = options(args)?;
+    for path in &args.paths {
+        let meta = std::fs::symlink_metadata(path)
+            .with_context(|| format!("cannot add {}", path.display()))?;
+        if meta.is_dir() && !args.recursive {
+            bail!(
+                "{} is a directory: use -r to add it recursively",
+                path.display()
+            );
+        }
+    }
+    let show = progress::wanted(args.quiet, args.progress);
+    let mut out = Output::new(json);
+    let mut last_root = None;
+    for path in &args.paths {
+        let total = if show { Some(total_bytes(path)) } else { None };
+        let bar = progress::bytes_bar(show, total, &format!("adding {}", path.display()));
+        let mut lines: Vec<(String, String, u64)> = Vec::new();
+        let mut on_event = |ev: ImportEvent| match ev {
+            ImportEvent::Progress { bytes } => bar.inc(bytes),
+            ImportEvent::Added { cid, path, size } => lines.push((cid.to_string(), path, size)),
+        };
+        let imported = match repo {
+            Some(repo) => {
+                let session = repo.session();
+                let imported = import_path(path, &opts, &session as &dyn BlockSink, &mut on_event)
+                    .with_context(|| format!("cannot add {}", path.display()))?;
+                if args.pin {
+                    session
+                        .pin(imported.cid, args.pin_name.as_deref())
+                        .with_context(|| format!("cannot pin {}", imported.cid))?;
+                } else {
+                    session.commit()?;
+                }
+                imported
+            }
+            None => import_path(path, &opts, &NullSink, &mut on_event)
+                .with_context(|| format!("cannot hash {}", path.display()))?,
+        };
+        bar.finish_and_clear();
+        if !args.quiet {
+            for (cid, name, size) in &lines {
+                out.item(&Added { cid: cid.clone(), name, size: *size }, || {
+                    format!("added {cid} {name}")
+                })?;
+            }
+        }
+        last_root = Some(imported.cid);
+    }
+    if args.quiet {
+        if let Some(root) = last_root {
+            out.item(&serde_json::json!({ "cid": root.to_string() }), || root.to_string())?;
+        }
+    }
+    out.finish()
+}

@@ -1,0 +1,80 @@
+//! `cairn block get|put|stat`.
+
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context, Result};
+use cairn_store::{Block, Blockstore, Bytes, HashAlg, Repo, DAG_PB, RAW};
+
+use crate::args::BlockCommand;
+use crate::output::Output;
+
+use super::parse_cid;
+
+/// Blocks larger than this are refused (peers would refuse them too).
+const MAX_BLOCK: usize = 2 << 20;
+
+/// `cairn block ...`.
+pub fn run(repo: &Repo, cmd: BlockCommand, json: bool) -> Result<()> {
+    let store = repo.store();
+    match cmd {
+        BlockCommand::Get { cid } => {
+            let cid = parse_cid(&cid)?;
+            let data = store
+                .get_verified(&cid)?
+                .with_context(|| format!("block {cid} not found locally"))?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&data)?;
+            stdout.flush()?;
+            Ok(())
+        }
+        BlockCommand::Put { file, format, hash, cid_version } => {
+            let mut data = Vec::new();
+            match &file {
+                Some(path) => {
+                    std::fs::File::open(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .take(MAX_BLOCK as u64 + 1)
+                        .read_to_end(&mut data)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                }
+                None => {
+                    std::io::stdin()
+                        .take(MAX_BLOCK as u64 + 1)
+                        .read_to_end(&mut data)
+                        .context("cannot read stdin")?;
+                }
+            }
+            if data.len() > MAX_BLOCK {
+                bail!("block is larger than {MAX_BLOCK} bytes");
+            }
+            let codec = match format.as_str() {
+                "raw" => RAW,
+                "dag-pb" | "protobuf" => {
+                    cairn_store::PbNode::decode(&Bytes::from(data.clone()))
+                        .context("input is not a valid dag-pb node")?;
+                    DAG_PB
+                }
+                other => bail!("unknown block format {other:?} (expected raw or dag-pb)"),
+            };
+            let alg: HashAlg = hash.parse()?;
+            let block = Block::encode(cid_version, codec, alg, Bytes::from(data));
+            store.put(&block)?;
+            store.flush()?;
+            let mut out = Output::new(json);
+            let cid = block.cid().to_string();
+            out.item(&serde_json::json!({ "cid": cid, "size": block.data().len() }), || cid.clone())?;
+            out.finish()
+        }
+        BlockCommand::Stat { cid } => {
+            let cid = parse_cid(&cid)?;
+            let size = store
+                .size(&cid)?
+                .with_context(|| format!("block {cid} not found locally"))?;
+            let mut out = Output::new(json);
+            out.item(&serde_json::json!({ "cid": cid.to_string(), "size": size }), || {
+                format!("Key: {cid}\nSize: {size}")
+            })?;
+            out.finish()
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `cairn dag export|import` (CAR v1).
+
+use std::io::{BufReader, BufWriter, Write};
+
+use anyhow::{Context, Result};
+use cairn_store::Repo;
+
+use crate::args::DagCommand;
+use crate::output::Output;
+
+use super::parse_cid;
+
+/// `cairn dag ...`.
+pub fn run(repo: &Repo, cmd: DagCommand, json: bool) -> Result<()> {
+    match cmd {
+        DagCommand::Export { cid } => {
+            let cid = parse_cid(&cid)?;
+            let stdout = std::io::stdout();
+            let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
+            repo.export_car(&cid, &mut w)
+                .with_context(|| format!("cannot export {cid}"))?;
+            w.flush()?;
+            Ok(())
+        }
+        DagCommand::Import { files, pin_roots } => {
+            let mut out = Output::new(json);
+            let mut roots = Vec::new();
+            if files.is_empty() {
+                let stdin = std::io::stdin();
+                roots.extend(
+                    repo.import_car(BufReader::new(stdin.lock()), pin_roots)
+                        .context("cannot import CAR from stdin")?,
+                );
+            }
+            for f in &files {
+                let file = std::fs::File::open(f)
+                    .with_context(|| format!("cannot open {}", f.display()))?;
+                roots.extend(
+                    repo.import_car(BufReader::with_capacity(1 << 20, file), pin_roots)
+                        .with_context(|| format!("cannot import {}", f.display()))?,
+                );
+            }
+            for root in roots {
+                out.item(&serde_json::json!({ "root": root.to_string(), "pinned": pin_roots }), || {
+                    if pin_roots {
+                        format!("pinned root {root}")
+                    } else {
+                        format!("imported root {root}")
+                    }
+                })?;
+            }
+            out.finish()
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `cairn pin add|rm|ls|verify`.
+
+use anyhow::{bail, Context, Result};
+use cairn_store::{DagReader, LocalSource, PinKind, Repo};
+
+use crate::args::{PinCommand, PinTypeArg};
+use crate::output::Output;
+
+use super::{parse_cid, parse_path};
+
+/// `cairn pin ...` on a repo this process owns.
+pub async fn run(repo: &Repo, cmd: PinCommand, json: bool) -> Result<()> {
+    let mut out = Output::new(json);
+    match cmd {
+        PinCommand::Add { path, direct, name, quiet: _ } => {
+            let p = parse_path(&path)?;
+            let cid = if p.segments.is_empty() {
+                p.root
+            } else {
+                let reader = DagReader::new(LocalSource::new(repo.store()));
+                reader
+                    .resolve(p.root, &p.segments)
+                    .await
+                    .with_context(|| format!("cannot resolve {path}"))?
+            };
+            let kind = if direct { PinKind::Direct } else { PinKind::Recursive };
+            repo.pins()
+                .add(cid, kind, name.as_deref())
+                .with_context(|| format!("cannot pin {cid}"))?;
+            out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
+                format!("pinned {cid} {}", kind_name(kind))
+            })?;
+        }
+        PinCommand::Rm { cid } => {
+            let cid = parse_cid(&cid)?;
+            if !repo.pins().remove(&cid)? {
+                bail!("{cid} is not pinned");
+            }
+            out.item(&serde_json::json!({ "unpinned": cid.to_string() }), || {
+                format!("unpinned {cid}")
+            })?;
+        }
+        PinCommand::Ls { kind } => {
+            for pin in repo.pins().list()? {
+                let wanted = match kind {
+                    PinTypeArg::All => true,
+                    PinTypeArg::Recursive => pin.kind == PinKind::Recursive,
+                    PinTypeArg::Direct => pin.kind == PinKind::Direct,
+                    PinTypeArg::Indirect => false,
+                };
+                if !wanted {
+                    continue;
+                }
+                let name = pin.name.clone().unwrap_or_default();
+                out.item(
+                    &serde_json::json!({
+                        "cid": pin.cid.to_string(),
+                        "type": kind_name(pin.kind),
+                        "name": pin.name,
+                    }),
+                    || format!("{} {} {}", pin.cid, kind_name(pin.kind), name).trim_end().to_string(),
+                )?;
+            }
+            if kind == PinTypeArg::Indirect || kind == PinTypeArg::All {
+                // Indirect pins are every block below a recursive pin.
+                for cid in repo.pins().indirect()? {
+                    out.item(
+                        &serde_json::json!({ "cid": cid.to_string(), "type": "indirect" }),
+                        || format!("{cid} indirect"),
+                    )?;
+                }
+            }
+        }
+        PinCommand::Verify => {
+            let report = repo.pins().verify()?;
+            let mut bad = 0usize;
+            for r in &report {
+                if !r.ok() {
+                    bad += 1;
+                }
+                out.item(r, || r.to_string())?;
+            }
+            out.finish()?;
+            if bad > 0 {
+                bail!("{bad} pin(s) failed verification");
+            }
+            return Ok(());
+        }
+    }
+    out.finish()
+}
+
+fn kind_name(kind: PinKind) -> &'static str {
+    match kind {
+        PinKind::Recursive => "recursive",
+        PinKind::Direct => "direct",
+    }
+}
