@@ -16,6 +16,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Give up on content the network does not deliver within this many seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub timeout: Option<u64>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,6 +49,84 @@ pub enum Command {
     /// DAG import/export (CAR v1).
     #[command(subcommand)]
     Dag(DagCommand),
+    /// Run the network node and the local API; other commands then go through it.
+    Daemon,
+    /// Show this node's peer id and addresses.
+    Id,
+    /// Peers and connections.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// Content routing on the Kademlia DHT.
+    #[command(subcommand)]
+    Routing(RoutingCommand),
+    /// Network statistics.
+    #[command(subcommand)]
+    Stat(StatCommand),
+    /// How much of a DAG is local, and how many providers the network knows.
+    Status {
+        /// `<cid>[/path]`.
+        path: String,
+    },
+    /// Mount a DAG (or every CID, with --namespace) read-only with FUSE.
+    Mount(MountArgs),
+    /// Unmount a cairn mount.
+    Unmount {
+        /// The mount point.
+        dir: PathBuf,
+    },
+}
+
+/// `cairn swarm ...`.
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// Connected peers.
+    Peers,
+    /// Connect to a peer by multiaddr (with /p2p/<peer id>).
+    Connect {
+        /// The address.
+        addr: String,
+    },
+    /// Our listen addresses.
+    Addrs,
+}
+
+/// `cairn routing ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoutingCommand {
+    /// Announce that this node provides a CID.
+    Provide {
+        /// The CID.
+        cid: String,
+    },
+    /// Find peers that provide a CID.
+    Findprovs {
+        /// The CID.
+        cid: String,
+    },
+}
+
+/// `cairn stat ...`.
+#[derive(Debug, Subcommand)]
+pub enum StatCommand {
+    /// Bitswap counters: blocks and bytes sent and received, peers.
+    Bitswap,
+}
+
+/// `cairn mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The CID to mount (omit with --namespace).
+    #[arg(value_name = "CID")]
+    pub cid: Option<String>,
+    /// The mount point (an existing, empty directory).
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Mount every CID lazily: DIR/<cid>/path, like Kubo's /ipfs.
+    #[arg(long, value_name = "DIR", conflicts_with = "cid")]
+    pub namespace: Option<PathBuf>,
+    /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 /// `cairn add`.

@@ -1,54 +1,83 @@
-//! Dispatch of the parsed command line to one command module.
+//! Running one parsed command, either in this process (offline, owning the repo) or inside the
+//! daemon on behalf of a client (see `api` and `daemon`).
 
 mod add;
 mod block;
 mod dag;
 mod pin;
-mod read;
+pub mod read;
 mod repo;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use cairn_store::{CidPath, Repo};
 
-use crate::args::{Cli, Command};
-use crate::repo_path;
+use crate::args::Command;
+use crate::output::Console;
 
-/// Runs the command `cli` names.
-pub async fn run(cli: Cli) -> Result<()> {
-    let repo_dir = repo_path::resolve(cli.repo)?;
-    let json = cli.json;
-    match cli.command {
-        Command::Init => repo::init(&repo_dir, json),
-        Command::Add(args) => {
-            if args.only_hash {
-                add::run(None, &args, json)
-            } else {
-                add::run(Some(&open(&repo_dir)?), &args, json)
-            }
+/// What a command runs with.
+pub struct Ctx<'a> {
+    /// The open repository.
+    pub repo: &'a Repo,
+    /// The user's terminal.
+    pub console: &'a Console,
+    /// The user's working directory.
+    pub cwd: &'a Path,
+}
+
+impl Ctx<'_> {
+    /// `p` resolved against the user's working directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.cwd.join(p)
         }
-        Command::Cat(args) => read::cat(&open(&repo_dir)?, &args).await,
-        Command::Get(args) => read::get(&open(&repo_dir)?, &args).await,
-        Command::Ls(args) => read::ls(&open(&repo_dir)?, &args, json).await,
-        Command::Pin(c) => pin::run(&open(&repo_dir)?, c, json).await,
-        Command::Repo(c) => repo::run(&open(&repo_dir)?, c, json),
-        Command::Block(c) => block::run(&open(&repo_dir)?, c, json),
-        Command::Dag(c) => dag::run(&open(&repo_dir)?, c, json),
     }
 }
 
+/// Runs a command that needs an open repo (every command but `init`, `daemon` and `add --only-hash`).
+pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
+    match command {
+        Command::Init => anyhow::bail!("the repo is already initialised"),
+        Command::Add(args) => add::run(ctx, &args).map(|_| ()),
+        Command::Cat(args) => read::cat(ctx, &args).await,
+        Command::Get(args) => read::get(ctx, &args).await,
+        Command::Ls(args) => read::ls(ctx, &args).await,
+        Command::Pin(c) => pin::run(ctx, c).await,
+        Command::Repo(c) => repo::run(ctx, c),
+        Command::Block(c) => block::run(ctx, c),
+        Command::Dag(c) => dag::run(ctx, c),
+        Command::Daemon
+        | Command::Id
+        | Command::Swarm(_)
+        | Command::Routing(_)
+        | Command::Stat(_)
+        | Command::Status { .. }
+        | Command::Mount(_)
+        | Command::Unmount { .. } => {
+            anyhow::bail!("this command needs the network: start `cairn daemon` first")
+        }
+    }
+}
+
+pub use add::{only_hash, run as add_roots};
+pub use repo::init;
+
 /// Opens the repository for exclusive use by this process.
-fn open(dir: &std::path::Path) -> Result<Repo> {
+pub fn open(dir: &Path) -> Result<Repo> {
     Ok(Repo::open(dir)?)
 }
 
 /// Parses `<cid>[/path]` or `/ipfs/<cid>[/path]`.
-fn parse_path(text: &str) -> Result<CidPath> {
+pub fn parse_path(text: &str) -> Result<CidPath> {
     text.parse::<CidPath>()
         .with_context(|| format!("bad content path {text:?}"))
 }
 
 /// Parses a bare CID.
-fn parse_cid(text: &str) -> Result<cairn_store::Cid> {
+pub fn parse_cid(text: &str) -> Result<cairn_store::Cid> {
     cairn_store::Cid::try_from(text.trim())
         .map_err(|e| anyhow::anyhow!("invalid CID {text:?}: {e}"))
 }

@@ -1,8 +1,14 @@
-//! The `cairn` command-line tool: parses arguments, opens the repo, and runs one command.
-//! Everything of substance lives in the library crates; this binary only wires them.
+//! The `cairn` command-line tool: parses arguments, then runs the command in this process on the
+//! repo, or hands it to the daemon that owns the repo. Everything of substance lives in the library
+//! crates; this binary only wires them.
 
+mod api;
 mod args;
+mod client;
 mod cmd;
+mod daemon;
+mod mount;
+mod online;
 mod output;
 mod progress;
 mod repo_path;
@@ -10,10 +16,15 @@ mod repo_path;
 use std::io::ErrorKind;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result};
 use clap::Parser;
 
+use crate::args::{Cli, Command};
+use crate::output::Console;
+
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
@@ -33,7 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cmd::run(cli));
+    let result = runtime.block_on(run(cli, argv));
     // Do not wait for stray blocking tasks (e.g. a stalled read) on the way out.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
@@ -47,6 +58,111 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
+    let repo_dir = repo_path::resolve(cli.repo.clone())?;
+    let console = Console::local(cli.json, progress::terminal());
+    let cwd = std::env::current_dir()?;
+    match &cli.command {
+        Command::Init => return cmd::init(&repo_dir, &console),
+        Command::Add(args) if args.only_hash => return cmd::only_hash(&console, &cwd, args),
+        _ => {}
+    }
+    if !matches!(cli.command, Command::Daemon) {
+        if let Some(stream) = client::connect(&repo_dir) {
+            // A daemon owns the repo: it runs the command for us.
+            let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir)?;
+            let result = tokio::task::block_in_place(|| {
+                client::run(stream, argv.argv, progress::terminal())
+            });
+            if let Some(tmp) = argv.spooled {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return result;
+        }
+    }
+    match cli.command {
+        Command::Daemon => daemon::run(&repo_dir, &console).await,
+        Command::Mount(args) => mount_foreground(&repo_dir, &console, &args, cli.timeout).await,
+        Command::Unmount { dir } => mount::unmount_foreign(&cwd.join(dir)),
+        Command::Id
+        | Command::Swarm(_)
+        | Command::Routing(_)
+        | Command::Stat(_)
+        | Command::Status { .. } => {
+            // Without a daemon there is no network node (but a missing repo is said first).
+            cmd::open(&repo_dir)?;
+            anyhow::bail!("this command needs the network: start `cairn daemon` first")
+        }
+        command => {
+            let repo = cmd::open(&repo_dir)?;
+            let ctx = cmd::Ctx { repo: &repo, console: &console, cwd: &cwd };
+            cmd::run_offline(&ctx, command).await
+        }
+    }
+}
+
+/// The argv to send to the daemon, and the file stdin was saved to, if any.
+struct Forwarded {
+    argv: Vec<String>,
+    spooled: Option<std::path::PathBuf>,
+}
+
+/// Commands that read stdin get it as a file when the daemon runs them.
+fn spool_stdin_if_needed(
+    command: &Command,
+    mut argv: Vec<String>,
+    repo_dir: &std::path::Path,
+) -> Result<Forwarded> {
+    use crate::args::{BlockCommand, DagCommand};
+    let reads_stdin = match command {
+        Command::Block(BlockCommand::Put { file, .. }) => file.is_none(),
+        Command::Dag(DagCommand::Import { files, .. }) => files.is_empty(),
+        _ => false,
+    };
+    if !reads_stdin {
+        return Ok(Forwarded { argv, spooled: None });
+    }
+    let path = client::spool_stdin(&repo_dir.join("tmp"))?;
+    argv.push(path.display().to_string());
+    Ok(Forwarded { argv, spooled: Some(path) })
+}
+
+/// `cairn mount` without a daemon: serves the mount from the local repo until Ctrl-C, SIGTERM,
+/// or an external unmount.
+async fn mount_foreground(
+    repo_dir: &std::path::Path,
+    console: &Console,
+    args: &args::MountArgs,
+    timeout: Option<u64>,
+) -> Result<()> {
+    let repo = cmd::open(repo_dir)?;
+    let (root, dir) = mount::target(args)?;
+    let dir = std::env::current_dir()?.join(dir);
+    let source = cairn_store::LocalSource::new(repo.store().clone());
+    let timeout = std::time::Duration::from_secs(timeout.unwrap_or(30));
+    let handle = mount::start(
+        source,
+        root,
+        &dir,
+        args.allow_other,
+        timeout,
+        tokio::runtime::Handle::current(),
+    )?;
+    let mut out = console.output();
+    out.text(&format!(
+        "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount",
+        dir.display(),
+        dir.display()
+    ))?;
+    out.finish()?;
+    tokio::select! {
+        _ = daemon::wait_for_signal() => {}
+        _ = handle.wait_unmounted() => {}
+    }
+    handle.unmount().with_context(|| format!("cannot unmount {}", dir.display()))?;
+    Ok(())
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -8,7 +8,20 @@
 //! - `block`: [`Block`], bytes with their CID.
 //! - `varint`, `pb`, `unixfs`: the dag-pb and UnixFS codecs (canonical, Kubo-identical).
 //! - `blockstore`: the [`Blockstore`] trait.
+//! - `chunker`: [`ChunkerSpec`] (`size-N`, `fastcdc-MIN-AVG-MAX`) and the streaming [`Chunker`].
+//! - `importer`: [`import_reader`] / [`import_path`], files and trees into Kubo-identical UnixFS DAGs
+//!   ([`ImportOptions`]); `importer/file.rs` (balanced file trees, parallel hashing), `importer/dir.rs` (walks, directories).
+//! - `hamt`: HAMT-sharded directories (shard building, hash and bucket helpers for lookups).
+//! - `murmur3`: murmur3-x64-128/64, the HAMT hash.
 //! - `source`: the [`BlockSource`] read trait and [`LocalSource`].
+//! - `reader`: [`DagReader`], reading UnixFS DAGs (stat, ranged reads, [`FileCursor`], directories, HAMT shards, path resolution).
+//! - `sled_store`: [`SledStore`], the on-disk blockstore (sled index, large blocks as files).
+//! - `repo`: [`Repo`], the repo directory (config, identity, lock, store) and [`ImportSession`].
+//! - `pins`: [`Pins`], recursive and direct pins.
+//! - `gc`: mark-and-sweep garbage collection, GC [`Roots`], the live set that protects imports.
+//! - `car`: CAR v1 export and import (`car::export`, `car::import`).
+//! - `walk`: [`links`] of a block and the [`DagWalk`] depth-first walker.
+//! - `path`: [`CidPath`], `<cid>/a/b` and `/ipfs/<cid>/a/b` content paths.
 //!
 //! ```
 //! use cairn_store::{cid_for, HashAlg, RAW};
@@ -18,20 +31,51 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod block;
+mod car;
+mod chunker;
 mod blockstore;
+mod hamt;
+mod gc;
 mod hash;
+mod importer;
+mod murmur3;
+mod path;
 mod pb;
+mod pins;
+mod reader;
+mod repo;
 mod sink;
+mod sled_store;
 mod source;
 mod unixfs;
 mod varint;
+mod walk;
 
 pub use block::Block;
+pub use car::{
+    export as export_car, import as import_car, CarError, CarStats, MAX_BLOCK as CAR_MAX_BLOCK,
+    MAX_HEADER as CAR_MAX_HEADER,
+};
 pub use blockstore::{Blockstore, StoreError, StoreStats};
 pub use bytes::Bytes;
 pub use cid::Cid;
+pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
+pub use gc::{GcError, GcReport, Roots};
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
+pub use importer::{
+    import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError, DEFAULT_HAMT_SHARD_THRESHOLD,
+    DEFAULT_MAX_LINKS,
+};
+pub use path::{CidPath, PathError};
 pub use pb::{PbError, PbLink, PbNode, MAX_LINKS};
+pub use pins::{Pin, PinError, PinKind, PinReport, Pins};
+pub use reader::{is_safe_name, DagReader, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError, MAX_DEPTH};
+pub use repo::{
+    ApiConfig, Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, Repo, RepoError, RepoLock,
+    StoreConfig, VerifyReport,
+};
 pub use sink::{BlockSink, NullSink, StoreSink};
+pub use sled_store::{SledStore, StoreOptions};
 pub use source::{BlockSource, GetError, LocalSource};
 pub use unixfs::{DataType, UnixFsData, UnixFsError, UnixTime};
+pub use walk::{codec_has_links, links, DagWalk, Visit, WalkError, WalkMode};

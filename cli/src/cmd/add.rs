@@ -9,8 +9,9 @@ use cairn_store::{
 use serde::Serialize;
 
 use crate::args::AddArgs;
-use crate::output::Output;
-use crate::progress;
+use crate::output::Console;
+
+use super::Ctx;
 
 #[derive(Serialize)]
 struct Added<'a> {
@@ -22,7 +23,7 @@ struct Added<'a> {
 /// Builds import options from the flags and the repo's defaults.
 fn options(args: &AddArgs) -> Result<ImportOptions> {
     let version = args.cid_version.unwrap_or(1);
-    let mut opts = ImportOptions::for_cid_version(version);
+    let mut opts = ImportOptions::with_cid_version(version);
     if let Some(raw) = args.raw_leaves {
         opts.raw_leaves = raw;
     }
@@ -70,35 +71,49 @@ fn total_bytes(path: &Path) -> u64 {
     total
 }
 
-/// Runs `cairn add`. `repo` is `None` for `--only-hash`, which never opens the repository.
-pub fn run(repo: Option<&Repo>, args: &AddArgs, json: bool) -> Result<()> {
+/// `cairn add --only-hash`: computes CIDs without opening the repository.
+pub fn only_hash(console: &Console, cwd: &Path, args: &AddArgs) -> Result<()> {
+    add(None, console, cwd, args).map(|_| ())
+}
+
+/// `cairn add` into the repo.
+/// Returns the root of every path added.
+pub fn run(ctx: &Ctx<'_>, args: &AddArgs) -> Result<Vec<cairn_store::Cid>> {
+    let repo = if args.only_hash { None } else { Some(ctx.repo) };
+    add(repo, ctx.console, ctx.cwd, args)
+}
+
+fn add(
+    repo: Option<&Repo>,
+    console: &Console,
+    cwd: &Path,
+    args: &AddArgs,
+) -> Result<Vec<cairn_store::Cid>> {
     let opts = options(args)?;
-    for path in &args.paths {
+    let paths: Vec<_> = args.paths.iter().map(|p| cwd.join(p)).collect();
+    for (path, shown) in paths.iter().zip(&args.paths) {
         let meta = std::fs::symlink_metadata(path)
-            .with_context(|| format!("cannot add {}", path.display()))?;
+            .with_context(|| format!("cannot add {}", shown.display()))?;
         if meta.is_dir() && !args.recursive {
-            bail!(
-                "{} is a directory: use -r to add it recursively",
-                path.display()
-            );
+            bail!("{} is a directory: use -r to add it recursively", shown.display());
         }
     }
-    let show = progress::wanted(args.quiet, args.progress);
-    let mut out = Output::new(json);
-    let mut last_root = None;
-    for path in &args.paths {
+    let show = console.progress(args.quiet) || (args.progress && !args.quiet);
+    let mut out = console.output();
+    let mut roots = Vec::new();
+    for (path, shown) in paths.iter().zip(&args.paths) {
         let total = if show { Some(total_bytes(path)) } else { None };
-        let bar = progress::bytes_bar(show, total, &format!("adding {}", path.display()));
+        let mut bar = console.bar(show, total, &format!("adding {}", shown.display()));
         let mut lines: Vec<(String, String, u64)> = Vec::new();
         let mut on_event = |ev: ImportEvent| match ev {
-            ImportEvent::Progress { bytes } => bar.inc(bytes),
+            ImportEvent::Progress { bytes } => bar.set_position(bytes),
             ImportEvent::Added { cid, path, size } => lines.push((cid.to_string(), path, size)),
         };
         let imported = match repo {
             Some(repo) => {
                 let session = repo.session();
                 let imported = import_path(path, &opts, &session as &dyn BlockSink, &mut on_event)
-                    .with_context(|| format!("cannot add {}", path.display()))?;
+                    .with_context(|| format!("cannot add {}", shown.display()))?;
                 if args.pin {
                     session
                         .pin(imported.cid, args.pin_name.as_deref())
@@ -109,9 +124,9 @@ pub fn run(repo: Option<&Repo>, args: &AddArgs, json: bool) -> Result<()> {
                 imported
             }
             None => import_path(path, &opts, &NullSink, &mut on_event)
-                .with_context(|| format!("cannot hash {}", path.display()))?,
+                .with_context(|| format!("cannot hash {}", shown.display()))?,
         };
-        bar.finish_and_clear();
+        bar.finish();
         if !args.quiet {
             for (cid, name, size) in &lines {
                 out.item(&Added { cid: cid.clone(), name, size: *size }, || {
@@ -119,12 +134,13 @@ pub fn run(repo: Option<&Repo>, args: &AddArgs, json: bool) -> Result<()> {
                 })?;
             }
         }
-        last_root = Some(imported.cid);
+        roots.push(imported.cid);
     }
     if args.quiet {
-        if let Some(root) = last_root {
+        if let Some(root) = roots.last() {
             out.item(&serde_json::json!({ "cid": root.to_string() }), || root.to_string())?;
         }
     }
-    out.finish()
+    out.finish()?;
+    Ok(roots)
 }

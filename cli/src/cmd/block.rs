@@ -3,18 +3,18 @@
 use std::io::{Read, Write};
 
 use anyhow::{bail, Context, Result};
-use cairn_store::{Block, Blockstore, Bytes, HashAlg, Repo, DAG_PB, RAW};
+use cairn_store::{Block, Blockstore, Bytes, HashAlg, DAG_PB, RAW};
 
 use crate::args::BlockCommand;
-use crate::output::Output;
 
-use super::parse_cid;
+use super::{parse_cid, Ctx};
 
 /// Blocks larger than this are refused (peers would refuse them too).
 const MAX_BLOCK: usize = 2 << 20;
 
 /// `cairn block ...`.
-pub fn run(repo: &Repo, cmd: BlockCommand, json: bool) -> Result<()> {
+pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
+    let repo = ctx.repo;
     let store = repo.store();
     match cmd {
         BlockCommand::Get { cid } => {
@@ -22,7 +22,7 @@ pub fn run(repo: &Repo, cmd: BlockCommand, json: bool) -> Result<()> {
             let data = store
                 .get_verified(&cid)?
                 .with_context(|| format!("block {cid} not found locally"))?;
-            let mut stdout = std::io::stdout().lock();
+            let mut stdout = ctx.console.stdout();
             stdout.write_all(&data)?;
             stdout.flush()?;
             Ok(())
@@ -31,7 +31,7 @@ pub fn run(repo: &Repo, cmd: BlockCommand, json: bool) -> Result<()> {
             let mut data = Vec::new();
             match &file {
                 Some(path) => {
-                    std::fs::File::open(path)
+                    std::fs::File::open(ctx.path(path))
                         .with_context(|| format!("cannot read {}", path.display()))?
                         .take(MAX_BLOCK as u64 + 1)
                         .read_to_end(&mut data)
@@ -60,7 +60,7 @@ pub fn run(repo: &Repo, cmd: BlockCommand, json: bool) -> Result<()> {
             let block = Block::encode(cid_version, codec, alg, Bytes::from(data));
             store.put(&block)?;
             store.flush()?;
-            let mut out = Output::new(json);
+            let mut out = ctx.console.output();
             let cid = block.cid().to_string();
             out.item(&serde_json::json!({ "cid": cid, "size": block.data().len() }), || cid.clone())?;
             out.finish()
@@ -70,7 +70,7 @@ pub fn run(repo: &Repo, cmd: BlockCommand, json: bool) -> Result<()> {
             let size = store
                 .size(&cid)?
                 .with_context(|| format!("block {cid} not found locally"))?;
-            let mut out = Output::new(json);
+            let mut out = ctx.console.output();
             out.item(&serde_json::json!({ "cid": cid.to_string(), "size": size }), || {
                 format!("Key: {cid}\nSize: {size}")
             })?;

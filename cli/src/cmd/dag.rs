@@ -1,29 +1,27 @@
 //! `cairn dag export|import` (CAR v1).
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 
 use anyhow::{Context, Result};
-use cairn_store::Repo;
 
 use crate::args::DagCommand;
-use crate::output::Output;
 
-use super::parse_cid;
+use super::{parse_cid, Ctx};
 
 /// `cairn dag ...`.
-pub fn run(repo: &Repo, cmd: DagCommand, json: bool) -> Result<()> {
+pub fn run(ctx: &Ctx<'_>, cmd: DagCommand) -> Result<()> {
+    let repo = ctx.repo;
     match cmd {
         DagCommand::Export { cid } => {
             let cid = parse_cid(&cid)?;
-            let stdout = std::io::stdout();
-            let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let mut w = ctx.console.stdout();
             repo.export_car(&cid, &mut w)
                 .with_context(|| format!("cannot export {cid}"))?;
             w.flush()?;
             Ok(())
         }
         DagCommand::Import { files, pin_roots } => {
-            let mut out = Output::new(json);
+            let mut out = ctx.console.output();
             let mut roots = Vec::new();
             if files.is_empty() {
                 let stdin = std::io::stdin();
@@ -33,7 +31,7 @@ pub fn run(repo: &Repo, cmd: DagCommand, json: bool) -> Result<()> {
                 );
             }
             for f in &files {
-                let file = std::fs::File::open(f)
+                let file = std::fs::File::open(ctx.path(f))
                     .with_context(|| format!("cannot open {}", f.display()))?;
                 roots.extend(
                     repo.import_car(BufReader::with_capacity(1 << 20, file), pin_roots)

@@ -1,25 +1,25 @@
 //! `cairn pin add|rm|ls|verify`.
 
 use anyhow::{bail, Context, Result};
-use cairn_store::{DagReader, LocalSource, PinKind, Repo};
+use cairn_store::{DagReader, LocalSource, PinKind};
 
 use crate::args::{PinCommand, PinTypeArg};
-use crate::output::Output;
 
-use super::{parse_cid, parse_path};
+use super::{parse_cid, parse_path, Ctx};
 
 /// `cairn pin ...` on a repo this process owns.
-pub async fn run(repo: &Repo, cmd: PinCommand, json: bool) -> Result<()> {
-    let mut out = Output::new(json);
+pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
+    let repo = ctx.repo;
+    let mut out = ctx.console.output();
     match cmd {
         PinCommand::Add { path, direct, name, quiet: _ } => {
             let p = parse_path(&path)?;
             let cid = if p.segments.is_empty() {
                 p.root
             } else {
-                let reader = DagReader::new(LocalSource::new(repo.store()));
+                let reader = DagReader::new(LocalSource::new(repo.store().clone()));
                 reader
-                    .resolve(p.root, &p.segments)
+                    .resolve(&p.root, &p.segments)
                     .await
                     .with_context(|| format!("cannot resolve {path}"))?
             };

@@ -8,41 +8,43 @@ use cairn_store::{BlockSource, Cid, DagReader, EntryKind, LocalSource, Repo};
 use serde::Serialize;
 
 use crate::args::{CatArgs, GetArgs, LsArgs};
-use crate::output::Output;
-use crate::progress;
+use crate::output::Console;
 
-use super::parse_path;
+use super::{parse_path, Ctx};
 
 /// Resolves `text` (`<cid>[/path]`) to the CID it names.
 async fn resolve<S: BlockSource>(reader: &DagReader<S>, text: &str) -> Result<Cid> {
     let path = parse_path(text)?;
     let cid = reader
-        .resolve(path.root, &path.segments)
+        .resolve(&path.root, &path.segments)
         .await
         .with_context(|| format!("cannot resolve {text}"))?;
     Ok(cid)
 }
 
 fn local_reader(repo: &Repo) -> DagReader<LocalSource<cairn_store::SledStore>> {
-    DagReader::new(LocalSource::new(repo.store()))
+    DagReader::new(LocalSource::new(repo.store().clone()))
 }
 
 /// `cairn cat`.
-pub async fn cat(repo: &Repo, args: &CatArgs) -> Result<()> {
-    cat_with(&local_reader(repo), args).await
+pub async fn cat(ctx: &Ctx<'_>, args: &CatArgs) -> Result<()> {
+    cat_with(&local_reader(ctx.repo), ctx.console, args).await
 }
 
 /// `cairn cat` through any block source.
-pub async fn cat_with<S: BlockSource>(reader: &DagReader<S>, args: &CatArgs) -> Result<()> {
+pub async fn cat_with<S: BlockSource>(
+    reader: &DagReader<S>,
+    console: &Console,
+    args: &CatArgs,
+) -> Result<()> {
     let cid = resolve(reader, &args.path).await?;
-    let info = reader.stat(cid).await.with_context(|| format!("cannot read {cid}"))?;
+    let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
     if info.kind != EntryKind::File {
-        bail!("{} is a {}, not a file", args.path, info.kind);
+        bail!("{} is a {}, not a file", args.path, kind_name(info.kind));
     }
     let mut left = args.length.unwrap_or(u64::MAX);
-    let mut cursor = reader.cursor(cid, args.offset);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut cursor = reader.cursor(&cid, args.offset);
+    let mut out = console.stdout();
     while left > 0 {
         let Some(chunk) = cursor.next_chunk().await.with_context(|| format!("cannot read {cid}"))? else {
             break;
@@ -56,27 +58,27 @@ pub async fn cat_with<S: BlockSource>(reader: &DagReader<S>, args: &CatArgs) -> 
 }
 
 /// `cairn get`.
-pub async fn get(repo: &Repo, args: &GetArgs) -> Result<()> {
-    get_with(&local_reader(repo), args).await
+pub async fn get(ctx: &Ctx<'_>, args: &GetArgs) -> Result<()> {
+    get_with(&local_reader(ctx.repo), ctx, args).await
 }
 
 /// `cairn get` through any block source.
-pub async fn get_with<S: BlockSource>(reader: &DagReader<S>, args: &GetArgs) -> Result<()> {
+pub async fn get_with<S: BlockSource>(reader: &DagReader<S>, ctx: &Ctx<'_>, args: &GetArgs) -> Result<()> {
     let path = parse_path(&args.path)?;
     let cid = resolve(reader, &args.path).await?;
-    let out = match &args.output {
+    let out = ctx.path(&match &args.output {
         Some(o) => o.clone(),
         None => PathBuf::from(path.segments.last().cloned().unwrap_or_else(|| path.root.to_string())),
-    };
+    });
     if std::fs::symlink_metadata(&out).is_ok() {
         bail!("{} already exists: choose another output with -o", out.display());
     }
-    let info = reader.stat(cid).await.with_context(|| format!("cannot read {cid}"))?;
-    let show = progress::wanted(args.quiet, false);
+    let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
+    let show = ctx.console.progress(args.quiet);
     let total = if info.kind == EntryKind::File { Some(info.size) } else { None };
-    let bar = progress::bytes_bar(show, total, &format!("getting {cid}"));
-    write_node(reader, cid, &out, &bar).await?;
-    bar.finish_and_clear();
+    let mut bar = ctx.console.bar(show, total, &format!("getting {cid}"));
+    write_node(reader, cid, &out, &mut bar).await?;
+    bar.finish();
     Ok(())
 }
 
@@ -85,12 +87,12 @@ async fn write_node<S: BlockSource>(
     reader: &DagReader<S>,
     root: Cid,
     dest: &Path,
-    bar: &indicatif::ProgressBar,
+    bar: &mut crate::progress::Bar,
 ) -> Result<()> {
     // Iterative depth-first walk: hostile DAGs cannot blow the stack.
     let mut stack = vec![(root, dest.to_path_buf())];
     while let Some((cid, dest)) = stack.pop() {
-        let info = reader.stat(cid).await.with_context(|| format!("cannot read {cid}"))?;
+        let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
         match info.kind {
             EntryKind::File => {
                 let file = std::fs::OpenOptions::new()
@@ -99,7 +101,7 @@ async fn write_node<S: BlockSource>(
                     .open(&dest)
                     .with_context(|| format!("cannot create {}", dest.display()))?;
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-                let mut cursor = reader.cursor(cid, 0);
+                let mut cursor = reader.cursor(&cid, 0);
                 while let Some(chunk) =
                     cursor.next_chunk().await.with_context(|| format!("cannot read {cid}"))?
                 {
@@ -114,7 +116,7 @@ async fn write_node<S: BlockSource>(
                 std::fs::create_dir(&dest)
                     .with_context(|| format!("cannot create {}", dest.display()))?;
                 let entries = reader
-                    .read_dir(cid)
+                    .read_dir(&cid)
                     .await
                     .with_context(|| format!("cannot list {cid}"))?;
                 for entry in entries.into_iter().rev() {
@@ -154,26 +156,34 @@ struct LsEntry {
 }
 
 /// `cairn ls`.
-pub async fn ls(repo: &Repo, args: &LsArgs, json: bool) -> Result<()> {
-    ls_with(&local_reader(repo), args, json).await
+pub async fn ls(ctx: &Ctx<'_>, args: &LsArgs) -> Result<()> {
+    ls_with(&local_reader(ctx.repo), ctx.console, args).await
 }
 
 /// `cairn ls` through any block source.
-pub async fn ls_with<S: BlockSource>(reader: &DagReader<S>, args: &LsArgs, json: bool) -> Result<()> {
+pub async fn ls_with<S: BlockSource>(reader: &DagReader<S>, console: &Console, args: &LsArgs) -> Result<()> {
     let cid = resolve(reader, &args.path).await?;
-    let info = reader.stat(cid).await.with_context(|| format!("cannot read {cid}"))?;
-    let mut out = Output::new(json);
+    let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
+    let mut out = console.output();
     if info.kind != EntryKind::Directory {
-        let e = LsEntry { name: args.path.clone(), cid: cid.to_string(), size: info.size, kind: info.kind.to_string() };
+        let e = LsEntry { name: args.path.clone(), cid: cid.to_string(), size: info.size, kind: kind_name(info.kind).to_string() };
         out.item(&e, || format!("{} {} {}", e.cid, e.size, e.name))?;
         return out.finish();
     }
-    let entries = reader.read_dir(cid).await.with_context(|| format!("cannot list {cid}"))?;
+    let entries = reader.read_dir(&cid).await.with_context(|| format!("cannot list {cid}"))?;
     for entry in entries {
-        let child = reader.stat(entry.cid).await.with_context(|| format!("cannot read {}", entry.cid))?;
+        let child = reader.stat(&entry.cid).await.with_context(|| format!("cannot read {}", entry.cid))?;
         let suffix = if child.kind == EntryKind::Directory { "/" } else { "" };
-        let e = LsEntry { name: entry.name, cid: entry.cid.to_string(), size: child.size, kind: child.kind.to_string() };
+        let e = LsEntry { name: entry.name, cid: entry.cid.to_string(), size: child.size, kind: kind_name(child.kind).to_string() };
         out.item(&e, || format!("{} {} {}{}", e.cid, e.size, e.name, suffix))?;
     }
     out.finish()
+}
+
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::File => "file",
+        EntryKind::Directory => "directory",
+        EntryKind::Symlink => "symlink",
+    }
 }

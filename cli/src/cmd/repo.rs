@@ -7,12 +7,14 @@ use cairn_store::{Blockstore, Repo};
 use serde::Serialize;
 
 use crate::args::RepoCommand;
-use crate::output::Output;
+use crate::output::Console;
+
+use super::Ctx;
 
 /// `cairn init`.
-pub fn init(dir: &Path, json: bool) -> Result<()> {
+pub fn init(dir: &Path, console: &Console) -> Result<()> {
     let repo = Repo::init(dir)?;
-    let mut out = Output::new(json);
+    let mut out = console.output();
     let path = repo.path().display().to_string();
     out.item(&serde_json::json!({ "repo": path }), || {
         format!("initialized cairn repo at {path}")
@@ -30,8 +32,10 @@ struct Stat {
 }
 
 /// `cairn repo ...`.
-pub fn run(repo: &Repo, cmd: RepoCommand, json: bool) -> Result<()> {
-    let mut out = Output::new(json);
+pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
+    let repo = ctx.repo;
+    let json = ctx.console.json();
+    let mut out = ctx.console.output();
     match cmd {
         RepoCommand::Gc { quiet } => {
             let report = repo.gc()?;

@@ -1,0 +1,110 @@
+//! The local API between the `cairn` CLI and a running `cairn daemon`.
+//!
+//! Transport: a Unix socket `api.sock` inside the repo directory, created with mode 0600, so only
+//! the repo's owner can connect and nothing is reachable from other hosts. One connection runs one
+//! command. The client sends a request frame (its argv, working directory and whether it has a
+//! terminal); the daemon runs the command against its open repo and node and streams frames back.
+//!
+//! Frame: `tag: u8`, `len: u32 big-endian`, `len` bytes of payload (at most [`MAX_FRAME`]).
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest frame either side accepts.
+pub const MAX_FRAME: usize = 4 << 20;
+
+/// The socket's file name inside the repo.
+pub const SOCKET_NAME: &str = "api.sock";
+
+/// Frame tags.
+pub mod tag {
+    /// Client → daemon: the JSON [`super::Request`].
+    pub const REQUEST: u8 = b'R';
+    /// Daemon → client: bytes for the client's stdout.
+    pub const STDOUT: u8 = b'O';
+    /// Daemon → client: a JSON [`super::ProgressUpdate`].
+    pub const PROGRESS: u8 = b'P';
+    /// Daemon → client: the command failed; payload is the message.
+    pub const ERROR: u8 = b'E';
+    /// Daemon → client: the command succeeded; nothing follows.
+    pub const DONE: u8 = b'K';
+}
+
+/// What the client asks the daemon to run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// The command line, program name first.
+    pub argv: Vec<String>,
+    /// The client's working directory (relative paths are resolved against it).
+    pub cwd: PathBuf,
+    /// Whether the client shows progress bars.
+    pub progress: bool,
+}
+
+/// A progress bar's state, as the daemon reports it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgressUpdate {
+    /// What is in progress.
+    pub message: String,
+    /// Total, when known.
+    pub total: Option<u64>,
+    /// Done so far.
+    pub position: u64,
+    /// The operation ended; the bar goes away.
+    pub finished: bool,
+}
+
+/// Writes one frame.
+pub fn write_frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> io::Result<()> {
+    for piece in payload.chunks(MAX_FRAME).chain(payload.is_empty().then_some(&[][..])) {
+        let len = u32::try_from(piece.len()).map_err(|_| io::Error::other("frame too large"))?;
+        let mut head = [0u8; 5];
+        head[0] = tag;
+        head[1..].copy_from_slice(&len.to_be_bytes());
+        w.write_all(&head)?;
+        w.write_all(piece)?;
+    }
+    Ok(())
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("API frame of {len} bytes exceeds the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some((head[0], payload)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversize_is_refused() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, tag::STDOUT, b"hello").unwrap();
+        write_frame(&mut buf, tag::DONE, b"").unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r).unwrap(), Some((tag::STDOUT, b"hello".to_vec())));
+        assert_eq!(read_frame(&mut r).unwrap(), Some((tag::DONE, vec![])));
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+
+        let mut bad = vec![tag::STDOUT];
+        bad.extend_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
+        assert!(read_frame(&mut &bad[..]).is_err());
+    }
+}

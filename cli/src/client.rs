@@ -1,0 +1,86 @@
+//! The CLI side of the local API: sends the command line to the daemon and replays what comes
+//! back on this terminal.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::api::{self, ProgressUpdate, Request};
+use crate::progress;
+
+/// Connects to the daemon of `repo_dir`, if one is running.
+pub fn connect(repo_dir: &Path) -> Option<UnixStream> {
+    UnixStream::connect(repo_dir.join(api::SOCKET_NAME)).ok()
+}
+
+/// Runs `argv` in the daemon behind `stream`, printing its output here.
+pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Result<()> {
+    let request = Request {
+        argv,
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        progress: show_progress,
+    };
+    api::write_frame(&mut stream, api::tag::REQUEST, &serde_json::to_vec(&request)?)
+        .context("cannot send the command to the daemon")?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, stream);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    loop {
+        let frame = api::read_frame(&mut reader).context("lost the connection to the daemon")?;
+        let Some((tag, payload)) = frame else {
+            bail!("the daemon closed the connection before the command finished");
+        };
+        match tag {
+            api::tag::STDOUT => out.write_all(&payload)?,
+            api::tag::PROGRESS => {
+                let Ok(update) = serde_json::from_slice::<ProgressUpdate>(&payload) else {
+                    continue;
+                };
+                if update.finished {
+                    if let Some(b) = bar.take() {
+                        b.finish_and_clear();
+                    }
+                    continue;
+                }
+                let b = bar.get_or_insert_with(|| progress::indicatif_bar(update.total, &update.message));
+                b.set_position(update.position);
+            }
+            api::tag::ERROR => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                out.flush()?;
+                return Err(anyhow!(String::from_utf8_lossy(&payload).into_owned()));
+            }
+            api::tag::DONE => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                out.flush()?;
+                return Ok(());
+            }
+            other => bail!("unexpected frame {other:#x} from the daemon"),
+        }
+    }
+}
+
+/// Saves stdin into a file in `dir` (for commands that read stdin when the daemon runs them).
+pub fn spool_stdin(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("stdin-{}", std::process::id()));
+    let mut file = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let n = stdin.read(&mut buf).context("cannot read stdin")?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n])?;
+    }
+    Ok(path)
+}

@@ -1,0 +1,330 @@
+//! Commands as the daemon runs them: reads go through the network node (local store first, then
+//! peers), adds are announced, and the network-only commands are available.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_net::{fetch_dag, NetSource};
+use cairn_store::{Blockstore, Cid, DagReader, PinKind};
+use serde::Serialize;
+
+use crate::args::{Command, MountArgs, PinCommand, RoutingCommand, StatCommand, SwarmCommand};
+use crate::cmd::{self, Ctx};
+use crate::daemon::Daemon;
+
+/// The daemon's side of a command.
+pub struct Online {
+    /// Shared daemon state.
+    pub daemon: Arc<Daemon>,
+    /// Deadline for content from the network.
+    pub timeout: Duration,
+}
+
+impl Online {
+    fn source(&self) -> NetSource {
+        NetSource::new(self.daemon.node.clone()).with_timeout(self.timeout)
+    }
+
+    fn reader(&self) -> DagReader<NetSource> {
+        DagReader::new(self.source())
+    }
+}
+
+/// Blocks fetched in parallel by `pin add` and `get`.
+const FETCH_WINDOW: usize = 64;
+
+/// Runs `command` inside the daemon.
+pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()> {
+    let node = &online.daemon.node;
+    match command {
+        Command::Init => bail!("the repo is already initialised (a daemon is running on it)"),
+        Command::Daemon => bail!("a daemon is already running on this repo"),
+        Command::Add(args) => {
+            let roots = cmd::add_roots(ctx, &args)?;
+            if !args.only_hash {
+                // Announce in the background: the DHT can be slow and the add is done.
+                let node = node.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = node.provide(roots).await {
+                        tracing::warn!("cannot announce added content: {e}");
+                    }
+                });
+            }
+            Ok(())
+        }
+        Command::Cat(args) => cmd::read::cat_with(&online.reader(), ctx.console, &args).await,
+        Command::Get(args) => {
+            let reader = online.reader();
+            let path = cmd::parse_path(&args.path)?;
+            let cid = reader
+                .resolve(&path.root, &path.segments)
+                .await
+                .with_context(|| format!("cannot resolve {}", args.path))?;
+            prefetch(ctx, online, cid, args.quiet).await?;
+            cmd::read::get_with(&reader, ctx, &args).await
+        }
+        Command::Ls(args) => cmd::read::ls_with(&online.reader(), ctx.console, &args).await,
+        Command::Pin(PinCommand::Add { path, direct, name, quiet }) => {
+            let p = cmd::parse_path(&path)?;
+            let reader = online.reader();
+            let cid = reader
+                .resolve(&p.root, &p.segments)
+                .await
+                .with_context(|| format!("cannot resolve {path}"))?;
+            if direct {
+                online.source_get(cid).await?;
+            } else {
+                prefetch(ctx, online, cid, quiet).await?;
+            }
+            let kind = if direct { PinKind::Direct } else { PinKind::Recursive };
+            ctx.repo
+                .pins()
+                .add(cid, kind, name.as_deref())
+                .with_context(|| format!("cannot pin {cid}"))?;
+            let mut out = ctx.console.output();
+            out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
+                format!("pinned {cid} {}", kind.as_str())
+            })?;
+            out.finish()
+        }
+        Command::Id => {
+            let addrs = node.listen_addrs().await?;
+            let id = node.peer_id();
+            let mut out = ctx.console.output();
+            let json = serde_json::json!({
+                "id": id.to_string(),
+                "addresses": addrs.iter().map(|a| format!("{a}/p2p/{id}")).collect::<Vec<_>>(),
+            });
+            out.item(&json, || {
+                let mut s = format!("peer id: {id}");
+                for a in &addrs {
+                    s.push_str(&format!("\n{a}/p2p/{id}"));
+                }
+                s
+            })?;
+            out.finish()
+        }
+        Command::Swarm(c) => swarm(ctx, online, c).await,
+        Command::Routing(c) => routing(ctx, online, c).await,
+        Command::Stat(StatCommand::Bitswap) => {
+            let s = node.bitswap_stats().await?;
+            let mut out = ctx.console.output();
+            let json = serde_json::json!({
+                "blocks_received": s.blocks_received,
+                "bytes_received": s.bytes_received,
+                "blocks_sent": s.blocks_sent,
+                "bytes_sent": s.bytes_sent,
+                "dup_blocks": s.dup_blocks,
+                "dup_bytes": s.dup_bytes,
+                "rejected_blocks": s.rejected_blocks,
+                "peers_banned": s.peers_banned,
+                "peers": s.peers,
+                "wants": s.wants,
+            });
+            out.item(&json, || {
+                format!(
+                    "bitswap status\n\tblocks received: {}\n\tdata received: {}\n\tblocks sent: {}\n\tdata sent: {}\n\tdup blocks received: {}\n\tdup data received: {}\n\trejected blocks: {}\n\tpeers banned: {}\n\tpeers: {}\n\twantlist: {}",
+                    s.blocks_received, s.bytes_received, s.blocks_sent, s.bytes_sent, s.dup_blocks,
+                    s.dup_bytes, s.rejected_blocks, s.peers_banned, s.peers, s.wants
+                )
+            })?;
+            out.finish()
+        }
+        Command::Status { path } => status(ctx, online, &path).await,
+        Command::Mount(args) => mount(ctx, online, &args).await,
+        Command::Unmount { dir } => {
+            let dir = ctx.path(&dir);
+            let handle = online
+                .daemon
+                .mounts
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
+                .remove(&dir);
+            match handle {
+                Some(h) => h.unmount().with_context(|| format!("cannot unmount {}", dir.display())),
+                None => crate::mount::unmount_foreign(&dir),
+            }
+        }
+        other => cmd::run_offline(ctx, other).await,
+    }
+}
+
+impl Online {
+    async fn source_get(&self, cid: Cid) -> Result<()> {
+        use cairn_store::BlockSource;
+        self.source().get(&cid).await.with_context(|| format!("cannot fetch {cid}"))?;
+        Ok(())
+    }
+}
+
+/// Fetches the whole DAG below `cid` with a window of parallel wants, showing progress.
+async fn prefetch(ctx: &Ctx<'_>, online: &Online, cid: Cid, quiet: bool) -> Result<()> {
+    let show = ctx.console.progress(quiet);
+    let mut bar = ctx.console.bar(show, None, &format!("fetching {cid}"));
+    let source = online.source();
+    let done = fetch_dag(&source, cid, FETCH_WINDOW, |p| bar.set_position(p.bytes))
+        .await
+        .with_context(|| format!("cannot fetch {cid}"))?;
+    bar.finish();
+    tracing::info!("fetched {} blocks ({} bytes) of {cid}", done.blocks, done.bytes);
+    Ok(())
+}
+
+async fn swarm(ctx: &Ctx<'_>, online: &Online, c: SwarmCommand) -> Result<()> {
+    let node = &online.daemon.node;
+    let mut out = ctx.console.output();
+    match c {
+        SwarmCommand::Peers => {
+            for p in node.peers().await? {
+                out.item(&serde_json::json!({ "peer": p.to_string() }), || p.to_string())?;
+            }
+        }
+        SwarmCommand::Connect { addr } => {
+            let peer = node.connect(&addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+            out.item(&serde_json::json!({ "connected": peer.to_string() }), || {
+                format!("connected to {peer}")
+            })?;
+        }
+        SwarmCommand::Addrs => {
+            for a in node.listen_addrs().await? {
+                out.item(&serde_json::json!({ "addr": a.to_string() }), || a.to_string())?;
+            }
+        }
+    }
+    out.finish()
+}
+
+async fn routing(ctx: &Ctx<'_>, online: &Online, c: RoutingCommand) -> Result<()> {
+    let node = &online.daemon.node;
+    let mut out = ctx.console.output();
+    match c {
+        RoutingCommand::Provide { cid } => {
+            let cid = cmd::parse_cid(&cid)?;
+            if !ctx.repo.store().has(&cid)? {
+                bail!("{cid} is not in the local repo: only local content can be provided");
+            }
+            let report = node.provide(vec![cid]).await?;
+            if report.ok == 0 {
+                bail!("could not announce {cid}: no DHT peer accepted the record");
+            }
+            out.item(&serde_json::json!({ "provided": cid.to_string() }), || {
+                format!("provided {cid}")
+            })?;
+        }
+        RoutingCommand::Findprovs { cid } => {
+            let cid = cmd::parse_cid(&cid)?;
+            let providers = node.find_providers(cid, online.timeout).await?;
+            if providers.is_empty() {
+                bail!(
+                    "no providers of {cid} found within {} s",
+                    online.timeout.as_secs()
+                );
+            }
+            for p in providers {
+                out.item(&serde_json::json!({ "provider": p.to_string() }), || p.to_string())?;
+            }
+        }
+    }
+    out.finish()
+}
+
+#[derive(Serialize)]
+struct Status {
+    cid: String,
+    blocks_local: u64,
+    blocks_known: u64,
+    complete: bool,
+    providers: usize,
+}
+
+async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
+    let p = cmd::parse_path(path)?;
+    let cid = if p.segments.is_empty() {
+        p.root
+    } else {
+        online
+            .reader()
+            .resolve(&p.root, &p.segments)
+            .await
+            .with_context(|| format!("cannot resolve {path}"))?
+    };
+    let local = coverage(ctx.repo.store().as_ref(), cid)?;
+    let wait = online.timeout.min(Duration::from_secs(10));
+    let providers = online.daemon.node.find_providers(cid, wait).await.map(|v| v.len()).unwrap_or(0);
+    let s = Status {
+        cid: cid.to_string(),
+        blocks_local: local.present,
+        blocks_known: local.known,
+        complete: local.complete,
+        providers,
+    };
+    let mut out = ctx.console.output();
+    out.item(&s, || {
+        format!(
+            "{}: {} of {}{} blocks local{}; {} provider(s) found",
+            s.cid,
+            s.blocks_local,
+            if s.complete { "" } else { "at least " },
+            s.blocks_known,
+            if s.complete { " (complete)" } else { "" },
+            s.providers
+        )
+    })?;
+    out.finish()
+}
+
+async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
+    let (root, dir) = crate::mount::target(args)?;
+    let dir = ctx.path(&dir);
+    let handle = crate::mount::start(
+        online.source(),
+        root,
+        &dir,
+        args.allow_other,
+        online.timeout,
+        online.daemon.runtime.clone(),
+    )?;
+    online
+        .daemon
+        .mounts
+        .lock()
+        .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
+        .insert(dir.clone(), handle);
+    let mut out = ctx.console.output();
+    out.item(&serde_json::json!({ "mounted": dir.display().to_string() }), || {
+        format!("mounted at {} (served by the daemon; `cairn unmount {}` to remove)", dir.display(), dir.display())
+    })?;
+    out.finish()
+}
+
+/// How much of a DAG is in the local store.
+struct Coverage {
+    /// Blocks present locally.
+    present: u64,
+    /// Blocks known to belong to the DAG (children of missing nodes are unknown).
+    known: u64,
+    /// Whether every block is present.
+    complete: bool,
+}
+
+fn coverage(store: &dyn Blockstore, root: Cid) -> Result<Coverage> {
+    let mut c = Coverage { present: 0, known: 0, complete: true };
+    let mut stack = vec![root];
+    let mut seen = std::collections::HashSet::from([root]);
+    while let Some(cid) = stack.pop() {
+        c.known += 1;
+        match store.get(&cid)? {
+            Some(data) => {
+                c.present += 1;
+                for child in cairn_store::links(&cid, &data).unwrap_or_default() {
+                    if seen.insert(child) {
+                        stack.push(child);
+                    }
+                }
+            }
+            None => c.complete = false,
+        }
+    }
+    Ok(c)
+}

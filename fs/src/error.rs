@@ -1,0 +1,124 @@
+//! Errors: [`MountError`] for setting up a mount, `FsError` for one filesystem request.
+
+use std::io;
+use std::path::PathBuf;
+
+use cairn_store::{Cid, GetError, ReadError};
+use fuser::Errno;
+
+/// Why a mount could not be set up or torn down.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount point does not exist.
+    #[error("mount point {} does not exist; create an empty directory there first", path.display())]
+    MissingMountpoint {
+        /// The mount point.
+        path: PathBuf,
+    },
+    /// The mount point is a file or something else.
+    #[error("mount point {} is not a directory", path.display())]
+    NotADirectory {
+        /// The mount point.
+        path: PathBuf,
+    },
+    /// The mount point has entries that the mount would hide.
+    #[error("mount point {} is not empty; mount on an empty directory", path.display())]
+    NotEmpty {
+        /// The mount point.
+        path: PathBuf,
+    },
+    /// Something is mounted there already.
+    #[error("{} is already a mount point; unmount it first (fusermount3 -u {})", path.display(), path.display())]
+    AlreadyMounted {
+        /// The mount point.
+        path: PathBuf,
+    },
+    /// The mount point could not be examined.
+    #[error("cannot examine mount point {}: {source}", path.display())]
+    Inspect {
+        /// The mount point.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The root CID could not be read.
+    #[error("cannot mount: {0}")]
+    Root(#[from] ReadError),
+    /// The root CID did not arrive in time.
+    #[error("cannot mount {cid}: its root block did not arrive within {secs} s")]
+    RootTimeout {
+        /// The root.
+        cid: Cid,
+        /// The deadline, in seconds.
+        secs: u64,
+    },
+    /// The kernel or fusermount3 refused the mount.
+    #[error("FUSE mount on {} failed: {source} (is /dev/fuse available and fusermount3 installed?)", path.display())]
+    Fuse {
+        /// The mount point.
+        path: PathBuf,
+        /// The error from the mount.
+        #[source]
+        source: io::Error,
+    },
+    /// Unmounting failed (for example because the mount point is busy).
+    #[error("unmounting {} failed: {source}", path.display())]
+    Unmount {
+        /// The mount point.
+        path: PathBuf,
+        /// The error from the unmount.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why one filesystem request failed; turned into an errno at the edge.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FsError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{cid} did not arrive within {secs} s")]
+    Timeout { cid: Cid, secs: u64 },
+    #[error("no such entry")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    #[error("not a symlink")]
+    NotASymlink,
+    #[error("read-only filesystem")]
+    ReadOnly,
+    #[error("no such attribute")]
+    NoData,
+    #[error("buffer too small")]
+    Range,
+    #[error("bad file handle")]
+    BadHandle,
+}
+
+impl FsError {
+    /// Whether the failure is about content (worth a warning naming the CID), rather than a
+    /// normal answer such as "no such file".
+    pub(crate) fn is_content_failure(&self) -> bool {
+        matches!(self, FsError::Read(_) | FsError::Timeout { .. })
+    }
+}
+
+impl From<FsError> for Errno {
+    fn from(e: FsError) -> Errno {
+        match e {
+            FsError::Read(ReadError::NotFound { .. }) | FsError::NotFound => Errno::ENOENT,
+            FsError::Read(ReadError::NotADirectory { .. }) | FsError::NotADirectory => Errno::ENOTDIR,
+            FsError::Read(ReadError::NotAFile { .. }) | FsError::IsADirectory => Errno::EISDIR,
+            FsError::Read(ReadError::Get(GetError::Timeout { .. })) | FsError::Timeout { .. } => Errno::EIO,
+            FsError::Read(_) => Errno::EIO,
+            FsError::NotASymlink => Errno::EINVAL,
+            FsError::ReadOnly => Errno::EROFS,
+            FsError::NoData => Errno::ENODATA,
+            FsError::Range => Errno::ERANGE,
+            FsError::BadHandle => Errno::EBADF,
+        }
+    }
+}

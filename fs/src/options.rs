@@ -1,0 +1,46 @@
+//! What to mount and how.
+
+use std::time::Duration;
+
+use cairn_store::Cid;
+
+/// What appears at the mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountRoot {
+    /// One CID: a directory appears as the mount's tree; a file or symlink appears as the
+    /// single entry of the mount point, named by its CID.
+    Cid(Cid),
+    /// Any CID, looked up lazily: `<mountpoint>/<cid>/path`. Listing the mount point shows the
+    /// CIDs used recently.
+    Namespace,
+}
+
+/// Tuning of a mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOptions {
+    /// How long one request may wait for blocks before it fails with EIO.
+    pub timeout: Duration,
+    /// The readahead window after the first sequential read, in bytes.
+    pub readahead_min: u64,
+    /// The largest readahead window, in bytes; the window doubles on each sequential read.
+    pub readahead_max: u64,
+    /// Bytes of leaf data kept in memory (shared by all files of the mount).
+    pub cache_bytes: u64,
+    /// How long the kernel may cache entries and attributes (content is immutable).
+    pub attr_ttl: Duration,
+    /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
+    pub allow_other: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            timeout: Duration::from_secs(30),
+            readahead_min: 256 << 10,
+            readahead_max: 4 << 20,
+            cache_bytes: 64 << 20,
+            attr_ttl: Duration::from_secs(24 * 60 * 60),
+            allow_other: false,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Garbage collection: mark from pins, registered [`Roots`] and live sessions, sweep the rest.
+//!
+//! # Racing with writers
+//!
+//! GC runs while imports and pins carry on. Three rules make that safe:
+//!
+//! 1. Every writer that may later pin (an [`crate::ImportSession`], a pin being added) records
+//!    the multihash of each block it writes, or would have written (dedup hits), in the
+//!    [`Live`] set *before* the write or the presence check.
+//! 2. The sweep deletes in small batches, each while holding the live-set lock, and re-checks
+//!    every candidate against the live set under that lock. So a block is either recorded before
+//!    the sweep looks (and kept), or deleted before it is recorded (and the writer then finds it
+//!    absent and writes it again).
+//! 3. While a GC runs, released session sets are not dropped but *held* until the GC ends,
+//!    and roots registered meanwhile are marked before the next batch is swept: a pin or root
+//!    created after the mark phase read the pins can never lose its blocks to that GC.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cid::Cid;
+
+use crate::blockstore::{Blockstore, StoreError};
+use crate::pins::{PinKind, Pins};
+use crate::sled_store::{block_key, SledStore};
+use crate::walk::{DagWalk, WalkError, WalkMode};
+
+/// How many candidates are deleted per locked batch.
+const SWEEP_BATCH: usize = 256;
+
+/// Why a GC stopped. Nothing is deleted once marking fails.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// A rooted DAG could not be walked, so what it keeps alive is unknown.
+    #[error("gc aborted: cannot walk the DAG under {root}: {source}")]
+    Walk {
+        /// The pin or root being walked.
+        root: Cid,
+        /// What went wrong, naming the block.
+        source: WalkError,
+    },
+    /// The pins could not be read.
+    #[error("gc aborted: {0}")]
+    Pins(#[from] crate::pins::PinError),
+    /// The store failed.
+    #[error("gc failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a GC did.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    /// Blocks kept because something reaches them.
+    pub marked: u64,
+    /// Blocks removed.
+    pub removed_blocks: u64,
+    /// Bytes removed.
+    pub removed_bytes: u64,
+    /// The CIDs removed (CIDv1 under the codec they were stored with).
+    pub removed: Vec<Cid>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LiveState {
+    next_id: u64,
+    sessions: HashMap<u64, HashSet<Vec<u8>>>,
+    gc_running: bool,
+    held: HashSet<Vec<u8>>,
+    new_roots: Vec<Cid>,
+}
+
+impl LiveState {
+    fn protects(&self, key: &[u8]) -> bool {
+        self.held.contains(key) || self.sessions.values().any(|s| s.contains(key))
+    }
+}
+
+/// The blocks that in-flight writers (import sessions, pins being added) have touched.
+/// GC treats them as roots until the writer finishes (and, if a GC is running then, until it ends).
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    state: Mutex<LiveState>,
+}
+
+impl Live {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LiveState> {
+        // Every update of the state is a single insert/remove; a panic cannot leave it torn.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a set of protected blocks; release it with [`Live::release`].
+    pub(crate) fn open(&self) -> u64 {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let id = st.next_id;
+        st.sessions.insert(id, HashSet::new());
+        id
+    }
+
+    /// Protects blocks on behalf of set `id`.
+    pub(crate) fn record<'a>(&self, id: u64, cids: impl IntoIterator<Item = &'a Cid>) {
+        let keys: Vec<Vec<u8>> = cids.into_iter().map(block_key).collect();
+        let mut st = self.lock();
+        if let Some(set) = st.sessions.get_mut(&id) {
+            set.extend(keys);
+        }
+    }
+
+    /// Ends set `id`; its blocks stay protected until a running GC finishes.
+    pub(crate) fn release(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(set) = st.sessions.remove(&id) {
+            if st.gc_running {
+                st.held.extend(set);
+            }
+        }
+    }
+
+    /// Tells a running GC that `root` was just registered as a root.
+    pub(crate) fn root_added(&self, root: Cid) {
+        let mut st = self.lock();
+        if st.gc_running {
+            st.new_roots.push(root);
+        }
+    }
+
+    /// Number of blocks protected by open sets (for tests and stats).
+    pub(crate) fn protected(&self) -> usize {
+        let st = self.lock();
+        st.sessions.values().map(HashSet::len).sum::<usize>() + st.held.len()
+    }
+}
+
+/// Named GC roots besides pins: a later MFS or a mount registers the root of what it shows so
+/// GC keeps that whole DAG. Durable roots survive restarts (a sled tree `roots`: name → CID
+/// bytes); transient ones live in memory for as long as this process has the repo open.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    tree: sled::Tree,
+    transient: Arc<Mutex<HashMap<String, Cid>>>,
+    live: Arc<Live>,
+}
+
+impl Roots {
+    pub(crate) fn new(tree: sled::Tree, live: Arc<Live>) -> Self {
+        Roots { tree, transient: Arc::default(), live }
+    }
+
+    fn transient(&self) -> MutexGuard<'_, HashMap<String, Cid>> {
+        self.transient.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers (or moves) the durable root `name`.
+    pub fn set(&self, name: &str, root: Cid) -> Result<(), StoreError> {
+        self.live.root_added(root);
+        self.tree.insert(name.as_bytes(), root.to_bytes()).map_err(crate::sled_store::db_err)?;
+        self.tree.flush().map_err(crate::sled_store::db_err)?;
+        Ok(())
+    }
+
+    /// Registers (or moves) a root that is forgotten when the repo is closed.
+    pub fn set_transient(&self, name: &str, root: Cid) {
+        self.live.root_added(root);
+        self.transient().insert(name.to_string(), root);
+    }
+
+    /// Removes root `name` (durable or transient). Returns whether it existed.
+    pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
+        let t = self.transient().remove(name).is_some();
+        let d = self.tree.remove(name.as_bytes()).map_err(crate::sled_store::db_err)?.is_some();
+        Ok(t || d)
+    }
+
+    /// Every root, by name.
+    pub fn list(&self) -> Result<Vec<(String, Cid)>, StoreError> {
+        let mut out: Vec<(String, Cid)> =
+            self.transient().iter().map(|(n, c)| (n.clone(), *c)).collect();
+        for r in self.tree.iter() {
+            let (k, v) = r.map_err(crate::sled_store::db_err)?;
+            let cid = Cid::try_from(&v[..]).map_err(|_| StoreError::BadKey { len: v.len() })?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), cid));
+        }
+        Ok(out)
+    }
+}
+
+/// Marks everything reachable from `root` into `marked`; missing blocks are tolerated
+/// (they cannot be deleted anyway), anything that hides links aborts.
+fn mark(
+    store: &SledStore,
+    root: Cid,
+    recursive: bool,
+    marked: &mut HashSet<Vec<u8>>,
+) -> Result<(), GcError> {
+    if !recursive {
+        marked.insert(block_key(&root));
+        return Ok(());
+    }
+    for visit in DagWalk::new(store, root, WalkMode::Structure) {
+        match visit {
+            Ok(v) => {
+                marked.insert(block_key(&v.cid));
+            }
+            Err(WalkError::Missing { cid }) => {
+                marked.insert(block_key(&cid));
+            }
+            Err(source) => return Err(GcError::Walk { root, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Runs one mark-and-sweep collection. Callers serialise collections (the repo holds a mutex).
+pub(crate) fn collect(
+    store: &SledStore,
+    pins: &Pins,
+    roots: &Roots,
+    live: &Live,
+) -> Result<GcReport, GcError> {
+    live.lock().gc_running = true;
+    let result = collect_inner(store, pins, roots, live);
+    let mut st = live.lock();
+    st.gc_running = false;
+    st.held.clear();
+    st.new_roots.clear();
+    drop(st);
+    result
+}
+
+fn collect_inner(
+    store: &SledStore,
+    pins: &Pins,
+    roots: &Roots,
+    live: &Live,
+) -> Result<GcReport, GcError> {
+    // Mark. Pins and roots are read after `gc_running` is set (rule 3).
+    let mut marked: HashSet<Vec<u8>> = HashSet::new();
+    for pin in pins.list()? {
+        mark(store, pin.cid, pin.kind == PinKind::Recursive, &mut marked)?;
+    }
+    for (_, root) in roots.list()? {
+        mark(store, root, true, &mut marked)?;
+    }
+
+    // Candidates: indexed blocks nobody reaches (the index is read without touching block data).
+    let mut candidates = Vec::new();
+    for entry in store.entries() {
+        let (key, _) = entry?;
+        if !marked.contains(&key) {
+            candidates.push(key);
+        }
+    }
+
+    let mut report = GcReport::default();
+    let mut removed = Vec::new();
+    for chunk in candidates.chunks(SWEEP_BATCH) {
+        let mut st = live.lock();
+        for root in std::mem::take(&mut st.new_roots) {
+            mark(store, root, true, &mut marked)?;
+        }
+        store.delete_keys(chunk, |k| marked.contains(k) || st.protects(k), &mut removed)?;
+        drop(st);
+    }
+    for (key, entry) in &removed {
+        report.removed_blocks += 1;
+        report.removed_bytes += entry.size;
+        report.removed.push(SledStore::cid_of(key, entry)?);
+    }
+    report.marked = marked.len() as u64;
+    store.flush()?;
+    Ok(report)
+}

@@ -1,0 +1,320 @@
+//! Pins: the DAGs (recursive) and single blocks (direct) that GC must keep.
+//!
+//! Stored in the sled tree `pins`: key = the pinned CID's binary form as given (a CIDv0 pin
+//! stays v0), value = one kind byte (`r` recursive, `d` direct) followed by the optional name
+//! in UTF-8. A CID has at most one pin; pinning a direct pin recursively upgrades it.
+//!
+//! A pin is written only after every block it covers has been found present and valid and the
+//! store has been flushed, so a pin on disk always covers durable blocks.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use cid::Cid;
+
+use crate::blockstore::{Blockstore, StoreError};
+use crate::gc::Live;
+use crate::sled_store::{block_key, db_err, SledStore};
+use crate::walk::{DagWalk, WalkError, WalkMode};
+
+/// What a pin keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PinKind {
+    /// The block and everything below it.
+    Recursive,
+    /// The block alone.
+    Direct,
+}
+
+impl PinKind {
+    fn byte(self) -> u8 {
+        match self {
+            PinKind::Recursive => b'r',
+            PinKind::Direct => b'd',
+        }
+    }
+
+    /// `"recursive"` or `"direct"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinKind::Recursive => "recursive",
+            PinKind::Direct => "direct",
+        }
+    }
+}
+
+impl fmt::Display for PinKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The pinned CID.
+    pub cid: Cid,
+    /// Recursive or direct.
+    pub kind: PinKind,
+    /// The name given when pinning.
+    pub name: Option<String>,
+}
+
+/// Why a pin operation failed. A failed add writes no pin.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// Some block under the root is missing, corrupt or unwalkable.
+    #[error("cannot pin {root}: {source}")]
+    Incomplete {
+        /// The root being pinned.
+        root: Cid,
+        /// The first problem found, naming its block.
+        source: WalkError,
+    },
+    /// A direct pin was asked for a CID pinned recursively.
+    #[error("{cid} is already pinned recursively")]
+    AlreadyRecursive {
+        /// The CID.
+        cid: Cid,
+    },
+    /// A stored pin could not be decoded.
+    #[error("pin store holds an undecodable entry ({len}-byte key)")]
+    BadEntry {
+        /// Length of the key.
+        len: usize,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of checking one pin.
+#[derive(Debug)]
+pub struct PinReport {
+    /// The pin.
+    pub pin: Pin,
+    /// Blocks found present and valid.
+    pub blocks: u64,
+    /// Every problem found (missing, corrupt, undecodable blocks).
+    pub problems: Vec<WalkError>,
+}
+
+impl PinReport {
+    /// Whether every block of the pin is present and valid.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for PinReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ", self.pin.cid, self.pin.kind)?;
+        if self.ok() {
+            write!(f, "ok ({} blocks)", self.blocks)
+        } else {
+            write!(f, "BROKEN ({} blocks ok)", self.blocks)?;
+            for p in &self.problems {
+                write!(f, "; {p}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl serde::Serialize for PinReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let problems: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        let mut st = s.serialize_struct("PinReport", 6)?;
+        st.serialize_field("cid", &self.pin.cid.to_string())?;
+        st.serialize_field("type", self.pin.kind.as_str())?;
+        st.serialize_field("name", &self.pin.name)?;
+        st.serialize_field("ok", &self.ok())?;
+        st.serialize_field("blocks", &self.blocks)?;
+        st.serialize_field("problems", &problems)?;
+        st.end()
+    }
+}
+
+/// The pin set of a repo. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    tree: sled::Tree,
+    store: Arc<SledStore>,
+    live: Arc<Live>,
+    write: Arc<Mutex<()>>,
+}
+
+fn decode(k: &[u8], v: &[u8]) -> Result<Pin, PinError> {
+    let bad = || PinError::BadEntry { len: k.len() };
+    let cid = Cid::try_from(k).map_err(|_| bad())?;
+    let kind = match v.first() {
+        Some(b'r') => PinKind::Recursive,
+        Some(b'd') => PinKind::Direct,
+        _ => return Err(bad()),
+    };
+    let name = match &v[1..] {
+        [] => None,
+        n => Some(String::from_utf8(n.to_vec()).map_err(|_| bad())?),
+    };
+    Ok(Pin { cid, kind, name })
+}
+
+impl Pins {
+    pub(crate) fn new(store: Arc<SledStore>, live: Arc<Live>) -> Result<Self, StoreError> {
+        let tree = store.db().open_tree("pins").map_err(db_err)?;
+        Ok(Pins { tree, store, live, write: Arc::default() })
+    }
+
+    /// Pins `cid`. A recursive pin first walks the whole DAG, reading and verifying every
+    /// block; the first missing or corrupt block fails the pin and nothing is written.
+    pub fn add(&self, cid: Cid, kind: PinKind, name: Option<&str>) -> Result<(), PinError> {
+        self.add_many(&[Pin { cid, kind, name: name.map(str::to_string) }], WalkMode::Verify)
+    }
+
+    /// Pins several CIDs at once: all are checked, then all are written in one batch.
+    /// `mode` is [`WalkMode::Verify`] for user pins; an import session that wrote the blocks
+    /// itself uses [`WalkMode::Present`].
+    pub(crate) fn add_many(&self, pins: &[Pin], mode: WalkMode) -> Result<(), PinError> {
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.live.open();
+        let result = self.check_and_write(pins, mode, guard);
+        self.live.release(guard);
+        result
+    }
+
+    fn check_and_write(&self, pins: &[Pin], mode: WalkMode, guard: u64) -> Result<(), PinError> {
+        let mut batch = sled::Batch::default();
+        for pin in pins {
+            let existing = self.get(&pin.cid)?;
+            if pin.kind == PinKind::Direct
+                && existing.as_ref().is_some_and(|p| p.kind == PinKind::Recursive)
+            {
+                return Err(PinError::AlreadyRecursive { cid: pin.cid });
+            }
+            let root = pin.cid;
+            match pin.kind {
+                PinKind::Recursive => {
+                    let live = &self.live;
+                    let walk = DagWalk::new(&*self.store, root, mode)
+                        .before_read(move |c| live.record(guard, [c]));
+                    for visit in walk {
+                        visit.map_err(|source| PinError::Incomplete { root, source })?;
+                    }
+                }
+                PinKind::Direct => {
+                    self.live.record(guard, [&root]);
+                    let found = self.store.get_verified(&root).map_err(|e| match e {
+                        StoreError::Corrupt { cid } => {
+                            PinError::Incomplete { root, source: WalkError::Corrupt { cid } }
+                        }
+                        e => PinError::Store(e),
+                    })?;
+                    if found.is_none() {
+                        let source = WalkError::Missing { cid: root };
+                        return Err(PinError::Incomplete { root, source });
+                    }
+                }
+            }
+            let mut value = vec![pin.kind.byte()];
+            value.extend_from_slice(pin.name.as_deref().unwrap_or("").as_bytes());
+            batch.insert(pin.cid.to_bytes(), value);
+        }
+        // Blocks durable first, then the pins that cover them.
+        self.store.flush()?;
+        self.tree.apply_batch(batch).map_err(db_err)?;
+        self.tree.flush().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Removes the pin on `cid`. Returns whether there was one.
+    pub fn remove(&self, cid: &Cid) -> Result<bool, PinError> {
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let had = self.tree.remove(cid.to_bytes()).map_err(db_err)?.is_some();
+        self.tree.flush().map_err(db_err)?;
+        Ok(had)
+    }
+
+    /// The pin on `cid`, if any.
+    pub fn get(&self, cid: &Cid) -> Result<Option<Pin>, PinError> {
+        match self.tree.get(cid.to_bytes()).map_err(db_err)? {
+            Some(v) => decode(&cid.to_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every pin, in CID byte order.
+    pub fn list(&self) -> Result<Vec<Pin>, PinError> {
+        self.tree
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(db_err)?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Pins of one kind.
+    pub fn list_kind(&self, kind: PinKind) -> Result<Vec<Pin>, PinError> {
+        Ok(self.list()?.into_iter().filter(|p| p.kind == kind).collect())
+    }
+
+    /// Number of pins.
+    pub fn count(&self) -> Result<usize, PinError> {
+        Ok(self.tree.len())
+    }
+
+    /// Blocks reachable from recursive pins that are not pins themselves (Kubo's "indirect").
+    /// Raw leaves are listed without being read.
+    pub fn indirect(&self) -> Result<Vec<Cid>, PinError> {
+        let pins = self.list()?;
+        let pinned: HashSet<Vec<u8>> = pins.iter().map(|p| block_key(&p.cid)).collect();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for pin in pins.iter().filter(|p| p.kind == PinKind::Recursive) {
+            for visit in DagWalk::new(&*self.store, pin.cid, WalkMode::Structure) {
+                let cid = match visit {
+                    Ok(v) => v.cid,
+                    Err(WalkError::Missing { cid }) => cid,
+                    Err(source) => return Err(PinError::Incomplete { root: pin.cid, source }),
+                };
+                let key = block_key(&cid);
+                if !pinned.contains(&key) && seen.insert(key) {
+                    out.push(cid);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks that every block of every pin is present and valid; one report per pin.
+    pub fn verify(&self) -> Result<Vec<PinReport>, PinError> {
+        let mut out = Vec::new();
+        for pin in self.list()? {
+            let mut report = PinReport { pin: pin.clone(), blocks: 0, problems: Vec::new() };
+            if pin.kind == PinKind::Recursive {
+                for visit in DagWalk::new(&*self.store, pin.cid, WalkMode::Verify) {
+                    match visit {
+                        Ok(_) => report.blocks += 1,
+                        Err(WalkError::Store(e)) if !matches!(e, StoreError::Corrupt { .. }) => {
+                            return Err(e.into())
+                        }
+                        Err(e) => report.problems.push(e),
+                    }
+                }
+            } else {
+                match self.store.get_verified(&pin.cid) {
+                    Ok(Some(_)) => report.blocks += 1,
+                    Ok(None) => report.problems.push(WalkError::Missing { cid: pin.cid }),
+                    Err(StoreError::Corrupt { cid }) => {
+                        report.problems.push(WalkError::Corrupt { cid })
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            out.push(report);
+        }
+        Ok(out)
+    }
+}

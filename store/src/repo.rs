@@ -1,0 +1,357 @@
+//! [`Repo`]: a cairn repository directory.
+//!
+//! ```text
+//! <repo>/config.toml    Config (written last by init: its presence marks a repo)
+//! <repo>/identity.key   32-byte Ed25519 secret seed, mode 0600
+//! <repo>/repo.lock      flock'ed by the process that has the repo open; holds its pid
+//! <repo>/blocks/db/     sled: trees `blocks` (index + small blocks), `pins`, `roots`
+//! <repo>/blocks/files/  blocks larger than `store.inline_max_bytes`, one file each
+//! ```
+
+mod config;
+mod lock;
+mod session;
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cid::Cid;
+
+pub use config::{ApiConfig, Config, GcConfig, ImportConfig, NetworkConfig, StoreConfig};
+pub use lock::RepoLock;
+pub use session::ImportSession;
+
+use crate::blockstore::{Blockstore, StoreError};
+use crate::car::{self, CarError};
+use crate::gc::{self, GcError, GcReport, Live, Roots};
+use crate::pins::Pins;
+use crate::sled_store::{db_err, SledStore, StoreOptions};
+
+const CONFIG: &str = "config.toml";
+const IDENTITY: &str = "identity.key";
+const LOCK: &str = "repo.lock";
+const BLOCKS: &str = "blocks";
+
+/// Why a repo could not be created, opened or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// `open` on a directory that is not a repo.
+    #[error("no cairn repo at {path}; run `cairn init`")]
+    NotInitialised {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// `init` on a directory that already is one.
+    #[error("a cairn repo already exists at {path}")]
+    AlreadyInitialised {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Another open holds the lock.
+    #[error("repo {path} is in use by another cairn process{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    InUse {
+        /// The directory.
+        path: PathBuf,
+        /// The pid written in the lock file.
+        pid: Option<u32>,
+    },
+    /// A file of the repo could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// `config.toml` does not parse.
+    #[error("invalid config {path}: {source}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        source: toml::de::Error,
+    },
+    /// `identity.key` is not 32 bytes.
+    #[error("invalid identity key {path}: expected 32 bytes, found {len}")]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+    },
+    /// The OS random source failed.
+    #[error("cannot generate an identity key: {0}")]
+    Random(getrandom::Error),
+    /// The blockstore could not be opened or read.
+    #[error("blockstore at {path}: {source}")]
+    Store {
+        /// The blocks directory.
+        path: PathBuf,
+        /// The error.
+        source: StoreError,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io { path: path.to_path_buf(), source }
+}
+
+/// What [`Repo::verify`] found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Blocks checked.
+    pub checked: u64,
+    /// Blocks whose bytes do not match their CID, or whose bytes are gone.
+    pub corrupt: Vec<Cid>,
+    /// dag-pb blocks that match their CID but do not decode.
+    pub undecodable: Vec<Cid>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.corrupt.is_empty() && self.undecodable.is_empty()
+    }
+}
+
+/// An open repository, held exclusively by this process until dropped.
+#[derive(Debug)]
+pub struct Repo {
+    path: PathBuf,
+    config: Config,
+    identity: [u8; 32],
+    store: Arc<SledStore>,
+    pins: Pins,
+    roots: Roots,
+    live: Arc<Live>,
+    gc_lock: Mutex<()>,
+    // Last, so it is released after sled has closed.
+    _lock: RepoLock,
+}
+
+fn lock(dir: &Path) -> Result<RepoLock, RepoError> {
+    RepoLock::acquire(&dir.join(LOCK)).map_err(|e| match e {
+        lock::LockError::Held(pid) => RepoError::InUse { path: dir.to_path_buf(), pid },
+        lock::LockError::Io(source) => RepoError::Io { path: dir.join(LOCK), source },
+    })
+}
+
+impl Repo {
+    /// Creates a repo in `path` (created if missing) with default config and a fresh identity,
+    /// and opens it.
+    pub fn init(path: &Path) -> Result<Repo, RepoError> {
+        Self::init_with(path, Config::default())
+    }
+
+    /// Creates a repo with the given config.
+    pub fn init_with(path: &Path, config: Config) -> Result<Repo, RepoError> {
+        fs::create_dir_all(path).map_err(io_at(path))?;
+        let dir = path.canonicalize().map_err(io_at(path))?;
+        if dir.join(CONFIG).exists() {
+            return Err(RepoError::AlreadyInitialised { path: dir });
+        }
+        let guard = lock(&dir)?;
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(RepoError::Random)?;
+        let key_path = dir.join(IDENTITY);
+        // A half-initialised repo (killed during init) may have left a key: replace it.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(io_at(&key_path))?;
+        f.write_all(&seed).and_then(|()| f.sync_all()).map_err(io_at(&key_path))?;
+        // The config goes last, atomically: its presence is what makes the directory a repo.
+        let text = toml::to_string_pretty(&config).unwrap_or_default();
+        let tmp = dir.join("config.toml.tmp");
+        fs::write(&tmp, text).map_err(io_at(&tmp))?;
+        fs::rename(&tmp, dir.join(CONFIG)).map_err(io_at(&dir))?;
+        Self::finish_open(dir, config, seed, guard)
+    }
+
+    /// Opens the repo at `path`, taking its exclusive lock before anything else.
+    pub fn open(path: &Path) -> Result<Repo, RepoError> {
+        let not_repo = || RepoError::NotInitialised { path: path.to_path_buf() };
+        let dir = path.canonicalize().map_err(|_| not_repo())?;
+        let config_path = dir.join(CONFIG);
+        if !config_path.is_file() {
+            return Err(RepoError::NotInitialised { path: dir });
+        }
+        let guard = lock(&dir)?;
+        let text = fs::read_to_string(&config_path).map_err(io_at(&config_path))?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|source| RepoError::Config { path: config_path.clone(), source })?;
+        let key_path = dir.join(IDENTITY);
+        let mut key = Vec::new();
+        fs::File::open(&key_path)
+            .and_then(|mut f| f.read_to_end(&mut key))
+            .map_err(io_at(&key_path))?;
+        let seed: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| RepoError::Identity { path: key_path.clone(), len: key.len() })?;
+        Self::finish_open(dir, config, seed, guard)
+    }
+
+    fn finish_open(
+        dir: PathBuf,
+        config: Config,
+        identity: [u8; 32],
+        guard: RepoLock,
+    ) -> Result<Repo, RepoError> {
+        let blocks = dir.join(BLOCKS);
+        let store_err = |source| RepoError::Store { path: blocks.clone(), source };
+        let opts = StoreOptions {
+            cache_bytes: config.store.cache_mib << 20,
+            inline_max: config.store.inline_max_bytes,
+        };
+        let store = Arc::new(SledStore::open(&blocks, opts).map_err(store_err)?);
+        let live = Arc::new(Live::default());
+        let pins = Pins::new(store.clone(), live.clone()).map_err(store_err)?;
+        let roots_tree = store.db().open_tree("roots").map_err(|e| store_err(db_err(e)))?;
+        let roots = Roots::new(roots_tree, live.clone());
+        Ok(Repo {
+            path: dir,
+            config,
+            identity,
+            store,
+            pins,
+            roots,
+            live,
+            gc_lock: Mutex::new(()),
+            _lock: guard,
+        })
+    }
+
+    /// The repo directory (canonical).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The configuration read at open.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The 32-byte Ed25519 secret seed of this node's identity.
+    pub fn identity_seed(&self) -> &[u8; 32] {
+        &self.identity
+    }
+
+    /// The blockstore.
+    pub fn store(&self) -> Arc<SledStore> {
+        self.store.clone()
+    }
+
+    /// The pin set.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+
+    /// Extra GC roots (MFS, mounts).
+    pub fn roots(&self) -> &Roots {
+        &self.roots
+    }
+
+    /// A GC-safe sink for one import; see [`ImportSession`].
+    pub fn session(&self) -> ImportSession {
+        ImportSession::new(self.store.clone(), self.pins.clone(), self.live.clone())
+    }
+
+    /// Blocks currently protected by sessions and pins in progress.
+    pub fn protected_blocks(&self) -> usize {
+        self.live.protected()
+    }
+
+    /// Removes every block not reachable from a pin, a root or a live session, then flushes.
+    /// Collections are serialised; imports and pins may run concurrently.
+    pub fn gc(&self) -> Result<GcReport, GcError> {
+        let _one = self.gc_lock.lock().unwrap_or_else(|p| p.into_inner());
+        gc::collect(&self.store, &self.pins, &self.roots, &self.live)
+    }
+
+    /// Reads and checks every block; see [`Repo::verify_with`].
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_with(|_, _| {})
+    }
+
+    /// Reads every block, checks it against its CID and, for dag-pb, that it decodes.
+    /// `progress(checked, total)` is called after each block.
+    pub fn verify_with(
+        &self,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<VerifyReport, StoreError> {
+        let total = self.store.stats()?.blocks;
+        let mut report = VerifyReport::default();
+        for entry in self.store.entries() {
+            let (key, entry) = entry?;
+            let cid = SledStore::cid_of(&key, &entry)?;
+            report.checked += 1;
+            match self.store.get_verified(&cid) {
+                Ok(Some(data)) => {
+                    if crate::walk::links(&cid, &data).is_err()
+                        && cid.codec() == crate::hash::DAG_PB
+                    {
+                        report.undecodable.push(cid);
+                    }
+                }
+                // Deleted meanwhile: not a problem.
+                Ok(None) => report.checked -= 1,
+                Err(StoreError::Corrupt { cid }) => report.corrupt.push(cid),
+                Err(e) => return Err(e),
+            }
+            progress(report.checked, total);
+        }
+        Ok(report)
+    }
+
+    /// Writes the DAG under `root` as a CAR v1 stream.
+    pub fn export_car<W: Write>(&self, root: &Cid, out: W) -> Result<car::CarStats, CarError> {
+        car::export(&*self.store, &[*root], out)
+    }
+
+    /// Reads a CAR v1 stream, verifying every block before storing it, and returns its roots.
+    /// With `pin_roots`, pins them all (recursively) once every block is in, or none.
+    pub fn import_car<R: io::Read>(&self, input: R, pin_roots: bool) -> Result<Vec<Cid>, CarError> {
+        let session = self.session();
+        let roots = car::import(input, &session)?;
+        if pin_roots {
+            session.pin_all(&roots)?;
+        } else {
+            session.commit()?;
+        }
+        Ok(roots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_open_lock_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        let err = Repo::open(&p).unwrap_err();
+        assert!(err.to_string().contains("run `cairn init`"), "{err}");
+        let repo = Repo::init(&p).unwrap();
+        let seed = *repo.identity_seed();
+        assert!(matches!(Repo::init(&p), Err(RepoError::AlreadyInitialised { .. })));
+        let err = Repo::open(&p).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("in use by another cairn process"), "{msg}");
+        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        drop(repo);
+        let repo = Repo::open(&p).unwrap();
+        assert_eq!(*repo.identity_seed(), seed);
+        assert_eq!(repo.config().network.dht_mode, "auto");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(p.join(IDENTITY)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,148 @@
+//! `config.toml`: import defaults, GC, store tuning, and the network settings `cairn-net` reads.
+//!
+//! Every section and field has a default, so an older or hand-trimmed file still loads.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole repo configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    /// Defaults for `cairn add`.
+    pub import: ImportConfig,
+    /// Garbage collection.
+    pub gc: GcConfig,
+    /// Blockstore tuning.
+    pub store: StoreConfig,
+    /// libp2p node settings.
+    pub network: NetworkConfig,
+    /// The local control API.
+    pub api: ApiConfig,
+}
+
+/// Defaults for importing files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImportConfig {
+    /// Chunker spec: `size-<bytes>` or `fastcdc-<min>-<avg>-<max>`.
+    pub chunker: String,
+    /// CID version of the nodes made (0 or 1).
+    pub cid_version: u8,
+    /// Store file chunks as raw blocks instead of UnixFS-wrapped dag-pb leaves.
+    pub raw_leaves: bool,
+    /// Hash function name (`sha2-256` or `blake3`).
+    pub hash: String,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            chunker: "size-262144".to_string(),
+            cid_version: 1,
+            raw_leaves: true,
+            hash: "sha2-256".to_string(),
+        }
+    }
+}
+
+/// When GC runs by itself (it always runs on `cairn repo gc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct GcConfig {
+    /// Run GC every this many seconds while a daemon runs; 0 = never.
+    pub period_secs: u64,
+    /// Run GC when the store grows past this many bytes; 0 = no limit.
+    pub storage_max_bytes: u64,
+}
+
+/// Blockstore tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// sled page cache, MiB.
+    pub cache_mib: u64,
+    /// Blocks larger than this many bytes are stored as files beside sled.
+    pub inline_max_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let d = crate::sled_store::StoreOptions::default();
+        StoreConfig { cache_mib: d.cache_bytes >> 20, inline_max_bytes: d.inline_max }
+    }
+}
+
+/// libp2p node settings (read by `cairn-net`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkConfig {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Bootstrap peers, as multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// Kademlia mode: `auto`, `client` or `server`.
+    pub dht_mode: String,
+    /// Kademlia protocol name.
+    pub kad_protocol: String,
+    /// What to announce to the DHT: `roots`, `all` or `none`.
+    pub provide_strategy: String,
+    /// Seconds between re-announcements.
+    pub reprovide_interval_secs: u64,
+    /// Discover peers on the LAN with mDNS.
+    pub mdns: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".to_string(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".to_string(),
+            ],
+            bootstrap: [
+                "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+                "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+                "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+                "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            dht_mode: "auto".to_string(),
+            kad_protocol: "/ipfs/kad/1.0.0".to_string(),
+            provide_strategy: "roots".to_string(),
+            reprovide_interval_secs: 79_200,
+            mdns: false,
+        }
+    }
+}
+
+/// The local control API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiConfig {
+    /// `host:port` to listen on.
+    pub address: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { address: "127.0.0.1:5101".to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_partial_files_load() {
+        let c = Config::default();
+        let text = toml::to_string_pretty(&c).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+        let partial: Config = toml::from_str("[network]\nmdns = true\n").unwrap();
+        assert!(partial.network.mdns);
+        assert_eq!(partial.network.kad_protocol, "/ipfs/kad/1.0.0");
+        assert_eq!(partial.api.address, "127.0.0.1:5101");
+    }
+}
