@@ -95,6 +95,8 @@ struct PeerInfo {
     outstanding: usize,
     /// Blocks this peer delivered to us.
     delivered: u64,
+    /// HAVEs this peer sent us.
+    haves: u64,
     /// Its wants we have not answered yet.
     ledger: HashSet<Cid>,
 }
@@ -261,7 +263,7 @@ impl Engine {
             .iter()
             .filter(|p| {
                 let i = &self.peers[*p];
-                (w.providers.contains(*p) || i.delivered > 0) && i.outstanding < cap
+                (w.providers.contains(*p) || i.delivered > 0 || i.haves > 0) && i.outstanding < cap
             })
             .min_by_key(|p| (self.peers[*p].outstanding, !w.providers.contains(*p)))
             .copied();
@@ -365,6 +367,9 @@ impl Engine {
         };
         match p {
             Presence::Have => {
+                if let Some(i) = self.peers.get_mut(&peer) {
+                    i.haves += 1;
+                }
                 if w.block_from.is_none_or(|(b, _)| b != peer) && !w.haves.contains(&peer) {
                     w.haves.push_back(peer);
                 }
