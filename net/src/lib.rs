@@ -1,1 +1,39 @@
-//! cairn-net
+//! cairn-net: the libp2p node that trades blocks with the IPFS world.
+//!
+//! A [`Node`] is a cloneable handle to one task that owns the libp2p Swarm (TCP + QUIC, Noise,
+//! Yamux, identify, ping, Kademlia, optional mDNS, connection limits, and Bitswap 1.2.0).
+//! [`NetSource`] implements `cairn_store::BlockSource` as "local store first, then peers", and
+//! [`fetch_dag`] pulls a whole DAG with a window of parallel wants.
+//!
+//! # Layout
+//! - `config`: [`NetConfig`], [`DhtMode`], [`ProvideStrategy`], [`Limits`].
+//! - `error`: [`NetError`].
+//! - `node`: the [`Node`] handle and the commands it sends.
+//! - `event_loop`: the task owning the Swarm; Bitswap want and ledger bookkeeping.
+//! - `swarm`: builds the transport and the composed behaviour.
+//! - `bitswap`: the Bitswap protocol (`protocol`, `handler`, `behaviour`).
+//! - `source`: [`NetSource`], [`fetch_dag`].
+//! - `memstore`: [`MemoryStore`], an in-memory blockstore.
+//!
+//! ```
+//! use cairn_net::{NetConfig, DhtMode};
+//! let cfg = NetConfig { dht_mode: DhtMode::Server, ..NetConfig::local() };
+//! assert_eq!(cfg.kad_protocol, "/ipfs/kad/1.0.0");
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod bitswap;
+mod config;
+mod error;
+mod event_loop;
+mod memstore;
+mod node;
+mod source;
+mod swarm;
+
+pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_KAD_PROTOCOL};
+pub use error::NetError;
+pub use libp2p::{Multiaddr, PeerId};
+pub use memstore::MemoryStore;
+pub use node::{parse_addr, BitswapStats, Node, ProvideReport};
+pub use source::{fetch_dag, DagError, DagProgress, NetSource};

@@ -1,0 +1,275 @@
+//! The per-connection half of Bitswap.
+//!
+//! Why a custom handler rather than `request-response`: Bitswap messages are one-way. A reply
+//! (block, HAVE) travels as a separate message on a stream the *answerer* opens, and inbound
+//! streams may carry many messages, so request/response pairing does not fit.
+//!
+//! Outbound: one long-lived stream per connection carries our messages in order; if writing fails
+//! (the remote closed it, as send-and-close peers such as Helia may) the stream is reopened and the
+//! message retried once. Inbound: every stream the remote opens is read frame by frame until it
+//! ends, at most [`MAX_INBOUND_STREAMS`] at a time. Received blocks are hashed here, on the
+//! connection's task, so the swarm's event loop never spends time on SHA-256.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures::future::{self, BoxFuture};
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
+use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
+use libp2p::swarm::handler::{
+    ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
+};
+use libp2p::swarm::{ConnectionHandler, ConnectionHandlerEvent, Stream, StreamUpgradeError, SubstreamProtocol};
+use libp2p::StreamProtocol;
+
+use super::protocol::{self, DecodeError, Message, Version, MAX_MESSAGE_BYTES, PROTOCOLS};
+
+/// Messages waiting for the outbound stream; beyond this, new ones are dropped.
+pub const MAX_QUEUED_MESSAGES: usize = 1024;
+/// Concurrent inbound streams per connection; more are reset.
+pub const MAX_INBOUND_STREAMS: usize = 32;
+
+/// Negotiates any of the three Bitswap versions and yields the stream with the chosen protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Upgrade;
+
+impl UpgradeInfo for Upgrade {
+    type Info = StreamProtocol;
+    type InfoIter = std::array::IntoIter<StreamProtocol, 3>;
+    fn protocol_info(&self) -> Self::InfoIter {
+        PROTOCOLS.into_iter()
+    }
+}
+
+impl InboundUpgrade<Stream> for Upgrade {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = future::Ready<Result<Self::Output, Infallible>>;
+    fn upgrade_inbound(self, s: Stream, info: StreamProtocol) -> Self::Future {
+        future::ready(Ok((s, info)))
+    }
+}
+
+impl OutboundUpgrade<Stream> for Upgrade {
+    type Output = (Stream, StreamProtocol);
+    type Error = Infallible;
+    type Future = future::Ready<Result<Self::Output, Infallible>>;
+    fn upgrade_outbound(self, s: Stream, info: StreamProtocol) -> Self::Future {
+        future::ready(Ok((s, info)))
+    }
+}
+
+/// From the behaviour to a connection.
+#[derive(Debug)]
+pub enum HandlerIn {
+    /// Send this message.
+    Send(Message),
+}
+
+/// From a connection to the behaviour.
+#[derive(Debug)]
+pub enum HandlerOut {
+    /// A decoded message (block CIDs computed from their bytes).
+    Received(Message),
+    /// The remote sent bytes that are not a valid message.
+    Malformed(DecodeError),
+    /// Messages could not be sent; `unsupported` when the remote does not speak Bitswap.
+    SendFailed {
+        /// How many messages were lost.
+        dropped: usize,
+        /// The remote refused every Bitswap protocol.
+        unsupported: bool,
+    },
+}
+
+type SendFuture = BoxFuture<'static, Result<(Stream, Version), (std::io::Error, Message, bool)>>;
+
+enum Outbound {
+    Idle(Option<(Stream, Version)>),
+    Opening,
+    Busy(SendFuture),
+}
+
+/// One per connection.
+pub struct Handler {
+    queue: VecDeque<(Message, bool)>,
+    out: Outbound,
+    inbound: SelectAll<BoxStream<'static, Result<Message, DecodeError>>>,
+    events: VecDeque<HandlerOut>,
+    unsupported: bool,
+}
+
+impl Handler {
+    pub(crate) fn new() -> Self {
+        Handler {
+            queue: VecDeque::new(),
+            out: Outbound::Idle(None),
+            inbound: SelectAll::new(),
+            events: VecDeque::new(),
+            unsupported: false,
+        }
+    }
+
+    fn lost(&mut self, dropped: usize, unsupported: bool) {
+        self.events.push_back(HandlerOut::SendFailed {
+            dropped,
+            unsupported,
+        });
+    }
+}
+
+fn send(mut stream: Stream, version: Version, msg: Message, retried: bool) -> SendFuture {
+    async move {
+        let body = protocol::encode(&msg, version);
+        match protocol::write_frame(&mut stream, &body).await {
+            Ok(()) => Ok((stream, version)),
+            Err(e) => Err((e, msg, retried)),
+        }
+    }
+    .boxed()
+}
+
+fn read_messages(stream: Stream) -> BoxStream<'static, Result<Message, DecodeError>> {
+    futures::stream::unfold(Some(stream), |s| async move {
+        let mut s = s?;
+        match protocol::read_frame(&mut s, MAX_MESSAGE_BYTES).await {
+            Ok(Some(body)) => match protocol::decode(&body) {
+                Ok(m) => Some((Ok(m), Some(s))),
+                Err(e) => Some((Err(e), None)),
+            },
+            // End of stream or a reset: not the peer's fault, just stop reading.
+            Ok(None) | Err(_) => None,
+        }
+    })
+    .boxed()
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = HandlerIn;
+    type ToBehaviour = HandlerOut;
+    type InboundProtocol = Upgrade;
+    type OutboundProtocol = Upgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Upgrade, ()> {
+        SubstreamProtocol::new(Upgrade, ())
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        !self.queue.is_empty() || !matches!(self.out, Outbound::Idle(_))
+    }
+
+    fn on_behaviour_event(&mut self, ev: HandlerIn) {
+        let HandlerIn::Send(msg) = ev;
+        if self.unsupported {
+            self.lost(1, true);
+        } else if self.queue.len() >= MAX_QUEUED_MESSAGES {
+            tracing::debug!("bitswap outbound queue full, dropping a message");
+            self.lost(1, false);
+        } else {
+            self.queue.push_back((msg, false));
+        }
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol, (), ()>,
+    ) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: (stream, _proto),
+                ..
+            }) => {
+                if self.inbound.len() >= MAX_INBOUND_STREAMS {
+                    tracing::debug!("too many inbound bitswap streams, dropping one");
+                    drop(stream);
+                } else {
+                    self.inbound.push(read_messages(stream));
+                }
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: (stream, proto),
+                ..
+            }) => {
+                self.out = Outbound::Idle(Some((stream, Version::of(&proto))));
+            }
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
+                self.out = Outbound::Idle(None);
+                let unsupported = matches!(error, StreamUpgradeError::NegotiationFailed);
+                if unsupported {
+                    self.unsupported = true;
+                }
+                let n = self.queue.len();
+                self.queue.clear();
+                tracing::debug!(?error, "bitswap stream could not be opened");
+                self.lost(n, unsupported);
+            }
+            _ => {}
+        }
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Upgrade, (), HandlerOut>> {
+        loop {
+            if let Some(ev) = self.events.pop_front() {
+                return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(ev));
+            }
+            match &mut self.out {
+                Outbound::Busy(fut) => match fut.poll_unpin(cx) {
+                    Poll::Ready(Ok(s)) => {
+                        self.out = Outbound::Idle(Some(s));
+                        continue;
+                    }
+                    Poll::Ready(Err((e, msg, retried))) => {
+                        self.out = Outbound::Idle(None);
+                        tracing::debug!(error = %e, retried, "bitswap write failed");
+                        if retried {
+                            self.lost(1, false);
+                        } else {
+                            // Probably a stale stream the remote closed: reopen and retry once.
+                            self.queue.push_front((msg, true));
+                        }
+                        continue;
+                    }
+                    Poll::Pending => {}
+                },
+                Outbound::Idle(slot) => {
+                    if let Some((msg, retried)) = self.queue.pop_front() {
+                        match slot.take() {
+                            Some((stream, v)) => {
+                                self.out = Outbound::Busy(send(stream, v, msg, retried));
+                                continue;
+                            }
+                            None => {
+                                self.queue.push_front((msg, retried));
+                                self.out = Outbound::Opening;
+                                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                                    protocol: SubstreamProtocol::new(Upgrade, ()),
+                                });
+                            }
+                        }
+                    }
+                }
+                Outbound::Opening => {}
+            }
+            match self.inbound.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(m))) => {
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                        HandlerOut::Received(m),
+                    ))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(
+                        HandlerOut::Malformed(e),
+                    ))
+                }
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

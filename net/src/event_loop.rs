@@ -1,0 +1,1299 @@
+//! The one task that owns the Swarm.
+//!
+//! It `select!`s over swarm events, commands from [`crate::Node`] handles, a 200 ms tick (deadlines,
+//! retries, ban expiry), the periodic reprovide, and two bounded `JoinSet`s: store reads that
+//! serve peers, and store writes of received blocks. It never awaits long work itself.
+//!
+//! The Bitswap client and server policy lives in [`Engine`], which has no Swarm: it records what
+//! to send in an outbox and what else to do (search, dial, ban) in [`Actions`], which the loop
+//! carries out after each event.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_store::{Block, Blockstore, Cid};
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::kad::store::RecordStore;
+use libp2p::{identify, identity, kad, mdns, Multiaddr, PeerId, StreamProtocol, Swarm};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::bitswap::protocol::{
+    Message, Presence, WantEntry, WantType, MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES,
+    MAX_WANTLIST_ENTRIES,
+};
+use crate::bitswap::{self};
+use crate::config::NetConfig;
+use crate::error::NetError;
+use crate::node::{BitswapStats, Command, ProvideReport, Reply};
+use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
+
+/// How often deadlines and retries are checked.
+const TICK: Duration = Duration::from_millis(200);
+/// A fetch that found nothing asks the DHT again this often.
+const RESEARCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Serve jobs (one per incoming wantlist) waiting for a store-reading task.
+const MAX_SERVE_QUEUE: usize = 1024;
+/// Blocks remembered after their want was satisfied, so late duplicates are not taken for forgeries.
+const RECENT_BLOCKS: usize = 16_384;
+/// Messages are split before their blocks exceed this.
+const SOFT_MESSAGE_BYTES: usize = MAX_MESSAGE_BYTES - MAX_BLOCK_BYTES / 2;
+
+fn provider_key(cid: &Cid) -> kad::RecordKey {
+    kad::RecordKey::new(&cid.hash().to_bytes())
+}
+
+struct Waiter {
+    reply: Reply<Bytes>,
+    deadline: Instant,
+    secs: u64,
+}
+
+/// One CID wanted from the network, however many readers wait for it.
+struct Want {
+    waiters: Vec<Waiter>,
+    /// Peers sent a want-have or want-block for it.
+    asked: HashSet<PeerId>,
+    /// Peers that said HAVE, not yet asked for the block.
+    haves: VecDeque<PeerId>,
+    dont_have: HashSet<PeerId>,
+    /// Peers the DHT named as providers.
+    providers: HashSet<PeerId>,
+    /// The peer asked for the block, and since when.
+    block_from: Option<(PeerId, Instant)>,
+    created: Instant,
+    search: Option<kad::QueryId>,
+    last_search: Option<Instant>,
+}
+
+impl Want {
+    fn new(now: Instant) -> Self {
+        Want {
+            waiters: Vec::new(),
+            asked: HashSet::new(),
+            haves: VecDeque::new(),
+            dont_have: HashSet::new(),
+            providers: HashSet::new(),
+            block_from: None,
+            created: now,
+            search: None,
+            last_search: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct PeerInfo {
+    /// `Some(false)` once we know the peer does not speak Bitswap.
+    bitswap: Option<bool>,
+    /// Want-blocks outstanding at this peer.
+    outstanding: usize,
+    /// Blocks this peer delivered to us.
+    delivered: u64,
+    /// HAVEs this peer sent us.
+    haves: u64,
+    /// Its wants we have not answered yet.
+    ledger: HashSet<Cid>,
+}
+
+/// What a serve task found for one want entry.
+enum Answer {
+    Block(Bytes),
+    Have,
+    DontHave,
+    Nothing,
+}
+
+/// Side effects the engine asks the loop to carry out.
+#[derive(Default)]
+struct Actions {
+    search: Vec<Cid>,
+    ban: Vec<PeerId>,
+    dial: Vec<PeerId>,
+}
+
+/// The Bitswap client and server state, without the Swarm.
+struct Engine {
+    local: PeerId,
+    cfg: NetConfig,
+    peers: HashMap<PeerId, PeerInfo>,
+    wants: HashMap<Cid, Want>,
+    /// Verified blocks being written to the store, with their waiting readers.
+    storing: HashMap<Cid, Vec<Waiter>>,
+    recent: HashSet<Cid>,
+    recent_order: VecDeque<Cid>,
+    outbox: HashMap<PeerId, Vec<Message>>,
+    banned: HashMap<PeerId, Instant>,
+    stats: BitswapStats,
+    actions: Actions,
+}
+
+fn want_entry(cid: Cid, want_type: WantType, cancel: bool) -> WantEntry {
+    WantEntry {
+        cid,
+        priority: 1,
+        cancel,
+        want_type,
+        send_dont_have: !cancel,
+    }
+}
+
+impl Engine {
+    fn new(local: PeerId, cfg: NetConfig) -> Self {
+        Engine {
+            local,
+            cfg,
+            peers: HashMap::new(),
+            wants: HashMap::new(),
+            storing: HashMap::new(),
+            recent: HashSet::new(),
+            recent_order: VecDeque::new(),
+            outbox: HashMap::new(),
+            banned: HashMap::new(),
+            stats: BitswapStats::default(),
+            actions: Actions::default(),
+        }
+    }
+
+    // ----- outbox -----
+
+    fn last_message(&mut self, peer: PeerId, fits: impl Fn(&Message) -> bool) -> &mut Message {
+        let msgs = self.outbox.entry(peer).or_default();
+        if msgs.last().is_none_or(|m| !fits(m)) {
+            msgs.push(Message::default());
+        }
+        let n = msgs.len() - 1;
+        &mut msgs[n]
+    }
+
+    fn send_want(&mut self, peer: PeerId, entry: WantEntry) {
+        self.last_message(peer, |m| m.wantlist.len() < MAX_WANTLIST_ENTRIES)
+            .wantlist
+            .push(entry);
+    }
+
+    fn send_block(&mut self, peer: PeerId, cid: Cid, data: Bytes) {
+        let len = data.len();
+        self.last_message(peer, |m| m.blocks.is_empty() || m.block_bytes() + len + 64 <= SOFT_MESSAGE_BYTES)
+            .blocks
+            .push((cid, data));
+    }
+
+    fn send_presence(&mut self, peer: PeerId, cid: Cid, p: Presence) {
+        self.last_message(peer, |m| m.presences.len() < 4096)
+            .presences
+            .push((cid, p));
+    }
+
+    // ----- client: wants -----
+
+    fn fetch(&mut self, cid: Cid, timeout: Duration, reply: Reply<Bytes>) {
+        let waiter = Waiter {
+            reply,
+            deadline: Instant::now() + timeout,
+            secs: timeout.as_secs(),
+        };
+        if let Some(ws) = self.storing.get_mut(&cid) {
+            ws.push(waiter);
+            return;
+        }
+        if let Some(w) = self.wants.get_mut(&cid) {
+            w.waiters.push(waiter);
+            return;
+        }
+        if self.wants.len() >= self.cfg.limits.max_wants {
+            let _ = waiter.reply.send(Err(NetError::Busy {
+                limit: self.cfg.limits.max_wants,
+            }));
+            return;
+        }
+        let mut w = Want::new(Instant::now());
+        w.waiters.push(waiter);
+        self.wants.insert(cid, w);
+        self.dispatch(cid);
+    }
+
+    /// Moves a want forward: ask a HAVE peer for the block, or ask peers not asked yet
+    /// (want-block to the most promising one, want-have to the rest), or search the DHT.
+    fn dispatch(&mut self, cid: Cid) {
+        let now = Instant::now();
+        let cap = self.cfg.limits.max_block_requests_per_peer;
+        let Some(w) = self.wants.get_mut(&cid) else {
+            return;
+        };
+        if w.block_from.is_some() {
+            return;
+        }
+        while let Some(p) = w.haves.pop_front() {
+            let Some(info) = self.peers.get_mut(&p) else {
+                continue;
+            };
+            if self.banned.contains_key(&p) {
+                continue;
+            }
+            info.outstanding += 1;
+            w.block_from = Some((p, now));
+            self.send_want(p, want_entry(cid, WantType::Block, false));
+            return;
+        }
+        let candidates: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(p, i)| {
+                i.bitswap != Some(false) && !w.asked.contains(p) && !self.banned.contains_key(p)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        if candidates.is_empty() {
+            let exhausted = w
+                .asked
+                .iter()
+                .all(|p| w.dont_have.contains(p) || !self.peers.contains_key(p));
+            if exhausted && w.search.is_none() {
+                self.actions.search.push(cid);
+            }
+            return;
+        }
+        let best = candidates
+            .iter()
+            .filter(|p| {
+                let i = &self.peers[*p];
+                (w.providers.contains(*p) || i.delivered > 0 || i.haves > 0) && i.outstanding < cap
+            })
+            .min_by_key(|p| (self.peers[*p].outstanding, !w.providers.contains(*p)))
+            .copied();
+        for p in &candidates {
+            w.asked.insert(*p);
+        }
+        if let Some(b) = best {
+            w.block_from = Some((b, now));
+            if let Some(i) = self.peers.get_mut(&b) {
+                i.outstanding += 1;
+            }
+        }
+        for p in candidates {
+            let t = if Some(p) == best {
+                WantType::Block
+            } else {
+                WantType::Have
+            };
+            self.send_want(p, want_entry(cid, t, false));
+        }
+    }
+
+    /// Forgets the want-block at `peer` (it failed, left, or said DONT_HAVE).
+    fn release(&mut self, cid: &Cid, peer: &PeerId) -> bool {
+        let Some(w) = self.wants.get_mut(cid) else {
+            return false;
+        };
+        if w.block_from.is_some_and(|(p, _)| p == *peer) {
+            w.block_from = None;
+            if let Some(i) = self.peers.get_mut(peer) {
+                i.outstanding = i.outstanding.saturating_sub(1);
+            }
+            return true;
+        }
+        false
+    }
+
+    fn remember(&mut self, cid: Cid) {
+        if self.recent.insert(cid) {
+            self.recent_order.push_back(cid);
+            if self.recent_order.len() > RECENT_BLOCKS {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Drops a want: cancels it at every peer asked.
+    fn retire(&mut self, cid: Cid, except: Option<PeerId>) -> Option<Want> {
+        let w = self.wants.remove(&cid)?;
+        if let Some((p, _)) = w.block_from {
+            if let Some(i) = self.peers.get_mut(&p) {
+                i.outstanding = i.outstanding.saturating_sub(1);
+            }
+        }
+        for p in &w.asked {
+            if Some(*p) != except && self.peers.contains_key(p) {
+                self.send_want(*p, want_entry(cid, WantType::Block, true));
+            }
+        }
+        Some(w)
+    }
+
+    /// Blocks from `peer`: all must be wanted (or recently wanted); one forgery discards the
+    /// message and bans the peer. Returns the fresh blocks to store.
+    fn on_blocks(&mut self, peer: PeerId, blocks: Vec<(Cid, Bytes)>) -> Vec<(Cid, Bytes)> {
+        let bad = blocks
+            .iter()
+            .filter(|(c, _)| !(self.wants.contains_key(c) || self.storing.contains_key(c) || self.recent.contains(c)))
+            .count();
+        if bad > 0 {
+            tracing::warn!(%peer, bad, "peer sent blocks matching no want (wrong bytes?), banning it");
+            self.stats.rejected_blocks += bad as u64;
+            self.actions.ban.push(peer);
+            return Vec::new();
+        }
+        let mut fresh = Vec::new();
+        for (cid, data) in blocks {
+            if let Some(w) = self.retire(cid, Some(peer)) {
+                self.stats.blocks_received += 1;
+                self.stats.bytes_received += data.len() as u64;
+                if let Some(i) = self.peers.get_mut(&peer) {
+                    i.delivered += 1;
+                    i.bitswap = Some(true);
+                }
+                self.remember(cid);
+                self.storing.insert(cid, w.waiters);
+                fresh.push((cid, data));
+            } else {
+                self.stats.dup_blocks += 1;
+                self.stats.dup_bytes += data.len() as u64;
+            }
+        }
+        fresh
+    }
+
+    fn on_presence(&mut self, peer: PeerId, cid: Cid, p: Presence) {
+        let Some(w) = self.wants.get_mut(&cid) else {
+            return;
+        };
+        match p {
+            Presence::Have => {
+                if let Some(i) = self.peers.get_mut(&peer) {
+                    i.haves += 1;
+                }
+                if w.block_from.is_none_or(|(b, _)| b != peer) && !w.haves.contains(&peer) {
+                    w.haves.push_back(peer);
+                }
+            }
+            Presence::DontHave => {
+                w.dont_have.insert(peer);
+                w.haves.retain(|h| *h != peer);
+                self.release(&cid, &peer);
+            }
+        }
+        self.dispatch(cid);
+    }
+
+    fn on_peer_connected(&mut self, peer: PeerId) {
+        self.peers.entry(peer).or_default();
+        let cids: Vec<Cid> = self.wants.keys().copied().collect();
+        for cid in cids {
+            self.dispatch(cid);
+        }
+    }
+
+    /// The peer left, was banned, or turned out not to speak Bitswap: re-route its wants.
+    fn on_peer_gone(&mut self, peer: PeerId, disconnected: bool) {
+        if disconnected {
+            self.peers.remove(&peer);
+            self.outbox.remove(&peer);
+        }
+        let cids: Vec<Cid> = self.wants.keys().copied().collect();
+        for cid in cids {
+            self.release(&cid, &peer);
+            if let Some(w) = self.wants.get_mut(&cid) {
+                w.haves.retain(|h| *h != peer);
+                if w.asked.contains(&peer) {
+                    w.dont_have.insert(peer);
+                }
+            }
+            self.dispatch(cid);
+        }
+    }
+
+    fn on_providers(&mut self, cid: Cid, providers: impl IntoIterator<Item = PeerId>) {
+        let local = self.local;
+        let mut connected = false;
+        let mut to_dial = Vec::new();
+        {
+            let Some(w) = self.wants.get_mut(&cid) else {
+                return;
+            };
+            for p in providers {
+                if p == local || self.banned.contains_key(&p) {
+                    continue;
+                }
+                w.providers.insert(p);
+                if self.peers.contains_key(&p) {
+                    // Known peer, perhaps asked before it had the block: ask again.
+                    w.asked.remove(&p);
+                    w.dont_have.remove(&p);
+                    connected = true;
+                } else {
+                    to_dial.push(p);
+                }
+            }
+        }
+        self.actions.dial.extend(to_dial);
+        if connected {
+            self.dispatch(cid);
+        }
+    }
+
+    // ----- server: ledgers -----
+
+    /// Records a peer's wantlist; returns the entries to look up in the store.
+    fn on_wantlist(&mut self, peer: PeerId, full: bool, entries: Vec<WantEntry>) -> Vec<WantEntry> {
+        let max = self.cfg.limits.max_ledger_entries;
+        let info = self.peers.entry(peer).or_default();
+        info.bitswap = Some(true);
+        if full {
+            info.ledger.clear();
+        }
+        let mut job = Vec::new();
+        for e in entries {
+            if e.cancel {
+                info.ledger.remove(&e.cid);
+            } else if info.ledger.len() < max && info.ledger.insert(e.cid) {
+                job.push(e);
+            }
+        }
+        job
+    }
+
+    fn on_answers(&mut self, peer: PeerId, answers: Vec<(WantEntry, Answer)>) {
+        for (e, a) in answers {
+            let still_wanted = self
+                .peers
+                .get_mut(&peer)
+                .is_some_and(|i| i.ledger.remove(&e.cid));
+            if !still_wanted {
+                continue;
+            }
+            match a {
+                Answer::Block(b) => self.send_block(peer, e.cid, b),
+                Answer::Have => self.send_presence(peer, e.cid, Presence::Have),
+                Answer::DontHave => self.send_presence(peer, e.cid, Presence::DontHave),
+                Answer::Nothing => {}
+            }
+        }
+    }
+
+    // ----- time -----
+
+    fn tick(&mut self, now: Instant, searches_free: usize) {
+        let mut dead = Vec::new();
+        let mut stalled = Vec::new();
+        let mut to_search = Vec::new();
+        for (cid, w) in self.wants.iter_mut() {
+            let (expired, keep): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut w.waiters)
+                .into_iter()
+                .filter(|x| !x.reply.is_closed())
+                .partition(|x| x.deadline <= now);
+            w.waiters = keep;
+            for x in expired {
+                let _ = x.reply.send(Err(NetError::FetchTimeout {
+                    cid: *cid,
+                    secs: x.secs,
+                }));
+            }
+            if w.waiters.is_empty() {
+                dead.push(*cid);
+                continue;
+            }
+            if let Some((p, t)) = w.block_from {
+                if now.duration_since(t) >= self.cfg.block_request_timeout {
+                    stalled.push((*cid, p));
+                }
+            }
+            let due = now.duration_since(w.created) >= self.cfg.provider_search_delay
+                && w.last_search.is_none_or(|t| now.duration_since(t) >= RESEARCH_INTERVAL);
+            if w.search.is_none() && due {
+                to_search.push(*cid);
+            }
+        }
+        for cid in dead {
+            self.retire(cid, None);
+        }
+        for (cid, p) in stalled {
+            tracing::debug!(%cid, %p, "want-block unanswered, asking elsewhere");
+            self.release(&cid, &p);
+            if let Some(w) = self.wants.get_mut(&cid) {
+                w.dont_have.insert(p);
+            }
+            self.dispatch(cid);
+        }
+        // Closed waiters of blocks being stored just drop their reply.
+        for ws in self.storing.values_mut() {
+            ws.retain(|x| !x.reply.is_closed());
+        }
+        to_search.truncate(searches_free);
+        self.actions.search.extend(to_search);
+    }
+}
+
+struct PendingDial {
+    addr: String,
+    reply: Reply<PeerId>,
+    deadline: Instant,
+}
+
+/// A DHT provider lookup, for a caller of `find_providers` and/or a fetch.
+struct Find {
+    cid: Cid,
+    /// Started by a fetch (counts against `max_provider_searches`).
+    for_fetch: bool,
+    reply: Option<Reply<Vec<PeerId>>>,
+    found: Vec<PeerId>,
+    deadline: Option<Instant>,
+}
+
+struct ProvideJob {
+    reply: Option<Reply<ProvideReport>>,
+    pending: usize,
+    report: ProvideReport,
+}
+
+/// Owns the Swarm and all network state.
+pub(crate) struct EventLoop {
+    swarm: Swarm<NodeBehaviour>,
+    engine: Engine,
+    store: Arc<dyn Blockstore>,
+    commands: mpsc::Receiver<Command>,
+    kad_protocol: StreamProtocol,
+    listen_addrs: Vec<Multiaddr>,
+    bootstrap_peers: HashSet<PeerId>,
+    bootstrapped: bool,
+    dials: HashMap<ConnectionId, PendingDial>,
+    finds: HashMap<kad::QueryId, Find>,
+    searches: usize,
+    provide_jobs: HashMap<u64, ProvideJob>,
+    next_job: u64,
+    provide_queue: VecDeque<(u64, kad::RecordKey)>,
+    provide_queries: HashMap<kad::QueryId, u64>,
+    serve_queue: VecDeque<(PeerId, Vec<WantEntry>)>,
+    serve_tasks: JoinSet<(PeerId, Vec<(WantEntry, Answer)>)>,
+    store_tasks: JoinSet<Vec<(Cid, Bytes)>>,
+}
+
+fn p2p_id(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+impl EventLoop {
+    /// Builds the swarm, binds every listen address (waiting until each reports one), and dials
+    /// the bootstrap peers.
+    pub(crate) async fn new(
+        cfg: NetConfig,
+        key: identity::Keypair,
+        store: Arc<dyn Blockstore>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Result<Self, NetError> {
+        let local = key.public().to_peer_id();
+        let mut swarm = swarm_build::build(&cfg, key)?;
+        let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone())
+            .map_err(|e| NetError::Transport(e.to_string()))?;
+
+        let mut listeners = HashSet::new();
+        for a in &cfg.listen_addrs {
+            let addr = crate::node::parse_addr(a)?;
+            let id = swarm.listen_on(addr).map_err(|e| NetError::Listen {
+                addr: a.clone(),
+                reason: e.to_string(),
+            })?;
+            listeners.insert(id);
+        }
+        let mut listen_addrs = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !listeners.is_empty() {
+            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                }) => {
+                    listeners.remove(&listener_id);
+                    if cfg.announce_listen_addrs {
+                        swarm.add_external_address(address.clone());
+                    }
+                    listen_addrs.push(address);
+                }
+                Ok(SwarmEvent::ListenerClosed {
+                    addresses, reason, ..
+                }) => {
+                    return Err(NetError::Listen {
+                        addr: format!("{addresses:?}"),
+                        reason: format!("{reason:?}"),
+                    })
+                }
+                Ok(other) => tracing::trace!(?other, "event before start"),
+                Err(_) => {
+                    return Err(NetError::Listen {
+                        addr: cfg.listen_addrs.join(", "),
+                        reason: "no address bound within 5 s".into(),
+                    })
+                }
+            }
+        }
+
+        let mut bootstrap_peers = HashSet::new();
+        for b in &cfg.bootstrap {
+            let addr = crate::node::parse_addr(b)?;
+            let peer = p2p_id(&addr).ok_or_else(|| NetError::BadAddr {
+                addr: b.clone(),
+                reason: "a bootstrap address must end in /p2p/<peer id>".into(),
+            })?;
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            bootstrap_peers.insert(peer);
+            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
+            if let Err(e) = swarm.dial(opts) {
+                tracing::warn!(%peer, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+
+        Ok(EventLoop {
+            swarm,
+            engine: Engine::new(local, cfg),
+            store,
+            commands,
+            kad_protocol,
+            listen_addrs,
+            bootstrap_peers,
+            bootstrapped: false,
+            dials: HashMap::new(),
+            finds: HashMap::new(),
+            searches: 0,
+            provide_jobs: HashMap::new(),
+            next_job: 0,
+            provide_queue: VecDeque::new(),
+            provide_queries: HashMap::new(),
+            serve_queue: VecDeque::new(),
+            serve_tasks: JoinSet::new(),
+            store_tasks: JoinSet::new(),
+        })
+    }
+
+    /// Runs until shut down or every handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reprovide_every = self
+            .engine
+            .cfg
+            .reprovide_interval
+            .unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let mut reprovide =
+            tokio::time::interval_at(tokio::time::Instant::now() + reprovide_every, reprovide_every);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        let _ = reply.send(Ok(()));
+                        break;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                Some(done) = self.serve_tasks.join_next(), if !self.serve_tasks.is_empty() => {
+                    match done {
+                        Ok((peer, answers)) => self.engine.on_answers(peer, answers),
+                        Err(e) => tracing::warn!(error = %e, "serve task failed"),
+                    }
+                }
+                Some(done) = self.store_tasks.join_next(), if !self.store_tasks.is_empty() => {
+                    match done {
+                        Ok(blocks) => self.on_stored(blocks),
+                        Err(e) => tracing::warn!(error = %e, "store task failed"),
+                    }
+                }
+                _ = tick.tick() => self.on_tick(),
+                _ = reprovide.tick(), if self.engine.cfg.reprovide_interval.is_some() => self.reprovide(),
+            }
+            self.apply_actions();
+            self.pump_serve();
+            self.pump_provides();
+            self.flush_outbox();
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    // ----- commands -----
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::ListenAddrs { reply } => {
+                let me = *self.swarm.local_peer_id();
+                let addrs = self
+                    .listen_addrs
+                    .iter()
+                    .map(|a| a.clone().with(Protocol::P2p(me)))
+                    .collect();
+                let _ = reply.send(Ok(addrs));
+            }
+            Command::Connect { addr, reply } => self.connect(addr, reply),
+            Command::Peers { reply } => {
+                let _ = reply.send(Ok(self.swarm.connected_peers().copied().collect()));
+            }
+            Command::Provide { cids, reply } => {
+                let keys = cids.iter().map(provider_key).collect();
+                self.start_provide_job(keys, Some(reply));
+            }
+            Command::FindProviders {
+                cid,
+                timeout,
+                reply,
+            } => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&cid));
+                self.finds.insert(
+                    id,
+                    Find {
+                        cid,
+                        for_fetch: false,
+                        reply: Some(reply),
+                        found: Vec::new(),
+                        deadline: Some(Instant::now() + timeout),
+                    },
+                );
+            }
+            Command::Fetch {
+                cid,
+                timeout,
+                reply,
+            } => self.engine.fetch(cid, timeout, reply),
+            Command::Stats { reply } => {
+                let mut s = self.engine.stats;
+                s.peers = self.swarm.connected_peers().count();
+                s.wants = self.engine.wants.len();
+                let _ = reply.send(Ok(s));
+            }
+            Command::Shutdown { reply } => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn connect(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        let peer = p2p_id(&addr);
+        if let Some(p) = peer {
+            if self.swarm.is_connected(&p) {
+                let _ = reply.send(Ok(p));
+                return;
+            }
+        }
+        let opts = match peer {
+            Some(p) => DialOpts::peer_id(p)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(
+                    id,
+                    PendingDial {
+                        addr: addr.to_string(),
+                        reply,
+                        deadline: Instant::now() + self.engine.cfg.dial_timeout,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetError::Dial {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    }
+
+    // ----- DHT provide -----
+
+    fn start_provide_job(&mut self, keys: Vec<kad::RecordKey>, reply: Option<Reply<ProvideReport>>) {
+        let limit = self.engine.cfg.limits.max_provided_keys;
+        if self.provide_queue.len() + keys.len() > limit {
+            if let Some(r) = reply {
+                let _ = r.send(Err(NetError::Busy { limit }));
+            }
+            return;
+        }
+        if keys.is_empty() {
+            if let Some(r) = reply {
+                let _ = r.send(Ok(ProvideReport::default()));
+            }
+            return;
+        }
+        let job = self.next_job;
+        self.next_job += 1;
+        self.provide_jobs.insert(
+            job,
+            ProvideJob {
+                reply,
+                pending: keys.len(),
+                report: ProvideReport::default(),
+            },
+        );
+        self.provide_queue.extend(keys.into_iter().map(|k| (job, k)));
+    }
+
+    fn pump_provides(&mut self) {
+        let max = self.engine.cfg.limits.max_provide_queries.max(1);
+        while self.provide_queries.len() < max {
+            let Some((job, key)) = self.provide_queue.pop_front() else {
+                break;
+            };
+            match self.swarm.behaviour_mut().kad.start_providing(key) {
+                Ok(id) => {
+                    self.provide_queries.insert(id, job);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot provide");
+                    self.provide_done(job, false);
+                }
+            }
+        }
+    }
+
+    fn provide_done(&mut self, job: u64, ok: bool) {
+        let Some(j) = self.provide_jobs.get_mut(&job) else {
+            return;
+        };
+        if ok {
+            j.report.ok += 1;
+        } else {
+            j.report.failed += 1;
+        }
+        j.pending -= 1;
+        if j.pending == 0 {
+            if let Some(j) = self.provide_jobs.remove(&job) {
+                if let Some(r) = j.reply {
+                    let _ = r.send(Ok(j.report));
+                }
+                tracing::debug!(ok = j.report.ok, failed = j.report.failed, "provide job done");
+            }
+        }
+    }
+
+    fn reprovide(&mut self) {
+        let keys: Vec<kad::RecordKey> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .provided()
+            .map(|r| r.key.clone())
+            .collect();
+        tracing::info!(keys = keys.len(), "reproviding");
+        self.start_provide_job(keys, None);
+    }
+
+    // ----- DHT find -----
+
+    fn start_search(&mut self, cid: Cid) {
+        if self.searches >= self.engine.cfg.limits.max_provider_searches {
+            return;
+        }
+        let Some(w) = self.engine.wants.get_mut(&cid) else {
+            return;
+        };
+        if w.search.is_some() {
+            return;
+        }
+        let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&cid));
+        w.search = Some(id);
+        self.searches += 1;
+        tracing::debug!(%cid, "searching the DHT for providers");
+        self.finds.insert(
+            id,
+            Find {
+                cid,
+                for_fetch: true,
+                reply: None,
+                found: Vec::new(),
+                deadline: None,
+            },
+        );
+    }
+
+    fn finish_find(&mut self, id: kad::QueryId) {
+        let Some(f) = self.finds.remove(&id) else {
+            return;
+        };
+        if let Some(r) = f.reply {
+            let _ = r.send(Ok(f.found));
+        }
+        if f.for_fetch {
+            self.searches = self.searches.saturating_sub(1);
+        }
+        if let Some(w) = self.engine.wants.get_mut(&f.cid) {
+            if w.search == Some(id) {
+                w.search = None;
+                w.last_search = Some(Instant::now());
+            }
+        }
+    }
+
+    fn on_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => {
+                match result {
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })) => {
+                        let local = *self.swarm.local_peer_id();
+                        if let Some(f) = self.finds.get_mut(&id) {
+                            let new: Vec<PeerId> = providers
+                                .into_iter()
+                                .filter(|p| *p != local && !f.found.contains(p))
+                                .collect();
+                            f.found.extend(new.iter().copied());
+                            let cid = f.cid;
+                            self.engine.on_providers(cid, new);
+                        }
+                    }
+                    kad::QueryResult::GetProviders(_) => self.finish_find(id),
+                    kad::QueryResult::StartProviding(r) => {
+                        if let Some(job) = self.provide_queries.remove(&id) {
+                            if let Err(e) = &r {
+                                tracing::debug!(error = %e, "provide failed");
+                            }
+                            self.provide_done(job, r.is_ok());
+                        }
+                    }
+                    kad::QueryResult::Bootstrap(r) => tracing::debug!(ok = r.is_ok(), "DHT bootstrap step"),
+                    other => tracing::trace!(?other, "kad query result"),
+                }
+                if step.last {
+                    self.finish_find(id);
+                    if let Some(job) = self.provide_queries.remove(&id) {
+                        self.provide_done(job, false);
+                    }
+                }
+            }
+            other => tracing::trace!(?other, "kad event"),
+        }
+    }
+
+    // ----- swarm events -----
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<NodeBehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Bitswap(ev)) => self.on_bitswap(ev),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(ev)) => self.on_kad(ev),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocols.iter().any(|p| *p == self.kad_protocol) {
+                    for a in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    }
+                }
+                let bitswap = info
+                    .protocols
+                    .iter()
+                    .any(|p| p.as_ref().starts_with("/ipfs/bitswap/"));
+                if let Some(i) = self.engine.peers.get_mut(&peer_id) {
+                    let was = i.bitswap;
+                    i.bitswap = Some(bitswap);
+                    if !bitswap && was != Some(false) {
+                        self.engine.on_peer_gone(peer_id, false);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                for (peer, addr) in list {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) {
+                        let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
+                        let _ = self.swarm.dial(opts);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if self.engine.cfg.announce_listen_addrs {
+                    self.swarm.add_external_address(address.clone());
+                }
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+                self.swarm.remove_external_address(&address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(d) = self.dials.remove(&connection_id) {
+                    let _ = d.reply.send(Ok(peer_id));
+                }
+                if num_established.get() == 1 {
+                    self.engine.on_peer_connected(peer_id);
+                }
+                if !self.bootstrapped && self.bootstrap_peers.contains(&peer_id) {
+                    self.bootstrapped = true;
+                    if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                        tracing::debug!(error = %e, "DHT bootstrap not started");
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.engine.on_peer_gone(peer_id, true);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                if let Some(d) = self.dials.remove(&connection_id) {
+                    let _ = d.reply.send(Err(NetError::Dial {
+                        addr: d.addr,
+                        reason: error.to_string(),
+                    }));
+                } else {
+                    tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                }
+            }
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_bitswap(&mut self, ev: bitswap::Event) {
+        match ev {
+            bitswap::Event::Message { peer, msg } => {
+                if self.engine.banned.contains_key(&peer) {
+                    return;
+                }
+                let Message {
+                    wantlist,
+                    full,
+                    blocks,
+                    presences,
+                    ..
+                } = msg;
+                if !blocks.is_empty() {
+                    let fresh = self.engine.on_blocks(peer, blocks);
+                    if !self.engine.actions.ban.is_empty() {
+                        return;
+                    }
+                    if !fresh.is_empty() {
+                        let store = self.store.clone();
+                        self.store_tasks.spawn_blocking(move || {
+                            let batch: Vec<Block> = fresh
+                                .iter()
+                                .map(|(c, d)| Block::trusted(*c, d.clone()))
+                                .collect();
+                            if let Err(e) = store.put_many(&batch) {
+                                tracing::warn!(error = %e, "cannot cache received blocks");
+                            }
+                            fresh
+                        });
+                    }
+                }
+                for (cid, p) in presences {
+                    self.engine.on_presence(peer, cid, p);
+                }
+                if !wantlist.is_empty() || full {
+                    let job = self.engine.on_wantlist(peer, full, wantlist);
+                    if !job.is_empty() {
+                        if self.serve_queue.len() < MAX_SERVE_QUEUE {
+                            self.serve_queue.push_back((peer, job));
+                        } else if let Some(i) = self.engine.peers.get_mut(&peer) {
+                            tracing::debug!(%peer, "serve queue full, ignoring wants");
+                            for e in job {
+                                i.ledger.remove(&e.cid);
+                            }
+                        }
+                    }
+                }
+            }
+            bitswap::Event::Malformed { peer, error } => {
+                tracing::warn!(%peer, %error, "malformed bitswap message, banning peer");
+                self.engine.actions.ban.push(peer);
+            }
+            bitswap::Event::SendFailed { peer, unsupported } => {
+                if unsupported {
+                    if let Some(i) = self.engine.peers.get_mut(&peer) {
+                        i.bitswap = Some(false);
+                    }
+                }
+                // Whatever was asked of this peer may never arrive: ask elsewhere.
+                self.engine.on_peer_gone(peer, false);
+            }
+        }
+    }
+
+    fn on_stored(&mut self, blocks: Vec<(Cid, Bytes)>) {
+        for (cid, data) in blocks {
+            if let Some(ws) = self.engine.storing.remove(&cid) {
+                for w in ws {
+                    let _ = w.reply.send(Ok(data.clone()));
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let free = self
+            .engine
+            .cfg
+            .limits
+            .max_provider_searches
+            .saturating_sub(self.searches);
+        self.engine.tick(now, free);
+
+        let expired: Vec<PeerId> = self
+            .engine
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in expired {
+            self.engine.banned.remove(&p);
+            self.swarm.behaviour_mut().bans.unblock_peer(p);
+        }
+
+        let late: Vec<ConnectionId> = self
+            .dials
+            .iter()
+            .filter(|(_, d)| d.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(d) = self.dials.remove(&id) {
+                let _ = d.reply.send(Err(NetError::DialTimeout {
+                    addr: d.addr,
+                    secs: self.engine.cfg.dial_timeout.as_secs(),
+                }));
+            }
+        }
+
+        let late: Vec<kad::QueryId> = self
+            .finds
+            .iter()
+            .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
+            }
+            self.finish_find(id);
+        }
+    }
+
+    fn apply_actions(&mut self) {
+        let actions = std::mem::take(&mut self.engine.actions);
+        for peer in actions.ban {
+            if self.engine.banned.contains_key(&peer) {
+                continue;
+            }
+            self.engine
+                .banned
+                .insert(peer, Instant::now() + self.engine.cfg.ban_duration);
+            self.engine.stats.peers_banned += 1;
+            self.swarm.behaviour_mut().bans.block_peer(peer);
+            self.engine.on_peer_gone(peer, true);
+        }
+        for peer in actions.dial {
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "cannot dial provider");
+            }
+        }
+        for cid in actions.search {
+            self.start_search(cid);
+        }
+        // Searching may have produced more actions (none today), and dispatch may have queued
+        // searches while applying bans.
+        if !self.engine.actions.search.is_empty() || !self.engine.actions.ban.is_empty() {
+            let more = std::mem::take(&mut self.engine.actions);
+            for cid in more.search {
+                self.start_search(cid);
+            }
+            self.engine.actions.ban = more.ban;
+            self.engine.actions.dial = more.dial;
+        }
+    }
+
+    fn pump_serve(&mut self) {
+        let max = self.engine.cfg.limits.max_serve_tasks.max(1);
+        while self.serve_tasks.len() < max {
+            let Some((peer, job)) = self.serve_queue.pop_front() else {
+                break;
+            };
+            let store = self.store.clone();
+            self.serve_tasks.spawn_blocking(move || (peer, answer(&*store, job)));
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        if self.engine.outbox.is_empty() {
+            return;
+        }
+        let outbox = std::mem::take(&mut self.engine.outbox);
+        for (peer, msgs) in outbox {
+            for m in msgs {
+                let blocks = m.blocks.len() as u64;
+                let bytes: u64 = m.blocks.iter().map(|(_, d)| d.len() as u64).sum();
+                if self.swarm.behaviour_mut().bitswap.send(peer, m) {
+                    self.engine.stats.blocks_sent += blocks;
+                    self.engine.stats.bytes_sent += bytes;
+                }
+            }
+        }
+    }
+}
+
+/// Looks up a peer's wants in the store (runs on a blocking thread).
+fn answer(store: &dyn Blockstore, job: Vec<WantEntry>) -> Vec<(WantEntry, Answer)> {
+    job.into_iter()
+        .map(|e| {
+            let sdh = e.send_dont_have;
+            let a = match e.want_type {
+                WantType::Block => match store.get_verified(&e.cid) {
+                    Ok(Some(b)) if b.len() <= MAX_BLOCK_BYTES => Answer::Block(b),
+                    Ok(_) if sdh => Answer::DontHave,
+                    Ok(_) => Answer::Nothing,
+                    Err(err) => {
+                        tracing::warn!(cid = %e.cid, error = %err, "cannot serve block");
+                        if sdh {
+                            Answer::DontHave
+                        } else {
+                            Answer::Nothing
+                        }
+                    }
+                },
+                WantType::Have => match store.has(&e.cid) {
+                    Ok(true) => Answer::Have,
+                    _ if sdh => Answer::DontHave,
+                    _ => Answer::Nothing,
+                },
+            };
+            (e, a)
+        })
+        .collect()
+}

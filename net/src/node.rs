@@ -1,0 +1,215 @@
+//! The cloneable handle to the network node, and the commands it sends to the event loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_store::{Blockstore, Cid};
+use libp2p::{identity, Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::NetConfig;
+use crate::error::NetError;
+use crate::event_loop::EventLoop;
+
+/// Bitswap counters since the node started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BitswapStats {
+    /// Blocks received that we wanted (verified).
+    pub blocks_received: u64,
+    /// Bytes of those blocks.
+    pub bytes_received: u64,
+    /// Blocks sent to peers.
+    pub blocks_sent: u64,
+    /// Bytes of those blocks.
+    pub bytes_sent: u64,
+    /// Blocks received again after the want was already satisfied.
+    pub dup_blocks: u64,
+    /// Bytes of those duplicates.
+    pub dup_bytes: u64,
+    /// Blocks that matched no want (wrong bytes or unrequested): their sender was banned.
+    pub rejected_blocks: u64,
+    /// Peers banned so far.
+    pub peers_banned: u64,
+    /// Peers connected now.
+    pub peers: usize,
+    /// CIDs wanted from the network now.
+    pub wants: usize,
+}
+
+/// The outcome of [`Node::provide`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProvideReport {
+    /// CIDs announced to the DHT.
+    pub ok: u64,
+    /// CIDs whose announcement failed (no peers answered in time).
+    pub failed: u64,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetError>>;
+
+/// What a [`Node`] asks of the event loop.
+pub(crate) enum Command {
+    ListenAddrs {
+        reply: Reply<Vec<Multiaddr>>,
+    },
+    Connect {
+        addr: Multiaddr,
+        reply: Reply<PeerId>,
+    },
+    Peers {
+        reply: Reply<Vec<PeerId>>,
+    },
+    Provide {
+        cids: Vec<Cid>,
+        reply: Reply<ProvideReport>,
+    },
+    FindProviders {
+        cid: Cid,
+        timeout: Duration,
+        reply: Reply<Vec<PeerId>>,
+    },
+    Fetch {
+        cid: Cid,
+        timeout: Duration,
+        reply: Reply<Bytes>,
+    },
+    Stats {
+        reply: Reply<BitswapStats>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
+}
+
+/// A handle to the running network node. Cheap to clone; the node stops when every handle is
+/// dropped or [`Node::shutdown`] is called.
+#[derive(Clone)]
+pub struct Node {
+    tx: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    store: Arc<dyn Blockstore>,
+    fetch_timeout: Duration,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.peer_id).finish()
+    }
+}
+
+/// Parses a multiaddr given by a user.
+pub fn parse_addr(s: &str) -> Result<Multiaddr, NetError> {
+    s.trim().parse::<Multiaddr>().map_err(|e| NetError::BadAddr {
+        addr: s.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl Node {
+    /// Starts a node with the identity derived from a 32-byte Ed25519 seed, serving and caching
+    /// blocks in `store`. Returns once every listen address is bound.
+    pub async fn start(
+        config: NetConfig,
+        seed: [u8; 32],
+        store: Arc<dyn Blockstore>,
+    ) -> Result<Node, NetError> {
+        let mut seed = seed;
+        let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|_| NetError::BadIdentity)?;
+        let peer_id = key.public().to_peer_id();
+        let fetch_timeout = config.fetch_timeout;
+        let (tx, rx) = mpsc::channel(config.limits.command_queue.max(1));
+        let event_loop = EventLoop::new(config, key, store.clone(), rx).await?;
+        tokio::spawn(event_loop.run());
+        Ok(Node {
+            tx,
+            peer_id,
+            store,
+            fetch_timeout,
+        })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await?;
+        rx.await?
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The blockstore the node serves from and caches into.
+    pub fn store(&self) -> &Arc<dyn Blockstore> {
+        &self.store
+    }
+
+    /// The default fetch deadline from the configuration.
+    pub fn fetch_timeout(&self) -> Duration {
+        self.fetch_timeout
+    }
+
+    /// The addresses the node listens on, each ending in `/p2p/<peer id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NetError> {
+        self.ask(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Connects to a peer by multiaddr (with or without `/p2p/<id>`); returns its peer id.
+    /// Fails with [`NetError::BadAddr`], [`NetError::Dial`] or [`NetError::DialTimeout`].
+    pub async fn connect(&self, addr: &str) -> Result<PeerId, NetError> {
+        let addr = parse_addr(addr)?;
+        self.ask(|reply| Command::Connect { addr, reply }).await
+    }
+
+    /// Peers connected now.
+    pub async fn peers(&self) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Announces to the DHT that this node provides `cids`. Announcements run with a bounded
+    /// number of DHT queries in flight; the call returns when all have finished. The CIDs are
+    /// re-announced every `reprovide_interval`.
+    pub async fn provide(&self, cids: Vec<Cid>) -> Result<ProvideReport, NetError> {
+        self.ask(|reply| Command::Provide { cids, reply }).await
+    }
+
+    /// Peers the DHT knows as providers of `cid`, gathered for at most `timeout`.
+    pub async fn find_providers(&self, cid: Cid, timeout: Duration) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::FindProviders {
+            cid,
+            timeout,
+            reply,
+        })
+        .await
+    }
+
+    /// Fetches one block from the network (not the local store) with the configured deadline.
+    /// The block is verified against `cid` and written to the store before it is returned.
+    pub async fn fetch(&self, cid: Cid) -> Result<Bytes, NetError> {
+        self.fetch_with_timeout(cid, self.fetch_timeout).await
+    }
+
+    /// [`Node::fetch`] with an explicit deadline.
+    pub async fn fetch_with_timeout(&self, cid: Cid, timeout: Duration) -> Result<Bytes, NetError> {
+        self.ask(|reply| Command::Fetch {
+            cid,
+            timeout,
+            reply,
+        })
+        .await
+    }
+
+    /// Bitswap counters.
+    pub async fn bitswap_stats(&self) -> Result<BitswapStats, NetError> {
+        self.ask(|reply| Command::Stats { reply }).await
+    }
+
+    /// Stops the node: connections close, pending requests fail with [`NetError::Shutdown`].
+    pub async fn shutdown(&self) -> Result<(), NetError> {
+        match self.ask(|reply| Command::Shutdown { reply }).await {
+            Ok(()) | Err(NetError::Shutdown) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! [`NetSource`]: "local store first, then peers", and [`fetch_dag`], which fetches a whole DAG.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_store::{BlockSource, Cid, GetError, PbError, PbNode, StoreError, DAG_PB};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use crate::error::NetError;
+use crate::node::Node;
+
+/// Reads blocks from the node's local store, fetching missing ones from the network (and
+/// caching them in the store). Every block returned has been verified against its CID.
+#[derive(Debug, Clone)]
+pub struct NetSource {
+    node: Node,
+    timeout: Duration,
+}
+
+impl NetSource {
+    /// A source over `node` with the node's configured fetch deadline.
+    pub fn new(node: Node) -> Self {
+        let timeout = node.fetch_timeout();
+        NetSource { node, timeout }
+    }
+
+    /// The same source with another per-block deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The node behind this source.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
+fn to_get_error(cid: Cid, e: NetError) -> GetError {
+    match e {
+        NetError::FetchTimeout { cid, secs } => GetError::Timeout { cid, secs },
+        other => GetError::Network {
+            cid,
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl BlockSource for NetSource {
+    fn get(&self, cid: &Cid) -> impl Future<Output = Result<Bytes, GetError>> + Send {
+        let cid = *cid;
+        let node = self.node.clone();
+        let timeout = self.timeout;
+        async move {
+            match node.store().get_verified(&cid) {
+                Ok(Some(b)) => return Ok(b),
+                Ok(None) => {}
+                // A corrupt local copy is replaced by a verified one from the network.
+                Err(StoreError::Corrupt { .. }) => {
+                    tracing::warn!(%cid, "local copy corrupt, fetching it again");
+                }
+                Err(e) => return Err(GetError::Store(e)),
+            }
+            node.fetch_with_timeout(cid, timeout)
+                .await
+                .map_err(|e| to_get_error(cid, e))
+        }
+    }
+
+    fn has_local(&self, cid: &Cid) -> bool {
+        self.node.store().has(cid).unwrap_or(false)
+    }
+}
+
+/// Progress of [`fetch_dag`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DagProgress {
+    /// Blocks done (local or fetched).
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blocks discovered but not done yet.
+    pub pending: u64,
+}
+
+/// Why [`fetch_dag`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DagError {
+    /// A block could not be had.
+    #[error(transparent)]
+    Get(#[from] GetError),
+    /// A dag-pb block did not decode, so its children are unknown.
+    #[error("block {cid} is not valid dag-pb: {source}")]
+    BadNode {
+        /// The block.
+        cid: Cid,
+        /// The decoder's reason.
+        source: PbError,
+    },
+}
+
+/// Fetches every block reachable from `root` through dag-pb links (raw blocks are leaves),
+/// keeping up to `window` blocks in flight, and calls `progress` after each block.
+/// Blocks already local are read, not fetched. Used by `pin add` and `get`.
+pub async fn fetch_dag<S: BlockSource>(
+    source: &S,
+    root: Cid,
+    window: usize,
+    mut progress: impl FnMut(&DagProgress),
+) -> Result<DagProgress, DagError> {
+    let window = window.max(1);
+    let mut queue = VecDeque::from([root]);
+    let mut seen = HashSet::from([root]);
+    let mut inflight = FuturesUnordered::new();
+    let mut p = DagProgress::default();
+    loop {
+        while inflight.len() < window {
+            let Some(cid) = queue.pop_front() else { break };
+            inflight.push(async move { (cid, source.get(&cid).await) });
+        }
+        let Some((cid, got)) = inflight.next().await else {
+            break;
+        };
+        let data = got?;
+        if cid.codec() == DAG_PB {
+            let node = PbNode::decode(&data).map_err(|source| DagError::BadNode { cid, source })?;
+            for l in node.links {
+                if seen.insert(l.cid) {
+                    queue.push_back(l.cid);
+                }
+            }
+        }
+        p.blocks += 1;
+        p.bytes += data.len() as u64;
+        p.pending = (queue.len() + inflight.len()) as u64;
+        progress(&p);
+    }
+    Ok(p)
+}

@@ -1,0 +1,106 @@
+//! Builds the libp2p Swarm: transports, the composed behaviour, limits.
+
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    allow_block_list, connection_limits, identify, identity, kad, mdns, noise, ping, tcp, yamux,
+    StreamProtocol, Swarm, SwarmBuilder,
+};
+
+use crate::bitswap;
+use crate::config::{DhtMode, NetConfig};
+use crate::error::NetError;
+
+/// Identify's protocol-version string (the protocol id itself is always `/ipfs/id/1.0.0`).
+const IDENTIFY_VERSION: &str = "ipfs/0.1.0";
+
+/// Everything the node's swarm speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct NodeBehaviour {
+    pub(crate) bans: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) bitswap: bitswap::Behaviour,
+}
+
+/// Whether the DHT should run as a server under `cfg`.
+pub(crate) fn dht_server(cfg: &NetConfig) -> bool {
+    match cfg.dht_mode {
+        DhtMode::Server => true,
+        DhtMode::Client => false,
+        DhtMode::Auto => !cfg.listen_addrs.is_empty(),
+    }
+}
+
+pub(crate) fn build(cfg: &NetConfig, key: identity::Keypair) -> Result<Swarm<NodeBehaviour>, NetError> {
+    let peer_id = key.public().to_peer_id();
+    let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(|e| {
+        NetError::Transport(format!("bad kad protocol {:?}: {e}", cfg.kad_protocol))
+    })?;
+
+    let mut kad_cfg = kad::Config::new(kad_protocol);
+    // The node re-announces on its own schedule (the reprovider), not libp2p's 12 h default.
+    kad_cfg.set_provider_publication_interval(None);
+    kad_cfg.set_query_timeout(std::time::Duration::from_secs(60));
+    let store_cfg = kad::store::MemoryStoreConfig {
+        max_records: 65_536,
+        max_provided_keys: cfg.limits.max_provided_keys,
+        ..Default::default()
+    };
+    let mut kademlia = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::with_config(peer_id, store_cfg),
+        kad_cfg,
+    );
+    kademlia.set_mode(Some(if dht_server(cfg) {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
+
+    let mdns = if cfg.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|e| NetError::Transport(format!("mdns: {e}")))?,
+        )
+    } else {
+        None
+    };
+
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(cfg.limits.max_connections))
+        .with_max_established_per_peer(Some(cfg.limits.max_connections_per_peer))
+        .with_max_pending_incoming(Some(cfg.limits.max_pending_incoming));
+
+    let behaviour = NodeBehaviour {
+        bans: allow_block_list::Behaviour::default(),
+        limits: connection_limits::Behaviour::new(limits),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_VERSION.to_string(), key.public())
+                .with_agent_version(format!("cairn/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new()),
+        kad: kademlia,
+        mdns: Toggle::from(mdns),
+        bitswap: bitswap::Behaviour::new(),
+    };
+
+    let idle = cfg.idle_timeout;
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_quic()
+        .with_behaviour(move |_| behaviour)
+        .map_err(|e| NetError::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}

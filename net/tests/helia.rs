@@ -1,0 +1,198 @@
+//! Interop with Helia (JavaScript IPFS), an independent Bitswap + Kademlia implementation.
+//!
+//! Needs `net/tests/helia/node_modules` (run `scripts/helia-setup.sh`). Without it these tests
+//! fail, unless `CAIRN_SKIP_INTEROP=1` is set, in which case they are skipped with a message.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_net::{fetch_dag, NetSource};
+use cairn_store::{cid_for, BlockSource, Blockstore, Cid, HashAlg, PbNode, RAW};
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+struct Helia {
+    _child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    peer_id: String,
+    addr: String,
+}
+
+fn helia_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/helia")
+}
+
+impl Helia {
+    /// Starts the Helia peer, or returns `None` when interop tests are explicitly skipped.
+    async fn spawn() -> Option<Helia> {
+        let dir = helia_dir();
+        if !dir.join("node_modules").is_dir() {
+            if std::env::var("CAIRN_SKIP_INTEROP").as_deref() == Ok("1") {
+                eprintln!("CAIRN_SKIP_INTEROP=1: skipping the Helia interop test");
+                return None;
+            }
+            panic!(
+                "{}/node_modules is missing: run scripts/helia-setup.sh (needs Node 20 and npm), \
+                 or set CAIRN_SKIP_INTEROP=1 to skip interop tests",
+                dir.display()
+            );
+        }
+        let mut child = Command::new("node")
+            .arg("peer.mjs")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node (Node.js 20) must be installed for interop tests");
+        let stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("Helia starts within 30 s")
+            .unwrap()
+            .expect("Helia printed READY");
+        let mut parts = ready.split_whitespace();
+        assert_eq!(parts.next(), Some("READY"), "{ready}");
+        let peer_id = parts.next().unwrap().to_string();
+        let addr = parts.next().unwrap().to_string();
+        Some(Helia {
+            _child: child,
+            stdin,
+            lines,
+            peer_id,
+            addr,
+        })
+    }
+
+    async fn cmd(&mut self, line: &str) -> Result<String, String> {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("Helia answers {line:?} within 60 s"))
+            .unwrap()
+            .expect("Helia is still running");
+        match reply.strip_prefix("OK") {
+            Some(rest) => Ok(rest.trim().to_string()),
+            None => Err(reply),
+        }
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let cid = cid_for(1, RAW, HashAlg::Sha2_256, data);
+    cid.hash().digest().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helia_adds_a_file_cairn_fetches_it() {
+    let Some(mut helia) = Helia::spawn().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("file.bin");
+    let content = bytes(2024, 3 * 1024 * 1024 + 12_345);
+    std::fs::write(&path, &content).unwrap();
+    let cid: Cid = helia
+        .cmd(&format!("add {}", path.display()))
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let (node, store) = start_mem(test_config()).await;
+    let peer = node.connect(&helia.addr).await.unwrap();
+    assert_eq!(peer.to_string(), helia.peer_id);
+    let source = NetSource::new(node.clone());
+    let done = fetch_dag(&source, cid, 8, |_| {}).await.unwrap();
+    assert!(done.blocks >= 5, "{done:?}");
+
+    // Reassemble: the root's links, in order, are raw leaves (Helia: CIDv1, raw leaves).
+    let root = PbNode::decode(&store.get(&cid).unwrap().unwrap()).unwrap();
+    let mut out = Vec::new();
+    for l in root.links {
+        assert_eq!(l.cid.codec(), RAW);
+        out.extend_from_slice(&source.get(&l.cid).await.unwrap());
+    }
+    assert_eq!(Bytes::from(out), content);
+    assert_eq!(node.bitswap_stats().await.unwrap().rejected_blocks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_has_a_block_helia_fetches_it() {
+    let Some(mut helia) = Helia::spawn().await else {
+        return;
+    };
+    let (node, store) = start_mem(test_config()).await;
+    let small = raw_block(1, 5000);
+    let big = raw_block(2, 1_500_000);
+    store.put(&small).unwrap();
+    store.put(&big).unwrap();
+    let my_addr = addr(&node).await;
+    helia.cmd(&format!("dial {my_addr}")).await.unwrap();
+    for b in [&small, &big] {
+        let got = helia
+            .cmd(&format!("get {} 20000", b.cid()))
+            .await
+            .unwrap();
+        assert_eq!(got, format!("{} {}", b.data().len(), sha256_hex(b.data())));
+    }
+    let s = node.bitswap_stats().await.unwrap();
+    assert_eq!(s.blocks_sent, 2, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dht_provider_records_cross_between_cairn_and_helia() {
+    let Some(mut helia) = Helia::spawn().await else {
+        return;
+    };
+    let (node, store) = start_mem(test_config()).await;
+    node.connect(&helia.addr).await.unwrap();
+
+    // cairn provides; Helia finds cairn. Identify must first tell each side that the other
+    // speaks /ipfs/kad/1.0.0, so retry until both routing tables hold the other.
+    let mine = raw_block(3, 1000);
+    store.put(&mine).unwrap();
+    let me = node.peer_id().to_string();
+    let mut found = String::new();
+    for _ in 0..20 {
+        node.provide(vec![*mine.cid()]).await.unwrap();
+        found = helia
+            .cmd(&format!("findprovs {} 3000", mine.cid()))
+            .await
+            .unwrap_or_default();
+        if found.contains(&me) {
+            break;
+        }
+    }
+    assert!(found.contains(&me), "Helia did not find cairn as provider: {found:?}");
+
+    // Helia provides; cairn finds Helia, then fetches from it.
+    let theirs = helia
+        .cmd(&format!("block {}", "ab".repeat(777)))
+        .await
+        .unwrap();
+    let theirs: Cid = theirs.parse().unwrap();
+    helia.cmd(&format!("provide {theirs}")).await.unwrap();
+    let provs = node
+        .find_providers(theirs, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        provs.iter().any(|p| p.to_string() == helia.peer_id),
+        "cairn did not find Helia as provider: {provs:?}"
+    );
+    let data = node.fetch(theirs).await.unwrap();
+    assert_eq!(data.len(), 777);
+}
