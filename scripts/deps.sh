@@ -18,7 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # npm packages of the independent IPFS implementations used by the interop tests.
-for dir in tests/interop tests/helia; do
+for dir in tests/interop net/tests/helia; do
   if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
     echo "deps: npm ci in $dir" >&2
     (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use cairn_fs::MountHandle;
-use cairn_net::{NetConfig, Node};
+use cairn_net::{DhtMode, NetConfig, Node, ProvideStrategy};
 use cairn_store::{Blockstore, Repo};
 use clap::Parser;
 
@@ -49,17 +49,20 @@ pub fn net_config(repo: &Repo) -> Result<NetConfig> {
         mdns: c.mdns,
         ..NetConfig::default()
     };
-    cfg.dht_mode = c
-        .dht_mode
-        .parse()
-        .map_err(|e| anyhow::anyhow!("bad network.dht_mode in config: {e}"))?;
-    cfg.provide_strategy = c
-        .provide_strategy
-        .parse()
-        .map_err(|e| anyhow::anyhow!("bad network.provide_strategy in config: {e}"))?;
+    cfg.dht_mode = match c.dht_mode.as_str() {
+        "auto" => DhtMode::Auto,
+        "client" => DhtMode::Client,
+        "server" => DhtMode::Server,
+        other => bail!("bad network.dht_mode {other:?} in the repo config (auto, client or server)"),
+    };
+    cfg.provide_strategy = match c.provide_strategy.as_str() {
+        "all" => ProvideStrategy::All,
+        "pinned" => ProvideStrategy::Pinned,
+        "roots" => ProvideStrategy::Roots,
+        other => bail!("bad network.provide_strategy {other:?} in the repo config (all, pinned or roots)"),
+    };
     cfg.reprovide_interval =
         (c.reprovide_interval_secs > 0).then(|| Duration::from_secs(c.reprovide_interval_secs));
-    cfg.fetch_timeout = Duration::from_secs(c.fetch_timeout_secs.max(1));
     Ok(cfg)
 }
 
@@ -69,7 +72,7 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let cfg = net_config(&repo)?;
     let timeout = cfg.fetch_timeout;
     let store: Arc<dyn Blockstore> = repo.store().clone();
-    let node = Node::start(cfg, repo.identity_seed(), store)
+    let node = Node::start(cfg, *repo.identity_seed(), store)
         .await
         .context("cannot start the network node")?;
     let socket = repo_dir.join(api::SOCKET_NAME);

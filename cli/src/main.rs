@@ -159,7 +159,7 @@ async fn mount_foreground(
     out.finish()?;
     tokio::select! {
         _ = daemon::wait_for_signal() => {}
-        _ = handle.wait_unmounted() => {}
+        _ = mount::wait_unmounted(&dir) => {}
     }
     handle.unmount().with_context(|| format!("cannot unmount {}", dir.display()))?;
     Ok(())

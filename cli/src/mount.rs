@@ -41,11 +41,7 @@ pub fn start<S: BlockSource + Clone>(
 
 /// Unmounts a cairn mount this process does not serve (e.g. one left by a killed process).
 pub fn unmount_foreign(dir: &Path) -> Result<()> {
-    let mounted = std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(1).is_some_and(|m| Path::new(&unescape(m)) == dir));
-    if !mounted {
+    if !is_mounted(dir) {
         bail!("{} is not a mount point", dir.display());
     }
     let status = std::process::Command::new("fusermount3")
@@ -57,6 +53,21 @@ pub fn unmount_foreign(dir: &Path) -> Result<()> {
         bail!("fusermount3 -u {} failed", dir.display());
     }
     Ok(())
+}
+
+/// Whether `dir` is a mount point now.
+pub fn is_mounted(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1).is_some_and(|m| Path::new(&unescape(m)) == dir))
+}
+
+/// Resolves when `dir` stops being a mount point (e.g. `fusermount3 -u` by someone else).
+pub async fn wait_unmounted(dir: &Path) {
+    while is_mounted(dir) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// /proc/mounts escapes spaces and a few other bytes as octal.

@@ -84,18 +84,6 @@ pub(crate) enum FsError {
     NotFound,
     #[error("not a directory")]
     NotADirectory,
-    #[error("is a directory")]
-    IsADirectory,
-    #[error("not a symlink")]
-    NotASymlink,
-    #[error("read-only filesystem")]
-    ReadOnly,
-    #[error("no such attribute")]
-    NoData,
-    #[error("buffer too small")]
-    Range,
-    #[error("bad file handle")]
-    BadHandle,
 }
 
 impl FsError {
@@ -111,14 +99,9 @@ impl From<FsError> for Errno {
         match e {
             FsError::Read(ReadError::NotFound { .. }) | FsError::NotFound => Errno::ENOENT,
             FsError::Read(ReadError::NotADirectory { .. }) | FsError::NotADirectory => Errno::ENOTDIR,
-            FsError::Read(ReadError::NotAFile { .. }) | FsError::IsADirectory => Errno::EISDIR,
+            FsError::Read(ReadError::NotAFile { .. }) => Errno::EISDIR,
             FsError::Read(ReadError::Get(GetError::Timeout { .. })) | FsError::Timeout { .. } => Errno::EIO,
             FsError::Read(_) => Errno::EIO,
-            FsError::NotASymlink => Errno::EINVAL,
-            FsError::ReadOnly => Errno::EROFS,
-            FsError::NoData => Errno::ENODATA,
-            FsError::Range => Errno::ERANGE,
-            FsError::BadHandle => Errno::EBADF,
         }
     }
 }

@@ -1,1 +1,40 @@
-//! cairn-fs
+//! cairn-fs: any CID as a read-only FUSE filesystem.
+//!
+//! [`mount`] serves a UnixFS DAG from any [`cairn_store::BlockSource`] (the local store, or
+//! "local store then peers"), so this crate never knows where blocks come from. FUSE threads
+//! never wait on blocks: every request that needs them runs as a task on a tokio runtime under
+//! [`MountOptions::timeout`]; a block that does not arrive in time fails that one request with
+//! EIO and a warning naming the CID. Content is immutable, so the kernel may cache entries,
+//! attributes, pages and listings for long.
+//!
+//! # Layout
+//! - `mount`: [`mount`], [`MountHandle`] (unmounts on drop), mount point checks.
+//! - `options`: [`MountOptions`], [`MountRoot`] (one CID, or a `<mnt>/<cid>/path` namespace).
+//! - `filesystem`: the FUSE callbacks, readahead and the `user.cairn.*` extended attributes.
+//! - `inode`: the inode table, keyed by (parent, name).
+//! - `cache`: the LRU cache of leaf data, bounded in bytes.
+//! - `error`: [`MountError`], and the per-request error that becomes an errno.
+//!
+//! ```
+//! use cairn_fs::{MountOptions, MountRoot};
+//! let options = MountOptions { allow_other: false, ..MountOptions::default() };
+//! assert_eq!(options.timeout.as_secs(), 30);
+//! assert_eq!(MountRoot::Namespace, MountRoot::Namespace);
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod cache;
+mod error;
+mod filesystem;
+mod inode;
+mod mount;
+mod options;
+
+pub use error::MountError;
+pub use mount::{mount, MountHandle};
+pub use options::{MountOptions, MountRoot};
+
+/// The extended attribute holding a node's CID as text.
+pub const XATTR_CID: &str = filesystem::XATTR_CID;
+/// The extended attribute reporting how many of a node's blocks are stored locally.
+pub const XATTR_LOCAL: &str = filesystem::XATTR_LOCAL;

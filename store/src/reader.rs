@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
 
+use crate::hamt;
 use crate::hash::{DAG_PB, RAW};
 use crate::pb::{PbError, PbLink, PbNode};
 use crate::source::{BlockSource, GetError};
@@ -449,13 +450,36 @@ impl<S: BlockSource> DagReader<S> {
         };
         match pb.fs.kind {
             DataType::Directory => Ok(pb.links.iter().find(|l| l.name.as_deref() == Some(name)).map(|l| l.cid)),
-            // TODO(hamt): follow the hash path with `crate::hamt` once it lands; until then a
-            // sharded lookup lists the shards.
-            DataType::HamtShard => {
-                Ok(self.read_dir(dir).await?.into_iter().find(|e| e.name == name).map(|e| e.cid))
-            }
+            DataType::HamtShard => self.hamt_lookup(dir, pb, name).await,
             _ => Err(ReadError::NotADirectory { cid: *dir }),
         }
+    }
+
+    /// Follows the hash path of `name` down a HAMT (see `crate::hamt`): at each depth the slot
+    /// is the next `log2(fanout)` bits of the name's hash; the link labelled with that slot is
+    /// either the entry (label + name) or a sub-shard (label alone). Only one node per level is
+    /// fetched.
+    async fn hamt_lookup(&self, root: &Cid, mut node: Arc<PbDecoded>, name: &str) -> Result<Option<Cid>, ReadError> {
+        let mut cid = *root;
+        for depth in 0..=MAX_DEPTH {
+            hamt_pad(&cid, &node.fs)?;
+            let fanout = node.fs.fanout.unwrap_or_default();
+            let bits = hamt::fanout_bits(fanout).ok_or_else(|| malformed(&cid, "HAMT fanout is not a power of two"))?;
+            let slot = hamt::bucket_index(name.as_bytes(), depth, bits);
+            let found = node.links.iter().find_map(|l| {
+                let (s, rest) = hamt::split_link_name(l.name.as_deref().unwrap_or_default(), fanout)?;
+                (s == slot).then_some((l.cid, rest))
+            });
+            match found {
+                None => return Ok(None),
+                Some((child, "")) => {
+                    node = self.shard(&child).await?;
+                    cid = child;
+                }
+                Some((child, rest)) => return Ok((rest == name).then_some(child)),
+            }
+        }
+        Err(ReadError::TooDeep { cid, max: MAX_DEPTH })
     }
 
     /// The node reached from `root` by following `segments` (symlinks are not followed).

@@ -72,9 +72,15 @@ impl<S: BlockSource> BlockSource for Arc<S> {
 }
 
 /// Reads from a local blockstore only, verifying every block.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LocalSource<B> {
     store: Arc<B>,
+}
+
+impl<B> Clone for LocalSource<B> {
+    fn clone(&self) -> Self {
+        LocalSource { store: self.store.clone() }
+    }
 }
 
 impl<B: Blockstore> LocalSource<B> {

@@ -13,7 +13,7 @@ use crate::output::Console;
 use super::{parse_path, Ctx};
 
 /// Resolves `text` (`<cid>[/path]`) to the CID it names.
-async fn resolve<S: BlockSource>(reader: &DagReader<S>, text: &str) -> Result<Cid> {
+async fn resolve<S: BlockSource + Clone>(reader: &DagReader<S>, text: &str) -> Result<Cid> {
     let path = parse_path(text)?;
     let cid = reader
         .resolve(&path.root, &path.segments)
@@ -32,7 +32,7 @@ pub async fn cat(ctx: &Ctx<'_>, args: &CatArgs) -> Result<()> {
 }
 
 /// `cairn cat` through any block source.
-pub async fn cat_with<S: BlockSource>(
+pub async fn cat_with<S: BlockSource + Clone>(
     reader: &DagReader<S>,
     console: &Console,
     args: &CatArgs,
@@ -63,7 +63,7 @@ pub async fn get(ctx: &Ctx<'_>, args: &GetArgs) -> Result<()> {
 }
 
 /// `cairn get` through any block source.
-pub async fn get_with<S: BlockSource>(reader: &DagReader<S>, ctx: &Ctx<'_>, args: &GetArgs) -> Result<()> {
+pub async fn get_with<S: BlockSource + Clone>(reader: &DagReader<S>, ctx: &Ctx<'_>, args: &GetArgs) -> Result<()> {
     let path = parse_path(&args.path)?;
     let cid = resolve(reader, &args.path).await?;
     let out = ctx.path(&match &args.output {
@@ -83,7 +83,7 @@ pub async fn get_with<S: BlockSource>(reader: &DagReader<S>, ctx: &Ctx<'_>, args
 }
 
 /// Writes the node `cid` at `dest` (which must not exist), descending into directories.
-async fn write_node<S: BlockSource>(
+async fn write_node<S: BlockSource + Clone>(
     reader: &DagReader<S>,
     root: Cid,
     dest: &Path,
@@ -161,7 +161,7 @@ pub async fn ls(ctx: &Ctx<'_>, args: &LsArgs) -> Result<()> {
 }
 
 /// `cairn ls` through any block source.
-pub async fn ls_with<S: BlockSource>(reader: &DagReader<S>, console: &Console, args: &LsArgs) -> Result<()> {
+pub async fn ls_with<S: BlockSource + Clone>(reader: &DagReader<S>, console: &Console, args: &LsArgs) -> Result<()> {
     let cid = resolve(reader, &args.path).await?;
     let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
     let mut out = console.output();

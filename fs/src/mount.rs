@@ -1,0 +1,211 @@
+//! Setting up and tearing down a mount.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_store::{BlockSource, DagReader, EntryKind};
+use fuser::{BackgroundSession, MountOption, SessionACL};
+use tokio::runtime::Handle;
+
+use crate::error::MountError;
+use crate::filesystem::{CairnFs, Shared};
+use crate::inode::{Ino, InodeTable};
+use crate::options::{MountOptions, MountRoot};
+
+/// Decoded interior nodes kept by a mount's reader.
+const NODE_CACHE: usize = 4096;
+
+/// A live mount. Dropping it (or calling [`MountHandle::unmount`]) unmounts.
+#[derive(Debug)]
+pub struct MountHandle {
+    session: Option<BackgroundSession>,
+    mountpoint: PathBuf,
+}
+
+impl MountHandle {
+    /// Where the mount is.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts (lazily: open files keep working until closed) and waits for the session to end.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> Result<(), MountError> {
+        match self.session.take() {
+            Some(session) => session
+                .umount_and_join()
+                .map_err(|source| MountError::Unmount { path: self.mountpoint.clone(), source }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            tracing::warn!(error = %e, "unmount on drop failed");
+        }
+    }
+}
+
+/// Mounts `root` read-only at `mountpoint`, serving blocks from `source`.
+///
+/// The FUSE session runs on a background thread; every request that needs blocks runs as a
+/// task on `runtime` (which must be a multi-threaded runtime, or at least one not blocked by
+/// the caller), so a slow network fetch never stalls other requests.
+/// The mount point must be an existing, empty directory that is not already a mount point.
+/// For [`MountRoot::Cid`] the root block is read first, so an unreachable CID fails here.
+pub fn mount<S>(
+    source: S,
+    root: MountRoot,
+    mountpoint: impl AsRef<Path>,
+    options: MountOptions,
+    runtime: Handle,
+) -> Result<MountHandle, MountError>
+where
+    S: BlockSource + Clone,
+{
+    let mountpoint = mountpoint.as_ref().to_path_buf();
+    let meta = check_mountpoint(&mountpoint)?;
+    let reader = DagReader::with_node_cache(source, NODE_CACHE);
+
+    let (table, namespace, fsname) = match root {
+        MountRoot::Namespace => (InodeTable::new(None), true, "cairn".to_string()),
+        MountRoot::Cid(cid) => {
+            let info = stat_root(&reader, cid, options.timeout, &runtime)?;
+            let table = if info.kind == EntryKind::Directory {
+                InodeTable::new(Some(info))
+            } else {
+                let mut t = InodeTable::new(None);
+                t.insert_child(Ino::ROOT, &cid.to_string(), info);
+                t
+            };
+            (table, false, format!("cairn:{cid}"))
+        }
+    };
+
+    let shared = Shared::new(reader, table, options.clone(), namespace, meta.uid(), meta.gid());
+    let fs = CairnFs { shared: Arc::new(shared), rt: runtime };
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+        MountOption::FSName(fsname),
+        MountOption::Subtype("cairn".to_string()),
+    ];
+    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::Owner };
+    let session = fuser::spawn_mount(fs, &mountpoint, &config)
+        .map_err(|source| MountError::Fuse { path: mountpoint.clone(), source })?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    Ok(MountHandle { session: Some(session), mountpoint })
+}
+
+/// Reads the root's metadata on the runtime, waiting at most `timeout` (plus a grace second
+/// in case the runtime cannot run the task at all).
+fn stat_root<S: BlockSource + Clone>(
+    reader: &DagReader<S>,
+    cid: cairn_store::Cid,
+    timeout: Duration,
+    runtime: &Handle,
+) -> Result<cairn_store::NodeInfo, MountError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let reader = reader.clone();
+    runtime.spawn(async move {
+        let _ = tx.send(tokio::time::timeout(timeout, reader.stat(&cid)).await);
+    });
+    let secs = timeout.as_secs();
+    match rx.recv_timeout(timeout + Duration::from_secs(1)) {
+        Ok(Ok(r)) => Ok(r?),
+        Ok(Err(_)) | Err(_) => Err(MountError::RootTimeout { cid, secs }),
+    }
+}
+
+/// Checks that `path` is an existing, empty directory that nothing is mounted on.
+fn check_mountpoint(path: &Path) -> Result<fs::Metadata, MountError> {
+    let inspect = |source: io::Error| MountError::Inspect { path: path.to_path_buf(), source };
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(MountError::MissingMountpoint { path: path.to_path_buf() })
+        }
+        // A FUSE mount whose daemon died answers ENOTCONN.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(MountError::AlreadyMounted { path: path.to_path_buf() })
+        }
+        Err(e) => return Err(inspect(e)),
+    };
+    if !meta.is_dir() {
+        return Err(MountError::NotADirectory { path: path.to_path_buf() });
+    }
+    let canonical = fs::canonicalize(path).map_err(inspect)?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(inspect)?;
+    if mount_points(&mountinfo).any(|p| p == canonical) {
+        return Err(MountError::AlreadyMounted { path: path.to_path_buf() });
+    }
+    if fs::read_dir(path).map_err(inspect)?.next().is_some() {
+        return Err(MountError::NotEmpty { path: path.to_path_buf() });
+    }
+    Ok(meta)
+}
+
+/// The mount points listed in a `/proc/self/mountinfo` text (field 5, octal escapes undone).
+fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    mountinfo.lines().filter_map(|line| line.split(' ').nth(4)).map(unescape_octal)
+}
+
+fn unescape_octal(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (b[i], code) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_fields_are_unescaped() {
+        let text = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
+                    37 35 0:5 / /proc rw - proc proc rw\n";
+        let points: Vec<_> = mount_points(text).collect();
+        assert_eq!(points, [PathBuf::from("/mnt/a b"), PathBuf::from("/proc")]);
+    }
+
+    #[test]
+    fn bad_mountpoints_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        assert!(matches!(check_mountpoint(&missing), Err(MountError::MissingMountpoint { .. })));
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        assert!(matches!(check_mountpoint(&file), Err(MountError::NotADirectory { .. })));
+        assert!(matches!(check_mountpoint(dir.path()), Err(MountError::NotEmpty { .. })));
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        assert!(check_mountpoint(&empty).is_ok());
+        assert!(matches!(check_mountpoint(Path::new("/proc")), Err(MountError::AlreadyMounted { .. })));
+    }
+}
