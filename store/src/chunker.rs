@@ -267,3 +267,113 @@ impl<R: Read> Iterator for Chunker<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that returns at most 7 bytes per call, and sometimes `Interrupted`.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        calls: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 5 == 0 {
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            let n = buf.len().min(self.data.len()).min(1 + self.calls % 7);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn parse_and_display_round_trip() {
+        for s in ["size-262144", "size-1", "size-1048576", "fastcdc-64-256-1024", "fastcdc-65536-262144-1048576"] {
+            let spec: ChunkerSpec = s.parse().unwrap();
+            assert_eq!(spec.to_string(), s);
+        }
+        assert_eq!("size-1000".parse::<ChunkerSpec>().unwrap(), ChunkerSpec::Fixed(1000));
+        assert_eq!(ChunkerSpec::default().to_string(), "size-262144");
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_clear_errors() {
+        assert_eq!("size-0".parse::<ChunkerSpec>(), Err(ChunkerError::FixedSize(0)));
+        assert_eq!("size-1048577".parse::<ChunkerSpec>(), Err(ChunkerError::FixedSize(1_048_577)));
+        assert!(matches!("rabin-1-2-3".parse::<ChunkerSpec>(), Err(ChunkerError::Syntax(_))));
+        assert!(matches!("size-".parse::<ChunkerSpec>(), Err(ChunkerError::Syntax(_))));
+        assert!(matches!("fastcdc-1-2".parse::<ChunkerSpec>(), Err(ChunkerError::Syntax(_))));
+        assert!(matches!("fastcdc-4096-1024-65536".parse::<ChunkerSpec>(), Err(ChunkerError::FastCdcBounds { .. })));
+        assert!(matches!("fastcdc-4096-16384-2097152".parse::<ChunkerSpec>(), Err(ChunkerError::FastCdcBounds { .. })));
+        let msg = "size-x".parse::<ChunkerSpec>().unwrap_err().to_string();
+        assert!(msg.contains("size-N"), "{msg}");
+    }
+
+    #[test]
+    fn fixed_chunks_are_full_despite_short_reads() {
+        let d = data(10_000);
+        let chunks: Vec<Bytes> =
+            Chunker::new(Trickle { data: &d, calls: 0 }, &ChunkerSpec::Fixed(1024)).unwrap().map(|c| c.unwrap()).collect();
+        assert_eq!(chunks.len(), 10);
+        assert!(chunks[..9].iter().all(|c| c.len() == 1024));
+        assert_eq!(chunks[9].len(), 10_000 - 9 * 1024);
+        assert_eq!(chunks.concat(), d);
+    }
+
+    #[test]
+    fn empty_input_is_one_empty_chunk() {
+        for spec in [ChunkerSpec::Fixed(4), ChunkerSpec::FastCdc { min: 64, avg: 256, max: 1024 }] {
+            let chunks: Vec<Bytes> = Chunker::new(&b""[..], &spec).unwrap().map(|c| c.unwrap()).collect();
+            assert_eq!(chunks, vec![Bytes::new()]);
+        }
+        let exact: Vec<Bytes> = Chunker::new(&[1u8, 2, 3, 4][..], &ChunkerSpec::Fixed(4)).unwrap().map(|c| c.unwrap()).collect();
+        assert_eq!(exact.len(), 1);
+    }
+
+    #[test]
+    fn fastcdc_matches_the_crates_stream_chunker_and_respects_bounds() {
+        let d: Vec<u8> = {
+            let mut x = 0x1234_5678_9abc_def0u64;
+            (0..300_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let spec = ChunkerSpec::FastCdc { min: 2048, avg: 8192, max: 32768 };
+        let ours: Vec<Bytes> =
+            Chunker::new(Trickle { data: &d, calls: 0 }, &spec).unwrap().map(|c| c.unwrap()).collect();
+        let theirs: Vec<Vec<u8>> =
+            cdc::StreamCDC::new(&d[..], 2048, 8192, 32768).map(|c| c.unwrap().data).collect();
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_eq!(&a[..], &b[..]);
+        }
+        assert!(ours[..ours.len() - 1].iter().all(|c| c.len() >= 2048 && c.len() <= 32768));
+    }
+
+    #[test]
+    fn read_errors_are_reported_once() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk on fire"))
+            }
+        }
+        let mut c = Chunker::new(Broken, &ChunkerSpec::Fixed(16)).unwrap();
+        assert!(c.next().unwrap().is_err());
+        assert!(c.next().is_none());
+    }
+}

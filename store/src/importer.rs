@@ -257,3 +257,290 @@ impl<'a> Batcher<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use crate::hash::{verify, RAW};
+    use crate::sink::NullSink;
+    use crate::pb::PbNode;
+    use crate::unixfs::{DataType, UnixFsData};
+
+    /// Keeps every block, and counts the batches.
+    #[derive(Default)]
+    struct MemSink {
+        blocks: Mutex<HashMap<Cid, Bytes>>,
+        batches: Mutex<usize>,
+    }
+
+    impl BlockSink for MemSink {
+        fn put_blocks(&self, blocks: Vec<Block>) -> Result<(), StoreError> {
+            *self.batches.lock().unwrap() += 1;
+            let mut map = self.blocks.lock().unwrap();
+            for b in blocks {
+                verify(b.cid(), b.data()).unwrap();
+                let (cid, data) = b.into_parts();
+                map.insert(cid, data);
+            }
+            Ok(())
+        }
+    }
+
+    impl MemSink {
+        fn get(&self, cid: &Cid) -> Bytes {
+            self.blocks.lock().unwrap().get(cid).cloned().unwrap_or_else(|| panic!("missing block {cid}"))
+        }
+
+        /// Reassembles a file by walking the DAG; checks filesize/blocksizes on the way.
+        /// Returns the bytes and the cumulative DAG size.
+        fn cat(&self, cid: &Cid, out: &mut Vec<u8>) -> u64 {
+            let bytes = self.get(cid);
+            if cid.codec() == RAW {
+                out.extend_from_slice(&bytes);
+                return bytes.len() as u64;
+            }
+            let node = PbNode::decode(&bytes).unwrap();
+            let fs = UnixFsData::decode(node.data.as_ref().unwrap()).unwrap();
+            assert_eq!(fs.kind, DataType::File);
+            let start = out.len();
+            if let Some(d) = &fs.data {
+                out.extend_from_slice(d);
+            }
+            let mut tsize = bytes.len() as u64;
+            assert!(node.links.is_empty() || fs.blocksizes.len() == node.links.len());
+            for (i, link) in node.links.iter().enumerate() {
+                assert_eq!(link.name.as_deref(), Some(""));
+                let before = out.len();
+                let t = self.cat(&link.cid, out);
+                assert_eq!(link.tsize, Some(t));
+                assert_eq!(fs.blocksizes[i], (out.len() - before) as u64);
+                tsize += t;
+            }
+            assert_eq!(fs.filesize, Some((out.len() - start) as u64));
+            tsize
+        }
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn round_trip(data: &[u8], opts: &ImportOptions) -> Imported {
+        let sink = MemSink::default();
+        let mut last = 0;
+        let root = import_reader(data, opts, &sink, &mut |n| last = n).unwrap();
+        assert_eq!(last, data.len() as u64, "progress reaches the total");
+        assert_eq!(root.size, data.len() as u64);
+        let mut out = Vec::new();
+        let tsize = sink.cat(&root.cid, &mut out);
+        assert_eq!(out, data);
+        assert_eq!(tsize, root.tsize);
+        let stored: u64 = sink.blocks.lock().unwrap().values().map(|b| b.len() as u64).sum();
+        assert!(stored <= root.tsize, "no stray blocks beyond the DAG (dedup aside)");
+        root
+    }
+
+    #[test]
+    fn boundary_sizes_round_trip_under_every_layout() {
+        let c = 1024;
+        for opts in [
+            ImportOptions { chunker: ChunkerSpec::Fixed(c), max_links: 3, ..Default::default() },
+            ImportOptions { chunker: ChunkerSpec::Fixed(c), max_links: 3, ..ImportOptions::with_cid_version(0) },
+            ImportOptions { chunker: ChunkerSpec::Fixed(c), max_links: 174, raw_leaves: true, ..ImportOptions::with_cid_version(0) },
+            ImportOptions { chunker: ChunkerSpec::FastCdc { min: 256, avg: 1024, max: 4096 }, max_links: 4, ..Default::default() },
+        ] {
+            for len in [0, 1, c - 1, c, c + 1, 3 * c, 3 * c + 1, 9 * c, 9 * c + 1, 40 * c + 17] {
+                round_trip(&pseudo_random(len, len as u64), &opts);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn bytes_to_dag_to_bytes(
+            len in 0usize..200_000,
+            seed in any::<u64>(),
+            chunk in 1usize..5000,
+            max_links in 2usize..12,
+            v0 in any::<bool>(),
+            raw in any::<bool>(),
+            cdc in any::<bool>(),
+        ) {
+            let chunker = if cdc {
+                ChunkerSpec::FastCdc { min: 64, avg: 256 + chunk, max: 1024 + 4 * chunk }
+            } else {
+                ChunkerSpec::Fixed(chunk)
+            };
+            let opts = ImportOptions { chunker, max_links, raw_leaves: raw, ..ImportOptions::with_cid_version(u8::from(!v0)) };
+            round_trip(&pseudo_random(len, seed), &opts);
+        }
+    }
+
+    #[test]
+    fn parallel_and_serial_paths_agree() {
+        let data = pseudo_random(5 << 20, 7);
+        for opts in [
+            ImportOptions { chunker: ChunkerSpec::Fixed(4096), ..Default::default() },
+            ImportOptions { chunker: ChunkerSpec::Fixed(8192), ..ImportOptions::with_cid_version(0) },
+        ] {
+            let sink = MemSink::default();
+            let mut out = Batcher::new(&sink);
+            let meta = file::FileMeta::default();
+            let serial =
+                file::import_serial(&data[..], &opts, &meta, &mut out, &mut |_| {}, &ImportError::Input).unwrap();
+            let parallel = import_reader(&data[..], &opts, &NullSink, &mut |_| {}).unwrap();
+            assert_eq!(serial, parallel);
+        }
+    }
+
+    #[test]
+    fn blocks_reach_the_sink_in_batches() {
+        let sink = MemSink::default();
+        let data = pseudo_random(4 << 20, 1);
+        let opts = ImportOptions { chunker: ChunkerSpec::Fixed(16 << 10), ..Default::default() };
+        import_reader(&data[..], &opts, &sink, &mut |_| {}).unwrap();
+        let blocks = sink.blocks.lock().unwrap().len();
+        let batches = *sink.batches.lock().unwrap();
+        assert!(blocks >= 256 && batches * 16 <= blocks, "{blocks} blocks in {batches} batches");
+    }
+
+    #[test]
+    fn a_failing_sink_or_reader_stops_the_import() {
+        struct Failing;
+        impl BlockSink for Failing {
+            fn put_blocks(&self, _: Vec<Block>) -> Result<(), StoreError> {
+                Err(StoreError::Db("disk full".into()))
+            }
+        }
+        let data = pseudo_random(8 << 20, 3);
+        let err = import_reader(&data[..], &ImportOptions::default(), &Failing, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, ImportError::Store(_)), "{err}");
+
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 > 3 << 20 {
+                    return Err(io::Error::other("cable unplugged"));
+                }
+                self.0 += buf.len();
+                buf.fill(1);
+                Ok(buf.len())
+            }
+        }
+        let err = import_reader(Broken(0), &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, ImportError::Input(_)), "{err}");
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let bad = ImportOptions { max_links: 1, ..Default::default() };
+        assert!(matches!(import_reader(&b"x"[..], &bad, &NullSink, &mut |_| {}), Err(ImportError::Options(_))));
+        let bad = ImportOptions { cid_version: 2, ..Default::default() };
+        assert!(bad.validate().is_err());
+        assert!(!ImportOptions::with_cid_version(0).raw_leaves);
+        assert!(ImportOptions::with_cid_version(1).raw_leaves);
+    }
+
+    /// Shared leaves between two imports, as a fraction of the second import's leaves.
+    fn shared_leaf_fraction(a: &[u8], b: &[u8], chunker: ChunkerSpec) -> f64 {
+        let opts = ImportOptions { chunker, ..Default::default() };
+        let leaves = |data: &[u8]| -> Vec<Cid> {
+            let sink = MemSink::default();
+            import_reader(data, &opts, &sink, &mut |_| {}).unwrap();
+            let map = sink.blocks.lock().unwrap();
+            map.keys().filter(|c| c.codec() == RAW).copied().collect()
+        };
+        let la: HashSet<Cid> = leaves(a).into_iter().collect();
+        let lb = leaves(b);
+        lb.iter().filter(|c| la.contains(c)).count() as f64 / lb.len() as f64
+    }
+
+    #[test]
+    fn fastcdc_keeps_most_blocks_after_an_edit_in_the_middle() {
+        let original = pseudo_random(20 << 20, 99);
+        let mut edited = original.clone();
+        let mid = edited.len() / 2;
+        edited.splice(mid..mid, *b"inserted!");
+        edited[mid / 2] ^= 0xff;
+        let cdc = shared_leaf_fraction(&original, &edited, ChunkerSpec::FastCdc { min: 65_536, avg: 262_144, max: 1 << 20 });
+        let fixed = shared_leaf_fraction(&original, &edited, ChunkerSpec::default());
+        eprintln!("after a 9-byte insertion and a 1-byte change: fastcdc shares {:.1}% of leaves, size-262144 {:.1}%", cdc * 100.0, fixed * 100.0);
+        assert!(cdc > 0.9, "fastcdc shared only {cdc}");
+        assert!(fixed < cdc, "fixed-size ({fixed}) should do worse than fastcdc ({cdc})");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn trees_report_entries_and_errors_name_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("d");
+        std::fs::create_dir_all(root.join("sub/empty")).unwrap();
+        std::fs::write(root.join("sub/b.txt"), b"b").unwrap();
+        std::fs::write(root.join("a.txt"), b"a").unwrap();
+        std::fs::write(root.join(".hidden"), b"h").unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("ln")).unwrap();
+        let mut added = Vec::new();
+        let imported = import_path(&root, &ImportOptions::default(), &NullSink, &mut |ev| {
+            if let ImportEvent::Added { path, .. } = ev {
+                added.push(path);
+            }
+        })
+        .unwrap();
+        assert_eq!(added, ["d/.hidden", "d/a.txt", "d/ln", "d/sub/b.txt", "d/sub/empty", "d/sub", "d"]);
+        assert_eq!(imported.size, 3);
+
+        let missing = import_path(&tmp.path().join("nope"), &ImportOptions::default(), &NullSink, &mut |_| {});
+        assert!(matches!(missing, Err(ImportError::NotFound { .. })));
+
+        let sock_path = root.join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+        let err = import_path(&root, &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, ImportError::Unsupported { kind: "socket", .. }), "{err}");
+        assert!(err.to_string().contains("sock"), "{err}");
+        std::fs::remove_file(&sock_path).unwrap();
+
+        use std::os::unix::ffi::OsStrExt;
+        let bad = root.join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
+        if std::fs::write(&bad, b"x").is_ok() {
+            let err = import_path(&root, &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
+            assert!(matches!(err, ImportError::NonUtf8 { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn metadata_is_recorded_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        std::fs::write(&f, b"hello").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let sink = MemSink::default();
+        let opts = ImportOptions { preserve_mode: true, preserve_mtime: true, ..Default::default() };
+        let root = import_path(&f, &opts, &sink, &mut |_| {}).unwrap();
+        assert_eq!(root.cid.codec(), crate::hash::DAG_PB, "a single chunk with metadata is wrapped");
+        let node = PbNode::decode(&sink.get(&root.cid)).unwrap();
+        let fs = UnixFsData::decode(node.data.as_ref().unwrap()).unwrap();
+        assert_eq!(fs.data.as_deref(), Some(&b"hello"[..]));
+        #[cfg(unix)]
+        assert_eq!(fs.mode, Some(0o600));
+        assert!(fs.mtime.is_some_and(|t| t.seconds > 1_600_000_000));
+    }
+}
