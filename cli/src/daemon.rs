@@ -93,7 +93,7 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let mut out = console.output();
     out.text(&format!("peer id: {}", node.peer_id()))?;
     for addr in node.listen_addrs().await.unwrap_or_default() {
-        out.text(&format!("listening on {addr}/p2p/{}", node.peer_id()))?;
+        out.text(&format!("listening on {}", crate::online::with_peer_id(&addr, node.peer_id())))?;
     }
     out.text(&format!("API on {}", socket.display()))?;
     out.text("daemon is ready")?;

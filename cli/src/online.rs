@@ -94,12 +94,13 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             let mut out = ctx.console.output();
             let json = serde_json::json!({
                 "id": id.to_string(),
-                "addresses": addrs.iter().map(|a| format!("{a}/p2p/{id}")).collect::<Vec<_>>(),
+                "addresses": addrs.iter().map(|a| with_peer_id(a, id)).collect::<Vec<_>>(),
             });
             out.item(&json, || {
                 let mut s = format!("peer id: {id}");
                 for a in &addrs {
-                    s.push_str(&format!("\n{a}/p2p/{id}"));
+                    s.push('\n');
+                    s.push_str(&with_peer_id(a, id));
                 }
                 s
             })?;
@@ -181,14 +182,16 @@ async fn swarm(ctx: &Ctx<'_>, online: &Online, c: SwarmCommand) -> Result<()> {
             }
         }
         SwarmCommand::Connect { addr } => {
-            let peer = node.connect(&addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+            let peer = node.connect(&addr).await?;
             out.item(&serde_json::json!({ "connected": peer.to_string() }), || {
                 format!("connected to {peer}")
             })?;
         }
         SwarmCommand::Addrs => {
+            let id = node.peer_id();
             for a in node.listen_addrs().await? {
-                out.item(&serde_json::json!({ "addr": a.to_string() }), || a.to_string())?;
+                let a = with_peer_id(&a, id);
+                out.item(&serde_json::json!({ "addr": a }), || a.clone())?;
             }
         }
     }
@@ -327,4 +330,14 @@ fn coverage(store: &dyn Blockstore, root: Cid) -> Result<Coverage> {
         }
     }
     Ok(c)
+}
+
+/// `addr` with a trailing `/p2p/<id>`, added only if it is not there yet.
+pub fn with_peer_id(addr: &cairn_net::Multiaddr, id: cairn_net::PeerId) -> String {
+    let text = addr.to_string();
+    if text.contains("/p2p/") {
+        text
+    } else {
+        format!("{text}/p2p/{id}")
+    }
 }

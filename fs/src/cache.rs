@@ -24,12 +24,17 @@ struct Lru {
 
 impl LeafCache {
     pub(crate) fn new(capacity: u64) -> Self {
-        LeafCache { inner: Mutex::new(Lru::default()), capacity }
+        LeafCache {
+            inner: Mutex::new(Lru::default()),
+            capacity,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
         // The map is updated in single steps; a panic elsewhere cannot leave it half-changed.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn get(&self, cid: &Cid) -> Option<Bytes> {
@@ -60,7 +65,9 @@ impl LeafCache {
             return;
         }
         while lru.bytes + len > self.capacity {
-            let Some((_, victim)) = lru.order.pop_first() else { break };
+            let Some((_, victim)) = lru.order.pop_first() else {
+                break;
+            };
             if let Some((d, _)) = lru.entries.remove(&victim) {
                 lru.bytes -= d.len() as u64;
             }
@@ -79,6 +86,7 @@ impl LeafCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use cairn_store::{cid_for, HashAlg, RAW};

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use cairn_store::{Cid, GetError, ReadError};
+use cairn_store::{Cid, ReadError};
 use fuser::Errno;
 
 /// Why a mount could not be set up or torn down.
@@ -44,7 +44,7 @@ pub enum MountError {
     },
     /// The root CID could not be read.
     #[error("cannot mount: {0}")]
-    Root(#[from] ReadError),
+    Root(Box<ReadError>),
     /// The root CID did not arrive in time.
     #[error("cannot mount {cid}: its root block did not arrive within {secs} s")]
     RootTimeout {
@@ -77,13 +77,25 @@ pub enum MountError {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FsError {
     #[error(transparent)]
-    Read(#[from] ReadError),
+    Read(Box<ReadError>),
     #[error("{cid} did not arrive within {secs} s")]
     Timeout { cid: Cid, secs: u64 },
     #[error("no such entry")]
     NotFound,
     #[error("not a directory")]
     NotADirectory,
+}
+
+impl From<ReadError> for MountError {
+    fn from(e: ReadError) -> Self {
+        MountError::Root(Box::new(e))
+    }
+}
+
+impl From<ReadError> for FsError {
+    fn from(e: ReadError) -> Self {
+        FsError::Read(Box::new(e))
+    }
 }
 
 impl FsError {
@@ -97,11 +109,15 @@ impl FsError {
 impl From<FsError> for Errno {
     fn from(e: FsError) -> Errno {
         match e {
-            FsError::Read(ReadError::NotFound { .. }) | FsError::NotFound => Errno::ENOENT,
-            FsError::Read(ReadError::NotADirectory { .. }) | FsError::NotADirectory => Errno::ENOTDIR,
-            FsError::Read(ReadError::NotAFile { .. }) => Errno::EISDIR,
-            FsError::Read(ReadError::Get(GetError::Timeout { .. })) | FsError::Timeout { .. } => Errno::EIO,
-            FsError::Read(_) => Errno::EIO,
+            FsError::Read(e) => match *e {
+                ReadError::NotFound { .. } => Errno::ENOENT,
+                ReadError::NotADirectory { .. } => Errno::ENOTDIR,
+                ReadError::NotAFile { .. } => Errno::EISDIR,
+                _ => Errno::EIO,
+            },
+            FsError::NotFound => Errno::ENOENT,
+            FsError::NotADirectory => Errno::ENOTDIR,
+            FsError::Timeout { .. } => Errno::EIO,
         }
     }
 }

@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use cairn_store::{BlockSource, Cid, DagReader, EntryKind, NodeInfo, ReadError, RAW};
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -93,7 +93,8 @@ fn system_time(t: cairn_store::UnixTime) -> SystemTime {
     } else {
         UNIX_EPOCH.checked_sub(Duration::from_secs(t.seconds.unsigned_abs()))
     };
-    base.and_then(|b| b.checked_add(Duration::from_nanos(u64::from(nanos)))).unwrap_or(UNIX_EPOCH)
+    base.and_then(|b| b.checked_add(Duration::from_nanos(u64::from(nanos))))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 /// Answers an extended attribute request: the size when asked for it, else the bytes.
@@ -132,7 +133,10 @@ impl<S: BlockSource + Clone> Shared<S> {
     }
 
     fn inode(&self, ino: Ino) -> Result<Inode, FsError> {
-        lock(&self.inodes).get(ino).cloned().ok_or(FsError::NotFound)
+        lock(&self.inodes)
+            .get(ino)
+            .cloned()
+            .ok_or(FsError::NotFound)
     }
 
     fn attr(&self, ino: Ino, node: Option<&NodeInfo>) -> FileAttr {
@@ -145,7 +149,12 @@ impl<S: BlockSource + Clone> Shared<S> {
                     EntryKind::Symlink => 0o777,
                 };
                 let perm = info.mode.map_or(default, |m| (m & 0o7777) as u16);
-                (file_type(info.kind), info.size, perm, info.mtime.map_or(UNIX_EPOCH, system_time))
+                (
+                    file_type(info.kind),
+                    info.size,
+                    perm,
+                    info.mtime.map_or(UNIX_EPOCH, system_time),
+                )
             }
         };
         FileAttr {
@@ -177,7 +186,11 @@ impl<S: BlockSource + Clone> Shared<S> {
     }
 
     /// A node's metadata; a raw block with a size-carrying link needs no fetch.
-    async fn stat_child(reader: &DagReader<S>, cid: Cid, tsize: Option<u64>) -> Result<NodeInfo, ReadError> {
+    async fn stat_child(
+        reader: &DagReader<S>,
+        cid: Cid,
+        tsize: Option<u64>,
+    ) -> Result<NodeInfo, ReadError> {
         match (cid.codec(), tsize) {
             (RAW, Some(size)) => Ok(NodeInfo {
                 cid,
@@ -200,11 +213,17 @@ impl<S: BlockSource + Clone> Shared<S> {
                 self.reader.stat(&cid).await?
             }
             (None, _) => return Err(FsError::NotFound),
-            (Some(info), _) if info.kind != EntryKind::Directory => return Err(FsError::NotADirectory),
+            (Some(info), _) if info.kind != EntryKind::Directory => {
+                return Err(FsError::NotADirectory)
+            }
             // A cached listing holds every child already, so a miss is final.
             (Some(_), Some(_)) => return self.known_child(parent, &name).ok_or(FsError::NotFound),
             (Some(info), None) => {
-                let child = self.reader.lookup(&info.cid, &name).await?.ok_or(FsError::NotFound)?;
+                let child = self
+                    .reader
+                    .lookup(&info.cid, &name)
+                    .await?
+                    .ok_or(FsError::NotFound)?;
                 self.reader.stat(&child).await?
             }
         };
@@ -229,10 +248,20 @@ impl<S: BlockSource + Clone> Shared<S> {
             let table = lock(&self.inodes);
             entries
                 .iter()
-                .map(|e| table.child(ino, &e.name).and_then(|c| table.get(c)).and_then(|i| i.node.clone()))
+                .map(|e| {
+                    table
+                        .child(ino, &e.name)
+                        .and_then(|c| table.get(c))
+                        .and_then(|i| i.node.clone())
+                })
                 .collect()
         };
-        let mut todo = infos.iter().enumerate().filter(|(_, i)| i.is_none()).map(|(n, _)| n).collect::<Vec<_>>();
+        let mut todo = infos
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.is_none())
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>();
         todo.reverse();
         let mut tasks = JoinSet::new();
         loop {
@@ -242,7 +271,9 @@ impl<S: BlockSource + Clone> Shared<S> {
                 let (cid, tsize) = (entries[i].cid, entries[i].tsize);
                 tasks.spawn(async move { (i, Self::stat_child(&reader, cid, tsize).await) });
             }
-            let Some(done) = tasks.join_next().await else { break };
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
             match done {
                 Ok((i, Ok(info))) => infos[i] = Some(info),
                 Ok((_, Err(e))) => return Err(e.into()),
@@ -255,7 +286,11 @@ impl<S: BlockSource + Clone> Shared<S> {
             let Some(info) = info else { continue };
             let kind = info.kind;
             let child = table.insert_child(ino, &entry.name, info);
-            listing.push(Listed { name: entry.name, ino: child, kind });
+            listing.push(Listed {
+                name: entry.name,
+                ino: child,
+                kind,
+            });
         }
         let listing = Arc::new(listing);
         table.set_listing(ino, listing.clone());
@@ -263,9 +298,15 @@ impl<S: BlockSource + Clone> Shared<S> {
     }
 
     /// The data of `leaves` (as returned by `DagReader::leaves`), from the cache or fetched.
-    async fn leaf_data(self: &Arc<Self>, leaves: &[(Cid, u64, u64)]) -> Result<Vec<Bytes>, FsError> {
+    async fn leaf_data(
+        self: &Arc<Self>,
+        leaves: &[(Cid, u64, u64)],
+    ) -> Result<Vec<Bytes>, FsError> {
         let mut out: Vec<Option<Bytes>> = leaves.iter().map(|l| self.cache.get(&l.0)).collect();
-        let mut todo: Vec<usize> = (0..leaves.len()).filter(|&i| out[i].is_none()).rev().collect();
+        let mut todo: Vec<usize> = (0..leaves.len())
+            .filter(|&i| out[i].is_none())
+            .rev()
+            .collect();
         let mut tasks = JoinSet::new();
         loop {
             while tasks.len() < FETCH_PARALLEL {
@@ -284,7 +325,9 @@ impl<S: BlockSource + Clone> Shared<S> {
                     Ok((i, data))
                 });
             }
-            let Some(done) = tasks.join_next().await else { break };
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
             match done {
                 Ok(Ok((i, data))) => out[i] = Some(data),
                 Ok(Err(e)) => return Err(e.into()),
@@ -294,7 +337,13 @@ impl<S: BlockSource + Clone> Shared<S> {
         Ok(out.into_iter().flatten().collect())
     }
 
-    async fn read(self: Arc<Self>, fh: u64, cid: Cid, offset: u64, size: u32) -> Result<Bytes, FsError> {
+    async fn read(
+        self: Arc<Self>,
+        fh: u64,
+        cid: Cid,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, FsError> {
         let end = offset.saturating_add(u64::from(size));
         let leaves = self.reader.leaves(&cid, offset, u64::from(size)).await?;
         let datas = self.leaf_data(&leaves).await?;
@@ -324,7 +373,9 @@ impl<S: BlockSource + Clone> Shared<S> {
     fn readahead(self: &Arc<Self>, fh: u64, offset: u64, len: u64) {
         let plan = {
             let mut handles = lock(&self.handles);
-            let Some(h) = handles.get_mut(&fh) else { return };
+            let Some(h) = handles.get_mut(&fh) else {
+                return;
+            };
             let slack = h.window.max(self.options.readahead_min);
             // The kernel issues readahead concurrently, so "sequential" tolerates some reordering.
             if offset.abs_diff(h.next) <= slack {
@@ -344,7 +395,9 @@ impl<S: BlockSource + Clone> Shared<S> {
             if h.window == 0 || from >= to {
                 return;
             }
-            let Ok(permit) = self.prefetch.clone().try_acquire_owned() else { return };
+            let Ok(permit) = self.prefetch.clone().try_acquire_owned() else {
+                return;
+            };
             h.prefetched_to = to;
             (h.cid, from, to, permit)
         };
@@ -354,7 +407,10 @@ impl<S: BlockSource + Clone> Shared<S> {
         tokio::spawn(async move {
             let work = async {
                 let leaves = this.reader.leaves(&cid, from, to - from).await?;
-                let missing: Vec<_> = leaves.into_iter().filter(|l| !this.cache.contains(&l.0)).collect();
+                let missing: Vec<_> = leaves
+                    .into_iter()
+                    .filter(|l| !this.cache.contains(&l.0))
+                    .collect();
                 this.leaf_data(&missing).await.map(|_| ())
             };
             match tokio::time::timeout(timeout, work).await {
@@ -430,16 +486,24 @@ impl<S: BlockSource + Clone> CairnFs<S> {
 }
 
 fn reply_listing(ino: INodeNo, offset: u64, listing: &[Listed], mut reply: ReplyDirectory) {
-        let dots = [(ino, FileType::Directory, "."), (ino, FileType::Directory, "..")];
-        let entries = dots
-            .into_iter()
-            .chain(listing.iter().map(|l| (INodeNo(l.ino.0), file_type(l.kind), l.name.as_str())));
-        for (i, (ino, kind, name)) in entries.enumerate().skip(usize::try_from(offset).unwrap_or(usize::MAX)) {
-            if reply.add(ino, i as u64 + 1, kind, name) {
-                break;
-            }
+    let dots = [
+        (ino, FileType::Directory, "."),
+        (ino, FileType::Directory, ".."),
+    ];
+    let entries = dots.into_iter().chain(
+        listing
+            .iter()
+            .map(|l| (INodeNo(l.ino.0), file_type(l.kind), l.name.as_str())),
+    );
+    for (i, (ino, kind, name)) in entries
+        .enumerate()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+    {
+        if reply.add(ino, i as u64 + 1, kind, name) {
+            break;
         }
-        reply.ok();
+    }
+    reply.ok();
 }
 
 impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
@@ -456,12 +520,19 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
         let (ttl, parent) = (self.ttl(), Ino(parent.0));
         if let Some(attr) = self.shared.known_child(parent, name) {
             return reply.entry(&ttl, &attr, Generation(0));
         }
-        let cid = self.shared.inode(parent).ok().and_then(|i| i.node).map(|i| i.cid);
+        let cid = self
+            .shared
+            .inode(parent)
+            .ok()
+            .and_then(|i| i.node)
+            .map(|i| i.cid);
         let work = self.shared.clone().lookup(parent, name.to_string());
         self.spawn(cid, work, move |r| match r {
             Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
@@ -471,13 +542,19 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.node(ino) {
-            Ok(inode) => reply.attr(&self.ttl(), &self.shared.attr(Ino(ino.0), inode.node.as_ref())),
+            Ok(inode) => reply.attr(
+                &self.ttl(),
+                &self.shared.attr(Ino(ino.0), inode.node.as_ref()),
+            ),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.node(ino).map(|i| i.node.and_then(|n| n.symlink_target)) {
+        match self
+            .node(ino)
+            .map(|i| i.node.and_then(|n| n.symlink_target))
+        {
             Ok(Some(target)) => reply.data(target.as_bytes()),
             Ok(None) => reply.error(Errno::EINVAL),
             Err(e) => reply.error(e),
@@ -491,7 +568,13 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         match self.file(ino) {
             Ok(info) => {
                 let fh = self.shared.next_fh.fetch_add(1, Ordering::Relaxed);
-                let state = OpenFile { cid: info.cid, size: info.size, next: 0, window: 0, prefetched_to: 0 };
+                let state = OpenFile {
+                    cid: info.cid,
+                    size: info.size,
+                    next: 0,
+                    window: 0,
+                    prefetched_to: 0,
+                };
                 lock(&self.shared.handles).insert(fh, state);
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
@@ -538,9 +621,10 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino).map(|i| i.node) {
-            Ok(Some(info)) if info.kind == EntryKind::Directory => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
-            }
+            Ok(Some(info)) if info.kind == EntryKind::Directory => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Ok(Some(_)) => reply.error(Errno::ENOTDIR),
             // A synthetic root's listing changes as CIDs are used.
             Ok(None) => reply.opened(FileHandle(0), FopenFlags::empty()),
@@ -548,14 +632,26 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
         match self.node(ino) {
-            Ok(Inode { listing: Some(listing), .. }) => reply_listing(ino, offset, &listing, reply),
+            Ok(Inode {
+                listing: Some(listing),
+                ..
+            }) => reply_listing(ino, offset, &listing, reply),
             Ok(Inode { node: None, .. }) => {
                 let recent = lock(&self.shared.inodes).recent();
                 reply_listing(ino, offset, &recent, reply)
             }
-            Ok(Inode { node: Some(info), .. }) => {
+            Ok(Inode {
+                node: Some(info), ..
+            }) => {
                 let work = self.shared.clone().listing(Ino(ino.0));
                 self.spawn(Some(info.cid), work, move |r| match r {
                     Ok(listing) => reply_listing(ino, offset, &listing, reply),
@@ -573,7 +669,9 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let info = match self.node(ino) {
-            Ok(Inode { node: Some(info), .. }) => info,
+            Ok(Inode {
+                node: Some(info), ..
+            }) => info,
             Ok(Inode { node: None, .. }) => return reply.error(Errno::ENODATA),
             Err(e) => return reply.error(e),
         };
@@ -633,7 +731,16 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         reply.error(Errno::EROFS);
     }
 
-    fn mknod(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _d: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        _r: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _d: u32,
+        reply: ReplyEntry,
+    ) {
         reply.error(Errno::EROFS);
     }
 
@@ -685,11 +792,29 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         reply.error(Errno::EROFS);
     }
 
-    fn create(&self, _r: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _f: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        _r: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _f: i32,
+        reply: ReplyCreate,
+    ) {
         reply.error(Errno::EROFS);
     }
 
-    fn setxattr(&self, _r: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _r: &Request,
+        _i: INodeNo,
+        _n: &OsStr,
+        _v: &[u8],
+        _f: i32,
+        _p: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::EROFS);
     }
 
@@ -697,7 +822,16 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         reply.error(Errno::EROFS);
     }
 
-    fn fallocate(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _o: u64, _l: u64, _m: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _r: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _o: u64,
+        _l: u64,
+        _m: i32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::EROFS);
     }
 }

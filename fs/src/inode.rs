@@ -48,7 +48,10 @@ pub(crate) struct InodeTable {
 impl InodeTable {
     pub(crate) fn new(root: Option<NodeInfo>) -> Self {
         InodeTable {
-            nodes: vec![Inode { node: root, listing: None }],
+            nodes: vec![Inode {
+                node: root,
+                listing: None,
+            }],
             names: HashMap::new(),
             recent: VecDeque::new(),
         }
@@ -73,14 +76,21 @@ impl InodeTable {
             return ino;
         }
         let kind = info.kind;
-        self.nodes.push(Inode { node: Some(info), listing: None });
+        self.nodes.push(Inode {
+            node: Some(info),
+            listing: None,
+        });
         let ino = Ino(self.nodes.len() as u64);
         self.names.insert((parent, name.to_string()), ino);
         if parent == Ino::ROOT && self.nodes[0].node.is_none() {
             if self.recent.len() == RECENT {
                 self.recent.pop_front();
             }
-            self.recent.push_back(Listed { name: name.to_string(), ino, kind });
+            self.recent.push_back(Listed {
+                name: name.to_string(),
+                ino,
+                kind,
+            });
         }
         ino
     }

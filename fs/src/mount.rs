@@ -41,7 +41,10 @@ impl MountHandle {
         match self.session.take() {
             Some(session) => session
                 .umount_and_join()
-                .map_err(|source| MountError::Unmount { path: self.mountpoint.clone(), source }),
+                .map_err(|source| MountError::Unmount {
+                    path: self.mountpoint.clone(),
+                    source,
+                }),
             None => Ok(()),
         }
     }
@@ -91,8 +94,18 @@ where
         }
     };
 
-    let shared = Shared::new(reader, table, options.clone(), namespace, meta.uid(), meta.gid());
-    let fs = CairnFs { shared: Arc::new(shared), rt: runtime };
+    let shared = Shared::new(
+        reader,
+        table,
+        options.clone(),
+        namespace,
+        meta.uid(),
+        meta.gid(),
+    );
+    let fs = CairnFs {
+        shared: Arc::new(shared),
+        rt: runtime,
+    };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -101,11 +114,21 @@ where
         MountOption::FSName(fsname),
         MountOption::Subtype("cairn".to_string()),
     ];
-    config.acl = if options.allow_other { SessionACL::All } else { SessionACL::Owner };
-    let session = fuser::spawn_mount(fs, &mountpoint, &config)
-        .map_err(|source| MountError::Fuse { path: mountpoint.clone(), source })?;
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let session =
+        fuser::spawn_mount(fs, &mountpoint, &config).map_err(|source| MountError::Fuse {
+            path: mountpoint.clone(),
+            source,
+        })?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
-    Ok(MountHandle { session: Some(session), mountpoint })
+    Ok(MountHandle {
+        session: Some(session),
+        mountpoint,
+    })
 }
 
 /// Reads the root's metadata on the runtime, waiting at most `timeout` (plus a grace second
@@ -130,35 +153,51 @@ fn stat_root<S: BlockSource + Clone>(
 
 /// Checks that `path` is an existing, empty directory that nothing is mounted on.
 fn check_mountpoint(path: &Path) -> Result<fs::Metadata, MountError> {
-    let inspect = |source: io::Error| MountError::Inspect { path: path.to_path_buf(), source };
+    let inspect = |source: io::Error| MountError::Inspect {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(MountError::MissingMountpoint { path: path.to_path_buf() })
+            return Err(MountError::MissingMountpoint {
+                path: path.to_path_buf(),
+            })
         }
         // A FUSE mount whose daemon died answers ENOTCONN.
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(MountError::AlreadyMounted { path: path.to_path_buf() })
+            return Err(MountError::AlreadyMounted {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) => return Err(inspect(e)),
     };
     if !meta.is_dir() {
-        return Err(MountError::NotADirectory { path: path.to_path_buf() });
+        return Err(MountError::NotADirectory {
+            path: path.to_path_buf(),
+        });
     }
     let canonical = fs::canonicalize(path).map_err(inspect)?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(inspect)?;
     if mount_points(&mountinfo).any(|p| p == canonical) {
-        return Err(MountError::AlreadyMounted { path: path.to_path_buf() });
+        return Err(MountError::AlreadyMounted {
+            path: path.to_path_buf(),
+        });
     }
     if fs::read_dir(path).map_err(inspect)?.next().is_some() {
-        return Err(MountError::NotEmpty { path: path.to_path_buf() });
+        return Err(MountError::NotEmpty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(meta)
 }
 
 /// The mount points listed in a `/proc/self/mountinfo` text (field 5, octal escapes undone).
 fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
-    mountinfo.lines().filter_map(|line| line.split(' ').nth(4)).map(unescape_octal)
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_octal)
 }
 
 fn unescape_octal(field: &str) -> PathBuf {
@@ -167,7 +206,10 @@ fn unescape_octal(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let code = b.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| u8::from_str_radix(d, 8).ok());
+        let code = b
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
         match (b[i], code) {
             (b'\\', Some(c)) => {
                 out.push(c);
@@ -183,6 +225,7 @@ fn unescape_octal(field: &str) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -198,14 +241,26 @@ mod tests {
     fn bad_mountpoints_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
-        assert!(matches!(check_mountpoint(&missing), Err(MountError::MissingMountpoint { .. })));
+        assert!(matches!(
+            check_mountpoint(&missing),
+            Err(MountError::MissingMountpoint { .. })
+        ));
         let file = dir.path().join("file");
         fs::write(&file, b"x").unwrap();
-        assert!(matches!(check_mountpoint(&file), Err(MountError::NotADirectory { .. })));
-        assert!(matches!(check_mountpoint(dir.path()), Err(MountError::NotEmpty { .. })));
+        assert!(matches!(
+            check_mountpoint(&file),
+            Err(MountError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            check_mountpoint(dir.path()),
+            Err(MountError::NotEmpty { .. })
+        ));
         let empty = dir.path().join("empty");
         fs::create_dir(&empty).unwrap();
         assert!(check_mountpoint(&empty).is_ok());
-        assert!(matches!(check_mountpoint(Path::new("/proc")), Err(MountError::AlreadyMounted { .. })));
+        assert!(matches!(
+            check_mountpoint(Path::new("/proc")),
+            Err(MountError::AlreadyMounted { .. })
+        ));
     }
 }

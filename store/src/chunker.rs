@@ -67,7 +67,9 @@ impl ChunkerSpec {
     /// Checks the bounds.
     pub fn validate(&self) -> Result<(), ChunkerError> {
         match *self {
-            ChunkerSpec::Fixed(n) if n == 0 || n > MAX_CHUNK_SIZE => Err(ChunkerError::FixedSize(n)),
+            ChunkerSpec::Fixed(n) if n == 0 || n > MAX_CHUNK_SIZE => {
+                Err(ChunkerError::FixedSize(n))
+            }
             ChunkerSpec::Fixed(_) => Ok(()),
             ChunkerSpec::FastCdc { min, avg, max } => {
                 let ok = min >= cdc::MINIMUM_MIN as usize
@@ -105,7 +107,11 @@ impl FromStr for ChunkerSpec {
         } else if let Some(rest) = s.strip_prefix("fastcdc-") {
             let parts: Vec<&str> = rest.split('-').collect();
             match parts.as_slice() {
-                [min, avg, max] => ChunkerSpec::FastCdc { min: num(min)?, avg: num(avg)?, max: num(max)? },
+                [min, avg, max] => ChunkerSpec::FastCdc {
+                    min: num(min)?,
+                    avg: num(avg)?,
+                    max: num(max)?,
+                },
                 _ => return Err(syntax()),
             }
         } else {
@@ -156,7 +162,11 @@ impl<R: Read> Chunker<R> {
     pub fn new(reader: R, spec: &ChunkerSpec) -> Result<Self, ChunkerError> {
         spec.validate()?;
         let inner = match *spec {
-            ChunkerSpec::Fixed(size) => Inner::Fixed { reader, size, eof: false },
+            ChunkerSpec::Fixed(size) => Inner::Fixed {
+                reader,
+                size,
+                eof: false,
+            },
             ChunkerSpec::FastCdc { min, avg, max } => {
                 // Normalization level 1, as `fastcdc::v2020::StreamCDC::new`.
                 let bits = cdc::logarithm2(avg as u32) as usize;
@@ -172,7 +182,11 @@ impl<R: Read> Chunker<R> {
                 })
             }
         };
-        Ok(Chunker { inner, emitted: false, done: false })
+        Ok(Chunker {
+            inner,
+            emitted: false,
+            done: false,
+        })
     }
 
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
@@ -269,6 +283,7 @@ impl<R: Read> Iterator for Chunker<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -281,7 +296,7 @@ mod tests {
     impl Read for Trickle<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.calls % 5 == 0 {
+            if self.calls.is_multiple_of(5) {
                 return Err(io::Error::from(io::ErrorKind::Interrupted));
             }
             let n = buf.len().min(self.data.len()).min(1 + self.calls % 7);
@@ -297,23 +312,53 @@ mod tests {
 
     #[test]
     fn parse_and_display_round_trip() {
-        for s in ["size-262144", "size-1", "size-1048576", "fastcdc-64-256-1024", "fastcdc-65536-262144-1048576"] {
+        for s in [
+            "size-262144",
+            "size-1",
+            "size-1048576",
+            "fastcdc-64-256-1024",
+            "fastcdc-65536-262144-1048576",
+        ] {
             let spec: ChunkerSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
         }
-        assert_eq!("size-1000".parse::<ChunkerSpec>().unwrap(), ChunkerSpec::Fixed(1000));
+        assert_eq!(
+            "size-1000".parse::<ChunkerSpec>().unwrap(),
+            ChunkerSpec::Fixed(1000)
+        );
         assert_eq!(ChunkerSpec::default().to_string(), "size-262144");
     }
 
     #[test]
     fn rejects_bad_specs_with_clear_errors() {
-        assert_eq!("size-0".parse::<ChunkerSpec>(), Err(ChunkerError::FixedSize(0)));
-        assert_eq!("size-1048577".parse::<ChunkerSpec>(), Err(ChunkerError::FixedSize(1_048_577)));
-        assert!(matches!("rabin-1-2-3".parse::<ChunkerSpec>(), Err(ChunkerError::Syntax(_))));
-        assert!(matches!("size-".parse::<ChunkerSpec>(), Err(ChunkerError::Syntax(_))));
-        assert!(matches!("fastcdc-1-2".parse::<ChunkerSpec>(), Err(ChunkerError::Syntax(_))));
-        assert!(matches!("fastcdc-4096-1024-65536".parse::<ChunkerSpec>(), Err(ChunkerError::FastCdcBounds { .. })));
-        assert!(matches!("fastcdc-4096-16384-2097152".parse::<ChunkerSpec>(), Err(ChunkerError::FastCdcBounds { .. })));
+        assert_eq!(
+            "size-0".parse::<ChunkerSpec>(),
+            Err(ChunkerError::FixedSize(0))
+        );
+        assert_eq!(
+            "size-1048577".parse::<ChunkerSpec>(),
+            Err(ChunkerError::FixedSize(1_048_577))
+        );
+        assert!(matches!(
+            "rabin-1-2-3".parse::<ChunkerSpec>(),
+            Err(ChunkerError::Syntax(_))
+        ));
+        assert!(matches!(
+            "size-".parse::<ChunkerSpec>(),
+            Err(ChunkerError::Syntax(_))
+        ));
+        assert!(matches!(
+            "fastcdc-1-2".parse::<ChunkerSpec>(),
+            Err(ChunkerError::Syntax(_))
+        ));
+        assert!(matches!(
+            "fastcdc-4096-1024-65536".parse::<ChunkerSpec>(),
+            Err(ChunkerError::FastCdcBounds { .. })
+        ));
+        assert!(matches!(
+            "fastcdc-4096-16384-2097152".parse::<ChunkerSpec>(),
+            Err(ChunkerError::FastCdcBounds { .. })
+        ));
         let msg = "size-x".parse::<ChunkerSpec>().unwrap_err().to_string();
         assert!(msg.contains("size-N"), "{msg}");
     }
@@ -322,7 +367,10 @@ mod tests {
     fn fixed_chunks_are_full_despite_short_reads() {
         let d = data(10_000);
         let chunks: Vec<Bytes> =
-            Chunker::new(Trickle { data: &d, calls: 0 }, &ChunkerSpec::Fixed(1024)).unwrap().map(|c| c.unwrap()).collect();
+            Chunker::new(Trickle { data: &d, calls: 0 }, &ChunkerSpec::Fixed(1024))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
         assert_eq!(chunks.len(), 10);
         assert!(chunks[..9].iter().all(|c| c.len() == 1024));
         assert_eq!(chunks[9].len(), 10_000 - 9 * 1024);
@@ -331,11 +379,24 @@ mod tests {
 
     #[test]
     fn empty_input_is_one_empty_chunk() {
-        for spec in [ChunkerSpec::Fixed(4), ChunkerSpec::FastCdc { min: 64, avg: 256, max: 1024 }] {
-            let chunks: Vec<Bytes> = Chunker::new(&b""[..], &spec).unwrap().map(|c| c.unwrap()).collect();
+        for spec in [
+            ChunkerSpec::Fixed(4),
+            ChunkerSpec::FastCdc {
+                min: 64,
+                avg: 256,
+                max: 1024,
+            },
+        ] {
+            let chunks: Vec<Bytes> = Chunker::new(&b""[..], &spec)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
             assert_eq!(chunks, vec![Bytes::new()]);
         }
-        let exact: Vec<Bytes> = Chunker::new(&[1u8, 2, 3, 4][..], &ChunkerSpec::Fixed(4)).unwrap().map(|c| c.unwrap()).collect();
+        let exact: Vec<Bytes> = Chunker::new(&[1u8, 2, 3, 4][..], &ChunkerSpec::Fixed(4))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
         assert_eq!(exact.len(), 1);
     }
 
@@ -352,16 +413,25 @@ mod tests {
                 })
                 .collect()
         };
-        let spec = ChunkerSpec::FastCdc { min: 2048, avg: 8192, max: 32768 };
-        let ours: Vec<Bytes> =
-            Chunker::new(Trickle { data: &d, calls: 0 }, &spec).unwrap().map(|c| c.unwrap()).collect();
-        let theirs: Vec<Vec<u8>> =
-            cdc::StreamCDC::new(&d[..], 2048, 8192, 32768).map(|c| c.unwrap().data).collect();
+        let spec = ChunkerSpec::FastCdc {
+            min: 2048,
+            avg: 8192,
+            max: 32768,
+        };
+        let ours: Vec<Bytes> = Chunker::new(Trickle { data: &d, calls: 0 }, &spec)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let theirs: Vec<Vec<u8>> = cdc::StreamCDC::new(&d[..], 2048, 8192, 32768)
+            .map(|c| c.unwrap().data)
+            .collect();
         assert_eq!(ours.len(), theirs.len());
         for (a, b) in ours.iter().zip(&theirs) {
             assert_eq!(&a[..], &b[..]);
         }
-        assert!(ours[..ours.len() - 1].iter().all(|c| c.len() >= 2048 && c.len() <= 32768));
+        assert!(ours[..ours.len() - 1]
+            .iter()
+            .all(|c| c.len() >= 2048 && c.len() <= 32768));
     }
 
     #[test]

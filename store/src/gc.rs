@@ -58,6 +58,8 @@ pub struct GcReport {
     pub removed_bytes: u64,
     /// The CIDs removed (CIDv1 under the codec they were stored with).
     pub removed: Vec<Cid>,
+    /// Unindexed block files removed (left behind by a killed process).
+    pub orphan_files: u64,
 }
 
 #[derive(Debug, Default)]
@@ -267,6 +269,7 @@ fn collect_inner(
         report.removed.push(SledStore::cid_of(key, entry)?);
     }
     report.marked = marked.len() as u64;
+    report.orphan_files = store.remove_orphan_files()?.0;
     store.flush()?;
     Ok(report)
 }

@@ -109,7 +109,10 @@ pub(crate) fn slot_label(slot: usize, fanout: u64) -> String {
 pub(crate) fn split_link_name(name: &str, fanout: u64) -> Option<(usize, &str)> {
     let w = label_width(fanout);
     let label = name.get(..w)?;
-    if !label.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         return None;
     }
     let slot = usize::from_str_radix(label, 16).ok()?;
@@ -198,11 +201,19 @@ fn build_level<E>(
         if group.len() == 1 {
             let e = group.remove(0);
             children_size += e.tsize;
-            links.push(PbLink { cid: e.cid, name: Some(label + &e.name), tsize: Some(e.tsize) });
+            links.push(PbLink {
+                cid: e.cid,
+                name: Some(label + &e.name),
+                tsize: Some(e.tsize),
+            });
         } else {
             let (cid, tsize) = build_level(group, depth + 1, bits, params, false, emit)?;
             children_size += tsize;
-            links.push(PbLink { cid, name: Some(label), tsize: Some(tsize) });
+            links.push(PbLink {
+                cid,
+                name: Some(label),
+                tsize: Some(tsize),
+            });
         }
     }
     let mut data = UnixFsData::new(DataType::HamtShard);
@@ -214,7 +225,10 @@ fn build_level<E>(
         data.mode = params.mode;
         data.mtime = params.mtime;
     }
-    let node = PbNode { links, data: Some(data.encode().into()) };
+    let node = PbNode {
+        links,
+        data: Some(data.encode().into()),
+    };
     let bytes = node.encode();
     let tsize = bytes.len() as u64 + children_size;
     let block = Block::encode(params.cid_version, DAG_PB, params.hash, bytes.into());
@@ -224,6 +238,7 @@ fn build_level<E>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::hash::{cid_for, RAW};
@@ -232,13 +247,16 @@ mod tests {
     fn bucket_index_reads_hash_bytes_msb_first() {
         let h = hamt_hash(b"hello");
         assert_eq!(h, [0xcb, 0xd8, 0xa7, 0xb3, 0x41, 0xbd, 0x9b, 0x02]);
-        for d in 0..8 {
-            assert_eq!(bucket_index(b"hello", d, 8), usize::from(h[d]));
+        for (d, byte) in h.iter().enumerate() {
+            assert_eq!(bucket_index(b"hello", d, 8), usize::from(*byte));
         }
         assert_eq!(bucket_index(b"hello", 0, 4), 0xc);
         assert_eq!(bucket_index(b"hello", 1, 4), 0xb);
         // Past 64 bits the stream continues with hash(name ++ [1]).
-        assert_eq!(bucket_index(b"hello", 8, 8), usize::from(hamt_hash(b"hello\x01")[0]));
+        assert_eq!(
+            bucket_index(b"hello", 8, 8),
+            usize::from(hamt_hash(b"hello\x01")[0])
+        );
     }
 
     #[test]
@@ -272,10 +290,20 @@ mod tests {
         let entries: Vec<ShardEntry> = (0..2000)
             .map(|i| {
                 let name = format!("entry-{i}");
-                ShardEntry { cid: cid_for(1, RAW, HashAlg::Sha2_256, name.as_bytes()), name, tsize: 1 }
+                ShardEntry {
+                    cid: cid_for(1, RAW, HashAlg::Sha2_256, name.as_bytes()),
+                    name,
+                    tsize: 1,
+                }
             })
             .collect();
-        let params = ShardParams { cid_version: 1, hash: HashAlg::Sha2_256, fanout: 256, mode: None, mtime: None };
+        let params = ShardParams {
+            cid_version: 1,
+            hash: HashAlg::Sha2_256,
+            fanout: 256,
+            mode: None,
+            mtime: None,
+        };
         let mut blocks = std::collections::HashMap::new();
         let (root, _) = build_shard::<()>(entries.clone(), &params, &mut |b| {
             blocks.insert(*b.cid(), b.data().clone());
@@ -291,7 +319,11 @@ mod tests {
                 let slot = bucket_index(e.name.as_bytes(), depth, 8);
                 assert!(bitfield_has(data.data.as_deref().unwrap_or(&[]), slot));
                 let label = slot_label(slot, 256);
-                let link = node.links.iter().find(|l| l.name.as_deref().unwrap().starts_with(&label)).unwrap();
+                let link = node
+                    .links
+                    .iter()
+                    .find(|l| l.name.as_deref().unwrap().starts_with(&label))
+                    .unwrap();
                 match split_link_name(link.name.as_deref().unwrap(), 256).unwrap() {
                     (_, "") => {
                         node_cid = link.cid;

@@ -89,7 +89,11 @@ impl ImportOptions {
     /// Defaults for a CID version as Kubo chooses them: CIDv0 uses dag-pb leaves, CIDv1 raw leaves.
     /// Set `raw_leaves` afterwards to override.
     pub fn with_cid_version(cid_version: u8) -> Self {
-        ImportOptions { cid_version, raw_leaves: cid_version >= 1, ..Default::default() }
+        ImportOptions {
+            cid_version,
+            raw_leaves: cid_version >= 1,
+            ..Default::default()
+        }
     }
 
     /// Checks that the options are usable.
@@ -234,7 +238,11 @@ impl<'a> Batcher<'a> {
     const MAX_BYTES: usize = 8 << 20;
 
     fn new(sink: &'a dyn BlockSink) -> Self {
-        Batcher { sink, blocks: Vec::with_capacity(Self::MAX_BLOCKS), bytes: 0 }
+        Batcher {
+            sink,
+            blocks: Vec::with_capacity(Self::MAX_BLOCKS),
+            bytes: 0,
+        }
     }
 
     /// Queues a block, writing the batch when it is full.
@@ -259,6 +267,7 @@ impl<'a> Batcher<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
@@ -268,8 +277,8 @@ mod tests {
     use proptest::prelude::*;
 
     use crate::hash::{verify, RAW};
-    use crate::sink::NullSink;
     use crate::pb::PbNode;
+    use crate::sink::NullSink;
     use crate::unixfs::{DataType, UnixFsData};
 
     /// Keeps every block, and counts the batches.
@@ -294,7 +303,12 @@ mod tests {
 
     impl MemSink {
         fn get(&self, cid: &Cid) -> Bytes {
-            self.blocks.lock().unwrap().get(cid).cloned().unwrap_or_else(|| panic!("missing block {cid}"))
+            self.blocks
+                .lock()
+                .unwrap()
+                .get(cid)
+                .cloned()
+                .unwrap_or_else(|| panic!("missing block {cid}"))
         }
 
         /// Reassembles a file by walking the DAG; checks filesize/blocksizes on the way.
@@ -349,8 +363,17 @@ mod tests {
         let tsize = sink.cat(&root.cid, &mut out);
         assert_eq!(out, data);
         assert_eq!(tsize, root.tsize);
-        let stored: u64 = sink.blocks.lock().unwrap().values().map(|b| b.len() as u64).sum();
-        assert!(stored <= root.tsize, "no stray blocks beyond the DAG (dedup aside)");
+        let stored: u64 = sink
+            .blocks
+            .lock()
+            .unwrap()
+            .values()
+            .map(|b| b.len() as u64)
+            .sum();
+        assert!(
+            stored <= root.tsize,
+            "no stray blocks beyond the DAG (dedup aside)"
+        );
         root
     }
 
@@ -358,12 +381,44 @@ mod tests {
     fn boundary_sizes_round_trip_under_every_layout() {
         let c = 1024;
         for opts in [
-            ImportOptions { chunker: ChunkerSpec::Fixed(c), max_links: 3, ..Default::default() },
-            ImportOptions { chunker: ChunkerSpec::Fixed(c), max_links: 3, ..ImportOptions::with_cid_version(0) },
-            ImportOptions { chunker: ChunkerSpec::Fixed(c), max_links: 174, raw_leaves: true, ..ImportOptions::with_cid_version(0) },
-            ImportOptions { chunker: ChunkerSpec::FastCdc { min: 256, avg: 1024, max: 4096 }, max_links: 4, ..Default::default() },
+            ImportOptions {
+                chunker: ChunkerSpec::Fixed(c),
+                max_links: 3,
+                ..Default::default()
+            },
+            ImportOptions {
+                chunker: ChunkerSpec::Fixed(c),
+                max_links: 3,
+                ..ImportOptions::with_cid_version(0)
+            },
+            ImportOptions {
+                chunker: ChunkerSpec::Fixed(c),
+                max_links: 174,
+                raw_leaves: true,
+                ..ImportOptions::with_cid_version(0)
+            },
+            ImportOptions {
+                chunker: ChunkerSpec::FastCdc {
+                    min: 256,
+                    avg: 1024,
+                    max: 4096,
+                },
+                max_links: 4,
+                ..Default::default()
+            },
         ] {
-            for len in [0, 1, c - 1, c, c + 1, 3 * c, 3 * c + 1, 9 * c, 9 * c + 1, 40 * c + 17] {
+            for len in [
+                0,
+                1,
+                c - 1,
+                c,
+                c + 1,
+                3 * c,
+                3 * c + 1,
+                9 * c,
+                9 * c + 1,
+                40 * c + 17,
+            ] {
                 round_trip(&pseudo_random(len, len as u64), &opts);
             }
         }
@@ -395,14 +450,27 @@ mod tests {
     fn parallel_and_serial_paths_agree() {
         let data = pseudo_random(5 << 20, 7);
         for opts in [
-            ImportOptions { chunker: ChunkerSpec::Fixed(4096), ..Default::default() },
-            ImportOptions { chunker: ChunkerSpec::Fixed(8192), ..ImportOptions::with_cid_version(0) },
+            ImportOptions {
+                chunker: ChunkerSpec::Fixed(4096),
+                ..Default::default()
+            },
+            ImportOptions {
+                chunker: ChunkerSpec::Fixed(8192),
+                ..ImportOptions::with_cid_version(0)
+            },
         ] {
             let sink = MemSink::default();
             let mut out = Batcher::new(&sink);
             let meta = file::FileMeta::default();
-            let serial =
-                file::import_serial(&data[..], &opts, &meta, &mut out, &mut |_| {}, &ImportError::Input).unwrap();
+            let serial = file::import_serial(
+                &data[..],
+                &opts,
+                &meta,
+                &mut out,
+                &mut |_| {},
+                &ImportError::Input,
+            )
+            .unwrap();
             let parallel = import_reader(&data[..], &opts, &NullSink, &mut |_| {}).unwrap();
             assert_eq!(serial, parallel);
         }
@@ -412,11 +480,17 @@ mod tests {
     fn blocks_reach_the_sink_in_batches() {
         let sink = MemSink::default();
         let data = pseudo_random(4 << 20, 1);
-        let opts = ImportOptions { chunker: ChunkerSpec::Fixed(16 << 10), ..Default::default() };
+        let opts = ImportOptions {
+            chunker: ChunkerSpec::Fixed(16 << 10),
+            ..Default::default()
+        };
         import_reader(&data[..], &opts, &sink, &mut |_| {}).unwrap();
         let blocks = sink.blocks.lock().unwrap().len();
         let batches = *sink.batches.lock().unwrap();
-        assert!(blocks >= 256 && batches * 16 <= blocks, "{blocks} blocks in {batches} batches");
+        assert!(
+            blocks >= 256 && batches * 16 <= blocks,
+            "{blocks} blocks in {batches} batches"
+        );
     }
 
     #[test]
@@ -428,7 +502,8 @@ mod tests {
             }
         }
         let data = pseudo_random(8 << 20, 3);
-        let err = import_reader(&data[..], &ImportOptions::default(), &Failing, &mut |_| {}).unwrap_err();
+        let err =
+            import_reader(&data[..], &ImportOptions::default(), &Failing, &mut |_| {}).unwrap_err();
         assert!(matches!(err, ImportError::Store(_)), "{err}");
 
         struct Broken(usize);
@@ -442,15 +517,25 @@ mod tests {
                 Ok(buf.len())
             }
         }
-        let err = import_reader(Broken(0), &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
+        let err = import_reader(Broken(0), &ImportOptions::default(), &NullSink, &mut |_| {})
+            .unwrap_err();
         assert!(matches!(err, ImportError::Input(_)), "{err}");
     }
 
     #[test]
     fn options_are_validated() {
-        let bad = ImportOptions { max_links: 1, ..Default::default() };
-        assert!(matches!(import_reader(&b"x"[..], &bad, &NullSink, &mut |_| {}), Err(ImportError::Options(_))));
-        let bad = ImportOptions { cid_version: 2, ..Default::default() };
+        let bad = ImportOptions {
+            max_links: 1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            import_reader(&b"x"[..], &bad, &NullSink, &mut |_| {}),
+            Err(ImportError::Options(_))
+        ));
+        let bad = ImportOptions {
+            cid_version: 2,
+            ..Default::default()
+        };
         assert!(bad.validate().is_err());
         assert!(!ImportOptions::with_cid_version(0).raw_leaves);
         assert!(ImportOptions::with_cid_version(1).raw_leaves);
@@ -458,7 +543,10 @@ mod tests {
 
     /// Shared leaves between two imports, as a fraction of the second import's leaves.
     fn shared_leaf_fraction(a: &[u8], b: &[u8], chunker: ChunkerSpec) -> f64 {
-        let opts = ImportOptions { chunker, ..Default::default() };
+        let opts = ImportOptions {
+            chunker,
+            ..Default::default()
+        };
         let leaves = |data: &[u8]| -> Vec<Cid> {
             let sink = MemSink::default();
             import_reader(data, &opts, &sink, &mut |_| {}).unwrap();
@@ -477,11 +565,22 @@ mod tests {
         let mid = edited.len() / 2;
         edited.splice(mid..mid, *b"inserted!");
         edited[mid / 2] ^= 0xff;
-        let cdc = shared_leaf_fraction(&original, &edited, ChunkerSpec::FastCdc { min: 65_536, avg: 262_144, max: 1 << 20 });
+        let cdc = shared_leaf_fraction(
+            &original,
+            &edited,
+            ChunkerSpec::FastCdc {
+                min: 65_536,
+                avg: 262_144,
+                max: 1 << 20,
+            },
+        );
         let fixed = shared_leaf_fraction(&original, &edited, ChunkerSpec::default());
         eprintln!("after a 9-byte insertion and a 1-byte change: fastcdc shares {:.1}% of leaves, size-262144 {:.1}%", cdc * 100.0, fixed * 100.0);
         assert!(cdc > 0.9, "fastcdc shared only {cdc}");
-        assert!(fixed < cdc, "fixed-size ({fixed}) should do worse than fastcdc ({cdc})");
+        assert!(
+            fixed < cdc,
+            "fixed-size ({fixed}) should do worse than fastcdc ({cdc})"
+        );
     }
 
     #[cfg(unix)]
@@ -501,23 +600,44 @@ mod tests {
             }
         })
         .unwrap();
-        assert_eq!(added, ["d/.hidden", "d/a.txt", "d/ln", "d/sub/b.txt", "d/sub/empty", "d/sub", "d"]);
+        assert_eq!(
+            added,
+            [
+                "d/.hidden",
+                "d/a.txt",
+                "d/ln",
+                "d/sub/b.txt",
+                "d/sub/empty",
+                "d/sub",
+                "d"
+            ]
+        );
         assert_eq!(imported.size, 3);
 
-        let missing = import_path(&tmp.path().join("nope"), &ImportOptions::default(), &NullSink, &mut |_| {});
+        let missing = import_path(
+            &tmp.path().join("nope"),
+            &ImportOptions::default(),
+            &NullSink,
+            &mut |_| {},
+        );
         assert!(matches!(missing, Err(ImportError::NotFound { .. })));
 
         let sock_path = root.join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-        let err = import_path(&root, &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
-        assert!(matches!(err, ImportError::Unsupported { kind: "socket", .. }), "{err}");
+        let err =
+            import_path(&root, &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(err, ImportError::Unsupported { kind: "socket", .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("sock"), "{err}");
         std::fs::remove_file(&sock_path).unwrap();
 
         use std::os::unix::ffi::OsStrExt;
         let bad = root.join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
         if std::fs::write(&bad, b"x").is_ok() {
-            let err = import_path(&root, &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
+            let err =
+                import_path(&root, &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap_err();
             assert!(matches!(err, ImportError::NonUtf8 { .. }), "{err}");
         }
     }
@@ -533,14 +653,59 @@ mod tests {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let sink = MemSink::default();
-        let opts = ImportOptions { preserve_mode: true, preserve_mtime: true, ..Default::default() };
+        let opts = ImportOptions {
+            preserve_mode: true,
+            preserve_mtime: true,
+            ..Default::default()
+        };
         let root = import_path(&f, &opts, &sink, &mut |_| {}).unwrap();
-        assert_eq!(root.cid.codec(), crate::hash::DAG_PB, "a single chunk with metadata is wrapped");
+        assert_eq!(
+            root.cid.codec(),
+            crate::hash::DAG_PB,
+            "a single chunk with metadata is wrapped"
+        );
         let node = PbNode::decode(&sink.get(&root.cid)).unwrap();
         let fs = UnixFsData::decode(node.data.as_ref().unwrap()).unwrap();
         assert_eq!(fs.data.as_deref(), Some(&b"hello"[..]));
         #[cfg(unix)]
         assert_eq!(fs.mode, Some(0o600));
         assert!(fs.mtime.is_some_and(|t| t.seconds > 1_600_000_000));
+    }
+
+    /// Prints import throughput next to single-threaded sha2-256 over the same bytes.
+    /// `cargo test -p cairn-store --release throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore = "prints throughput figures; run in release mode"]
+    fn throughput() {
+        use std::time::Instant;
+        let data = pseudo_random(256 << 20, 5);
+        let mb = data.len() as f64 / 1e6;
+        let t = Instant::now();
+        let _ = crate::hash::HashAlg::Sha2_256.digest(&data);
+        let sha = mb / t.elapsed().as_secs_f64();
+        eprintln!("reference: sha2-256 on one thread {sha:.0} MB/s");
+
+        let t = Instant::now();
+        import_reader(&data[..], &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap();
+        let r = mb / t.elapsed().as_secs_f64();
+        eprintln!("import_reader(memory) -> NullSink {r:.0} MB/s ({:.2}x sha2)", r / sha);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("big.bin");
+        std::fs::write(&file, &data).unwrap();
+        for (label, opts) in [("CIDv1 raw leaves", ImportOptions::default()), ("CIDv0 dag-pb leaves", ImportOptions::with_cid_version(0))] {
+            let t = Instant::now();
+            import_path(&file, &opts, &NullSink, &mut |_| {}).unwrap();
+            let r = mb / t.elapsed().as_secs_f64();
+            eprintln!("import_path(file, {label}) -> NullSink {r:.0} MB/s ({:.2}x sha2)", r / sha);
+
+            let store = std::sync::Arc::new(crate::sled_store::SledStore::open(&tmp.path().join(label), Default::default()).unwrap());
+            let sink = crate::sink::StoreSink(store.clone());
+            let t = Instant::now();
+            import_path(&file, &opts, &sink, &mut |_| {}).unwrap();
+            crate::blockstore::Blockstore::flush(&*store).unwrap();
+            let r = mb / t.elapsed().as_secs_f64();
+            eprintln!("import_path(file, {label}) -> SledStore (+flush) {r:.0} MB/s ({:.2}x sha2)", r / sha);
+        }
     }
 }

@@ -40,9 +40,17 @@ pub(crate) fn murmur3_x64_128(data: &[u8]) -> (u64, u64) {
     let mut blocks = data.chunks_exact(16);
     for block in &mut blocks {
         h1 ^= mix_k1(le_u64(&block[..8]));
-        h1 = h1.rotate_left(27).wrapping_add(h2).wrapping_mul(5).wrapping_add(0x52dc_e729);
+        h1 = h1
+            .rotate_left(27)
+            .wrapping_add(h2)
+            .wrapping_mul(5)
+            .wrapping_add(0x52dc_e729);
         h2 ^= mix_k2(le_u64(&block[8..]));
-        h2 = h2.rotate_left(31).wrapping_add(h1).wrapping_mul(5).wrapping_add(0x3849_5ab5);
+        h2 = h2
+            .rotate_left(31)
+            .wrapping_add(h1)
+            .wrapping_mul(5)
+            .wrapping_add(0x3849_5ab5);
     }
     let tail = blocks.remainder();
     if tail.len() > 8 {
@@ -77,6 +85,7 @@ pub(crate) fn murmur3_x64_64(data: &[u8]) -> [u8; 8] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -92,7 +101,10 @@ mod tests {
             ("", "00000000000000000000000000000000"),
             ("a", "85555565f6597889e6b53a48510e895a"),
             ("hello", "cbd8a7b341bd9b025b1e906a48ae1d19"),
-            ("The quick brown fox jumps over the lazy dog", "e34bbc7bbc071b6c7a433ca9c49a9347"),
+            (
+                "The quick brown fox jumps over the lazy dog",
+                "e34bbc7bbc071b6c7a433ca9c49a9347",
+            ),
             ("file-0001.txt", "c6b80999e8fbb5986ca8e12871ef88d2"),
             ("0123456789abcdef", "4be06d94cf4ad1a787c35b5c63a708da"),
             ("0123456789abcdef0", "eb24ae8785a5c07573fb68b3313128ca"),
@@ -102,7 +114,11 @@ mod tests {
             let mut got = h1.to_be_bytes().to_vec();
             got.extend_from_slice(&h2.to_be_bytes());
             assert_eq!(hex(&got), *want, "murmur3 of {input:?}");
-            assert_eq!(hex(&murmur3_x64_64(input.as_bytes())), want[..16], "x64-64 of {input:?}");
+            assert_eq!(
+                hex(&murmur3_x64_64(input.as_bytes())),
+                want[..16],
+                "x64-64 of {input:?}"
+            );
         }
     }
 }

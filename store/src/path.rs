@@ -37,7 +37,10 @@ pub enum PathError {
 impl CidPath {
     /// A path naming `root` itself.
     pub fn new(root: Cid) -> Self {
-        CidPath { root, segments: Vec::new() }
+        CidPath {
+            root,
+            segments: Vec::new(),
+        }
     }
 
     /// This path extended by one name.
@@ -79,6 +82,7 @@ impl fmt::Display for CidPath {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::hash::{cid_for, HashAlg, DAG_PB, RAW};
@@ -101,7 +105,10 @@ mod tests {
     fn invalid_cid_is_named() {
         let err = "xyz/a".parse::<CidPath>().unwrap_err();
         assert!(matches!(&err, PathError::InvalidCid { text, .. } if text == "xyz"));
-        assert!(err.to_string().starts_with("invalid CID \"xyz\": "), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid CID \"xyz\": "),
+            "{err}"
+        );
         assert_eq!("".parse::<CidPath>(), Err(PathError::Empty));
         assert_eq!("/ipfs/".parse::<CidPath>(), Err(PathError::Empty));
     }

@@ -220,14 +220,23 @@ struct Piece {
 impl<S: BlockSource> DagReader<S> {
     /// A reader without a node cache.
     pub fn new(source: S) -> Self {
-        DagReader { source, cache: None }
+        DagReader {
+            source,
+            cache: None,
+        }
     }
 
     /// A reader that keeps up to `nodes` decoded interior nodes (file trees' upper levels,
     /// directories) in memory, so that many small reads of one file do not re-fetch its root.
     pub fn with_node_cache(source: S, nodes: usize) -> Self {
-        let cache = NodeCache { map: Mutex::new(HashMap::new()), capacity: nodes.max(1) };
-        DagReader { source, cache: Some(Arc::new(cache)) }
+        let cache = NodeCache {
+            map: Mutex::new(HashMap::new()),
+            capacity: nodes.max(1),
+        };
+        DagReader {
+            source,
+            cache: Some(Arc::new(cache)),
+        }
     }
 
     /// The source blocks are read from.
@@ -295,7 +304,9 @@ impl<S: BlockSource> DagReader<S> {
                 info.size = raw.len() as u64;
                 info.symlink_target = Some(target.to_string());
             }
-            DataType::Metadata => return Err(malformed(cid, "UnixFS Metadata nodes are not supported")),
+            DataType::Metadata => {
+                return Err(malformed(cid, "UnixFS Metadata nodes are not supported"))
+            }
         }
         Ok(info)
     }
@@ -332,9 +343,19 @@ impl<S: BlockSource> DagReader<S> {
     /// `(block, file offset of the block's bytes, number of bytes)`. The ranges are the blocks'
     /// whole contents, so they may extend past the requested range. Raw leaves are not fetched;
     /// get their bytes with [`DagReader::node_data`].
-    pub async fn leaves(&self, cid: &Cid, offset: u64, len: u64) -> Result<Vec<(Cid, u64, u64)>, ReadError> {
-        let pieces = self.pieces(cid, offset, offset.saturating_add(len), false).await?;
-        Ok(pieces.into_iter().map(|p| (p.cid, p.start, p.len)).collect())
+    pub async fn leaves(
+        &self,
+        cid: &Cid,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(Cid, u64, u64)>, ReadError> {
+        let pieces = self
+            .pieces(cid, offset, offset.saturating_add(len), false)
+            .await?;
+        Ok(pieces
+            .into_iter()
+            .map(|p| (p.cid, p.start, p.len))
+            .collect())
     }
 
     /// The file bytes a single node holds itself: a raw block's content, or a dag-pb file node's
@@ -352,31 +373,56 @@ impl<S: BlockSource> DagReader<S> {
         FileCursor {
             reader: self.clone(),
             pos: offset,
-            stack: vec![Frame { children: vec![(*cid, 0, None)], next: 0 }],
+            stack: vec![Frame {
+                children: vec![(*cid, 0, None)],
+                next: 0,
+            }],
         }
     }
 
     /// Walks the file tree under `root`, collecting the pieces overlapping `from..to` in order.
-    async fn pieces(&self, root: &Cid, from: u64, to: u64, fetch_raw: bool) -> Result<Vec<Piece>, ReadError> {
+    async fn pieces(
+        &self,
+        root: &Cid,
+        from: u64,
+        to: u64,
+        fetch_raw: bool,
+    ) -> Result<Vec<Piece>, ReadError> {
         let mut out = Vec::new();
         // (node, file offset, size the parent says it has, depth)
         let mut stack: Vec<(Cid, u64, Option<u64>, usize)> = vec![(*root, 0, None, 0)];
         while let Some((cid, start, expected, depth)) = stack.pop() {
             if depth > MAX_DEPTH {
-                return Err(ReadError::TooDeep { cid, max: MAX_DEPTH });
+                return Err(ReadError::TooDeep {
+                    cid,
+                    max: MAX_DEPTH,
+                });
             }
             if let (false, RAW, Some(len)) = (fetch_raw, cid.codec(), expected) {
-                out.push(Piece { cid, start, len, data: None });
+                out.push(Piece {
+                    cid,
+                    start,
+                    len,
+                    data: None,
+                });
                 continue;
             }
             let node = self.fetch(&cid).await?;
             let layout = file_layout(&cid, &node)?;
             if expected.is_some_and(|e| e != layout.total) {
-                return Err(malformed(&cid, "size disagrees with the parent's blocksizes"));
+                return Err(malformed(
+                    &cid,
+                    "size disagrees with the parent's blocksizes",
+                ));
             }
             let data_len = layout.data.len() as u64;
             if data_len > 0 && overlaps(start, data_len, from, to) {
-                out.push(Piece { cid, start, len: data_len, data: Some(layout.data) });
+                out.push(Piece {
+                    cid,
+                    start,
+                    len: data_len,
+                    data: Some(layout.data),
+                });
             }
             let mut child_start = start.checked_add(data_len).ok_or_else(|| overflow(&cid))?;
             let mut covering = Vec::new();
@@ -384,7 +430,9 @@ impl<S: BlockSource> DagReader<S> {
                 if size > 0 && overlaps(child_start, size, from, to) {
                     covering.push((child, child_start, Some(size), depth + 1));
                 }
-                child_start = child_start.checked_add(size).ok_or_else(|| overflow(&cid))?;
+                child_start = child_start
+                    .checked_add(size)
+                    .ok_or_else(|| overflow(&cid))?;
                 if child_start >= to {
                     break;
                 }
@@ -401,7 +449,11 @@ impl<S: BlockSource> DagReader<S> {
             return Err(ReadError::NotADirectory { cid: *cid });
         };
         match pb.fs.kind {
-            DataType::Directory => pb.links.iter().map(|l| entry(cid, l, l.name.as_deref())).collect(),
+            DataType::Directory => pb
+                .links
+                .iter()
+                .map(|l| entry(cid, l, l.name.as_deref()))
+                .collect(),
             DataType::HamtShard => {
                 let mut out = Vec::new();
                 // Frames of (shard, its node, next link index, depth).
@@ -418,7 +470,10 @@ impl<S: BlockSource> DagReader<S> {
                         HamtLink::Entry(name) => out.push(entry(&shard, link, Some(name))?),
                         HamtLink::Shard => {
                             if depth + 1 > MAX_DEPTH {
-                                return Err(ReadError::TooDeep { cid: link.cid, max: MAX_DEPTH });
+                                return Err(ReadError::TooDeep {
+                                    cid: link.cid,
+                                    max: MAX_DEPTH,
+                                });
                             }
                             let child = self.shard(&link.cid).await?;
                             stack.push((link.cid, child, 0, depth + 1));
@@ -434,7 +489,10 @@ impl<S: BlockSource> DagReader<S> {
     async fn shard(&self, cid: &Cid) -> Result<Arc<PbDecoded>, ReadError> {
         match self.fetch(cid).await? {
             Node::Pb(pb) if pb.fs.kind == DataType::HamtShard => Ok(pb),
-            _ => Err(malformed(cid, "a HAMT shard links to a child shard that is not a HAMTShard node")),
+            _ => Err(malformed(
+                cid,
+                "a HAMT shard links to a child shard that is not a HAMTShard node",
+            )),
         }
     }
 
@@ -449,7 +507,11 @@ impl<S: BlockSource> DagReader<S> {
             return Err(ReadError::NotADirectory { cid: *dir });
         };
         match pb.fs.kind {
-            DataType::Directory => Ok(pb.links.iter().find(|l| l.name.as_deref() == Some(name)).map(|l| l.cid)),
+            DataType::Directory => Ok(pb
+                .links
+                .iter()
+                .find(|l| l.name.as_deref() == Some(name))
+                .map(|l| l.cid)),
             DataType::HamtShard => self.hamt_lookup(dir, pb, name).await,
             _ => Err(ReadError::NotADirectory { cid: *dir }),
         }
@@ -459,15 +521,22 @@ impl<S: BlockSource> DagReader<S> {
     /// is the next `log2(fanout)` bits of the name's hash; the link labelled with that slot is
     /// either the entry (label + name) or a sub-shard (label alone). Only one node per level is
     /// fetched.
-    async fn hamt_lookup(&self, root: &Cid, mut node: Arc<PbDecoded>, name: &str) -> Result<Option<Cid>, ReadError> {
+    async fn hamt_lookup(
+        &self,
+        root: &Cid,
+        mut node: Arc<PbDecoded>,
+        name: &str,
+    ) -> Result<Option<Cid>, ReadError> {
         let mut cid = *root;
         for depth in 0..=MAX_DEPTH {
             hamt_pad(&cid, &node.fs)?;
             let fanout = node.fs.fanout.unwrap_or_default();
-            let bits = hamt::fanout_bits(fanout).ok_or_else(|| malformed(&cid, "HAMT fanout is not a power of two"))?;
+            let bits = hamt::fanout_bits(fanout)
+                .ok_or_else(|| malformed(&cid, "HAMT fanout is not a power of two"))?;
             let slot = hamt::bucket_index(name.as_bytes(), depth, bits);
             let found = node.links.iter().find_map(|l| {
-                let (s, rest) = hamt::split_link_name(l.name.as_deref().unwrap_or_default(), fanout)?;
+                let (s, rest) =
+                    hamt::split_link_name(l.name.as_deref().unwrap_or_default(), fanout)?;
                 (s == slot).then_some((l.cid, rest))
             });
             match found {
@@ -479,21 +548,34 @@ impl<S: BlockSource> DagReader<S> {
                 Some((child, rest)) => return Ok((rest == name).then_some(child)),
             }
         }
-        Err(ReadError::TooDeep { cid, max: MAX_DEPTH })
+        Err(ReadError::TooDeep {
+            cid,
+            max: MAX_DEPTH,
+        })
     }
 
     /// The node reached from `root` by following `segments` (symlinks are not followed).
-    pub async fn resolve<T: AsRef<str>>(&self, root: &Cid, segments: &[T]) -> Result<Cid, ReadError> {
+    pub async fn resolve<T: AsRef<str>>(
+        &self,
+        root: &Cid,
+        segments: &[T],
+    ) -> Result<Cid, ReadError> {
         let mut cur = *root;
         for seg in segments {
             let name = seg.as_ref();
             if !is_safe_name(name) {
-                return Err(ReadError::UnsafeName { dir: cur, name: name.to_string() });
+                return Err(ReadError::UnsafeName {
+                    dir: cur,
+                    name: name.to_string(),
+                });
             }
             cur = self
                 .lookup(&cur, name)
                 .await?
-                .ok_or_else(|| ReadError::NotFound { dir: cur, name: name.to_string() })?;
+                .ok_or_else(|| ReadError::NotFound {
+                    dir: cur,
+                    name: name.to_string(),
+                })?;
         }
         Ok(cur)
     }
@@ -537,19 +619,27 @@ impl<S: BlockSource> FileCursor<S> {
                 continue;
             }
             if depth > MAX_DEPTH {
-                return Err(ReadError::TooDeep { cid, max: MAX_DEPTH });
+                return Err(ReadError::TooDeep {
+                    cid,
+                    max: MAX_DEPTH,
+                });
             }
             let node = self.reader.fetch(&cid).await?;
             let layout = file_layout(&cid, &node)?;
             if expected.is_some_and(|e| e != layout.total) {
-                return Err(malformed(&cid, "size disagrees with the parent's blocksizes"));
+                return Err(malformed(
+                    &cid,
+                    "size disagrees with the parent's blocksizes",
+                ));
             }
             let data_len = layout.data.len() as u64;
             let mut child_start = start.checked_add(data_len).ok_or_else(|| overflow(&cid))?;
             let mut children = Vec::with_capacity(layout.children.len());
             for (child, size) in layout.children {
                 children.push((child, child_start, Some(size)));
-                child_start = child_start.checked_add(size).ok_or_else(|| overflow(&cid))?;
+                child_start = child_start
+                    .checked_add(size)
+                    .ok_or_else(|| overflow(&cid))?;
             }
             if !children.is_empty() {
                 self.stack.push(Frame { children, next: 0 });
@@ -585,10 +675,16 @@ fn decode(cid: &Cid, bytes: Bytes) -> Result<Node, ReadError> {
         RAW => Ok(Node::Raw(bytes)),
         DAG_PB => {
             let block_len = bytes.len() as u64;
-            let pb = PbNode::decode(&bytes).map_err(|source| ReadError::Pb { cid: *cid, source })?;
+            let pb =
+                PbNode::decode(&bytes).map_err(|source| ReadError::Pb { cid: *cid, source })?;
             let data = pb.data.unwrap_or_default();
-            let fs = UnixFsData::decode(&data).map_err(|source| ReadError::UnixFs { cid: *cid, source })?;
-            Ok(Node::Pb(Arc::new(PbDecoded { links: pb.links, fs, block_len })))
+            let fs = UnixFsData::decode(&data)
+                .map_err(|source| ReadError::UnixFs { cid: *cid, source })?;
+            Ok(Node::Pb(Arc::new(PbDecoded {
+                links: pb.links,
+                fs,
+                block_len,
+            })))
         }
         codec => Err(ReadError::UnsupportedCodec { cid: *cid, codec }),
     }
@@ -596,14 +692,23 @@ fn decode(cid: &Cid, bytes: Bytes) -> Result<Node, ReadError> {
 
 fn file_layout(cid: &Cid, node: &Node) -> Result<FileLayout, ReadError> {
     let pb = match node {
-        Node::Raw(b) => return Ok(FileLayout { data: b.clone(), children: Vec::new(), total: b.len() as u64 }),
+        Node::Raw(b) => {
+            return Ok(FileLayout {
+                data: b.clone(),
+                children: Vec::new(),
+                total: b.len() as u64,
+            })
+        }
         Node::Pb(pb) => pb,
     };
     if !matches!(pb.fs.kind, DataType::File | DataType::Raw) {
         return Err(ReadError::NotAFile { cid: *cid });
     }
     if pb.fs.blocksizes.len() != pb.links.len() {
-        return Err(malformed(cid, "the number of blocksizes differs from the number of links"));
+        return Err(malformed(
+            cid,
+            "the number of blocksizes differs from the number of links",
+        ));
     }
     let data = pb.fs.data.clone().unwrap_or_default();
     let mut total = data.len() as u64;
@@ -613,17 +718,31 @@ fn file_layout(cid: &Cid, node: &Node) -> Result<FileLayout, ReadError> {
         children.push((link.cid, size));
     }
     if pb.fs.filesize.is_some_and(|f| f != total) {
-        return Err(malformed(cid, "filesize disagrees with the node's data and blocksizes"));
+        return Err(malformed(
+            cid,
+            "filesize disagrees with the node's data and blocksizes",
+        ));
     }
-    Ok(FileLayout { data, children, total })
+    Ok(FileLayout {
+        data,
+        children,
+        total,
+    })
 }
 
 fn entry(dir: &Cid, link: &PbLink, name: Option<&str>) -> Result<DirEntry, ReadError> {
     let name = name.unwrap_or_default();
     if !is_safe_name(name) {
-        return Err(ReadError::UnsafeName { dir: *dir, name: name.to_string() });
+        return Err(ReadError::UnsafeName {
+            dir: *dir,
+            name: name.to_string(),
+        });
     }
-    Ok(DirEntry { name: name.to_string(), cid: link.cid, tsize: link.tsize })
+    Ok(DirEntry {
+        name: name.to_string(),
+        cid: link.cid,
+        tsize: link.tsize,
+    })
 }
 
 /// Length of the hex bucket prefix of the link names of a HAMT shard.
@@ -631,9 +750,14 @@ fn hamt_pad(cid: &Cid, fs: &UnixFsData) -> Result<usize, ReadError> {
     if fs.hash_type != Some(HAMT_MURMUR3) {
         return Err(malformed(cid, "HAMT shard does not use murmur3-x64-64"));
     }
-    let fanout = fs.fanout.ok_or_else(|| malformed(cid, "HAMT shard has no fanout"))?;
+    let fanout = fs
+        .fanout
+        .ok_or_else(|| malformed(cid, "HAMT shard has no fanout"))?;
     if !(2..=1 << 16).contains(&fanout) || !fanout.is_power_of_two() {
-        return Err(malformed(cid, "HAMT fanout is not a power of two between 2 and 65536"));
+        return Err(malformed(
+            cid,
+            "HAMT fanout is not a power of two between 2 and 65536",
+        ));
     }
     let bits = fanout.trailing_zeros() as usize;
     Ok(bits.div_ceil(4))
@@ -647,7 +771,10 @@ enum HamtLink<'a> {
 fn hamt_link<'a>(shard: &Cid, link: &'a PbLink, pad: usize) -> Result<HamtLink<'a>, ReadError> {
     let name = link.name.as_deref().unwrap_or_default();
     match name.len().cmp(&pad) {
-        std::cmp::Ordering::Less => Err(malformed(shard, "HAMT link name is shorter than its bucket prefix")),
+        std::cmp::Ordering::Less => Err(malformed(
+            shard,
+            "HAMT link name is shorter than its bucket prefix",
+        )),
         std::cmp::Ordering::Equal => Ok(HamtLink::Shard),
         std::cmp::Ordering::Greater => name
             .get(pad..)
@@ -657,4 +784,5 @@ fn hamt_link<'a>(shard: &Cid, link: &'a PbLink, pad: usize) -> Result<HamtLink<'
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -34,6 +34,13 @@ use crate::block::Block;
 use crate::blockstore::{Blockstore, StoreError, StoreStats};
 use crate::varint;
 
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
 /// Multihash code of the identity "hash": the digest is the data itself.
 const IDENTITY: u64 = 0x00;
 const STATS_KEY: &[u8] = b"m:stats";
@@ -279,6 +286,11 @@ impl SledStore {
         batch.insert(STATS_KEY, &next.encode()[..]);
         self.blocks.apply_batch(batch).map_err(db_err)?;
         *counters = next;
+        if !files.is_empty() {
+            // The removal must be durable before the files go: otherwise a crash could bring
+            // back index entries whose files are gone (sled buffers writes in memory).
+            self.db.flush().map_err(db_err)?;
+        }
         for path in files {
             match fs::remove_file(&path) {
                 Ok(()) => {}
@@ -287,6 +299,39 @@ impl SledStore {
             }
         }
         Ok(())
+    }
+
+    /// Removes block files that no index entry points at (left by a process killed between
+    /// writing a file and indexing it, or between unindexing and unlinking). Returns
+    /// (files, bytes) removed. Each file is checked under the writer lock, so a concurrent
+    /// `put_many` (which writes and indexes under that lock) is never disturbed.
+    pub fn remove_orphan_files(&self) -> Result<(u64, u64), StoreError> {
+        let mut removed = (0u64, 0u64);
+        let shards = fs::read_dir(&self.files).map_err(|e| io_err("cannot list", &self.files, e))?;
+        for shard in shards {
+            let shard = shard.map_err(|e| io_err("cannot list", &self.files, e))?.path();
+            let Ok(entries) = fs::read_dir(&shard) else { continue };
+            for entry in entries {
+                let path = entry.map_err(|e| io_err("cannot list", &shard, e))?.path();
+                let Some(key) = path.file_name().and_then(|n| n.to_str()).and_then(unhex) else {
+                    continue;
+                };
+                let _w = self.lock();
+                if self.entry(&key)?.is_some_and(|e| e.in_file) {
+                    continue;
+                }
+                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        removed.0 += 1;
+                        removed.1 += len;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("cannot remove", &path, e)),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Stores a block's bytes without checking them (tests use it to plant corruption).
@@ -502,6 +547,20 @@ mod tests {
             Err(StoreError::Corrupt { cid }) => assert_eq!(cid, *b.cid()),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn orphan_files_are_removed_and_indexed_ones_kept() {
+        let (_d, s) = store();
+        let kept = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![1u8; 100]));
+        let orphan = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![2u8; 100]));
+        s.put_many(&[kept.clone(), orphan.clone()]).unwrap();
+        // Unindex `orphan` behind the store's back, as a crash between the steps would.
+        s.blocks.remove(prefixed(b'i', &block_key(orphan.cid()))).unwrap();
+        assert_eq!(s.remove_orphan_files().unwrap(), (1, 100));
+        assert!(!s.file_path(&block_key(orphan.cid())).exists());
+        assert_eq!(s.get_verified(kept.cid()).unwrap().unwrap(), kept.data());
+        assert_eq!(unhex(&hex(&[0, 0xab, 0xff])).unwrap(), vec![0, 0xab, 0xff]);
     }
 
     #[test]

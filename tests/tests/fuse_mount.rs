@@ -2,6 +2,7 @@
 //!
 //! Every mount lives in a [`Mounted`] whose drop unmounts, so a failing assertion never leaves a
 //! mount behind; waits poll with a deadline.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use cairn_fs::{mount, MountError, MountHandle, MountOptions, MountRoot};
 use cairn_store::{
-    import_path, BlockSource, Bytes, Cid, DagReader, GetError, ImportOptions, LocalSource, SledStore, StoreSink,
+    import_path, BlockSource, Bytes, Cid, DagReader, GetError, ImportOptions, LocalSource,
+    SledStore, StoreSink,
 };
 use tempfile::TempDir;
 
@@ -32,7 +34,11 @@ impl Mounted {
         if let Some(h) = self.handle.take() {
             h.unmount().unwrap();
         }
-        assert!(!is_mounted(&self.path), "{} still mounted", self.path.display());
+        assert!(
+            !is_mounted(&self.path),
+            "{} still mounted",
+            self.path.display()
+        );
     }
 }
 
@@ -51,15 +57,28 @@ fn wait_for(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-fn mount_at<S: BlockSource + Clone>(source: S, root: MountRoot, options: MountOptions, rt: &tokio::runtime::Runtime) -> Mounted {
+fn mount_at<S: BlockSource + Clone>(
+    source: S,
+    root: MountRoot,
+    options: MountOptions,
+    rt: &tokio::runtime::Runtime,
+) -> Mounted {
     let dir = tempfile::tempdir().unwrap();
     let path = fs::canonicalize(dir.path()).unwrap().join("mnt");
     fs::create_dir(&path).unwrap();
     let handle = mount(source, root, &path, options, rt.handle().clone()).unwrap();
-    let m = Mounted { handle: Some(handle), _dir: dir, path };
+    let m = Mounted {
+        handle: Some(handle),
+        _dir: dir,
+        path,
+    };
     wait_for("the mount", Duration::from_secs(10), || is_mounted(&m.path));
     m
 }
@@ -86,7 +105,10 @@ struct Store {
 fn store() -> Store {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(dir.path(), Default::default()).unwrap());
-    Store { source: LocalSource::new(store), _dir: dir }
+    Store {
+        source: LocalSource::new(store),
+        _dir: dir,
+    }
 }
 
 fn import(store: &Store, path: &Path, opts: &ImportOptions) -> Cid {
@@ -179,21 +201,45 @@ fn mounted_tree_matches_source() {
     let rt = runtime();
     let src = source_tree();
     let store = store();
-    let opts = ImportOptions { preserve_mode: true, preserve_mtime: true, ..Default::default() };
+    let opts = ImportOptions {
+        preserve_mode: true,
+        preserve_mtime: true,
+        ..Default::default()
+    };
     let root = import(&store, src.path(), &opts);
     let reader = DagReader::new(store.source.clone());
     let big_cid = block_on(&rt, reader.resolve(&root, &["big.bin"])).unwrap();
     let sharded = block_on(&rt, reader.resolve(&root, &["sharded"])).unwrap();
-    assert!(block_on(&rt, reader.stat(&sharded)).unwrap().is_sharded, "fixture must be sharded");
-    assert!(block_on(&rt, reader.leaves(&big_cid, 0, BIG as u64)).unwrap().len() > 174, "fixture must have 2 levels");
+    assert!(
+        block_on(&rt, reader.stat(&sharded)).unwrap().is_sharded,
+        "fixture must be sharded"
+    );
+    assert!(
+        block_on(&rt, reader.leaves(&big_cid, 0, BIG as u64))
+            .unwrap()
+            .len()
+            > 174,
+        "fixture must have 2 levels"
+    );
 
-    let m = mount_at(store.source.clone(), MountRoot::Cid(root), MountOptions::default(), &rt);
+    let m = mount_at(
+        store.source.clone(),
+        MountRoot::Cid(root),
+        MountOptions::default(),
+        &rt,
+    );
     let mnt = m.path.clone();
 
     // Byte-for-byte, entry for entry.
     assert_eq!(snapshot(&mnt), snapshot(src.path()));
-    assert_eq!(fs::read_link(mnt.join("link")).unwrap(), PathBuf::from("ünïcødé ✓ name.txt"));
-    assert_eq!(fs::read(mnt.join("link")).unwrap(), fs::read(src.path().join("link")).unwrap());
+    assert_eq!(
+        fs::read_link(mnt.join("link")).unwrap(),
+        PathBuf::from("ünïcødé ✓ name.txt")
+    );
+    assert_eq!(
+        fs::read(mnt.join("link")).unwrap(),
+        fs::read(src.path().join("link")).unwrap()
+    );
     assert_eq!(fs::read_dir(mnt.join("emptydir")).unwrap().count(), 0);
 
     // Attributes.
@@ -203,17 +249,26 @@ fn mounted_tree_matches_source() {
     let big_meta = fs::metadata(mnt.join("big.bin")).unwrap();
     assert_eq!(big_meta.len(), BIG as u64);
     assert_eq!(big_meta.mtime(), src_meta.mtime());
-    assert_eq!(fs::symlink_metadata(mnt.join("link")).unwrap().file_type().is_symlink(), true);
+    assert!(fs::symlink_metadata(mnt.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(fs::metadata(mnt.join("sub")).unwrap().nlink(), 2);
     let ino1 = fs::metadata(mnt.join("sub/deeper/file.txt")).unwrap().ino();
-    assert_eq!(fs::metadata(mnt.join("sub/deeper/file.txt")).unwrap().ino(), ino1, "inodes are stable");
+    assert_eq!(
+        fs::metadata(mnt.join("sub/deeper/file.txt")).unwrap().ino(),
+        ino1,
+        "inodes are stable"
+    );
 
     // Random-offset reads.
     let expect = fs::read(src.path().join("big.bin")).unwrap();
     let f = fs::File::open(mnt.join("big.bin")).unwrap();
     let mut x = 12345u64;
     for _ in 0..200 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let off = (x >> 20) as usize % (BIG + 1000);
         let len = (x >> 8) as usize % 700_000;
         let mut buf = vec![0u8; len];
@@ -235,7 +290,11 @@ fn mounted_tree_matches_source() {
     let digest = blake3_like(&expect);
     let readers: Vec<_> = (0..8)
         .map(|i| {
-            let path = if i % 2 == 0 { mnt.join("big.bin") } else { mnt.join("sharded") };
+            let path = if i % 2 == 0 {
+                mnt.join("big.bin")
+            } else {
+                mnt.join("sharded")
+            };
             std::thread::spawn(move || {
                 if path.is_dir() {
                     fs::read_dir(&path).unwrap().count() as u64
@@ -253,19 +312,37 @@ fn mounted_tree_matches_source() {
 
     // Extended attributes.
     assert_eq!(xattr(&mnt, "user.cairn.cid").unwrap(), root.to_string());
-    assert_eq!(xattr(&mnt.join("big.bin"), "user.cairn.cid").unwrap(), big_cid.to_string());
+    assert_eq!(
+        xattr(&mnt.join("big.bin"), "user.cairn.cid").unwrap(),
+        big_cid.to_string()
+    );
     let local = xattr(&mnt.join("big.bin"), "user.cairn.local").unwrap();
-    let (have, total) = local.trim_end_matches(" blocks local").split_once('/').unwrap();
+    let (have, total) = local
+        .trim_end_matches(" blocks local")
+        .split_once('/')
+        .unwrap();
     assert_eq!(have, total, "{local}");
     assert_eq!(errno(xattr(&mnt, "user.other")), Some(61 /* ENODATA */));
 
     // Read-only.
     assert_eq!(errno(fs::write(mnt.join("new"), b"x")), Some(EROFS));
-    assert_eq!(errno(fs::OpenOptions::new().write(true).open(mnt.join("empty"))), Some(EROFS));
+    assert_eq!(
+        errno(fs::OpenOptions::new().write(true).open(mnt.join("empty"))),
+        Some(EROFS)
+    );
     assert_eq!(errno(fs::create_dir(mnt.join("d"))), Some(EROFS));
     assert_eq!(errno(fs::remove_file(mnt.join("empty"))), Some(EROFS));
-    assert_eq!(errno(fs::rename(mnt.join("empty"), mnt.join("e2"))), Some(EROFS));
-    assert_eq!(errno(fs::set_permissions(mnt.join("empty"), fs::Permissions::from_mode(0o777))), Some(EROFS));
+    assert_eq!(
+        errno(fs::rename(mnt.join("empty"), mnt.join("e2"))),
+        Some(EROFS)
+    );
+    assert_eq!(
+        errno(fs::set_permissions(
+            mnt.join("empty"),
+            fs::Permissions::from_mode(0o777)
+        )),
+        Some(EROFS)
+    );
     assert_eq!(errno(fs::metadata(mnt.join("nope"))), Some(ENOENT));
 
     // Sequential throughput: the mount vs. the source file on the same machine.
@@ -286,9 +363,22 @@ fn mounted_tree_matches_source() {
     };
     // A fresh mount so the kernel page cache of the first one does not help.
     m.unmount();
-    let m = mount_at(store.source.clone(), MountRoot::Cid(root), MountOptions::default(), &rt);
+    let m = mount_at(
+        store.source.clone(),
+        MountRoot::Cid(root),
+        MountOptions::default(),
+        &rt,
+    );
     let through_mount = time(&m.path.join("big.bin"));
     let source = time(&src.path().join("big.bin"));
+    let start = Instant::now();
+    let mut cursor = reader.cursor(&big_cid, 0);
+    let mut n = 0;
+    while let Some(chunk) = block_on(&rt, cursor.next_chunk()).unwrap() {
+        n += chunk.len();
+    }
+    assert_eq!(n, BIG);
+    let direct = start.elapsed();
     let mib = BIG as f64 / (1 << 20) as f64;
     println!(
         "sequential read of {mib:.0} MiB: mount {:.0} MiB/s, source file {:.0} MiB/s (ratio {:.2})",
@@ -310,18 +400,43 @@ fn single_file_root_and_namespace() {
     let file = import(&store, &src.path().join("f.txt"), &ImportOptions::default());
     let dir = import(&store, &src.path().join("d"), &ImportOptions::default());
 
-    let m = mount_at(store.source.clone(), MountRoot::Cid(file), MountOptions::default(), &rt);
-    let names: Vec<_> = fs::read_dir(&m.path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let m = mount_at(
+        store.source.clone(),
+        MountRoot::Cid(file),
+        MountOptions::default(),
+        &rt,
+    );
+    let names: Vec<_> = fs::read_dir(&m.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert_eq!(names, [file.to_string()]);
-    assert_eq!(fs::read(m.path.join(file.to_string())).unwrap(), b"single file\n");
+    assert_eq!(
+        fs::read(m.path.join(file.to_string())).unwrap(),
+        b"single file\n"
+    );
     m.unmount();
 
-    let m = mount_at(store.source.clone(), MountRoot::Namespace, MountOptions::default(), &rt);
+    let m = mount_at(
+        store.source.clone(),
+        MountRoot::Namespace,
+        MountOptions::default(),
+        &rt,
+    );
     assert_eq!(fs::read_dir(&m.path).unwrap().count(), 0);
-    assert_eq!(fs::read(m.path.join(dir.to_string()).join("inner")).unwrap(), b"inner\n");
-    assert_eq!(fs::read(m.path.join(file.to_string())).unwrap(), b"single file\n");
+    assert_eq!(
+        fs::read(m.path.join(dir.to_string()).join("inner")).unwrap(),
+        b"inner\n"
+    );
+    assert_eq!(
+        fs::read(m.path.join(file.to_string())).unwrap(),
+        b"single file\n"
+    );
     assert_eq!(errno(fs::metadata(m.path.join("not-a-cid"))), Some(ENOENT));
-    let mut listed: Vec<_> = fs::read_dir(&m.path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut listed: Vec<_> = fs::read_dir(&m.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     listed.sort();
     let mut want = vec![file.to_string(), dir.to_string()];
     want.sort();
@@ -365,8 +480,14 @@ fn unavailable_content_fails_with_eio_without_stalling_local_reads() {
     let slow = block_on(&rt, reader.resolve(&root, &["slow.bin"])).unwrap();
     let stalled = block_on(&rt, reader.leaves(&slow, 1 << 20, 1)).unwrap()[0].0;
 
-    let source = Stalling { inner: store.source.clone(), stalled };
-    let options = MountOptions { timeout: Duration::from_secs(2), ..MountOptions::default() };
+    let source = Stalling {
+        inner: store.source.clone(),
+        stalled,
+    };
+    let options = MountOptions {
+        timeout: Duration::from_secs(2),
+        ..MountOptions::default()
+    };
     let m = mount_at(source, MountRoot::Cid(root), options, &rt);
 
     let (tx, rx) = mpsc::channel();
@@ -377,12 +498,22 @@ fn unavailable_content_fails_with_eio_without_stalling_local_reads() {
         let _ = tx.send(errno(f.read_at(&mut buf, 1 << 20)));
     });
     // While that read waits for its block, local content reads fine.
-    assert_eq!(fs::read(m.path.join("fast.bin")).unwrap(), fs::read(src.path().join("fast.bin")).unwrap());
+    assert_eq!(
+        fs::read(m.path.join("fast.bin")).unwrap(),
+        fs::read(src.path().join("fast.bin")).unwrap()
+    );
     let f = fs::File::open(m.path.join("slow.bin")).unwrap();
     let mut head = vec![0u8; 4096];
-    assert_eq!(f.read_at(&mut head, 0).unwrap(), 4096, "the local part of the slow file reads");
+    assert_eq!(
+        f.read_at(&mut head, 0).unwrap(),
+        4096,
+        "the local part of the slow file reads"
+    );
     drop(f);
-    assert!(rx.try_recv().is_err(), "the stalled read should still be pending");
+    assert!(
+        rx.try_recv().is_err(),
+        "the stalled read should still be pending"
+    );
     assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), Some(EIO));
     slow_reader.join().unwrap();
     m.unmount();
@@ -395,25 +526,50 @@ fn bad_mountpoints_are_refused() {
     fs::write(src.path().join("a"), b"a").unwrap();
     let store = store();
     let root = import(&store, src.path(), &ImportOptions::default());
-    let try_mount = |p: &Path| mount(store.source.clone(), MountRoot::Cid(root), p, MountOptions::default(), rt.handle().clone());
+    let try_mount = |p: &Path| {
+        mount(
+            store.source.clone(),
+            MountRoot::Cid(root),
+            p,
+            MountOptions::default(),
+            rt.handle().clone(),
+        )
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let e = try_mount(&dir.path().join("missing")).unwrap_err();
     assert!(matches!(e, MountError::MissingMountpoint { .. }), "{e}");
     assert!(e.to_string().contains("does not exist"), "{e}");
     fs::write(dir.path().join("file"), b"x").unwrap();
-    assert!(matches!(try_mount(&dir.path().join("file")), Err(MountError::NotADirectory { .. })));
+    assert!(matches!(
+        try_mount(&dir.path().join("file")),
+        Err(MountError::NotADirectory { .. })
+    ));
     let e = try_mount(dir.path()).unwrap_err();
     assert!(matches!(e, MountError::NotEmpty { .. }), "{e}");
 
-    let m = mount_at(store.source.clone(), MountRoot::Cid(root), MountOptions::default(), &rt);
+    let m = mount_at(
+        store.source.clone(),
+        MountRoot::Cid(root),
+        MountOptions::default(),
+        &rt,
+    );
     let e = try_mount(&m.path).unwrap_err();
     assert!(matches!(e, MountError::AlreadyMounted { .. }), "{e}");
-    assert_eq!(fs::read(m.path.join("a")).unwrap(), b"a", "the first mount still works");
+    assert_eq!(
+        fs::read(m.path.join("a")).unwrap(),
+        b"a",
+        "the first mount still works"
+    );
     m.unmount();
 
     // Unmounting on drop.
-    let m = mount_at(store.source.clone(), MountRoot::Cid(root), MountOptions::default(), &rt);
+    let m = mount_at(
+        store.source.clone(),
+        MountRoot::Cid(root),
+        MountOptions::default(),
+        &rt,
+    );
     let path = m.path.clone();
     drop(m);
     assert!(!is_mounted(&path));
@@ -423,9 +579,20 @@ fn bad_mountpoints_are_refused() {
 fn missing_root_is_a_clear_error() {
     let rt = runtime();
     let store = store();
-    let gone = cairn_store::cid_for(1, cairn_store::RAW, cairn_store::HashAlg::Sha2_256, b"not stored");
+    let gone = cairn_store::cid_for(
+        1,
+        cairn_store::RAW,
+        cairn_store::HashAlg::Sha2_256,
+        b"not stored",
+    );
     let dir = tempfile::tempdir().unwrap();
-    let e = mount(store.source.clone(), MountRoot::Cid(gone), dir.path(), MountOptions::default(), rt.handle().clone())
-        .unwrap_err();
+    let e = mount(
+        store.source.clone(),
+        MountRoot::Cid(gone),
+        dir.path(),
+        MountOptions::default(),
+        rt.handle().clone(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains(&gone.to_string()), "{e}");
 }

@@ -12,7 +12,10 @@ use std::process::{Command, Stdio};
 use cairn_store::{import_path, import_reader, ImportEvent, ImportOptions, NullSink};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Deterministic pseudo-random bytes (splitmix64).
@@ -65,11 +68,22 @@ fn js_cids(dir: &Path, jobs: &[serde_json::Value]) -> Vec<JsResult> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node (needed for interop; CAIRN_SKIP_INTEROP=1 skips): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run node (needed for interop; CAIRN_SKIP_INTEROP=1 skips): {e}")
+        });
     let input = serde_json::json!({ "jobs": jobs }).to_string();
-    child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write jobs to node");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .expect("write jobs to node");
     let out = child.wait_with_output().expect("node ran");
-    assert!(out.status.success(), "node cids.mjs failed: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "node cids.mjs failed: {:?}",
+        out.status
+    );
     let text = String::from_utf8(out.stdout).expect("node prints UTF-8");
     let results: Vec<JsResult> = text
         .lines()
@@ -79,9 +93,17 @@ fn js_cids(dir: &Path, jobs: &[serde_json::Value]) -> Vec<JsResult> {
                 .as_array()
                 .expect("entries")
                 .iter()
-                .map(|e| (e["path"].as_str().unwrap_or("").to_string(), e["cid"].as_str().unwrap_or("").to_string()))
+                .map(|e| {
+                    (
+                        e["path"].as_str().unwrap_or("").to_string(),
+                        e["cid"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect();
-            JsResult { root: v["root"].as_str().expect("a root CID").to_string(), entries }
+            JsResult {
+                root: v["root"].as_str().expect("a root CID").to_string(),
+                entries,
+            }
         })
         .collect();
     assert_eq!(results.len(), jobs.len(), "node answered every job");
@@ -109,7 +131,17 @@ fn write(path: &Path, data: &[u8]) {
 /// Files of the sizes that break things, a mixed tree and a directory big enough to shard.
 fn fixtures(root: &Path) -> Vec<PathBuf> {
     const K256: usize = 262_144;
-    let sizes = [0, 1, 1000, K256 - 1, K256, K256 + 1, 1 << 20, 10 << 20, 174 * K256 + 12_345];
+    let sizes = [
+        0,
+        1,
+        1000,
+        K256 - 1,
+        K256,
+        K256 + 1,
+        1 << 20,
+        10 << 20,
+        174 * K256 + 12_345,
+    ];
     let mut paths = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
         let p = root.join(format!("file-{size}.bin"));
@@ -120,7 +152,10 @@ fn fixtures(root: &Path) -> Vec<PathBuf> {
     let tree = root.join("tree");
     write(&tree.join("a.txt"), b"hello world\n");
     write(&tree.join(".hidden"), b"hidden files are included\n");
-    write(&tree.join("sub/nested/deep.bin"), &pseudo_random(300_000, 42));
+    write(
+        &tree.join("sub/nested/deep.bin"),
+        &pseudo_random(300_000, 42),
+    );
     write(&tree.join("sub/b.txt"), b"bee\n");
     write(&tree.join("ünïcødé/日本語.txt"), "こんにちは\n".as_bytes());
     write(&tree.join("Zebra"), b"upper case sorts first\n");
@@ -138,7 +173,10 @@ fn fixtures(root: &Path) -> Vec<PathBuf> {
         let name = format!("entry-{i:05}-with-a-fairly-long-name-to-fill-the-directory-node.txt");
         write(&big.join(name), format!("{i}\n").as_bytes());
     }
-    write(&big.join("a-subdir/inside.txt"), b"inside a sharded directory\n");
+    write(
+        &big.join("a-subdir/inside.txt"),
+        b"inside a sharded directory\n",
+    );
     fs::create_dir_all(big.join("an-empty-subdir")).expect("mkdir");
     paths.push(big);
     paths
@@ -147,7 +185,12 @@ fn fixtures(root: &Path) -> Vec<PathBuf> {
 /// Directories the JS importer does not list under their own path: empty directories, and
 /// directories inside a sharded one (it reports those under the shard's path). cairn lists every
 /// directory, as Kubo does; the parents' CIDs still prove these directories are identical.
-const JS_UNLISTED: [&str; 4] = ["tree/empty", "tree/sub/empty-too", "bigdir/an-empty-subdir", "bigdir/a-subdir"];
+const JS_UNLISTED: [&str; 4] = [
+    "tree/empty",
+    "tree/sub/empty-too",
+    "bigdir/an-empty-subdir",
+    "bigdir/a-subdir",
+];
 
 #[test]
 fn cids_match_the_js_importer() {
@@ -172,18 +215,34 @@ fn cids_match_the_js_importer() {
         for p in &paths {
             let (root, entries) = cairn_cids(p, &opts);
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            assert_eq!(root, js[i].root, "root CID of {name} (cidv{v}, raw_leaves={raw})");
+            assert_eq!(
+                root, js[i].root,
+                "root CID of {name} (cidv{v}, raw_leaves={raw})"
+            );
             let mut listed = entries.clone();
             listed.retain(|path, _| !JS_UNLISTED.contains(&path.as_str()));
             let diff: Vec<_> = listed
                 .iter()
                 .map(|(p, c)| (p, Some(c)))
-                .chain(js[i].entries.keys().filter(|p| !listed.contains_key(*p)).map(|p| (p, None)))
+                .chain(
+                    js[i]
+                        .entries
+                        .keys()
+                        .filter(|p| !listed.contains_key(*p))
+                        .map(|p| (p, None)),
+                )
                 .filter(|(p, c)| js[i].entries.get(*p) != *c)
                 .map(|(p, c)| format!("{p}: cairn {c:?} js {:?}", js[i].entries.get(p)))
                 .collect();
-            assert!(diff.is_empty(), "entry CIDs under {name} (cidv{v}, raw_leaves={raw}) differ:\n{}", diff.join("\n"));
-            eprintln!("cidv{v} raw={raw:<5} {name:<24} {root} ({} entries)", entries.len());
+            assert!(
+                diff.is_empty(),
+                "entry CIDs under {name} (cidv{v}, raw_leaves={raw}) differ:\n{}",
+                diff.join("\n")
+            );
+            eprintln!(
+                "cidv{v} raw={raw:<5} {name:<24} {root} ({} entries)",
+                entries.len()
+            );
             checked += entries.len();
             i += 1;
         }
@@ -194,20 +253,60 @@ fn cids_match_the_js_importer() {
 #[test]
 fn known_vectors_from_interop_md() {
     let hello = b"hello world\n";
-    let v0 = import_reader(&hello[..], &ImportOptions::with_cid_version(0), &NullSink, &mut |_| {}).expect("import");
-    assert_eq!(v0.cid.to_string(), "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o");
+    let v0 = import_reader(
+        &hello[..],
+        &ImportOptions::with_cid_version(0),
+        &NullSink,
+        &mut |_| {},
+    )
+    .expect("import");
+    assert_eq!(
+        v0.cid.to_string(),
+        "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+    );
     assert_eq!(v0.size, 12);
-    let v1 = import_reader(&hello[..], &ImportOptions::default(), &NullSink, &mut |_| {}).expect("import");
-    assert_eq!(v1.cid.to_string(), "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4");
+    let v1 = import_reader(
+        &hello[..],
+        &ImportOptions::default(),
+        &NullSink,
+        &mut |_| {},
+    )
+    .expect("import");
+    assert_eq!(
+        v1.cid.to_string(),
+        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+    );
 
-    let empty = import_reader(&b""[..], &ImportOptions::with_cid_version(0), &NullSink, &mut |_| {}).expect("import");
-    assert_eq!(empty.cid.to_string(), "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH");
-    let empty_raw = import_reader(&b""[..], &ImportOptions::default(), &NullSink, &mut |_| {}).expect("import");
-    assert_eq!(empty_raw.cid.to_string(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+    let empty = import_reader(
+        &b""[..],
+        &ImportOptions::with_cid_version(0),
+        &NullSink,
+        &mut |_| {},
+    )
+    .expect("import");
+    assert_eq!(
+        empty.cid.to_string(),
+        "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+    );
+    let empty_raw =
+        import_reader(&b""[..], &ImportOptions::default(), &NullSink, &mut |_| {}).expect("import");
+    assert_eq!(
+        empty_raw.cid.to_string(),
+        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    );
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("empty-dir");
     fs::create_dir(&dir).expect("mkdir");
-    let d = import_path(&dir, &ImportOptions::with_cid_version(0), &NullSink, &mut |_| {}).expect("import");
-    assert_eq!(d.cid.to_string(), "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
+    let d = import_path(
+        &dir,
+        &ImportOptions::with_cid_version(0),
+        &NullSink,
+        &mut |_| {},
+    )
+    .expect("import");
+    assert_eq!(
+        d.cid.to_string(),
+        "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+    );
 }

@@ -47,8 +47,13 @@ pub(super) fn import_tree(
     events: &mut dyn FnMut(ImportEvent),
 ) -> Result<Imported, ImportError> {
     let md = fs::symlink_metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => ImportError::NotFound { path: path.to_path_buf() },
-        _ => ImportError::Read { path: path.to_path_buf(), source: e },
+        io::ErrorKind::NotFound => ImportError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => ImportError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
     let name = match path.file_name() {
         Some(n) => n.to_os_string(),
@@ -58,13 +63,25 @@ pub(super) fn import_tree(
             .and_then(|p| p.file_name().map(|n| n.to_os_string()))
             .unwrap_or_default(),
     };
-    let name = name.into_string().map_err(|_| ImportError::NonUtf8 { path: path.to_path_buf() })?;
-    let mut walk = Walk { opts, out, events, dir_events: Vec::new(), bytes_read: 0 };
+    let name = name.into_string().map_err(|_| ImportError::NonUtf8 {
+        path: path.to_path_buf(),
+    })?;
+    let mut walk = Walk {
+        opts,
+        out,
+        events,
+        dir_events: Vec::new(),
+        bytes_read: 0,
+    };
     let (child, size) = walk.entry(path, &name, md)?;
     for ev in std::mem::take(&mut walk.dir_events) {
         (walk.events)(ev);
     }
-    Ok(Imported { cid: child.cid, size, tsize: child.tsize })
+    Ok(Imported {
+        cid: child.cid,
+        size,
+        tsize: child.tsize,
+    })
 }
 
 impl Walk<'_, '_> {
@@ -74,15 +91,39 @@ impl Walk<'_, '_> {
         let ft = md.file_type();
         if ft.is_symlink() {
             let target = fs::read_link(path).map_err(|e| read_err(path, e))?;
-            let target = target.into_os_string().into_string().map_err(|_| ImportError::NonUtf8 { path: path.to_path_buf() })?;
+            let target =
+                target
+                    .into_os_string()
+                    .into_string()
+                    .map_err(|_| ImportError::NonUtf8 {
+                        path: path.to_path_buf(),
+                    })?;
             let mut d = UnixFsData::new(DataType::Symlink);
             d.data = (!target.is_empty()).then(|| target.into_bytes().into());
-            let node = PbNode { links: Vec::new(), data: Some(d.encode().into()) };
+            let node = PbNode {
+                links: Vec::new(),
+                data: Some(d.encode().into()),
+            };
             let (cid, tsize) = self.store(node)?;
-            (self.events)(ImportEvent::Added { cid, path: rel.to_string(), size: tsize });
-            Ok((Child { name, cid, tsize, nonempty_dir: false }, 0))
+            (self.events)(ImportEvent::Added {
+                cid,
+                path: rel.to_string(),
+                size: tsize,
+            });
+            Ok((
+                Child {
+                    name,
+                    cid,
+                    tsize,
+                    nonempty_dir: false,
+                },
+                0,
+            ))
         } else if ft.is_file() {
-            let meta = FileMeta { mode: self.mode(&md), mtime: self.mtime(&md) };
+            let meta = FileMeta {
+                mode: self.mode(&md),
+                mtime: self.mtime(&md),
+            };
             let f = File::open(path).map_err(|e| read_err(path, e))?;
             let base = self.bytes_read;
             let events = &mut *self.events;
@@ -94,20 +135,44 @@ impl Walk<'_, '_> {
                 file::import_parallel(f, self.opts, &meta, self.out, &mut progress, &on_err)?
             };
             self.bytes_read += imported.size;
-            (self.events)(ImportEvent::Added { cid: imported.cid, path: rel.to_string(), size: imported.tsize });
-            Ok((Child { name, cid: imported.cid, tsize: imported.tsize, nonempty_dir: false }, imported.size))
+            (self.events)(ImportEvent::Added {
+                cid: imported.cid,
+                path: rel.to_string(),
+                size: imported.tsize,
+            });
+            Ok((
+                Child {
+                    name,
+                    cid: imported.cid,
+                    tsize: imported.tsize,
+                    nonempty_dir: false,
+                },
+                imported.size,
+            ))
         } else if ft.is_dir() {
             self.directory(path, rel, name, &md)
         } else {
-            Err(ImportError::Unsupported { path: path.to_path_buf(), kind: special_kind(&md) })
+            Err(ImportError::Unsupported {
+                path: path.to_path_buf(),
+                kind: special_kind(&md),
+            })
         }
     }
 
-    fn directory(&mut self, path: &Path, rel: &str, name: String, md: &Metadata) -> Result<(Child, u64), ImportError> {
+    fn directory(
+        &mut self,
+        path: &Path,
+        rel: &str,
+        name: String,
+        md: &Metadata,
+    ) -> Result<(Child, u64), ImportError> {
         let mut names = Vec::new();
         for entry in fs::read_dir(path).map_err(|e| read_err(path, e))? {
             let entry = entry.map_err(|e| read_err(path, e))?;
-            let n = entry.file_name().into_string().map_err(|_| ImportError::NonUtf8 { path: entry.path() })?;
+            let n = entry
+                .file_name()
+                .into_string()
+                .map_err(|_| ImportError::NonUtf8 { path: entry.path() })?;
             names.push(n);
         }
         // String order is byte order: the order Kubo adds entries and sorts links.
@@ -131,7 +196,14 @@ impl Walk<'_, '_> {
                 mode,
                 mtime,
             };
-            let entries = children.into_iter().map(|c| ShardEntry { name: c.name, cid: c.cid, tsize: c.tsize }).collect();
+            let entries = children
+                .into_iter()
+                .map(|c| ShardEntry {
+                    name: c.name,
+                    cid: c.cid,
+                    tsize: c.tsize,
+                })
+                .collect();
             let out = &mut *self.out;
             hamt::build_shard(entries, &params, &mut |b| out.push(b))?
         } else {
@@ -141,14 +213,30 @@ impl Walk<'_, '_> {
             let node = PbNode {
                 links: children
                     .into_iter()
-                    .map(|c| PbLink { cid: c.cid, name: Some(c.name), tsize: Some(c.tsize) })
+                    .map(|c| PbLink {
+                        cid: c.cid,
+                        name: Some(c.name),
+                        tsize: Some(c.tsize),
+                    })
                     .collect(),
                 data: Some(d.encode().into()),
             };
             self.store(node)?
         };
-        self.dir_events.push(ImportEvent::Added { cid, path: rel.to_string(), size: tsize });
-        Ok((Child { name, cid, tsize, nonempty_dir: !names.is_empty() }, size))
+        self.dir_events.push(ImportEvent::Added {
+            cid,
+            path: rel.to_string(),
+            size: tsize,
+        });
+        Ok((
+            Child {
+                name,
+                cid,
+                tsize,
+                nonempty_dir: !names.is_empty(),
+            },
+            size,
+        ))
     }
 
     /// Encodes a node (links already sorted), queues its block, returns its CID and cumulative size.
@@ -184,8 +272,13 @@ impl Walk<'_, '_> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            let nanos = u32::try_from(md.mtime_nsec()).ok().filter(|&n| n > 0 && n < 1_000_000_000);
-            Some(UnixTime { seconds: md.mtime(), nanos })
+            let nanos = u32::try_from(md.mtime_nsec())
+                .ok()
+                .filter(|&n| n > 0 && n < 1_000_000_000);
+            Some(UnixTime {
+                seconds: md.mtime(),
+                nanos,
+            })
         }
         #[cfg(not(unix))]
         {
@@ -217,7 +310,10 @@ fn should_shard(children: &[Child], threshold: usize) -> bool {
 }
 
 fn read_err(path: &Path, source: io::Error) -> ImportError {
-    ImportError::Read { path: path.to_path_buf(), source }
+    ImportError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn special_kind(md: &Metadata) -> &'static str {

@@ -65,10 +65,17 @@ fn encode_leaf(chunk: Bytes, opts: &ImportOptions) -> Leaf {
         let mut d = UnixFsData::new(DataType::File);
         d.data = (!chunk.is_empty()).then(|| chunk.clone());
         d.filesize = Some(filesize);
-        let node = PbNode { links: Vec::new(), data: Some(d.encode().into()) };
+        let node = PbNode {
+            links: Vec::new(),
+            data: Some(d.encode().into()),
+        };
         Block::encode(opts.cid_version, DAG_PB, opts.hash, node.encode().into())
     };
-    let info = LinkInfo { cid: *block.cid(), tsize: block.data().len() as u64, filesize };
+    let info = LinkInfo {
+        cid: *block.cid(),
+        tsize: block.data().len() as u64,
+        filesize,
+    };
     Leaf { block, info, chunk }
 }
 
@@ -85,7 +92,13 @@ struct TreeBuilder<'o> {
 
 impl<'o> TreeBuilder<'o> {
     fn new(opts: &'o ImportOptions, meta: FileMeta) -> Self {
-        TreeBuilder { opts, meta, levels: Vec::new(), first: None, leaves: 0 }
+        TreeBuilder {
+            opts,
+            meta,
+            levels: Vec::new(),
+            first: None,
+            leaves: 0,
+        }
     }
 
     fn push(&mut self, leaf: Leaf, out: &mut Batcher) -> Result<(), StoreError> {
@@ -124,14 +137,22 @@ impl<'o> TreeBuilder<'o> {
         let node = PbNode {
             links: links
                 .iter()
-                .map(|l| PbLink { cid: l.cid, name: Some(String::new()), tsize: Some(l.tsize) })
+                .map(|l| PbLink {
+                    cid: l.cid,
+                    name: Some(String::new()),
+                    tsize: Some(l.tsize),
+                })
                 .collect(),
             data: Some(d.encode().into()),
         };
         let bytes = node.encode();
         let tsize = bytes.len() as u64 + links.iter().map(|l| l.tsize).sum::<u64>();
         let block = Block::encode(self.opts.cid_version, DAG_PB, self.opts.hash, bytes.into());
-        let info = LinkInfo { cid: *block.cid(), tsize, filesize };
+        let info = LinkInfo {
+            cid: *block.cid(),
+            tsize,
+            filesize,
+        };
         out.push(block)?;
         Ok(info)
     }
@@ -147,9 +168,21 @@ impl<'o> TreeBuilder<'o> {
             d.data = (!only.chunk.is_empty()).then(|| only.chunk.clone());
             d.filesize = Some(only.info.filesize);
             self.meta.apply(&mut d);
-            let node = PbNode { links: Vec::new(), data: Some(d.encode().into()) };
-            let block = Block::encode(self.opts.cid_version, DAG_PB, self.opts.hash, node.encode().into());
-            let info = LinkInfo { cid: *block.cid(), tsize: block.data().len() as u64, filesize: only.info.filesize };
+            let node = PbNode {
+                links: Vec::new(),
+                data: Some(d.encode().into()),
+            };
+            let block = Block::encode(
+                self.opts.cid_version,
+                DAG_PB,
+                self.opts.hash,
+                node.encode().into(),
+            );
+            let info = LinkInfo {
+                cid: *block.cid(),
+                tsize: block.data().len() as u64,
+                filesize: only.info.filesize,
+            };
             out.push(block)?;
             return Ok(info);
         }
@@ -174,7 +207,11 @@ impl<'o> TreeBuilder<'o> {
 }
 
 fn imported(root: LinkInfo) -> Imported {
-    Imported { cid: root.cid, size: root.filesize, tsize: root.tsize }
+    Imported {
+        cid: root.cid,
+        size: root.filesize,
+        tsize: root.tsize,
+    }
 }
 
 /// Imports a stream on the calling thread only (for small files).
@@ -208,7 +245,9 @@ pub(super) fn import_parallel<R: Read + Send>(
     read_err: &dyn Fn(io::Error) -> ImportError,
 ) -> Result<Imported, ImportError> {
     let chunker = Chunker::new(r, &opts.chunker).map_err(super::OptionsError::from)?;
-    let workers = thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let workers = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
     thread::scope(|s| {
         let mut to_workers: Vec<SyncSender<Vec<Bytes>>> = Vec::with_capacity(workers);
         let mut from_workers: Vec<Receiver<Vec<Leaf>>> = Vec::with_capacity(workers);
@@ -217,7 +256,8 @@ pub(super) fn import_parallel<R: Read + Send>(
             let (out_tx, out_rx) = sync_channel::<Vec<Leaf>>(1);
             s.spawn(move || {
                 for batch in in_rx {
-                    let leaves: Vec<Leaf> = batch.into_iter().map(|c| encode_leaf(c, opts)).collect();
+                    let leaves: Vec<Leaf> =
+                        batch.into_iter().map(|c| encode_leaf(c, opts)).collect();
                     if out_tx.send(leaves).is_err() {
                         break;
                     }
@@ -236,7 +276,10 @@ pub(super) fn import_parallel<R: Read + Send>(
                 bytes += chunk.len();
                 batch.push(chunk);
                 if batch.len() >= BATCH_CHUNKS || bytes >= BATCH_BYTES {
-                    if to_workers[next % workers].send(std::mem::take(&mut batch)).is_err() {
+                    if to_workers[next % workers]
+                        .send(std::mem::take(&mut batch))
+                        .is_err()
+                    {
                         return Ok(()); // the assembler stopped; it reports why
                     }
                     next += 1;
