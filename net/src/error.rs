@@ -27,6 +27,12 @@ pub enum NetError {
     /// The seed is not a valid Ed25519 secret key.
     #[error("invalid node identity seed")]
     BadIdentity,
+    /// The Kademlia protocol id is not a valid protocol name.
+    #[error("bad Kademlia protocol id {name:?} (expected e.g. /ipfs/kad/1.0.0)")]
+    BadKadProtocol {
+        /// What was configured.
+        name: String,
+    },
     /// The transport stack could not be built.
     #[error("cannot build the libp2p transport: {0}")]
     Transport(String),

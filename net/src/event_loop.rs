@@ -593,8 +593,11 @@ impl EventLoop {
     ) -> Result<Self, NetError> {
         let local = key.public().to_peer_id();
         let mut swarm = swarm_build::build(&cfg, key)?;
-        let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone())
-            .map_err(|e| NetError::Transport(e.to_string()))?;
+        let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(
+            |_| NetError::BadKadProtocol {
+                name: cfg.kad_protocol.clone(),
+            },
+        )?;
 
         let mut listeners = HashSet::new();
         for a in &cfg.listen_addrs {
@@ -622,10 +625,16 @@ impl EventLoop {
                 Ok(SwarmEvent::ListenerClosed {
                     addresses, reason, ..
                 }) => {
-                    return Err(NetError::Listen {
-                        addr: format!("{addresses:?}"),
-                        reason: format!("{reason:?}"),
-                    })
+                    let addr = addresses
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let reason = match reason {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "listener closed".to_string(),
+                    };
+                    return Err(NetError::Listen { addr, reason });
                 }
                 Ok(other) => tracing::trace!(?other, "event before start"),
                 Err(_) => {
@@ -1296,4 +1305,121 @@ fn answer(store: &dyn Blockstore, job: Vec<WantEntry>) -> Vec<(WantEntry, Answer
             (e, a)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_store::{Block as StoreBlock, HashAlg, RAW};
+    use tokio::sync::oneshot;
+
+    fn block(n: u8) -> (Cid, Bytes) {
+        StoreBlock::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![n; 100])).into_parts()
+    }
+
+    fn engine_with_peers(n: usize) -> (Engine, Vec<PeerId>) {
+        let mut e = Engine::new(PeerId::random(), NetConfig::local());
+        let peers: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            e.on_peer_connected(*p);
+        }
+        (e, peers)
+    }
+
+    fn wants_sent(e: &Engine, p: &PeerId) -> Vec<(Cid, WantType, bool)> {
+        e.outbox
+            .get(p)
+            .map(|ms| {
+                ms.iter()
+                    .flat_map(|m| m.wantlist.iter().map(|w| (w.cid, w.want_type, w.cancel)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn wants_coalesce_and_follow_have() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, data) = block(1);
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), tx1);
+        e.fetch(cid, Duration::from_secs(5), tx2);
+        assert_eq!(e.wants.len(), 1);
+        assert_eq!(e.wants[&cid].waiters.len(), 2);
+        for p in &peers {
+            assert_eq!(wants_sent(&e, p), vec![(cid, WantType::Have, false)]);
+        }
+        e.outbox.clear();
+        e.on_presence(peers[1], cid, Presence::Have);
+        assert_eq!(wants_sent(&e, &peers[1]), vec![(cid, WantType::Block, false)]);
+        let fresh = e.on_blocks(peers[1], vec![(cid, data.clone())]);
+        assert_eq!(fresh.len(), 1);
+        assert!(e.wants.is_empty());
+        assert_eq!(e.storing[&cid].len(), 2);
+        // The other peer gets a cancel.
+        assert!(wants_sent(&e, &peers[0]).contains(&(cid, WantType::Block, true)));
+        assert!(rx1.try_recv().is_err(), "readers are answered once the block is stored");
+    }
+
+    #[test]
+    fn forged_block_bans_but_late_duplicate_does_not() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, data) = block(2);
+        let (tx, _rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), tx);
+        let (other, junk) = block(3);
+        assert!(e.on_blocks(peers[0], vec![(other, junk)]).is_empty());
+        assert_eq!(e.actions.ban, vec![peers[0]]);
+        assert_eq!(e.stats.rejected_blocks, 1);
+        e.actions = Actions::default();
+        assert_eq!(e.on_blocks(peers[1], vec![(cid, data.clone())]).len(), 1);
+        assert!(e.on_blocks(peers[0], vec![(cid, data)]).is_empty());
+        assert!(e.actions.ban.is_empty());
+        assert_eq!(e.stats.dup_blocks, 1);
+    }
+
+    #[test]
+    fn all_dont_have_triggers_a_dht_search() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, _) = block(4);
+        let (tx, _rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), tx);
+        assert!(e.actions.search.is_empty());
+        e.on_presence(peers[0], cid, Presence::DontHave);
+        assert!(e.actions.search.is_empty());
+        e.on_presence(peers[1], cid, Presence::DontHave);
+        assert_eq!(e.actions.search, vec![cid]);
+    }
+
+    #[test]
+    fn expired_readers_get_timeouts_and_the_want_is_cancelled() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, _) = block(5);
+        let (tx, mut rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(0), tx);
+        e.outbox.clear();
+        e.tick(Instant::now() + Duration::from_millis(1), 16);
+        assert!(matches!(rx.try_recv(), Ok(Err(NetError::FetchTimeout { .. }))));
+        assert!(e.wants.is_empty());
+        assert_eq!(wants_sent(&e, &peers[0]), vec![(cid, WantType::Block, true)]);
+    }
+
+    #[test]
+    fn ledger_is_bounded_and_cancels_remove_entries() {
+        let (mut e, peers) = engine_with_peers(1);
+        let max = e.cfg.limits.max_ledger_entries;
+        let entries: Vec<WantEntry> = (0..max + 10)
+            .map(|i| {
+                let cid = cairn_store::cid_for(1, RAW, HashAlg::Sha2_256, &i.to_le_bytes());
+                want_entry(cid, WantType::Block, false)
+            })
+            .collect();
+        let first = entries[0].cid;
+        let job = e.on_wantlist(peers[0], false, entries);
+        assert_eq!(job.len(), max);
+        let job = e.on_wantlist(peers[0], false, vec![want_entry(first, WantType::Block, true)]);
+        assert!(job.is_empty());
+        assert!(!e.peers[&peers[0]].ledger.contains(&first));
+    }
 }

@@ -184,3 +184,19 @@ async fn two_providers_one_killed_mid_transfer() {
     let s = b.bitswap_stats().await.unwrap();
     assert_eq!(s.blocks_received, 301, "{s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_over_quic() {
+    let quic = || cairn_net::NetConfig {
+        listen_addrs: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
+        ..test_config()
+    };
+    let (a, a_store) = start_mem(quic()).await;
+    let (b, _) = start_mem(quic()).await;
+    let blk = raw_block(31, 700_000);
+    a_store.put(&blk).unwrap();
+    let a_addr = addr(&a).await;
+    assert!(a_addr.contains("/quic-v1/"), "{a_addr}");
+    b.connect(&a_addr).await.unwrap();
+    assert_eq!(&b.fetch(*blk.cid()).await.unwrap(), blk.data());
+}
