@@ -41,7 +41,10 @@ fn data(i: u64, len: usize) -> Bytes {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n = args.first().copied().unwrap_or(400);
     let kib = args.get(1).copied().unwrap_or(256);
     let provide_n = args.get(2).copied().unwrap_or(2000);
@@ -124,7 +127,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Provide: 4 more DHT servers so that each announcement has peers to reach.
     let mut others = Vec::new();
     for i in 0..4u8 {
-        others.push(Node::start(cfg(vec![a_addr.clone()]), seed(10 + i), Arc::new(MemoryStore::new())).await?);
+        others.push(
+            Node::start(
+                cfg(vec![a_addr.clone()]),
+                seed(10 + i),
+                Arc::new(MemoryStore::new()),
+            )
+            .await?,
+        );
     }
     for o in &others {
         o.connect(&a_addr).await?;

@@ -9,7 +9,9 @@ pub enum NetError {
     #[error("the network node has shut down")]
     Shutdown,
     /// A multiaddr did not parse.
-    #[error("bad multiaddr {addr:?}: {reason} (expected e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3Koo...)")]
+    #[error(
+        "bad multiaddr {addr:?}: {reason} (expected e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3Koo...)"
+    )]
     BadAddr {
         /// What was given.
         addr: String,

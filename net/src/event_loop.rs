@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_store::{Block, Blockstore, Cid};
 use futures::StreamExt;
+use libp2p::kad::store::RecordStore;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::kad::store::RecordStore;
 use libp2p::{identify, identity, kad, mdns, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -179,9 +179,11 @@ impl Engine {
 
     fn send_block(&mut self, peer: PeerId, cid: Cid, data: Bytes) {
         let len = data.len();
-        self.last_message(peer, |m| m.blocks.is_empty() || m.block_bytes() + len + 64 <= SOFT_MESSAGE_BYTES)
-            .blocks
-            .push((cid, data));
+        self.last_message(peer, |m| {
+            m.blocks.is_empty() || m.block_bytes() + len + 64 <= SOFT_MESSAGE_BYTES
+        })
+        .blocks
+        .push((cid, data));
     }
 
     fn send_presence(&mut self, peer: PeerId, cid: Cid, p: Presence) {
@@ -333,7 +335,11 @@ impl Engine {
     fn on_blocks(&mut self, peer: PeerId, blocks: Vec<(Cid, Bytes)>) -> Vec<(Cid, Bytes)> {
         let bad = blocks
             .iter()
-            .filter(|(c, _)| !(self.wants.contains_key(c) || self.storing.contains_key(c) || self.recent.contains(c)))
+            .filter(|(c, _)| {
+                !(self.wants.contains_key(c)
+                    || self.storing.contains_key(c)
+                    || self.recent.contains(c))
+            })
             .count();
         if bad > 0 {
             tracing::warn!(%peer, bad, "peer sent blocks matching no want (wrong bytes?), banning it");
@@ -506,7 +512,8 @@ impl Engine {
                 }
             }
             let due = now.duration_since(w.created) >= self.cfg.provider_search_delay
-                && w.last_search.is_none_or(|t| now.duration_since(t) >= RESEARCH_INTERVAL);
+                && w.last_search
+                    .is_none_or(|t| now.duration_since(t) >= RESEARCH_INTERVAL);
             if w.search.is_none() && due {
                 to_search.push(*cid);
             }
@@ -593,11 +600,12 @@ impl EventLoop {
     ) -> Result<Self, NetError> {
         let local = key.public().to_peer_id();
         let mut swarm = swarm_build::build(&cfg, key)?;
-        let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(
-            |_| NetError::BadKadProtocol {
-                name: cfg.kad_protocol.clone(),
-            },
-        )?;
+        let kad_protocol =
+            StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(|_| {
+                NetError::BadKadProtocol {
+                    name: cfg.kad_protocol.clone(),
+                }
+            })?;
 
         let mut listeners = HashSet::new();
         for a in &cfg.listen_addrs {
@@ -692,8 +700,10 @@ impl EventLoop {
             .cfg
             .reprovide_interval
             .unwrap_or(Duration::from_secs(365 * 24 * 3600));
-        let mut reprovide =
-            tokio::time::interval_at(tokio::time::Instant::now() + reprovide_every, reprovide_every);
+        let mut reprovide = tokio::time::interval_at(
+            tokio::time::Instant::now() + reprovide_every,
+            reprovide_every,
+        );
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
@@ -754,7 +764,11 @@ impl EventLoop {
                 timeout,
                 reply,
             } => {
-                let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&cid));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(provider_key(&cid));
                 self.finds.insert(
                     id,
                     Find {
@@ -821,7 +835,11 @@ impl EventLoop {
 
     // ----- DHT provide -----
 
-    fn start_provide_job(&mut self, keys: Vec<kad::RecordKey>, reply: Option<Reply<ProvideReport>>) {
+    fn start_provide_job(
+        &mut self,
+        keys: Vec<kad::RecordKey>,
+        reply: Option<Reply<ProvideReport>>,
+    ) {
         let limit = self.engine.cfg.limits.max_provided_keys;
         if self.provide_queue.len() + keys.len() > limit {
             if let Some(r) = reply {
@@ -845,7 +863,8 @@ impl EventLoop {
                 report: ProvideReport::default(),
             },
         );
-        self.provide_queue.extend(keys.into_iter().map(|k| (job, k)));
+        self.provide_queue
+            .extend(keys.into_iter().map(|k| (job, k)));
     }
 
     fn pump_provides(&mut self) {
@@ -881,7 +900,11 @@ impl EventLoop {
                 if let Some(r) = j.reply {
                     let _ = r.send(Ok(j.report));
                 }
-                tracing::debug!(ok = j.report.ok, failed = j.report.failed, "provide job done");
+                tracing::debug!(
+                    ok = j.report.ok,
+                    failed = j.report.failed,
+                    "provide job done"
+                );
             }
         }
     }
@@ -911,7 +934,11 @@ impl EventLoop {
         if w.search.is_some() {
             return;
         }
-        let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&cid));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(provider_key(&cid));
         w.search = Some(id);
         self.searches += 1;
         tracing::debug!(%cid, "searching the DHT for providers");
@@ -975,7 +1002,9 @@ impl EventLoop {
                             self.provide_done(job, r.is_ok());
                         }
                     }
-                    kad::QueryResult::Bootstrap(r) => tracing::debug!(ok = r.is_ok(), "DHT bootstrap step"),
+                    kad::QueryResult::Bootstrap(r) => {
+                        tracing::debug!(ok = r.is_ok(), "DHT bootstrap step")
+                    }
                     other => tracing::trace!(?other, "kad query result"),
                 }
                 if step.last {
@@ -1019,7 +1048,10 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 for (peer, addr) in list {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                     if !self.swarm.is_connected(&peer) {
                         let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
                         let _ = self.swarm.dial(opts);
@@ -1255,7 +1287,8 @@ impl EventLoop {
                 break;
             };
             let store = self.store.clone();
-            self.serve_tasks.spawn_blocking(move || (peer, answer(&*store, job)));
+            self.serve_tasks
+                .spawn_blocking(move || (peer, answer(&*store, job)));
         }
     }
 
@@ -1352,14 +1385,20 @@ mod tests {
         }
         e.outbox.clear();
         e.on_presence(peers[1], cid, Presence::Have);
-        assert_eq!(wants_sent(&e, &peers[1]), vec![(cid, WantType::Block, false)]);
+        assert_eq!(
+            wants_sent(&e, &peers[1]),
+            vec![(cid, WantType::Block, false)]
+        );
         let fresh = e.on_blocks(peers[1], vec![(cid, data.clone())]);
         assert_eq!(fresh.len(), 1);
         assert!(e.wants.is_empty());
         assert_eq!(e.storing[&cid].len(), 2);
         // The other peer gets a cancel.
         assert!(wants_sent(&e, &peers[0]).contains(&(cid, WantType::Block, true)));
-        assert!(rx1.try_recv().is_err(), "readers are answered once the block is stored");
+        assert!(
+            rx1.try_recv().is_err(),
+            "readers are answered once the block is stored"
+        );
     }
 
     #[test]
@@ -1400,9 +1439,15 @@ mod tests {
         e.fetch(cid, Duration::from_secs(0), tx);
         e.outbox.clear();
         e.tick(Instant::now() + Duration::from_millis(1), 16);
-        assert!(matches!(rx.try_recv(), Ok(Err(NetError::FetchTimeout { .. }))));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(NetError::FetchTimeout { .. }))
+        ));
         assert!(e.wants.is_empty());
-        assert_eq!(wants_sent(&e, &peers[0]), vec![(cid, WantType::Block, true)]);
+        assert_eq!(
+            wants_sent(&e, &peers[0]),
+            vec![(cid, WantType::Block, true)]
+        );
     }
 
     #[test]
@@ -1418,7 +1463,11 @@ mod tests {
         let first = entries[0].cid;
         let job = e.on_wantlist(peers[0], false, entries);
         assert_eq!(job.len(), max);
-        let job = e.on_wantlist(peers[0], false, vec![want_entry(first, WantType::Block, true)]);
+        let job = e.on_wantlist(
+            peers[0],
+            false,
+            vec![want_entry(first, WantType::Block, true)],
+        );
         assert!(job.is_empty());
         assert!(!e.peers[&peers[0]].ledger.contains(&first));
     }

@@ -35,7 +35,10 @@ pub(crate) fn dht_server(cfg: &NetConfig) -> bool {
     }
 }
 
-pub(crate) fn build(cfg: &NetConfig, key: identity::Keypair) -> Result<Swarm<NodeBehaviour>, NetError> {
+pub(crate) fn build(
+    cfg: &NetConfig,
+    key: identity::Keypair,
+) -> Result<Swarm<NodeBehaviour>, NetError> {
     let peer_id = key.public().to_peer_id();
     let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(|_| {
         NetError::BadKadProtocol {

@@ -31,7 +31,9 @@ async fn two_nodes_fetch_by_cid_and_dag() {
 
     let source = NetSource::new(b.clone());
     let mut last = 0;
-    let done = fetch_dag(&source, root, 16, |p| last = p.blocks).await.unwrap();
+    let done = fetch_dag(&source, root, 16, |p| last = p.blocks)
+        .await
+        .unwrap();
     assert_eq!(done.blocks, 41);
     assert_eq!(last, 41);
     for blk in &blocks {
@@ -85,7 +87,11 @@ async fn unknown_cid_times_out_within_the_deadline() {
     let source = NetSource::new(b.clone()).with_timeout(Duration::from_secs(1));
     let r = source.get(missing.cid()).await;
     assert!(matches!(r, Err(GetError::Timeout { secs: 1, .. })), "{r:?}");
-    assert_eq!(b.bitswap_stats().await.unwrap().wants, 0, "expired wants are dropped");
+    assert_eq!(
+        b.bitswap_stats().await.unwrap().wants,
+        0,
+        "expired wants are dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,9 +107,18 @@ async fn bad_addresses_give_clear_errors() {
     assert!(e.to_string().contains("/ip4/127.0.0.1/tcp/1"), "{e}");
 
     // A black-holed address: the dial deadline (3 s in tests) answers.
-    let r = tokio::time::timeout(Duration::from_secs(10), b.connect("/ip4/10.255.255.1/tcp/4001")).await;
-    let e = r.expect("connect must end by its own deadline").unwrap_err();
-    assert!(matches!(e, NetError::DialTimeout { .. } | NetError::Dial { .. }), "{e}");
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.connect("/ip4/10.255.255.1/tcp/4001"),
+    )
+    .await;
+    let e = r
+        .expect("connect must end by its own deadline")
+        .unwrap_err();
+    assert!(
+        matches!(e, NetError::DialTimeout { .. } | NetError::Dial { .. }),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +142,10 @@ async fn hostile_peer_is_banned_and_honest_peer_delivers() {
     })
     .await;
     assert!(!b.peers().await.unwrap().contains(&h.peer_id()));
-    assert!(b.connect(&addr(&h).await).await.is_err(), "a banned peer is refused");
+    assert!(
+        b.connect(&addr(&h).await).await.is_err(),
+        "a banned peer is refused"
+    );
 
     b.connect(&addr(&a).await).await.unwrap();
     let got = fetch.await.unwrap().unwrap();
@@ -180,7 +198,10 @@ async fn two_providers_one_killed_mid_transfer() {
     for blk in &blocks {
         assert!(b_store.has(blk.cid()).unwrap());
     }
-    assert!(sent1 > 0 && sent2 > 0, "both providers served: {sent1} / {sent2}");
+    assert!(
+        sent1 > 0 && sent2 > 0,
+        "both providers served: {sent1} / {sent2}"
+    );
     let s = b.bitswap_stats().await.unwrap();
     assert_eq!(s.blocks_received, 301, "{s:?}");
 }

@@ -36,15 +36,21 @@ async fn ten_nodes_fetcher_finds_provider_through_the_dht() {
 
     // The fetcher knows only the bootstrap node, which does not have the blocks.
     let (fetcher, f_store) = start_mem(with_bootstrap(&boot_addr)).await;
-    let found = fetcher.find_providers(root, Duration::from_secs(10)).await.unwrap();
+    let found = fetcher
+        .find_providers(root, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert!(found.contains(&provider.peer_id()), "{found:?}");
 
     let source = NetSource::new(fetcher.clone());
     let t = Instant::now();
-    let done = tokio::time::timeout(Duration::from_secs(30), fetch_dag(&source, root, 16, |_| {}))
-        .await
-        .expect("DAG fetched in time")
-        .unwrap();
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        fetch_dag(&source, root, 16, |_| {}),
+    )
+    .await
+    .expect("DAG fetched in time")
+    .unwrap();
     assert_eq!(done.blocks, 31);
     for b in &blocks {
         assert!(f_store.has(b.cid()).unwrap());

@@ -525,14 +525,27 @@ mod tests {
                 cid: block(&d, false).0,
                 priority,
                 cancel,
-                want_type: if have { WantType::Have } else { WantType::Block },
+                want_type: if have {
+                    WantType::Have
+                } else {
+                    WantType::Block
+                },
                 send_dont_have: sdh,
             });
         (
             proptest::collection::vec(entry, 0..8),
             any::<bool>(),
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()), 0..4),
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..8), any::<bool>()), 0..4),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    any::<bool>(),
+                ),
+                0..4,
+            ),
+            proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..8), any::<bool>()),
+                0..4,
+            ),
             any::<i32>(),
         )
             .prop_map(|(wantlist, full, blocks, pres, pending_bytes)| Message {
@@ -542,7 +555,14 @@ mod tests {
                 presences: pres
                     .iter()
                     .map(|(d, h)| {
-                        (block(d, false).0, if *h { Presence::Have } else { Presence::DontHave })
+                        (
+                            block(d, false).0,
+                            if *h {
+                                Presence::Have
+                            } else {
+                                Presence::DontHave
+                            },
+                        )
                     })
                     .collect(),
                 pending_bytes,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_net::{DhtMode, MemoryStore, NetConfig, Node};
-use cairn_store::{Block, Blockstore, Cid, HashAlg, PbLink, PbNode, StoreError, StoreStats, DAG_PB, RAW};
+use cairn_store::{
+    Block, Blockstore, Cid, HashAlg, PbLink, PbNode, StoreError, StoreStats, DAG_PB, RAW,
+};
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
