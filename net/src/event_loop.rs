@@ -1029,7 +1029,7 @@ impl EventLoop {
                 info,
                 ..
             })) => {
-                if info.protocols.iter().any(|p| *p == self.kad_protocol) {
+                if info.protocols.contains(&self.kad_protocol) {
                     for a in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                     }
@@ -1341,6 +1341,7 @@ fn answer(store: &dyn Blockstore, job: Vec<WantEntry>) -> Vec<(WantEntry, Answer
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use cairn_store::{Block as StoreBlock, HashAlg, RAW};

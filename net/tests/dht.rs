@@ -1,5 +1,7 @@
 //! Kademlia: a network of real nodes, providers found through the DHT.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! Needs `net/tests/helia/node_modules` (run `scripts/helia-setup.sh`). Without it these tests
 //! fail, unless `CAIRN_SKIP_INTEROP=1` is set, in which case they are skipped with a message.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -378,11 +378,10 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
                 let mut w = Fields::new(wl);
                 while let Some((field, v)) = w.next_field()? {
                     match (field, v) {
-                        (1, Value::Bytes(e)) => {
-                            if msg.wantlist.len() < MAX_WANTLIST_ENTRIES {
-                                if let Some(e) = decode_entry(e)? {
-                                    msg.wantlist.push(e);
-                                }
+                        // Entries past the limit are ignored.
+                        (1, Value::Bytes(e)) if msg.wantlist.len() < MAX_WANTLIST_ENTRIES => {
+                            if let Some(e) = decode_entry(e)? {
+                                msg.wantlist.push(e);
                             }
                         }
                         (2, Value::Varint(full)) => msg.full = full != 0,
@@ -499,6 +498,7 @@ pub async fn read_frame<S: AsyncRead + Unpin>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use cairn_store::{Block, RAW};

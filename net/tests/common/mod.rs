@@ -1,5 +1,5 @@
 //! Helpers shared by the network tests: nodes on 127.0.0.1, test blocks and DAGs, waiting.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
