@@ -223,3 +223,21 @@ async fn fetch_over_quic() {
     b.connect(&a_addr).await.unwrap();
     assert_eq!(&b.fetch(*blk.cid()).await.unwrap(), blk.data());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_many_gets_every_block() {
+    use futures::StreamExt;
+    let (a, a_store) = start_mem(test_config()).await;
+    let (b, _) = start_mem(test_config()).await;
+    let blocks: Vec<_> = (0..50).map(|i| raw_block(900 + i, 10_000)).collect();
+    a_store.put_many(&blocks).unwrap();
+    b.connect(&addr(&a).await).await.unwrap();
+    let source = NetSource::new(b.clone());
+    let cids = blocks.iter().map(|b| *b.cid()).collect();
+    let got: Vec<_> = cairn_net::fetch_many(&source, cids, 16).collect().await;
+    assert_eq!(got.len(), 50);
+    for (cid, r) in got {
+        let want = blocks.iter().find(|b| *b.cid() == cid).unwrap();
+        assert_eq!(&r.unwrap(), want.data());
+    }
+}
