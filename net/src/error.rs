@@ -9,7 +9,9 @@ pub enum NetError {
     #[error("the network node has shut down")]
     Shutdown,
     /// A multiaddr did not parse.
-    #[error("bad multiaddr {addr:?}: {reason} (expected e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3Koo...)")]
+    #[error(
+        "bad multiaddr {addr:?}: {reason} (expected e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3Koo...)"
+    )]
     BadAddr {
         /// What was given.
         addr: String,
@@ -27,6 +29,12 @@ pub enum NetError {
     /// The seed is not a valid Ed25519 secret key.
     #[error("invalid node identity seed")]
     BadIdentity,
+    /// The Kademlia protocol id is not a valid protocol name.
+    #[error("bad Kademlia protocol id {name:?} (expected e.g. /ipfs/kad/1.0.0)")]
+    BadKadProtocol {
+        /// What was configured.
+        name: String,
+    },
     /// The transport stack could not be built.
     #[error("cannot build the libp2p transport: {0}")]
     Transport(String),

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_store::{Block, Blockstore, Cid};
 use futures::StreamExt;
+use libp2p::kad::store::RecordStore;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::kad::store::RecordStore;
 use libp2p::{identify, identity, kad, mdns, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -179,9 +179,11 @@ impl Engine {
 
     fn send_block(&mut self, peer: PeerId, cid: Cid, data: Bytes) {
         let len = data.len();
-        self.last_message(peer, |m| m.blocks.is_empty() || m.block_bytes() + len + 64 <= SOFT_MESSAGE_BYTES)
-            .blocks
-            .push((cid, data));
+        self.last_message(peer, |m| {
+            m.blocks.is_empty() || m.block_bytes() + len + 64 <= SOFT_MESSAGE_BYTES
+        })
+        .blocks
+        .push((cid, data));
     }
 
     fn send_presence(&mut self, peer: PeerId, cid: Cid, p: Presence) {
@@ -333,7 +335,11 @@ impl Engine {
     fn on_blocks(&mut self, peer: PeerId, blocks: Vec<(Cid, Bytes)>) -> Vec<(Cid, Bytes)> {
         let bad = blocks
             .iter()
-            .filter(|(c, _)| !(self.wants.contains_key(c) || self.storing.contains_key(c) || self.recent.contains(c)))
+            .filter(|(c, _)| {
+                !(self.wants.contains_key(c)
+                    || self.storing.contains_key(c)
+                    || self.recent.contains(c))
+            })
             .count();
         if bad > 0 {
             tracing::warn!(%peer, bad, "peer sent blocks matching no want (wrong bytes?), banning it");
@@ -506,7 +512,8 @@ impl Engine {
                 }
             }
             let due = now.duration_since(w.created) >= self.cfg.provider_search_delay
-                && w.last_search.is_none_or(|t| now.duration_since(t) >= RESEARCH_INTERVAL);
+                && w.last_search
+                    .is_none_or(|t| now.duration_since(t) >= RESEARCH_INTERVAL);
             if w.search.is_none() && due {
                 to_search.push(*cid);
             }
@@ -593,8 +600,12 @@ impl EventLoop {
     ) -> Result<Self, NetError> {
         let local = key.public().to_peer_id();
         let mut swarm = swarm_build::build(&cfg, key)?;
-        let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone())
-            .map_err(|e| NetError::Transport(e.to_string()))?;
+        let kad_protocol =
+            StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(|_| {
+                NetError::BadKadProtocol {
+                    name: cfg.kad_protocol.clone(),
+                }
+            })?;
 
         let mut listeners = HashSet::new();
         for a in &cfg.listen_addrs {
@@ -622,10 +633,16 @@ impl EventLoop {
                 Ok(SwarmEvent::ListenerClosed {
                     addresses, reason, ..
                 }) => {
-                    return Err(NetError::Listen {
-                        addr: format!("{addresses:?}"),
-                        reason: format!("{reason:?}"),
-                    })
+                    let addr = addresses
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let reason = match reason {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "listener closed".to_string(),
+                    };
+                    return Err(NetError::Listen { addr, reason });
                 }
                 Ok(other) => tracing::trace!(?other, "event before start"),
                 Err(_) => {
@@ -683,8 +700,10 @@ impl EventLoop {
             .cfg
             .reprovide_interval
             .unwrap_or(Duration::from_secs(365 * 24 * 3600));
-        let mut reprovide =
-            tokio::time::interval_at(tokio::time::Instant::now() + reprovide_every, reprovide_every);
+        let mut reprovide = tokio::time::interval_at(
+            tokio::time::Instant::now() + reprovide_every,
+            reprovide_every,
+        );
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
@@ -745,7 +764,11 @@ impl EventLoop {
                 timeout,
                 reply,
             } => {
-                let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&cid));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(provider_key(&cid));
                 self.finds.insert(
                     id,
                     Find {
@@ -812,7 +835,11 @@ impl EventLoop {
 
     // ----- DHT provide -----
 
-    fn start_provide_job(&mut self, keys: Vec<kad::RecordKey>, reply: Option<Reply<ProvideReport>>) {
+    fn start_provide_job(
+        &mut self,
+        keys: Vec<kad::RecordKey>,
+        reply: Option<Reply<ProvideReport>>,
+    ) {
         let limit = self.engine.cfg.limits.max_provided_keys;
         if self.provide_queue.len() + keys.len() > limit {
             if let Some(r) = reply {
@@ -836,7 +863,8 @@ impl EventLoop {
                 report: ProvideReport::default(),
             },
         );
-        self.provide_queue.extend(keys.into_iter().map(|k| (job, k)));
+        self.provide_queue
+            .extend(keys.into_iter().map(|k| (job, k)));
     }
 
     fn pump_provides(&mut self) {
@@ -872,7 +900,11 @@ impl EventLoop {
                 if let Some(r) = j.reply {
                     let _ = r.send(Ok(j.report));
                 }
-                tracing::debug!(ok = j.report.ok, failed = j.report.failed, "provide job done");
+                tracing::debug!(
+                    ok = j.report.ok,
+                    failed = j.report.failed,
+                    "provide job done"
+                );
             }
         }
     }
@@ -902,7 +934,11 @@ impl EventLoop {
         if w.search.is_some() {
             return;
         }
-        let id = self.swarm.behaviour_mut().kad.get_providers(provider_key(&cid));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(provider_key(&cid));
         w.search = Some(id);
         self.searches += 1;
         tracing::debug!(%cid, "searching the DHT for providers");
@@ -966,7 +1002,9 @@ impl EventLoop {
                             self.provide_done(job, r.is_ok());
                         }
                     }
-                    kad::QueryResult::Bootstrap(r) => tracing::debug!(ok = r.is_ok(), "DHT bootstrap step"),
+                    kad::QueryResult::Bootstrap(r) => {
+                        tracing::debug!(ok = r.is_ok(), "DHT bootstrap step")
+                    }
                     other => tracing::trace!(?other, "kad query result"),
                 }
                 if step.last {
@@ -991,7 +1029,7 @@ impl EventLoop {
                 info,
                 ..
             })) => {
-                if info.protocols.iter().any(|p| *p == self.kad_protocol) {
+                if info.protocols.contains(&self.kad_protocol) {
                     for a in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                     }
@@ -1010,7 +1048,10 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 for (peer, addr) in list {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                     if !self.swarm.is_connected(&peer) {
                         let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
                         let _ = self.swarm.dial(opts);
@@ -1246,7 +1287,8 @@ impl EventLoop {
                 break;
             };
             let store = self.store.clone();
-            self.serve_tasks.spawn_blocking(move || (peer, answer(&*store, job)));
+            self.serve_tasks
+                .spawn_blocking(move || (peer, answer(&*store, job)));
         }
     }
 
@@ -1296,4 +1338,138 @@ fn answer(store: &dyn Blockstore, job: Vec<WantEntry>) -> Vec<(WantEntry, Answer
             (e, a)
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use cairn_store::{Block as StoreBlock, HashAlg, RAW};
+    use tokio::sync::oneshot;
+
+    fn block(n: u8) -> (Cid, Bytes) {
+        StoreBlock::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![n; 100])).into_parts()
+    }
+
+    fn engine_with_peers(n: usize) -> (Engine, Vec<PeerId>) {
+        let mut e = Engine::new(PeerId::random(), NetConfig::local());
+        let peers: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            e.on_peer_connected(*p);
+        }
+        (e, peers)
+    }
+
+    fn wants_sent(e: &Engine, p: &PeerId) -> Vec<(Cid, WantType, bool)> {
+        e.outbox
+            .get(p)
+            .map(|ms| {
+                ms.iter()
+                    .flat_map(|m| m.wantlist.iter().map(|w| (w.cid, w.want_type, w.cancel)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn wants_coalesce_and_follow_have() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, data) = block(1);
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), tx1);
+        e.fetch(cid, Duration::from_secs(5), tx2);
+        assert_eq!(e.wants.len(), 1);
+        assert_eq!(e.wants[&cid].waiters.len(), 2);
+        for p in &peers {
+            assert_eq!(wants_sent(&e, p), vec![(cid, WantType::Have, false)]);
+        }
+        e.outbox.clear();
+        e.on_presence(peers[1], cid, Presence::Have);
+        assert_eq!(
+            wants_sent(&e, &peers[1]),
+            vec![(cid, WantType::Block, false)]
+        );
+        let fresh = e.on_blocks(peers[1], vec![(cid, data.clone())]);
+        assert_eq!(fresh.len(), 1);
+        assert!(e.wants.is_empty());
+        assert_eq!(e.storing[&cid].len(), 2);
+        // The other peer gets a cancel.
+        assert!(wants_sent(&e, &peers[0]).contains(&(cid, WantType::Block, true)));
+        assert!(
+            rx1.try_recv().is_err(),
+            "readers are answered once the block is stored"
+        );
+    }
+
+    #[test]
+    fn forged_block_bans_but_late_duplicate_does_not() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, data) = block(2);
+        let (tx, _rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), tx);
+        let (other, junk) = block(3);
+        assert!(e.on_blocks(peers[0], vec![(other, junk)]).is_empty());
+        assert_eq!(e.actions.ban, vec![peers[0]]);
+        assert_eq!(e.stats.rejected_blocks, 1);
+        e.actions = Actions::default();
+        assert_eq!(e.on_blocks(peers[1], vec![(cid, data.clone())]).len(), 1);
+        assert!(e.on_blocks(peers[0], vec![(cid, data)]).is_empty());
+        assert!(e.actions.ban.is_empty());
+        assert_eq!(e.stats.dup_blocks, 1);
+    }
+
+    #[test]
+    fn all_dont_have_triggers_a_dht_search() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, _) = block(4);
+        let (tx, _rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), tx);
+        assert!(e.actions.search.is_empty());
+        e.on_presence(peers[0], cid, Presence::DontHave);
+        assert!(e.actions.search.is_empty());
+        e.on_presence(peers[1], cid, Presence::DontHave);
+        assert_eq!(e.actions.search, vec![cid]);
+    }
+
+    #[test]
+    fn expired_readers_get_timeouts_and_the_want_is_cancelled() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, _) = block(5);
+        let (tx, mut rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(0), tx);
+        e.outbox.clear();
+        e.tick(Instant::now() + Duration::from_millis(1), 16);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(NetError::FetchTimeout { .. }))
+        ));
+        assert!(e.wants.is_empty());
+        assert_eq!(
+            wants_sent(&e, &peers[0]),
+            vec![(cid, WantType::Block, true)]
+        );
+    }
+
+    #[test]
+    fn ledger_is_bounded_and_cancels_remove_entries() {
+        let (mut e, peers) = engine_with_peers(1);
+        let max = e.cfg.limits.max_ledger_entries;
+        let entries: Vec<WantEntry> = (0..max + 10)
+            .map(|i| {
+                let cid = cairn_store::cid_for(1, RAW, HashAlg::Sha2_256, &i.to_le_bytes());
+                want_entry(cid, WantType::Block, false)
+            })
+            .collect();
+        let first = entries[0].cid;
+        let job = e.on_wantlist(peers[0], false, entries);
+        assert_eq!(job.len(), max);
+        let job = e.on_wantlist(
+            peers[0],
+            false,
+            vec![want_entry(first, WantType::Block, true)],
+        );
+        assert!(job.is_empty());
+        assert!(!e.peers[&peers[0]].ledger.contains(&first));
+    }
 }

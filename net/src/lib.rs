@@ -36,4 +36,4 @@ pub use error::NetError;
 pub use libp2p::{Multiaddr, PeerId};
 pub use memstore::MemoryStore;
 pub use node::{parse_addr, BitswapStats, Node, ProvideReport};
-pub use source::{fetch_dag, DagError, DagProgress, NetSource};
+pub use source::{fetch_dag, fetch_many, DagError, DagProgress, NetSource};

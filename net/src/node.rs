@@ -94,16 +94,20 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("peer_id", &self.peer_id).finish()
+        f.debug_struct("Node")
+            .field("peer_id", &self.peer_id)
+            .finish()
     }
 }
 
 /// Parses a multiaddr given by a user.
 pub fn parse_addr(s: &str) -> Result<Multiaddr, NetError> {
-    s.trim().parse::<Multiaddr>().map_err(|e| NetError::BadAddr {
-        addr: s.to_string(),
-        reason: e.to_string(),
-    })
+    s.trim()
+        .parse::<Multiaddr>()
+        .map_err(|e| NetError::BadAddr {
+            addr: s.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 impl Node {
@@ -115,7 +119,8 @@ impl Node {
         store: Arc<dyn Blockstore>,
     ) -> Result<Node, NetError> {
         let mut seed = seed;
-        let key = identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|_| NetError::BadIdentity)?;
+        let key =
+            identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|_| NetError::BadIdentity)?;
         let peer_id = key.public().to_peer_id();
         let fetch_timeout = config.fetch_timeout;
         let (tx, rx) = mpsc::channel(config.limits.command_queue.max(1));
@@ -175,7 +180,11 @@ impl Node {
     }
 
     /// Peers the DHT knows as providers of `cid`, gathered for at most `timeout`.
-    pub async fn find_providers(&self, cid: Cid, timeout: Duration) -> Result<Vec<PeerId>, NetError> {
+    pub async fn find_providers(
+        &self,
+        cid: Cid,
+        timeout: Duration,
+    ) -> Result<Vec<PeerId>, NetError> {
         self.ask(|reply| Command::FindProviders {
             cid,
             timeout,

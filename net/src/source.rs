@@ -140,3 +140,15 @@ pub async fn fetch_dag<S: BlockSource>(
     }
     Ok(p)
 }
+
+/// Gets many blocks with up to `window` in flight, yielding each result as it completes
+/// (a "session" without DAG walking: every want goes out at once, bounded by the window).
+pub fn fetch_many<S: BlockSource>(
+    source: &S,
+    cids: Vec<Cid>,
+    window: usize,
+) -> impl futures::Stream<Item = (Cid, Result<Bytes, GetError>)> + '_ {
+    futures::stream::iter(cids)
+        .map(move |cid| async move { (cid, source.get(&cid).await) })
+        .buffer_unordered(window.max(1))
+}

@@ -35,10 +35,15 @@ pub(crate) fn dht_server(cfg: &NetConfig) -> bool {
     }
 }
 
-pub(crate) fn build(cfg: &NetConfig, key: identity::Keypair) -> Result<Swarm<NodeBehaviour>, NetError> {
+pub(crate) fn build(
+    cfg: &NetConfig,
+    key: identity::Keypair,
+) -> Result<Swarm<NodeBehaviour>, NetError> {
     let peer_id = key.public().to_peer_id();
-    let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(|e| {
-        NetError::Transport(format!("bad kad protocol {:?}: {e}", cfg.kad_protocol))
+    let kad_protocol = StreamProtocol::try_from_owned(cfg.kad_protocol.clone()).map_err(|_| {
+        NetError::BadKadProtocol {
+            name: cfg.kad_protocol.clone(),
+        }
     })?;
 
     let mut kad_cfg = kad::Config::new(kad_protocol);
@@ -64,7 +69,7 @@ pub(crate) fn build(cfg: &NetConfig, key: identity::Keypair) -> Result<Swarm<Nod
     let mdns = if cfg.mdns {
         Some(
             mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
-                .map_err(|e| NetError::Transport(format!("mdns: {e}")))?,
+                .map_err(|e| NetError::Transport(e.to_string()))?,
         )
     } else {
         None

@@ -1,5 +1,7 @@
 //! Bitswap between real nodes on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -31,7 +33,9 @@ async fn two_nodes_fetch_by_cid_and_dag() {
 
     let source = NetSource::new(b.clone());
     let mut last = 0;
-    let done = fetch_dag(&source, root, 16, |p| last = p.blocks).await.unwrap();
+    let done = fetch_dag(&source, root, 16, |p| last = p.blocks)
+        .await
+        .unwrap();
     assert_eq!(done.blocks, 41);
     assert_eq!(last, 41);
     for blk in &blocks {
@@ -85,7 +89,11 @@ async fn unknown_cid_times_out_within_the_deadline() {
     let source = NetSource::new(b.clone()).with_timeout(Duration::from_secs(1));
     let r = source.get(missing.cid()).await;
     assert!(matches!(r, Err(GetError::Timeout { secs: 1, .. })), "{r:?}");
-    assert_eq!(b.bitswap_stats().await.unwrap().wants, 0, "expired wants are dropped");
+    assert_eq!(
+        b.bitswap_stats().await.unwrap().wants,
+        0,
+        "expired wants are dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,9 +109,18 @@ async fn bad_addresses_give_clear_errors() {
     assert!(e.to_string().contains("/ip4/127.0.0.1/tcp/1"), "{e}");
 
     // A black-holed address: the dial deadline (3 s in tests) answers.
-    let r = tokio::time::timeout(Duration::from_secs(10), b.connect("/ip4/10.255.255.1/tcp/4001")).await;
-    let e = r.expect("connect must end by its own deadline").unwrap_err();
-    assert!(matches!(e, NetError::DialTimeout { .. } | NetError::Dial { .. }), "{e}");
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.connect("/ip4/10.255.255.1/tcp/4001"),
+    )
+    .await;
+    let e = r
+        .expect("connect must end by its own deadline")
+        .unwrap_err();
+    assert!(
+        matches!(e, NetError::DialTimeout { .. } | NetError::Dial { .. }),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +144,10 @@ async fn hostile_peer_is_banned_and_honest_peer_delivers() {
     })
     .await;
     assert!(!b.peers().await.unwrap().contains(&h.peer_id()));
-    assert!(b.connect(&addr(&h).await).await.is_err(), "a banned peer is refused");
+    assert!(
+        b.connect(&addr(&h).await).await.is_err(),
+        "a banned peer is refused"
+    );
 
     b.connect(&addr(&a).await).await.unwrap();
     let got = fetch.await.unwrap().unwrap();
@@ -180,7 +200,44 @@ async fn two_providers_one_killed_mid_transfer() {
     for blk in &blocks {
         assert!(b_store.has(blk.cid()).unwrap());
     }
-    assert!(sent1 > 0 && sent2 > 0, "both providers served: {sent1} / {sent2}");
+    assert!(
+        sent1 > 0 && sent2 > 0,
+        "both providers served: {sent1} / {sent2}"
+    );
     let s = b.bitswap_stats().await.unwrap();
     assert_eq!(s.blocks_received, 301, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_over_quic() {
+    let quic = || cairn_net::NetConfig {
+        listen_addrs: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
+        ..test_config()
+    };
+    let (a, a_store) = start_mem(quic()).await;
+    let (b, _) = start_mem(quic()).await;
+    let blk = raw_block(31, 700_000);
+    a_store.put(&blk).unwrap();
+    let a_addr = addr(&a).await;
+    assert!(a_addr.contains("/quic-v1/"), "{a_addr}");
+    b.connect(&a_addr).await.unwrap();
+    assert_eq!(&b.fetch(*blk.cid()).await.unwrap(), blk.data());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_many_gets_every_block() {
+    use futures::StreamExt;
+    let (a, a_store) = start_mem(test_config()).await;
+    let (b, _) = start_mem(test_config()).await;
+    let blocks: Vec<_> = (0..50).map(|i| raw_block(900 + i, 10_000)).collect();
+    a_store.put_many(&blocks).unwrap();
+    b.connect(&addr(&a).await).await.unwrap();
+    let source = NetSource::new(b.clone());
+    let cids = blocks.iter().map(|b| *b.cid()).collect();
+    let got: Vec<_> = cairn_net::fetch_many(&source, cids, 16).collect().await;
+    assert_eq!(got.len(), 50);
+    for (cid, r) in got {
+        let want = blocks.iter().find(|b| *b.cid() == cid).unwrap();
+        assert_eq!(&r.unwrap(), want.data());
+    }
 }

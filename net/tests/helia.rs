@@ -3,6 +3,8 @@
 //! Needs `net/tests/helia/node_modules` (run `scripts/helia-setup.sh`). Without it these tests
 //! fail, unless `CAIRN_SKIP_INTEROP=1` is set, in which case they are skipped with a message.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;
@@ -92,7 +94,11 @@ impl Helia {
 
 fn sha256_hex(data: &[u8]) -> String {
     let cid = cid_for(1, RAW, HashAlg::Sha2_256, data);
-    cid.hash().digest().iter().map(|b| format!("{b:02x}")).collect()
+    cid.hash()
+        .digest()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,10 +148,7 @@ async fn cairn_has_a_block_helia_fetches_it() {
     let my_addr = addr(&node).await;
     helia.cmd(&format!("dial {my_addr}")).await.unwrap();
     for b in [&small, &big] {
-        let got = helia
-            .cmd(&format!("get {} 20000", b.cid()))
-            .await
-            .unwrap();
+        let got = helia.cmd(&format!("get {} 20000", b.cid())).await.unwrap();
         assert_eq!(got, format!("{} {}", b.data().len(), sha256_hex(b.data())));
     }
     let s = node.bitswap_stats().await.unwrap();
@@ -176,7 +179,10 @@ async fn dht_provider_records_cross_between_cairn_and_helia() {
             break;
         }
     }
-    assert!(found.contains(&me), "Helia did not find cairn as provider: {found:?}");
+    assert!(
+        found.contains(&me),
+        "Helia did not find cairn as provider: {found:?}"
+    );
 
     // Helia provides; cairn finds Helia, then fetches from it.
     let theirs = helia

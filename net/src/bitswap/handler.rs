@@ -21,7 +21,9 @@ use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
 use libp2p::swarm::handler::{
     ConnectionEvent, DialUpgradeError, FullyNegotiatedInbound, FullyNegotiatedOutbound,
 };
-use libp2p::swarm::{ConnectionHandler, ConnectionHandlerEvent, Stream, StreamUpgradeError, SubstreamProtocol};
+use libp2p::swarm::{
+    ConnectionHandler, ConnectionHandlerEvent, Stream, StreamUpgradeError, SubstreamProtocol,
+};
 use libp2p::StreamProtocol;
 
 use super::protocol::{self, DecodeError, Message, Version, MAX_MESSAGE_BYTES, PROTOCOLS};
@@ -248,9 +250,11 @@ impl ConnectionHandler for Handler {
                             None => {
                                 self.queue.push_front((msg, retried));
                                 self.out = Outbound::Opening;
-                                return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
-                                    protocol: SubstreamProtocol::new(Upgrade, ()),
-                                });
+                                return Poll::Ready(
+                                    ConnectionHandlerEvent::OutboundSubstreamRequest {
+                                        protocol: SubstreamProtocol::new(Upgrade, ()),
+                                    },
+                                );
                             }
                         }
                     }

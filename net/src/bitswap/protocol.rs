@@ -378,11 +378,10 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
                 let mut w = Fields::new(wl);
                 while let Some((field, v)) = w.next_field()? {
                     match (field, v) {
-                        (1, Value::Bytes(e)) => {
-                            if msg.wantlist.len() < MAX_WANTLIST_ENTRIES {
-                                if let Some(e) = decode_entry(e)? {
-                                    msg.wantlist.push(e);
-                                }
+                        // Entries past the limit are ignored.
+                        (1, Value::Bytes(e)) if msg.wantlist.len() < MAX_WANTLIST_ENTRIES => {
+                            if let Some(e) = decode_entry(e)? {
+                                msg.wantlist.push(e);
                             }
                         }
                         (2, Value::Varint(full)) => msg.full = full != 0,
@@ -499,6 +498,7 @@ pub async fn read_frame<S: AsyncRead + Unpin>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use cairn_store::{Block, RAW};
@@ -525,14 +525,27 @@ mod tests {
                 cid: block(&d, false).0,
                 priority,
                 cancel,
-                want_type: if have { WantType::Have } else { WantType::Block },
+                want_type: if have {
+                    WantType::Have
+                } else {
+                    WantType::Block
+                },
                 send_dont_have: sdh,
             });
         (
             proptest::collection::vec(entry, 0..8),
             any::<bool>(),
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..300), any::<bool>()), 0..4),
-            proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..8), any::<bool>()), 0..4),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    any::<bool>(),
+                ),
+                0..4,
+            ),
+            proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..8), any::<bool>()),
+                0..4,
+            ),
             any::<i32>(),
         )
             .prop_map(|(wantlist, full, blocks, pres, pending_bytes)| Message {
@@ -542,7 +555,14 @@ mod tests {
                 presences: pres
                     .iter()
                     .map(|(d, h)| {
-                        (block(d, false).0, if *h { Presence::Have } else { Presence::DontHave })
+                        (
+                            block(d, false).0,
+                            if *h {
+                                Presence::Have
+                            } else {
+                                Presence::DontHave
+                            },
+                        )
                     })
                     .collect(),
                 pending_bytes,

@@ -1,5 +1,5 @@
 //! Helpers shared by the network tests: nodes on 127.0.0.1, test blocks and DAGs, waiting.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_net::{DhtMode, MemoryStore, NetConfig, Node};
-use cairn_store::{Block, Blockstore, Cid, HashAlg, PbLink, PbNode, StoreError, StoreStats, DAG_PB, RAW};
+use cairn_store::{
+    Block, Blockstore, Cid, HashAlg, PbLink, PbNode, StoreError, StoreStats, DAG_PB, RAW,
+};
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
