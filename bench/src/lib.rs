@@ -73,7 +73,10 @@ fn wait4(pid: libc::pid_t, status: &mut libc::c_int) -> libc::rusage {
 /// Writes `len` bytes of incompressible pseudo-random data (xorshift) to `path`, unless a file of
 /// that size already exists there.
 pub fn make_file(path: &Path, len: u64, seed: u64) {
-    if std::fs::metadata(path).map(|m| m.len() == len).unwrap_or(false) {
+    if std::fs::metadata(path)
+        .map(|m| m.len() == len)
+        .unwrap_or(false)
+    {
         return;
     }
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
@@ -116,7 +119,11 @@ pub fn disk_usage(dir: &Path) -> u64 {
 pub fn cairn_bin() -> PathBuf {
     let me = std::env::current_exe().unwrap();
     let p = me.parent().unwrap().join("cairn");
-    assert!(p.exists(), "{} missing: run `cargo build --release -p cairn` first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release -p cairn` first",
+        p.display()
+    );
     p
 }
 

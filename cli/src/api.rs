@@ -58,7 +58,10 @@ pub struct ProgressUpdate {
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> io::Result<()> {
-    for piece in payload.chunks(MAX_FRAME).chain(payload.is_empty().then_some(&[][..])) {
+    for piece in payload
+        .chunks(MAX_FRAME)
+        .chain(payload.is_empty().then_some(&[][..]))
+    {
         let len = u32::try_from(piece.len()).map_err(|_| io::Error::other("frame too large"))?;
         let mut head = [0u8; 5];
         head[0] = tag;
@@ -99,7 +102,10 @@ mod tests {
         write_frame(&mut buf, tag::STDOUT, b"hello").unwrap();
         write_frame(&mut buf, tag::DONE, b"").unwrap();
         let mut r = &buf[..];
-        assert_eq!(read_frame(&mut r).unwrap(), Some((tag::STDOUT, b"hello".to_vec())));
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((tag::STDOUT, b"hello".to_vec()))
+        );
         assert_eq!(read_frame(&mut r).unwrap(), Some((tag::DONE, vec![])));
         assert_eq!(read_frame(&mut r).unwrap(), None);
 

@@ -22,8 +22,12 @@ pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Re
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         progress: show_progress,
     };
-    api::write_frame(&mut stream, api::tag::REQUEST, &serde_json::to_vec(&request)?)
-        .context("cannot send the command to the daemon")?;
+    api::write_frame(
+        &mut stream,
+        api::tag::REQUEST,
+        &serde_json::to_vec(&request)?,
+    )
+    .context("cannot send the command to the daemon")?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, stream);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -45,7 +49,8 @@ pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Re
                     }
                     continue;
                 }
-                let b = bar.get_or_insert_with(|| progress::indicatif_bar(update.total, &update.message));
+                let b = bar
+                    .get_or_insert_with(|| progress::indicatif_bar(update.total, &update.message));
                 b.set_position(update.position);
             }
             api::tag::ERROR => {

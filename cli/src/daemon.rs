@@ -53,13 +53,17 @@ pub fn net_config(repo: &Repo) -> Result<NetConfig> {
         "auto" => DhtMode::Auto,
         "client" => DhtMode::Client,
         "server" => DhtMode::Server,
-        other => bail!("bad network.dht_mode {other:?} in the repo config (auto, client or server)"),
+        other => {
+            bail!("bad network.dht_mode {other:?} in the repo config (auto, client or server)")
+        }
     };
     cfg.provide_strategy = match c.provide_strategy.as_str() {
         "all" => ProvideStrategy::All,
         "pinned" => ProvideStrategy::Pinned,
         "roots" => ProvideStrategy::Roots,
-        other => bail!("bad network.provide_strategy {other:?} in the repo config (all, pinned or roots)"),
+        other => bail!(
+            "bad network.provide_strategy {other:?} in the repo config (all, pinned or roots)"
+        ),
     };
     cfg.reprovide_interval =
         (c.reprovide_interval_secs > 0).then(|| Duration::from_secs(c.reprovide_interval_secs));
@@ -93,7 +97,10 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let mut out = console.output();
     out.text(&format!("peer id: {}", node.peer_id()))?;
     for addr in node.listen_addrs().await.unwrap_or_default() {
-        out.text(&format!("listening on {}", crate::online::with_peer_id(&addr, node.peer_id())))?;
+        out.text(&format!(
+            "listening on {}",
+            crate::online::with_peer_id(&addr, node.peer_id())
+        ))?;
     }
     out.text(&format!("API on {}", socket.display()))?;
     out.text("daemon is ready")?;
@@ -125,7 +132,10 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
 /// Waits for SIGINT or SIGTERM.
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}
@@ -185,7 +195,10 @@ fn serve_inner(stream: &mut UnixStream, daemon: &Arc<Daemon>) -> Result<()> {
     let request: Request = serde_json::from_slice(&payload).context("malformed request")?;
     let cli = Cli::try_parse_from(&request.argv).map_err(|e| anyhow::anyhow!("{e}"))?;
     let console = Console::remote(cli.json, request.progress, stream.try_clone()?);
-    let timeout = cli.timeout.map(Duration::from_secs).unwrap_or(daemon.timeout);
+    let timeout = cli
+        .timeout
+        .map(Duration::from_secs)
+        .unwrap_or(daemon.timeout);
 
     // Cancel the command when the client hangs up (e.g. Ctrl-C): a thread waits for EOF.
     let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
@@ -198,8 +211,15 @@ fn serve_inner(stream: &mut UnixStream, daemon: &Arc<Daemon>) -> Result<()> {
             let _ = gone_tx.send(());
         })?;
 
-    let ctx = Ctx { repo: &daemon.repo, console: &console, cwd: &request.cwd };
-    let online = crate::online::Online { daemon: daemon.clone(), timeout };
+    let ctx = Ctx {
+        repo: &daemon.repo,
+        console: &console,
+        cwd: &request.cwd,
+    };
+    let online = crate::online::Online {
+        daemon: daemon.clone(),
+        timeout,
+    };
     daemon.runtime.block_on(async {
         tokio::select! {
             r = crate::online::run(&ctx, &online, cli.command) => r,

@@ -100,7 +100,11 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         }
         command => {
             let repo = cmd::open(&repo_dir)?;
-            let ctx = cmd::Ctx { repo: &repo, console: &console, cwd: &cwd };
+            let ctx = cmd::Ctx {
+                repo: &repo,
+                console: &console,
+                cwd: &cwd,
+            };
             cmd::run_offline(&ctx, command).await
         }
     }
@@ -125,11 +129,17 @@ fn spool_stdin_if_needed(
         _ => false,
     };
     if !reads_stdin {
-        return Ok(Forwarded { argv, spooled: None });
+        return Ok(Forwarded {
+            argv,
+            spooled: None,
+        });
     }
     let path = client::spool_stdin(&repo_dir.join("tmp"))?;
     argv.push(path.display().to_string());
-    Ok(Forwarded { argv, spooled: Some(path) })
+    Ok(Forwarded {
+        argv,
+        spooled: Some(path),
+    })
 }
 
 /// `cairn mount` without a daemon: serves the mount from the local repo until Ctrl-C, SIGTERM,
@@ -164,7 +174,9 @@ async fn mount_foreground(
         _ = daemon::wait_for_signal() => {}
         _ = mount::wait_unmounted(&dir) => {}
     }
-    handle.unmount().with_context(|| format!("cannot unmount {}", dir.display()))?;
+    handle
+        .unmount()
+        .with_context(|| format!("cannot unmount {}", dir.display()))?;
     Ok(())
 }
 

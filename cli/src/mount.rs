@@ -16,7 +16,10 @@ pub fn target(args: &MountArgs) -> Result<(MountRoot, PathBuf)> {
         (None, Some(cid), Some(dir)) => {
             let path = crate::cmd::parse_path(cid)?;
             if !path.segments.is_empty() {
-                bail!("mount takes a bare CID, not a path: mount {} and look inside", path.root);
+                bail!(
+                    "mount takes a bare CID, not a path: mount {} and look inside",
+                    path.root
+                );
             }
             Ok((MountRoot::Cid(path.root), dir.clone()))
         }
@@ -34,7 +37,11 @@ pub fn start<S: BlockSource + Clone>(
     timeout: Duration,
     runtime: tokio::runtime::Handle,
 ) -> Result<MountHandle> {
-    let options = MountOptions { timeout, allow_other, ..MountOptions::default() };
+    let options = MountOptions {
+        timeout,
+        allow_other,
+        ..MountOptions::default()
+    };
     cairn_fs::mount(source, root, dir, options, runtime)
         .with_context(|| format!("cannot mount at {}", dir.display()))
 }
@@ -60,7 +67,11 @@ pub fn is_mounted(dir: &Path) -> bool {
     std::fs::read_to_string("/proc/mounts")
         .unwrap_or_default()
         .lines()
-        .any(|l| l.split(' ').nth(1).is_some_and(|m| Path::new(&unescape(m)) == dir))
+        .any(|l| {
+            l.split(' ')
+                .nth(1)
+                .is_some_and(|m| Path::new(&unescape(m)) == dir)
+        })
 }
 
 /// Resolves when `dir` stops being a mount point (e.g. `fusermount3 -u` by someone else).
@@ -76,7 +87,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {

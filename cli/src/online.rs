@@ -65,7 +65,12 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             cmd::read::get_with(&reader, ctx, &args).await
         }
         Command::Ls(args) => cmd::read::ls_with(&online.reader(), ctx.console, &args).await,
-        Command::Pin(PinCommand::Add { path, direct, name, quiet }) => {
+        Command::Pin(PinCommand::Add {
+            path,
+            direct,
+            name,
+            quiet,
+        }) => {
             let p = cmd::parse_path(&path)?;
             let reader = online.reader();
             let cid = reader
@@ -77,7 +82,11 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             } else {
                 prefetch(ctx, online, cid, quiet).await?;
             }
-            let kind = if direct { PinKind::Direct } else { PinKind::Recursive };
+            let kind = if direct {
+                PinKind::Direct
+            } else {
+                PinKind::Recursive
+            };
             ctx.repo
                 .pins()
                 .add(cid, kind, name.as_deref())
@@ -143,7 +152,9 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
                 .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
                 .remove(&dir);
             match handle {
-                Some(h) => h.unmount().with_context(|| format!("cannot unmount {}", dir.display())),
+                Some(h) => h
+                    .unmount()
+                    .with_context(|| format!("cannot unmount {}", dir.display())),
                 None => crate::mount::unmount_foreign(&dir),
             }
         }
@@ -154,7 +165,10 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
 impl Online {
     async fn source_get(&self, cid: Cid) -> Result<()> {
         use cairn_store::BlockSource;
-        self.source().get(&cid).await.with_context(|| format!("cannot fetch {cid}"))?;
+        self.source()
+            .get(&cid)
+            .await
+            .with_context(|| format!("cannot fetch {cid}"))?;
         Ok(())
     }
 }
@@ -168,7 +182,11 @@ async fn prefetch(ctx: &Ctx<'_>, online: &Online, cid: Cid, quiet: bool) -> Resu
         .await
         .with_context(|| format!("cannot fetch {cid}"))?;
     bar.finish();
-    tracing::info!("fetched {} blocks ({} bytes) of {cid}", done.blocks, done.bytes);
+    tracing::info!(
+        "fetched {} blocks ({} bytes) of {cid}",
+        done.blocks,
+        done.bytes
+    );
     Ok(())
 }
 
@@ -178,14 +196,17 @@ async fn swarm(ctx: &Ctx<'_>, online: &Online, c: SwarmCommand) -> Result<()> {
     match c {
         SwarmCommand::Peers => {
             for p in node.peers().await? {
-                out.item(&serde_json::json!({ "peer": p.to_string() }), || p.to_string())?;
+                out.item(&serde_json::json!({ "peer": p.to_string() }), || {
+                    p.to_string()
+                })?;
             }
         }
         SwarmCommand::Connect { addr } => {
             let peer = node.connect(&addr).await?;
-            out.item(&serde_json::json!({ "connected": peer.to_string() }), || {
-                format!("connected to {peer}")
-            })?;
+            out.item(
+                &serde_json::json!({ "connected": peer.to_string() }),
+                || format!("connected to {peer}"),
+            )?;
         }
         SwarmCommand::Addrs => {
             let id = node.peer_id();
@@ -225,7 +246,9 @@ async fn routing(ctx: &Ctx<'_>, online: &Online, c: RoutingCommand) -> Result<()
                 );
             }
             for p in providers {
-                out.item(&serde_json::json!({ "provider": p.to_string() }), || p.to_string())?;
+                out.item(&serde_json::json!({ "provider": p.to_string() }), || {
+                    p.to_string()
+                })?;
             }
         }
     }
@@ -254,7 +277,13 @@ async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
     };
     let local = coverage(ctx.repo.store().as_ref(), cid)?;
     let wait = online.timeout.min(Duration::from_secs(10));
-    let providers = online.daemon.node.find_providers(cid, wait).await.map(|v| v.len()).unwrap_or(0);
+    let providers = online
+        .daemon
+        .node
+        .find_providers(cid, wait)
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0);
     let s = Status {
         cid: cid.to_string(),
         blocks_local: local.present,
@@ -295,9 +324,16 @@ async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
         .insert(dir.clone(), handle);
     let mut out = ctx.console.output();
-    out.item(&serde_json::json!({ "mounted": dir.display().to_string() }), || {
-        format!("mounted at {} (served by the daemon; `cairn unmount {}` to remove)", dir.display(), dir.display())
-    })?;
+    out.item(
+        &serde_json::json!({ "mounted": dir.display().to_string() }),
+        || {
+            format!(
+                "mounted at {} (served by the daemon; `cairn unmount {}` to remove)",
+                dir.display(),
+                dir.display()
+            )
+        },
+    )?;
     out.finish()
 }
 
@@ -312,7 +348,11 @@ struct Coverage {
 }
 
 fn coverage(store: &dyn Blockstore, root: Cid) -> Result<Coverage> {
-    let mut c = Coverage { present: 0, known: 0, complete: true };
+    let mut c = Coverage {
+        present: 0,
+        known: 0,
+        complete: true,
+    };
     let mut stack = vec![root];
     let mut seen = std::collections::HashSet::from([root]);
     while let Some(cid) = stack.pop() {

@@ -22,12 +22,20 @@ pub struct Console {
 impl Console {
     /// This process's own stdout; progress shown when `progress` (see [`crate::progress::wanted`]).
     pub fn local(json: bool, progress: bool) -> Self {
-        Console { json, progress, remote: None }
+        Console {
+            json,
+            progress,
+            remote: None,
+        }
     }
 
     /// A client's API connection.
     pub fn remote(json: bool, progress: bool, stream: UnixStream) -> Self {
-        Console { json, progress, remote: Some(Arc::new(Mutex::new(stream))) }
+        Console {
+            json,
+            progress,
+            remote: Some(Arc::new(Mutex::new(stream))),
+        }
     }
 
     /// Whether `--json` was given.
@@ -44,7 +52,10 @@ impl Console {
     pub fn stdout(&self) -> Box<dyn Write + Send> {
         match &self.remote {
             None => Box::new(io::BufWriter::with_capacity(1 << 20, io::stdout())),
-            Some(s) => Box::new(io::BufWriter::with_capacity(1 << 20, FrameWriter(s.clone()))),
+            Some(s) => Box::new(io::BufWriter::with_capacity(
+                1 << 20,
+                FrameWriter(s.clone()),
+            )),
         }
     }
 
@@ -58,7 +69,10 @@ impl Console {
 
     /// A printer of listing items.
     pub fn output(&self) -> Output {
-        Output { json: self.json, out: self.stdout() }
+        Output {
+            json: self.json,
+            out: self.stdout(),
+        }
     }
 }
 
@@ -68,7 +82,10 @@ struct FrameWriter(Arc<Mutex<UnixStream>>);
 impl Write for FrameWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = buf.len().min(api::MAX_FRAME);
-        let mut s = self.0.lock().map_err(|_| io::Error::other("API connection lock poisoned"))?;
+        let mut s = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("API connection lock poisoned"))?;
         api::write_frame(&mut *s, api::tag::STDOUT, &buf[..n])?;
         Ok(n)
     }

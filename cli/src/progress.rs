@@ -55,14 +55,25 @@ impl Bar {
     /// A bar drawn by this process.
     pub fn local(visible: bool, total: Option<u64>, message: &str) -> Self {
         Bar {
-            inner: if visible { Inner::Local(indicatif_bar(total, message)) } else { Inner::Hidden },
+            inner: if visible {
+                Inner::Local(indicatif_bar(total, message))
+            } else {
+                Inner::Hidden
+            },
         }
     }
 
     /// A bar drawn by the client at the other end of `stream`.
-    pub fn remote(visible: bool, total: Option<u64>, message: &str, stream: Arc<Mutex<UnixStream>>) -> Self {
+    pub fn remote(
+        visible: bool,
+        total: Option<u64>,
+        message: &str,
+        stream: Arc<Mutex<UnixStream>>,
+    ) -> Self {
         if !visible {
-            return Bar { inner: Inner::Hidden };
+            return Bar {
+                inner: Inner::Hidden,
+            };
         }
         let mut bar = Bar {
             inner: Inner::Remote {
@@ -82,7 +93,11 @@ impl Bar {
         match &mut self.inner {
             Inner::Hidden => {}
             Inner::Local(b) => b.inc(n),
-            Inner::Remote { position, last_sent, .. } => {
+            Inner::Remote {
+                position,
+                last_sent,
+                ..
+            } => {
                 *position += n;
                 if last_sent.elapsed() >= Duration::from_millis(100) {
                     self.send(false);
@@ -115,7 +130,14 @@ impl Bar {
     }
 
     fn send(&mut self, finished: bool) {
-        if let Inner::Remote { stream, message, total, position, last_sent } = &mut self.inner {
+        if let Inner::Remote {
+            stream,
+            message,
+            total,
+            position,
+            last_sent,
+        } = &mut self.inner
+        {
             let update = ProgressUpdate {
                 message: message.clone(),
                 total: *total,

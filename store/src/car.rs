@@ -156,7 +156,9 @@ pub fn export<B: Blockstore + ?Sized, W: Write>(
     out.write_all(&prefix)?;
     out.write_all(&header)?;
     stats.bytes += (prefix.len() + header.len()) as u64;
-    let Some((first, rest)) = roots.split_first() else { return Ok(stats) };
+    let Some((first, rest)) = roots.split_first() else {
+        return Ok(stats);
+    };
     let mut walk = DagWalk::new(store, *first, WalkMode::Verify);
     for r in rest.iter().rev() {
         walk.push_root(*r);
@@ -180,7 +182,11 @@ pub fn export<B: Blockstore + ?Sized, W: Write>(
 }
 
 /// Reads a varint; `Ok(None)` at a clean end of stream.
-fn read_varint<R: Read>(r: &mut R, what: &'static str, offset: u64) -> Result<Option<(u64, u64)>, CarError> {
+fn read_varint<R: Read>(
+    r: &mut R,
+    what: &'static str,
+    offset: u64,
+) -> Result<Option<(u64, u64)>, CarError> {
     let mut buf = [0u8; 10];
     for i in 0..10 {
         let mut b = [0u8; 1];
@@ -195,14 +201,23 @@ fn read_varint<R: Read>(r: &mut R, what: &'static str, offset: u64) -> Result<Op
         if b[0] & 0x80 == 0 {
             return match varint::read_uvarint(&buf[..=i]) {
                 Some((v, n)) => Ok(Some((v, n as u64))),
-                None => Err(CarError::BadHeader { reason: "malformed length varint" }),
+                None => Err(CarError::BadHeader {
+                    reason: "malformed length varint",
+                }),
             };
         }
     }
-    Err(CarError::BadHeader { reason: "length varint longer than 10 bytes" })
+    Err(CarError::BadHeader {
+        reason: "length varint longer than 10 bytes",
+    })
 }
 
-fn read_exact<R: Read>(r: &mut R, len: u64, what: &'static str, offset: u64) -> Result<Vec<u8>, CarError> {
+fn read_exact<R: Read>(
+    r: &mut R,
+    len: u64,
+    what: &'static str,
+    offset: u64,
+) -> Result<Vec<u8>, CarError> {
     let mut buf = Vec::new();
     r.take(len).read_to_end(&mut buf)?;
     if buf.len() as u64 != len {
@@ -217,7 +232,9 @@ struct Cbor<'a> {
     pos: usize,
 }
 
-const BAD: CarError = CarError::BadHeader { reason: "malformed cbor" };
+const BAD: CarError = CarError::BadHeader {
+    reason: "malformed cbor",
+};
 
 impl Cbor<'_> {
     fn byte(&mut self) -> Result<u8, CarError> {
@@ -241,17 +258,27 @@ impl Cbor<'_> {
         let n = match info {
             0..=23 => u64::from(info),
             24 => u64::from(self.byte()?),
-            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| BAD)?)),
-            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| BAD)?)),
+            25 => u64::from(u16::from_be_bytes(
+                self.take(2)?.try_into().map_err(|_| BAD)?,
+            )),
+            26 => u64::from(u32::from_be_bytes(
+                self.take(4)?.try_into().map_err(|_| BAD)?,
+            )),
             27 => u64::from_be_bytes(self.take(8)?.try_into().map_err(|_| BAD)?),
-            _ => return Err(CarError::BadHeader { reason: "indefinite-length cbor is not dag-cbor" }),
+            _ => {
+                return Err(CarError::BadHeader {
+                    reason: "indefinite-length cbor is not dag-cbor",
+                })
+            }
         };
         Ok((major, n))
     }
 
     fn skip(&mut self, depth: u32) -> Result<(), CarError> {
         if depth > 16 {
-            return Err(CarError::BadHeader { reason: "cbor nested too deeply" });
+            return Err(CarError::BadHeader {
+                reason: "cbor nested too deeply",
+            });
         }
         let (major, n) = self.head()?;
         match major {
@@ -276,7 +303,9 @@ impl Cbor<'_> {
     }
 
     fn cid(&mut self) -> Result<Cid, CarError> {
-        let bad = CarError::BadHeader { reason: "a root is not a CID (tag 42)" };
+        let bad = CarError::BadHeader {
+            reason: "a root is not a CID (tag 42)",
+        };
         if self.head()? != (6, 42) {
             return Err(bad);
         }
@@ -296,24 +325,34 @@ pub fn decode_header(buf: &[u8]) -> Result<Vec<Cid>, CarError> {
     let mut c = Cbor { buf, pos: 0 };
     let (major, entries) = c.head()?;
     if major != 5 {
-        return Err(CarError::BadHeader { reason: "header is not a cbor map" });
+        return Err(CarError::BadHeader {
+            reason: "header is not a cbor map",
+        });
     }
     let mut roots = None;
     let mut version = None;
     for _ in 0..entries {
         let (major, n) = c.head()?;
         if major != 3 {
-            return Err(CarError::BadHeader { reason: "header key is not a string" });
+            return Err(CarError::BadHeader {
+                reason: "header key is not a string",
+            });
         }
         match c.take(n)? {
             b"version" => match c.head()? {
                 (0, v) => version = Some(v),
-                _ => return Err(CarError::BadHeader { reason: "version is not an integer" }),
+                _ => {
+                    return Err(CarError::BadHeader {
+                        reason: "version is not an integer",
+                    })
+                }
             },
             b"roots" => {
                 let (major, n) = c.head()?;
                 if major != 4 {
-                    return Err(CarError::BadHeader { reason: "roots is not an array" });
+                    return Err(CarError::BadHeader {
+                        reason: "roots is not an array",
+                    });
                 }
                 let mut list = Vec::new();
                 for _ in 0..n {
@@ -325,21 +364,32 @@ pub fn decode_header(buf: &[u8]) -> Result<Vec<Cid>, CarError> {
         }
     }
     if c.pos != buf.len() {
-        return Err(CarError::BadHeader { reason: "trailing bytes after the header map" });
+        return Err(CarError::BadHeader {
+            reason: "trailing bytes after the header map",
+        });
     }
     match version {
         Some(1) => {}
         Some(v) => return Err(CarError::UnsupportedVersion { version: v }),
-        None => return Err(CarError::BadHeader { reason: "no version" }),
+        None => {
+            return Err(CarError::BadHeader {
+                reason: "no version",
+            })
+        }
     }
     roots.ok_or(CarError::BadHeader { reason: "no roots" })
 }
 
 /// Reads a CAR v1 stream into `sink`, verifying each block against its CID first. Returns the
 /// header's roots. Blocks before an error may have been stored (unpinned; GC removes them).
-pub fn import<R: Read, S: BlockSink + ?Sized>(mut input: R, sink: &S) -> Result<Vec<Cid>, CarError> {
-    let (len, n) = read_varint(&mut input, "header", 0)?
-        .ok_or(CarError::Truncated { what: "header", offset: 0 })?;
+pub fn import<R: Read, S: BlockSink + ?Sized>(
+    mut input: R,
+    sink: &S,
+) -> Result<Vec<Cid>, CarError> {
+    let (len, n) = read_varint(&mut input, "header", 0)?.ok_or(CarError::Truncated {
+        what: "header",
+        offset: 0,
+    })?;
     if len > MAX_HEADER {
         return Err(CarError::HeaderTooLarge { len });
     }
@@ -390,9 +440,14 @@ mod tests {
     #[test]
     fn header_matches_go_car() {
         // go-car's header for a single CIDv0 root, as produced by `ipfs dag export`.
-        let root: Cid = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn".parse().unwrap();
+        let root: Cid = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+            .parse()
+            .unwrap();
         let h = encode_header(&[root]);
-        assert_eq!(&h[..9], &[0xa2, 0x65, b'r', b'o', b'o', b't', b's', 0x81, 0xd8]);
+        assert_eq!(
+            &h[..9],
+            &[0xa2, 0x65, b'r', b'o', b'o', b't', b's', 0x81, 0xd8]
+        );
         assert_eq!(h[9], 0x2a);
         assert_eq!(&h[10..12], &[0x58, 0x23]);
         assert_eq!(h[12], 0x00);
@@ -400,16 +455,25 @@ mod tests {
         assert_eq!(decode_header(&h).unwrap(), vec![root]);
         let v1 = cid_for(1, DAG_PB, HashAlg::Sha2_256, b"x");
         let raw = cid_for(1, RAW, HashAlg::Blake3, b"y");
-        assert_eq!(decode_header(&encode_header(&[v1, raw])).unwrap(), vec![v1, raw]);
+        assert_eq!(
+            decode_header(&encode_header(&[v1, raw])).unwrap(),
+            vec![v1, raw]
+        );
     }
 
     #[test]
     fn bad_headers_are_rejected() {
-        assert!(matches!(decode_header(&[0xa0]), Err(CarError::BadHeader { .. })));
+        assert!(matches!(
+            decode_header(&[0xa0]),
+            Err(CarError::BadHeader { .. })
+        ));
         let mut v2 = encode_header(&[]);
         let last = v2.len() - 1;
         v2[last] = 2;
-        assert!(matches!(decode_header(&v2), Err(CarError::UnsupportedVersion { version: 2 })));
+        assert!(matches!(
+            decode_header(&v2),
+            Err(CarError::UnsupportedVersion { version: 2 })
+        ));
         for n in 0..v2.len() {
             let _ = decode_header(&v2[..n]);
         }

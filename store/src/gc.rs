@@ -37,7 +37,7 @@ pub enum GcError {
         /// The pin or root being walked.
         root: Cid,
         /// What went wrong, naming the block.
-        source: WalkError,
+        source: Box<WalkError>,
     },
     /// The pins could not be read.
     #[error("gc aborted: {0}")]
@@ -145,7 +145,11 @@ pub struct Roots {
 
 impl Roots {
     pub(crate) fn new(tree: sled::Tree, live: Arc<Live>) -> Self {
-        Roots { tree, transient: Arc::default(), live }
+        Roots {
+            tree,
+            transient: Arc::default(),
+            live,
+        }
     }
 
     fn transient(&self) -> MutexGuard<'_, HashMap<String, Cid>> {
@@ -155,7 +159,9 @@ impl Roots {
     /// Registers (or moves) the durable root `name`.
     pub fn set(&self, name: &str, root: Cid) -> Result<(), StoreError> {
         self.live.root_added(root);
-        self.tree.insert(name.as_bytes(), root.to_bytes()).map_err(crate::sled_store::db_err)?;
+        self.tree
+            .insert(name.as_bytes(), root.to_bytes())
+            .map_err(crate::sled_store::db_err)?;
         self.tree.flush().map_err(crate::sled_store::db_err)?;
         Ok(())
     }
@@ -169,14 +175,21 @@ impl Roots {
     /// Removes root `name` (durable or transient). Returns whether it existed.
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
         let t = self.transient().remove(name).is_some();
-        let d = self.tree.remove(name.as_bytes()).map_err(crate::sled_store::db_err)?.is_some();
+        let d = self
+            .tree
+            .remove(name.as_bytes())
+            .map_err(crate::sled_store::db_err)?
+            .is_some();
         Ok(t || d)
     }
 
     /// Every root, by name.
     pub fn list(&self) -> Result<Vec<(String, Cid)>, StoreError> {
-        let mut out: Vec<(String, Cid)> =
-            self.transient().iter().map(|(n, c)| (n.clone(), *c)).collect();
+        let mut out: Vec<(String, Cid)> = self
+            .transient()
+            .iter()
+            .map(|(n, c)| (n.clone(), *c))
+            .collect();
         for r in self.tree.iter() {
             let (k, v) = r.map_err(crate::sled_store::db_err)?;
             let cid = Cid::try_from(&v[..]).map_err(|_| StoreError::BadKey { len: v.len() })?;
@@ -206,7 +219,12 @@ fn mark(
             Err(WalkError::Missing { cid }) => {
                 marked.insert(block_key(&cid));
             }
-            Err(source) => return Err(GcError::Walk { root, source }),
+            Err(e) => {
+                return Err(GcError::Walk {
+                    root,
+                    source: Box::new(e),
+                })
+            }
         }
     }
     Ok(())
@@ -260,7 +278,11 @@ fn collect_inner(
         for root in std::mem::take(&mut st.new_roots) {
             mark(store, root, true, &mut marked)?;
         }
-        store.delete_keys(chunk, |k| marked.contains(k) || st.protects(k), &mut removed)?;
+        store.delete_keys(
+            chunk,
+            |k| marked.contains(k) || st.protects(k),
+            &mut removed,
+        )?;
         drop(st);
     }
     for (key, entry) in &removed {

@@ -164,7 +164,7 @@ pub enum ImportError {
         path: PathBuf,
     },
     /// A file, directory or symlink could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The entry.
         path: PathBuf,
@@ -688,24 +688,39 @@ mod tests {
         let t = Instant::now();
         import_reader(&data[..], &ImportOptions::default(), &NullSink, &mut |_| {}).unwrap();
         let r = mb / t.elapsed().as_secs_f64();
-        eprintln!("import_reader(memory) -> NullSink {r:.0} MB/s ({:.2}x sha2)", r / sha);
+        eprintln!(
+            "import_reader(memory) -> NullSink {r:.0} MB/s ({:.2}x sha2)",
+            r / sha
+        );
 
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("big.bin");
         std::fs::write(&file, &data).unwrap();
-        for (label, opts) in [("CIDv1 raw leaves", ImportOptions::default()), ("CIDv0 dag-pb leaves", ImportOptions::with_cid_version(0))] {
+        for (label, opts) in [
+            ("CIDv1 raw leaves", ImportOptions::default()),
+            ("CIDv0 dag-pb leaves", ImportOptions::with_cid_version(0)),
+        ] {
             let t = Instant::now();
             import_path(&file, &opts, &NullSink, &mut |_| {}).unwrap();
             let r = mb / t.elapsed().as_secs_f64();
-            eprintln!("import_path(file, {label}) -> NullSink {r:.0} MB/s ({:.2}x sha2)", r / sha);
+            eprintln!(
+                "import_path(file, {label}) -> NullSink {r:.0} MB/s ({:.2}x sha2)",
+                r / sha
+            );
 
-            let store = std::sync::Arc::new(crate::sled_store::SledStore::open(&tmp.path().join(label), Default::default()).unwrap());
+            let store = std::sync::Arc::new(
+                crate::sled_store::SledStore::open(&tmp.path().join(label), Default::default())
+                    .unwrap(),
+            );
             let sink = crate::sink::StoreSink(store.clone());
             let t = Instant::now();
             import_path(&file, &opts, &sink, &mut |_| {}).unwrap();
             crate::blockstore::Blockstore::flush(&*store).unwrap();
             let r = mb / t.elapsed().as_secs_f64();
-            eprintln!("import_path(file, {label}) -> SledStore (+flush) {r:.0} MB/s ({:.2}x sha2)", r / sha);
+            eprintln!(
+                "import_path(file, {label}) -> SledStore (+flush) {r:.0} MB/s ({:.2}x sha2)",
+                r / sha
+            );
         }
     }
 }

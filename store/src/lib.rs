@@ -31,11 +31,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod block;
+mod blockstore;
 mod car;
 mod chunker;
-mod blockstore;
-mod hamt;
 mod gc;
+mod hamt;
 mod hash;
 mod importer;
 mod murmur3;
@@ -52,27 +52,29 @@ mod varint;
 mod walk;
 
 pub use block::Block;
+pub use blockstore::{Blockstore, StoreError, StoreStats};
+pub use bytes::Bytes;
 pub use car::{
     export as export_car, import as import_car, CarError, CarStats, MAX_BLOCK as CAR_MAX_BLOCK,
     MAX_HEADER as CAR_MAX_HEADER,
 };
-pub use blockstore::{Blockstore, StoreError, StoreStats};
-pub use bytes::Bytes;
-pub use cid::Cid;
 pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
+pub use cid::Cid;
 pub use gc::{GcError, GcReport, Roots};
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
 pub use importer::{
-    import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError, DEFAULT_HAMT_SHARD_THRESHOLD,
-    DEFAULT_MAX_LINKS,
+    import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError,
+    DEFAULT_HAMT_SHARD_THRESHOLD, DEFAULT_MAX_LINKS,
 };
 pub use path::{CidPath, PathError};
 pub use pb::{PbError, PbLink, PbNode, MAX_LINKS};
 pub use pins::{Pin, PinError, PinKind, PinReport, Pins};
-pub use reader::{is_safe_name, DagReader, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError, MAX_DEPTH};
+pub use reader::{
+    is_safe_name, DagReader, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError, MAX_DEPTH,
+};
 pub use repo::{
-    ApiConfig, Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, Repo, RepoError, RepoLock,
-    StoreConfig, VerifyReport,
+    ApiConfig, Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, Repo, RepoError,
+    RepoLock, StoreConfig, VerifyReport,
 };
 pub use sink::{BlockSink, NullSink, StoreSink};
 pub use sled_store::{SledStore, StoreOptions};

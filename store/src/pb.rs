@@ -120,11 +120,15 @@ fn decode_link(buf: &[u8], index: usize) -> Result<PbLink, PbError> {
         let (field, wire) = r.tag().ok_or(PbError::Malformed("bad link field tag"))?;
         match (field, wire) {
             (1, 2) => {
-                let (s, e) = r.len_delimited().ok_or(PbError::Malformed("bad link Hash"))?;
+                let (s, e) = r
+                    .len_delimited()
+                    .ok_or(PbError::Malformed("bad link Hash"))?;
                 cid = Some(Cid::try_from(&buf[s..e]).map_err(|_| PbError::BadCid { index })?);
             }
             (2, 2) => {
-                let (s, e) = r.len_delimited().ok_or(PbError::Malformed("bad link Name"))?;
+                let (s, e) = r
+                    .len_delimited()
+                    .ok_or(PbError::Malformed("bad link Name"))?;
                 name = Some(
                     std::str::from_utf8(&buf[s..e])
                         .map_err(|_| PbError::BadName { index })?
@@ -149,7 +153,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_node() -> impl Strategy<Value = PbNode> {
-        let link = (any::<Vec<u8>>(), proptest::option::of(".{0,20}"), proptest::option::of(any::<u64>()))
+        let link = (
+            any::<Vec<u8>>(),
+            proptest::option::of(".{0,20}"),
+            proptest::option::of(any::<u64>()),
+        )
             .prop_map(|(seed, name, tsize)| PbLink {
                 cid: cid_for(1, RAW, HashAlg::Sha2_256, &seed),
                 name,
@@ -181,8 +189,14 @@ mod tests {
     #[test]
     fn empty_directory_is_kubos() {
         // UnixFS Data { Type: Directory }.
-        let node = PbNode { links: vec![], data: Some(Bytes::from_static(&[8, 1])) };
+        let node = PbNode {
+            links: vec![],
+            data: Some(Bytes::from_static(&[8, 1])),
+        };
         let cid = cid_for(0, crate::hash::DAG_PB, HashAlg::Sha2_256, &node.encode());
-        assert_eq!(cid.to_string(), "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
+        assert_eq!(
+            cid.to_string(),
+            "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
+        );
     }
 }

@@ -70,7 +70,7 @@ pub enum PinError {
         /// The root being pinned.
         root: Cid,
         /// The first problem found, naming its block.
-        source: WalkError,
+        source: Box<WalkError>,
     },
     /// A direct pin was asked for a CID pinned recursively.
     #[error("{cid} is already pinned recursively")]
@@ -164,13 +164,25 @@ fn decode(k: &[u8], v: &[u8]) -> Result<Pin, PinError> {
 impl Pins {
     pub(crate) fn new(store: Arc<SledStore>, live: Arc<Live>) -> Result<Self, StoreError> {
         let tree = store.db().open_tree("pins").map_err(db_err)?;
-        Ok(Pins { tree, store, live, write: Arc::default() })
+        Ok(Pins {
+            tree,
+            store,
+            live,
+            write: Arc::default(),
+        })
     }
 
     /// Pins `cid`. A recursive pin first walks the whole DAG, reading and verifying every
     /// block; the first missing or corrupt block fails the pin and nothing is written.
     pub fn add(&self, cid: Cid, kind: PinKind, name: Option<&str>) -> Result<(), PinError> {
-        self.add_many(&[Pin { cid, kind, name: name.map(str::to_string) }], WalkMode::Verify)
+        self.add_many(
+            &[Pin {
+                cid,
+                kind,
+                name: name.map(str::to_string),
+            }],
+            WalkMode::Verify,
+        )
     }
 
     /// Pins several CIDs at once: all are checked, then all are written in one batch.
@@ -189,7 +201,9 @@ impl Pins {
         for pin in pins {
             let existing = self.get(&pin.cid)?;
             if pin.kind == PinKind::Direct
-                && existing.as_ref().is_some_and(|p| p.kind == PinKind::Recursive)
+                && existing
+                    .as_ref()
+                    .is_some_and(|p| p.kind == PinKind::Recursive)
             {
                 return Err(PinError::AlreadyRecursive { cid: pin.cid });
             }
@@ -200,19 +214,23 @@ impl Pins {
                     let walk = DagWalk::new(&*self.store, root, mode)
                         .before_read(move |c| live.record(guard, [c]));
                     for visit in walk {
-                        visit.map_err(|source| PinError::Incomplete { root, source })?;
+                        visit.map_err(|e| PinError::Incomplete {
+                            root,
+                            source: Box::new(e),
+                        })?;
                     }
                 }
                 PinKind::Direct => {
                     self.live.record(guard, [&root]);
                     let found = self.store.get_verified(&root).map_err(|e| match e {
-                        StoreError::Corrupt { cid } => {
-                            PinError::Incomplete { root, source: WalkError::Corrupt { cid } }
-                        }
+                        StoreError::Corrupt { cid } => PinError::Incomplete {
+                            root,
+                            source: Box::new(WalkError::Corrupt { cid }),
+                        },
                         e => PinError::Store(e),
                     })?;
                     if found.is_none() {
-                        let source = WalkError::Missing { cid: root };
+                        let source = Box::new(WalkError::Missing { cid: root });
                         return Err(PinError::Incomplete { root, source });
                     }
                 }
@@ -257,7 +275,11 @@ impl Pins {
 
     /// Pins of one kind.
     pub fn list_kind(&self, kind: PinKind) -> Result<Vec<Pin>, PinError> {
-        Ok(self.list()?.into_iter().filter(|p| p.kind == kind).collect())
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|p| p.kind == kind)
+            .collect())
     }
 
     /// Number of pins.
@@ -277,7 +299,12 @@ impl Pins {
                 let cid = match visit {
                     Ok(v) => v.cid,
                     Err(WalkError::Missing { cid }) => cid,
-                    Err(source) => return Err(PinError::Incomplete { root: pin.cid, source }),
+                    Err(source) => {
+                        return Err(PinError::Incomplete {
+                            root: pin.cid,
+                            source: Box::new(source),
+                        })
+                    }
                 };
                 let key = block_key(&cid);
                 if !pinned.contains(&key) && seen.insert(key) {
@@ -292,7 +319,11 @@ impl Pins {
     pub fn verify(&self) -> Result<Vec<PinReport>, PinError> {
         let mut out = Vec::new();
         for pin in self.list()? {
-            let mut report = PinReport { pin: pin.clone(), blocks: 0, problems: Vec::new() };
+            let mut report = PinReport {
+                pin: pin.clone(),
+                blocks: 0,
+                problems: Vec::new(),
+            };
             if pin.kind == PinKind::Recursive {
                 for visit in DagWalk::new(&*self.store, pin.cid, WalkMode::Verify) {
                     match visit {

@@ -96,7 +96,10 @@ pub enum RepoError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
-    move |source| RepoError::Io { path: path.to_path_buf(), source }
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What [`Repo::verify`] found.
@@ -134,8 +137,14 @@ pub struct Repo {
 
 fn lock(dir: &Path) -> Result<RepoLock, RepoError> {
     RepoLock::acquire(&dir.join(LOCK)).map_err(|e| match e {
-        lock::LockError::Held(pid) => RepoError::InUse { path: dir.to_path_buf(), pid },
-        lock::LockError::Io(source) => RepoError::Io { path: dir.join(LOCK), source },
+        lock::LockError::Held(pid) => RepoError::InUse {
+            path: dir.to_path_buf(),
+            pid,
+        },
+        lock::LockError::Io(source) => RepoError::Io {
+            path: dir.join(LOCK),
+            source,
+        },
     })
 }
 
@@ -165,7 +174,9 @@ impl Repo {
             .mode(0o600)
             .open(&key_path)
             .map_err(io_at(&key_path))?;
-        f.write_all(&seed).and_then(|()| f.sync_all()).map_err(io_at(&key_path))?;
+        f.write_all(&seed)
+            .and_then(|()| f.sync_all())
+            .map_err(io_at(&key_path))?;
         // The config goes last, atomically: its presence is what makes the directory a repo.
         let text = toml::to_string_pretty(&config).unwrap_or_default();
         let tmp = dir.join("config.toml.tmp");
@@ -176,7 +187,9 @@ impl Repo {
 
     /// Opens the repo at `path`, taking its exclusive lock before anything else.
     pub fn open(path: &Path) -> Result<Repo, RepoError> {
-        let not_repo = || RepoError::NotInitialised { path: path.to_path_buf() };
+        let not_repo = || RepoError::NotInitialised {
+            path: path.to_path_buf(),
+        };
         let dir = path.canonicalize().map_err(|_| not_repo())?;
         let config_path = dir.join(CONFIG);
         if !config_path.is_file() {
@@ -184,17 +197,19 @@ impl Repo {
         }
         let guard = lock(&dir)?;
         let text = fs::read_to_string(&config_path).map_err(io_at(&config_path))?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|source| RepoError::Config { path: config_path.clone(), source })?;
+        let config: Config = toml::from_str(&text).map_err(|source| RepoError::Config {
+            path: config_path.clone(),
+            source,
+        })?;
         let key_path = dir.join(IDENTITY);
         let mut key = Vec::new();
         fs::File::open(&key_path)
             .and_then(|mut f| f.read_to_end(&mut key))
             .map_err(io_at(&key_path))?;
-        let seed: [u8; 32] = key
-            .as_slice()
-            .try_into()
-            .map_err(|_| RepoError::Identity { path: key_path.clone(), len: key.len() })?;
+        let seed: [u8; 32] = key.as_slice().try_into().map_err(|_| RepoError::Identity {
+            path: key_path.clone(),
+            len: key.len(),
+        })?;
         Self::finish_open(dir, config, seed, guard)
     }
 
@@ -205,7 +220,10 @@ impl Repo {
         guard: RepoLock,
     ) -> Result<Repo, RepoError> {
         let blocks = dir.join(BLOCKS);
-        let store_err = |source| RepoError::Store { path: blocks.clone(), source };
+        let store_err = |source| RepoError::Store {
+            path: blocks.clone(),
+            source,
+        };
         let opts = StoreOptions {
             cache_bytes: config.store.cache_mib << 20,
             inline_max: config.store.inline_max_bytes,
@@ -213,7 +231,10 @@ impl Repo {
         let store = Arc::new(SledStore::open(&blocks, opts).map_err(store_err)?);
         let live = Arc::new(Live::default());
         let pins = Pins::new(store.clone(), live.clone()).map_err(store_err)?;
-        let roots_tree = store.db().open_tree("roots").map_err(|e| store_err(db_err(e)))?;
+        let roots_tree = store
+            .db()
+            .open_tree("roots")
+            .map_err(|e| store_err(db_err(e)))?;
         let roots = Roots::new(roots_tree, live.clone());
         Ok(Repo {
             path: dir,
@@ -341,11 +362,17 @@ mod tests {
         assert!(err.to_string().contains("run `cairn init`"), "{err}");
         let repo = Repo::init(&p).unwrap();
         let seed = *repo.identity_seed();
-        assert!(matches!(Repo::init(&p), Err(RepoError::AlreadyInitialised { .. })));
+        assert!(matches!(
+            Repo::init(&p),
+            Err(RepoError::AlreadyInitialised { .. })
+        ));
         let err = Repo::open(&p).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("in use by another cairn process"), "{msg}");
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         drop(repo);
         let repo = Repo::open(&p).unwrap();
         assert_eq!(*repo.identity_seed(), seed);

@@ -35,10 +35,13 @@ use crate::blockstore::{Blockstore, StoreError, StoreStats};
 use crate::varint;
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Multihash code of the identity "hash": the digest is the data itself.
@@ -58,7 +61,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 64 << 20, inline_max: 16 * 1024 }
+        StoreOptions {
+            cache_bytes: 64 << 20,
+            inline_max: 16 * 1024,
+        }
     }
 }
 
@@ -84,7 +90,11 @@ impl Counters {
                 .and_then(|s| <[u8; 8]>::try_from(s).ok())
                 .map_or(0, u64::from_le_bytes)
         };
-        Counters { blocks: word(0), bytes: word(1), file_bytes: word(2) }
+        Counters {
+            blocks: word(0),
+            bytes: word(1),
+            file_bytes: word(2),
+        }
     }
 }
 
@@ -113,7 +123,11 @@ impl Entry {
             _ => return None,
         };
         let (codec, _) = varint::read_uvarint(b.get(9..)?)?;
-        Some(Entry { size, in_file, codec })
+        Some(Entry {
+            size,
+            in_file,
+            codec,
+        })
     }
 }
 
@@ -160,7 +174,10 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("files", &self.files).field("opts", &self.opts).finish()
+        f.debug_struct("SledStore")
+            .field("files", &self.files)
+            .field("opts", &self.opts)
+            .finish()
     }
 }
 
@@ -190,9 +207,18 @@ impl SledStore {
 
     fn from_db(db: sled::Db, files: PathBuf, opts: StoreOptions) -> Result<Self, StoreError> {
         let blocks = db.open_tree("blocks").map_err(db_err)?;
-        let counters =
-            blocks.get(STATS_KEY).map_err(db_err)?.map(|v| Counters::decode(&v)).unwrap_or_default();
-        Ok(SledStore { db, blocks, files, opts, write: Mutex::new(counters) })
+        let counters = blocks
+            .get(STATS_KEY)
+            .map_err(db_err)?
+            .map(|v| Counters::decode(&v))
+            .unwrap_or_default();
+        Ok(SledStore {
+            db,
+            blocks,
+            files,
+            opts,
+            write: Mutex::new(counters),
+        })
     }
 
     /// The sled database, for the other trees of a repo (pins, roots).
@@ -213,7 +239,9 @@ impl SledStore {
 
     pub(crate) fn entry(&self, key: &[u8]) -> Result<Option<Entry>, StoreError> {
         match self.blocks.get(prefixed(b'i', key)).map_err(db_err)? {
-            Some(v) => Entry::decode(&v).map(Some).ok_or(StoreError::BadKey { len: key.len() }),
+            Some(v) => Entry::decode(&v)
+                .map(Some)
+                .ok_or(StoreError::BadKey { len: key.len() }),
             None => Ok(None),
         }
     }
@@ -248,7 +276,8 @@ impl SledStore {
             }
             Err(e) => return Err(io_err("cannot create", &path, e)),
         };
-        f.write_all(data).map_err(|e| io_err("cannot write", &path, e))
+        f.write_all(data)
+            .map_err(|e| io_err("cannot write", &path, e))
     }
 
     /// Deletes the blocks under `keys` in one batch; returns (blocks, bytes) removed.
@@ -268,7 +297,9 @@ impl SledStore {
             if keep(key) {
                 continue;
             }
-            let Some(entry) = self.entry(key)? else { continue };
+            let Some(entry) = self.entry(key)? else {
+                continue;
+            };
             batch.remove(prefixed(b'i', key));
             if entry.in_file {
                 files.push(self.file_path(key));
@@ -307,10 +338,15 @@ impl SledStore {
     /// `put_many` (which writes and indexes under that lock) is never disturbed.
     pub fn remove_orphan_files(&self) -> Result<(u64, u64), StoreError> {
         let mut removed = (0u64, 0u64);
-        let shards = fs::read_dir(&self.files).map_err(|e| io_err("cannot list", &self.files, e))?;
+        let shards =
+            fs::read_dir(&self.files).map_err(|e| io_err("cannot list", &self.files, e))?;
         for shard in shards {
-            let shard = shard.map_err(|e| io_err("cannot list", &self.files, e))?.path();
-            let Ok(entries) = fs::read_dir(&shard) else { continue };
+            let shard = shard
+                .map_err(|e| io_err("cannot list", &self.files, e))?
+                .path();
+            let Ok(entries) = fs::read_dir(&shard) else {
+                continue;
+            };
             for entry in entries {
                 let path = entry.map_err(|e| io_err("cannot list", &shard, e))?.path();
                 let Some(key) = path.file_name().and_then(|n| n.to_str()).and_then(unhex) else {
@@ -339,7 +375,8 @@ impl SledStore {
     pub fn put_unchecked_for_tests(&self, cid: &Cid, data: &[u8]) -> Result<(), StoreError> {
         let key = block_key(cid);
         let _ = self.delete(cid)?;
-        self.put(&Block::trusted(*cid, Bytes::copy_from_slice(data))).map(|_| ())?;
+        self.put(&Block::trusted(*cid, Bytes::copy_from_slice(data)))
+            .map(|_| ())?;
         debug_assert!(self.entry(&key)?.is_some());
         Ok(())
     }
@@ -367,7 +404,11 @@ impl SledStore {
             } else {
                 batch.insert(prefixed(b'd', &key), &data[..]);
             }
-            let entry = Entry { size: data.len() as u64, in_file, codec: b.cid().codec() };
+            let entry = Entry {
+                size: data.len() as u64,
+                in_file,
+                codec: b.cid().codec(),
+            };
             batch.insert(ikey, entry.encode());
             next.blocks += 1;
             next.bytes += data.len() as u64;
@@ -416,7 +457,9 @@ impl Blockstore for SledStore {
             return Ok(Some(Bytes::copy_from_slice(cid.hash().digest())));
         }
         let key = block_key(cid);
-        let Some(entry) = self.entry(&key)? else { return Ok(None) };
+        let Some(entry) = self.entry(&key)? else {
+            return Ok(None);
+        };
         if !entry.in_file {
             return match self.blocks.get(prefixed(b'd', &key)).map_err(db_err)? {
                 Some(v) => Ok(Some(Bytes::from_owner(v))),
@@ -454,7 +497,9 @@ impl Blockstore for SledStore {
         if cid.hash().code() == IDENTITY {
             return Ok(true);
         }
-        self.blocks.contains_key(prefixed(b'i', &block_key(cid))).map_err(db_err)
+        self.blocks
+            .contains_key(prefixed(b'i', &block_key(cid)))
+            .map_err(db_err)
     }
 
     fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
@@ -471,13 +516,20 @@ impl Blockstore for SledStore {
     }
 
     fn cids(&self) -> Box<dyn Iterator<Item = Result<Cid, StoreError>> + Send + '_> {
-        Box::new(self.entries().map(|r| r.and_then(|(k, e)| SledStore::cid_of(&k, &e))))
+        Box::new(
+            self.entries()
+                .map(|r| r.and_then(|(k, e)| SledStore::cid_of(&k, &e))),
+        )
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let c = *self.lock();
         let sled_bytes = self.db.size_on_disk().map_err(db_err)?;
-        Ok(StoreStats { blocks: c.blocks, bytes: c.bytes, disk_bytes: sled_bytes + c.file_bytes })
+        Ok(StoreStats {
+            blocks: c.blocks,
+            bytes: c.bytes,
+            disk_bytes: sled_bytes + c.file_bytes,
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -495,8 +547,14 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path(), StoreOptions { inline_max: 8, ..Default::default() })
-            .unwrap();
+        let s = SledStore::open(
+            dir.path(),
+            StoreOptions {
+                inline_max: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         (dir, s)
     }
 
@@ -517,9 +575,19 @@ mod tests {
     #[test]
     fn counters_survive_reopen_and_track_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions { inline_max: 8, ..Default::default() };
+        let opts = StoreOptions {
+            inline_max: 8,
+            ..Default::default()
+        };
         let blocks: Vec<Block> = (0..20u8)
-            .map(|i| Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![i; usize::from(i)])))
+            .map(|i| {
+                Block::encode(
+                    1,
+                    RAW,
+                    HashAlg::Sha2_256,
+                    Bytes::from(vec![i; usize::from(i)]),
+                )
+            })
             .collect();
         {
             let s = SledStore::open(dir.path(), opts).unwrap();
@@ -556,7 +624,9 @@ mod tests {
         let orphan = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![2u8; 100]));
         s.put_many(&[kept.clone(), orphan.clone()]).unwrap();
         // Unindex `orphan` behind the store's back, as a crash between the steps would.
-        s.blocks.remove(prefixed(b'i', &block_key(orphan.cid()))).unwrap();
+        s.blocks
+            .remove(prefixed(b'i', &block_key(orphan.cid())))
+            .unwrap();
         assert_eq!(s.remove_orphan_files().unwrap(), (1, 100));
         assert!(!s.file_path(&block_key(orphan.cid())).exists());
         assert_eq!(s.get_verified(kept.cid()).unwrap().unwrap(), kept.data());

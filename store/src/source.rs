@@ -79,7 +79,9 @@ pub struct LocalSource<B> {
 
 impl<B> Clone for LocalSource<B> {
     fn clone(&self) -> Self {
-        LocalSource { store: self.store.clone() }
+        LocalSource {
+            store: self.store.clone(),
+        }
     }
 }
 

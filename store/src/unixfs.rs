@@ -110,8 +110,9 @@ impl UnixFsData {
 
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(16 + self.data.as_ref().map_or(0, |d| d.len()) + self.blocksizes.len() * 4);
+        let mut out = Vec::with_capacity(
+            16 + self.data.as_ref().map_or(0, |d| d.len()) + self.blocksizes.len() * 4,
+        );
         varint::put_tag(&mut out, 1, 0);
         varint::put_uvarint(&mut out, self.kind.code());
         if let Some(d) = &self.data {
@@ -163,7 +164,11 @@ impl UnixFsData {
             let (field, wire) = r.tag().ok_or(UnixFsError::Malformed("bad field tag"))?;
             let bad = UnixFsError::Malformed("bad field value");
             match (field, wire) {
-                (1, 0) => kind = Some(DataType::from_code(r.uvarint().ok_or(bad)?).ok_or(UnixFsError::BadType)?),
+                (1, 0) => {
+                    kind = Some(
+                        DataType::from_code(r.uvarint().ok_or(bad)?).ok_or(UnixFsError::BadType)?,
+                    )
+                }
                 (2, 2) => {
                     let (s, e) = r.len_delimited().ok_or(bad)?;
                     msg.data = Some(bytes.slice(s..e));
@@ -183,7 +188,11 @@ impl UnixFsData {
                         if msg.blocksizes.len() >= MAX_BLOCKSIZES {
                             return Err(UnixFsError::TooManyBlocksizes(MAX_BLOCKSIZES));
                         }
-                        msg.blocksizes.push(inner.uvarint().ok_or(UnixFsError::Malformed("bad packed blocksizes"))?);
+                        msg.blocksizes.push(
+                            inner
+                                .uvarint()
+                                .ok_or(UnixFsError::Malformed("bad packed blocksizes"))?,
+                        );
                     }
                 }
                 (5, 0) => msg.hash_type = Some(r.uvarint().ok_or(bad)?),
@@ -193,7 +202,9 @@ impl UnixFsData {
                     let (s, e) = r.len_delimited().ok_or(bad)?;
                     msg.mtime = Some(decode_time(&bytes[s..e])?);
                 }
-                (_, w) => r.skip(w).ok_or(UnixFsError::Malformed("bad unknown field"))?,
+                (_, w) => r
+                    .skip(w)
+                    .ok_or(UnixFsError::Malformed("bad unknown field"))?,
             }
         }
         msg.kind = kind.ok_or(UnixFsError::BadType)?;
@@ -203,12 +214,25 @@ impl UnixFsData {
 
 fn decode_time(buf: &[u8]) -> Result<UnixTime, UnixFsError> {
     let mut r = varint::Reader::new(buf);
-    let mut t = UnixTime { seconds: 0, nanos: None };
+    let mut t = UnixTime {
+        seconds: 0,
+        nanos: None,
+    };
     while !r.is_empty() {
         let (field, wire) = r.tag().ok_or(UnixFsError::Malformed("bad mtime tag"))?;
         match (field, wire) {
-            (1, 0) => t.seconds = r.uvarint().ok_or(UnixFsError::Malformed("bad mtime seconds"))? as i64,
-            (2, 5) => t.nanos = Some(r.fixed32().ok_or(UnixFsError::Malformed("bad mtime nanos"))?),
+            (1, 0) => {
+                t.seconds = r
+                    .uvarint()
+                    .ok_or(UnixFsError::Malformed("bad mtime seconds"))?
+                    as i64
+            }
+            (2, 5) => {
+                t.nanos = Some(
+                    r.fixed32()
+                        .ok_or(UnixFsError::Malformed("bad mtime nanos"))?,
+                )
+            }
             (_, w) => r.skip(w).ok_or(UnixFsError::Malformed("bad mtime field"))?,
         }
     }

@@ -123,7 +123,13 @@ pub struct DagWalk<'s, B: ?Sized> {
 impl<'s, B: Blockstore + ?Sized> DagWalk<'s, B> {
     /// A walk from `root`.
     pub fn new(store: &'s B, root: Cid, mode: WalkMode) -> Self {
-        DagWalk { store, mode, stack: vec![root], seen: HashSet::new(), before_read: None }
+        DagWalk {
+            store,
+            mode,
+            stack: vec![root],
+            seen: HashSet::new(),
+            before_read: None,
+        }
     }
 
     /// Calls `hook` with every CID just before its block is read (or skipped as a leaf).
@@ -150,7 +156,10 @@ impl<'s, B: Blockstore + ?Sized> DagWalk<'s, B> {
         if cid.hash().code() == IDENTITY {
             let data = Bytes::copy_from_slice(cid.hash().digest());
             self.push_links(&cid, &data)?;
-            return Ok(Visit { cid, data: Some(data) });
+            return Ok(Visit {
+                cid,
+                data: Some(data),
+            });
         }
         let leaf = !codec_has_links(cid.codec());
         match self.mode {
@@ -166,14 +175,19 @@ impl<'s, B: Blockstore + ?Sized> DagWalk<'s, B> {
         }
         let data = match self.mode {
             WalkMode::Read => self.store.get(&cid)?,
-            WalkMode::Verify | WalkMode::Structure | WalkMode::Present => self.store.get_verified(&cid).map_err(|e| match e {
-                StoreError::Corrupt { cid } => WalkError::Corrupt { cid },
-                e => WalkError::Store(e),
-            })?,
+            WalkMode::Verify | WalkMode::Structure | WalkMode::Present => {
+                self.store.get_verified(&cid).map_err(|e| match e {
+                    StoreError::Corrupt { cid } => WalkError::Corrupt { cid },
+                    e => WalkError::Store(e),
+                })?
+            }
         }
         .ok_or(WalkError::Missing { cid })?;
         self.push_links(&cid, &data)?;
-        Ok(Visit { cid, data: Some(data) })
+        Ok(Visit {
+            cid,
+            data: Some(data),
+        })
     }
 
     fn push_links(&mut self, cid: &Cid, data: &Bytes) -> Result<(), WalkError> {
@@ -207,7 +221,14 @@ mod tests {
 
     fn node(links: &[Cid]) -> Block {
         let n = PbNode {
-            links: links.iter().map(|c| PbLink { cid: *c, name: Some(String::new()), tsize: Some(1) }).collect(),
+            links: links
+                .iter()
+                .map(|c| PbLink {
+                    cid: *c,
+                    name: Some(String::new()),
+                    tsize: Some(1),
+                })
+                .collect(),
             data: Some(Bytes::from_static(&[8, 2])),
         };
         Block::encode(1, DAG_PB, HashAlg::Sha2_256, Bytes::from(n.encode()))
@@ -222,17 +243,23 @@ mod tests {
         let gone = cid_for(1, RAW, HashAlg::Sha2_256, b"gone");
         let mid = node(&[*a.cid(), *b.cid()]);
         let root = node(&[*mid.cid(), *a.cid(), gone]);
-        s.put_many(&[a.clone(), b.clone(), mid.clone(), root.clone()]).unwrap();
+        s.put_many(&[a.clone(), b.clone(), mid.clone(), root.clone()])
+            .unwrap();
 
         let order: Vec<_> = DagWalk::new(&s, *root.cid(), WalkMode::Verify).collect();
-        let ok: Vec<Cid> = order.iter().filter_map(|r| r.as_ref().ok().map(|v| v.cid)).collect();
+        let ok: Vec<Cid> = order
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|v| v.cid))
+            .collect();
         assert_eq!(ok, vec![*root.cid(), *mid.cid(), *a.cid(), *b.cid()]);
         let errs: Vec<_> = order.iter().filter_map(|r| r.as_ref().err()).collect();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].cid(), Some(&gone));
 
         // Structure mode never touches leaves, so the missing leaf goes unnoticed.
-        let n = DagWalk::new(&s, *root.cid(), WalkMode::Structure).filter(|r| r.is_err()).count();
+        let n = DagWalk::new(&s, *root.cid(), WalkMode::Structure)
+            .filter(|r| r.is_err())
+            .count();
         assert_eq!(n, 0);
     }
 

@@ -59,16 +59,28 @@ impl Run {
 
     /// Asserts a clean failure: non-zero exit, one `Error:` line containing `needle`, no panic.
     pub fn expect_err(&self, needle: &str) {
-        assert!(!self.ok(), "expected failure, got success; stdout: {}", self.text());
+        assert!(
+            !self.ok(),
+            "expected failure, got success; stdout: {}",
+            self.text()
+        );
         assert!(self.code.is_some(), "killed by a signal: {}", self.stderr);
         assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
-        assert!(!self.stderr.contains("RUST_BACKTRACE"), "backtrace hint: {}", self.stderr);
+        assert!(
+            !self.stderr.contains("RUST_BACKTRACE"),
+            "backtrace hint: {}",
+            self.stderr
+        );
         assert!(
             self.stderr.contains(needle),
             "stderr does not mention {needle:?}: {}",
             self.stderr
         );
-        let lines = self.stderr.lines().filter(|l| l.starts_with("Error:")).count();
+        let lines = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("Error:"))
+            .count();
         assert_eq!(lines, 1, "expected one Error: line: {}", self.stderr);
     }
 }
@@ -105,7 +117,9 @@ impl TestRepo {
 
     /// A temporary directory whose repo path does not exist yet.
     pub fn uninitialised() -> Self {
-        TestRepo { dir: tempfile::tempdir().expect("tempdir") }
+        TestRepo {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     /// The repo directory.
@@ -161,4 +175,150 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+impl TestRepo {
+    /// Points the repo's node at loopback only: listen on 127.0.0.1 with ephemeral ports, no
+    /// bootstrap peers (tests never reach beyond this machine).
+    pub fn use_loopback_network(&self) {
+        let path = self.repo().join("config.toml");
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let mut cfg: toml::Table = text.parse().expect("parse config");
+        let net = cfg
+            .entry("network")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("network table");
+        net.insert(
+            "listen".into(),
+            toml::Value::Array(vec![
+                toml::Value::String("/ip4/127.0.0.1/tcp/0".into()),
+                toml::Value::String("/ip4/127.0.0.1/udp/0/quic-v1".into()),
+            ]),
+        );
+        net.insert("bootstrap".into(), toml::Value::Array(vec![]));
+        std::fs::write(&path, toml::to_string(&cfg).expect("encode config")).expect("write config");
+    }
+
+    /// Starts `cairn daemon` on this repo and waits until it is ready.
+    pub fn daemon(&self) -> Daemon {
+        Daemon::start(self)
+    }
+}
+
+/// A running `cairn daemon`, stopped with SIGTERM when dropped.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    /// What the daemon printed before it was ready.
+    pub banner: String,
+}
+
+impl Daemon {
+    fn start(repo: &TestRepo) -> Daemon {
+        use std::io::BufRead;
+        let mut child = repo
+            .command(&["daemon"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn daemon");
+        let stdout = child.stdout.take().expect("daemon stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut banner = String::new();
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                banner.push_str(&line);
+                banner.push('\n');
+                if line == "daemon is ready" {
+                    let _ = tx.send(banner.clone());
+                }
+            }
+        });
+        let banner = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("daemon did not become ready within 60 s");
+            }
+        };
+        Daemon {
+            child: Some(child),
+            banner,
+        }
+    }
+
+    /// The daemon's TCP address with its peer id, from its banner.
+    pub fn tcp_addr(&self) -> String {
+        self.banner
+            .lines()
+            .filter_map(|l| l.strip_prefix("listening on "))
+            .find(|a| a.contains("/tcp/"))
+            .expect("a TCP listen address in the banner")
+            .to_string()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        signal(child.id(), libc::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGTERM);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends `sig` to process `pid`.
+#[allow(unsafe_code)]
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, panicking with `what` after `secs` seconds.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

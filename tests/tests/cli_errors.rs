@@ -10,10 +10,13 @@ use cairn_tests::TestRepo;
 #[test]
 fn invalid_cid_text_is_named() {
     let r = TestRepo::new();
-    r.cairn(&["cat", "not-a-cid"]).expect_err("invalid CID \"not-a-cid\"");
+    r.cairn(&["cat", "not-a-cid"])
+        .expect_err("invalid CID \"not-a-cid\"");
     r.cairn(&["ls", "/ipfs/zzz/a"]).expect_err("invalid CID");
-    r.cairn(&["block", "get", "Qm123"]).expect_err("invalid CID");
-    r.cairn(&["pin", "rm", "bafy-nope"]).expect_err("invalid CID");
+    r.cairn(&["block", "get", "Qm123"])
+        .expect_err("invalid CID");
+    r.cairn(&["pin", "rm", "bafy-nope"])
+        .expect_err("invalid CID");
 }
 
 #[test]
@@ -33,15 +36,21 @@ fn content_missing_offline_fails_fast() {
 #[test]
 fn missing_and_unreadable_inputs() {
     let r = TestRepo::new();
-    r.cairn(&["add", "does/not/exist"]).expect_err("does/not/exist");
+    r.cairn(&["add", "does/not/exist"])
+        .expect_err("does/not/exist");
     // /proc/self/mem is a "file" whose first page cannot be read: the read error is reported.
-    r.cairn(&["add", "/proc/self/mem"]).expect_err("/proc/self/mem");
+    r.cairn(&["add", "/proc/self/mem"])
+        .expect_err("/proc/self/mem");
     // A directory without -r.
     std::fs::create_dir(r.path("dir")).unwrap();
     r.cairn(&["add", "dir"]).expect_err("use -r");
     // A FIFO cannot be stored in UnixFS.
     let fifo = r.path("dir/pipe");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     r.cairn(&["add", "-r", "dir"]).expect_err("FIFO");
     // Nothing was pinned by the failed adds.
     assert_eq!(r.cairn(&["pin", "ls"]).expect_ok(), "");
@@ -51,18 +60,27 @@ fn missing_and_unreadable_inputs() {
 fn bad_options_are_refused() {
     let r = TestRepo::new();
     std::fs::write(r.path("f"), b"x").unwrap();
-    r.cairn(&["add", "--chunker", "size-0", "f"]).expect_err("chunk");
-    r.cairn(&["add", "--chunker", "rabin", "f"]).expect_err("rabin");
+    r.cairn(&["add", "--chunker", "size-0", "f"])
+        .expect_err("chunk");
+    r.cairn(&["add", "--chunker", "rabin", "f"])
+        .expect_err("rabin");
     r.cairn(&["add", "--hash", "md5", "f"]).expect_err("md5");
-    r.cairn(&["add", "--cid-version", "0", "--hash", "blake3", "f"]).expect_err("CIDv0");
+    r.cairn(&["add", "--cid-version", "0", "--hash", "blake3", "f"])
+        .expect_err("CIDv0");
 }
 
 #[test]
 fn uninitialised_repo_and_double_init() {
     let r = TestRepo::uninitialised();
-    let run = r.cairn(&["cat", "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"]);
+    let run = r.cairn(&[
+        "cat",
+        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
+    ]);
     run.expect_err("cairn init");
-    assert!(!r.repo().exists(), "a failed command must not create the repo");
+    assert!(
+        !r.repo().exists(),
+        "a failed command must not create the repo"
+    );
     r.cairn(&["init"]).expect_ok();
     r.cairn(&["init"]).expect_err("already exists");
 }
@@ -71,7 +89,8 @@ fn uninitialised_repo_and_double_init() {
 fn a_repo_in_use_is_refused_clearly() {
     let r = TestRepo::new();
     let held = Repo::open(&r.repo()).unwrap();
-    r.cairn(&["repo", "stat"]).expect_err("in use by another cairn process");
+    r.cairn(&["repo", "stat"])
+        .expect_err("in use by another cairn process");
     drop(held);
     r.cairn(&["repo", "stat"]).expect_ok();
 }
@@ -87,14 +106,21 @@ fn corrupt_block_on_disk_is_detected_and_named() {
         let data = repo.store().get(&root.parse().unwrap()).unwrap().unwrap();
         let node = PbNode::decode(&data).unwrap();
         let leaf = node.links[1].cid;
-        repo.store().put_unchecked_for_tests(&leaf, b"rotten bytes").unwrap();
+        repo.store()
+            .put_unchecked_for_tests(&leaf, b"rotten bytes")
+            .unwrap();
         leaf.to_string()
     };
     r.cairn(&["cat", &root]).expect_err(&leaf);
-    r.cairn(&["block", "get", &leaf]).expect_err(&format!("corrupt block on disk: {leaf}"));
+    r.cairn(&["block", "get", &leaf])
+        .expect_err(&format!("corrupt block on disk: {leaf}"));
     let verify = r.cairn(&["repo", "verify"]);
     verify.expect_err("corrupt");
-    assert!(verify.text().contains(&leaf), "verify names the block: {}", verify.text());
+    assert!(
+        verify.text().contains(&leaf),
+        "verify names the block: {}",
+        verify.text()
+    );
     r.cairn(&["pin", "verify"]).expect_err("verification");
 }
 
@@ -102,7 +128,11 @@ fn corrupt_block_on_disk_is_detected_and_named() {
 fn hostile_dir(name: &str) -> Vec<u8> {
     let child = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from_static(b"pwned\n"));
     let node = PbNode {
-        links: vec![PbLink { cid: *child.cid(), name: Some(name.to_string()), tsize: Some(6) }],
+        links: vec![PbLink {
+            cid: *child.cid(),
+            name: Some(name.to_string()),
+            tsize: Some(6),
+        }],
         data: Some(Bytes::from(UnixFsData::new(DataType::Directory).encode())),
     };
     node.encode()
@@ -112,8 +142,22 @@ fn hostile_dir(name: &str) -> Vec<u8> {
 fn hostile_link_names_never_escape_the_output_dir() {
     let r = TestRepo::new();
     let child = r.cairn_stdin(&["block", "put"], b"pwned\n").expect_ok();
-    assert_eq!(child, cid_for(1, RAW, HashAlg::Sha2_256, b"pwned\n").to_string());
-    for (i, name) in ["../escaped", "a/b", "..", ".", "", "nul\0byte", "/etc/passwd"].iter().enumerate() {
+    assert_eq!(
+        child,
+        cid_for(1, RAW, HashAlg::Sha2_256, b"pwned\n").to_string()
+    );
+    for (i, name) in [
+        "../escaped",
+        "a/b",
+        "..",
+        ".",
+        "",
+        "nul\0byte",
+        "/etc/passwd",
+    ]
+    .iter()
+    .enumerate()
+    {
         let dag = hostile_dir(name);
         let cid = r
             .cairn_stdin(&["block", "put", "--format", "dag-pb"], &dag)
@@ -122,7 +166,10 @@ fn hostile_link_names_never_escape_the_output_dir() {
         let out = format!("out{i}");
         r.cairn(&["get", &cid, "-o", &out]).expect_err("");
         r.cairn(&["ls", &cid]).expect_err("");
-        assert!(!r.path("escaped").exists(), "{name:?} escaped the output directory");
+        assert!(
+            !r.path("escaped").exists(),
+            "{name:?} escaped the output directory"
+        );
         assert!(!r.path(&format!("out{i}/pwned")).exists());
     }
 }
@@ -132,7 +179,10 @@ fn json_output_and_quiet_add() {
     let r = TestRepo::new();
     std::fs::write(r.path("f"), b"hello world\n").unwrap();
     let q = r.cairn(&["add", "-Q", "f"]).expect_ok();
-    assert_eq!(q, "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4");
+    assert_eq!(
+        q,
+        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+    );
     let v0 = r.cairn(&["add", "--cid-version", "0", "f"]).expect_ok();
     assert_eq!(v0, "added QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o f");
     let stat = r.cairn(&["--json", "repo", "stat"]).expect_ok();
@@ -144,5 +194,9 @@ fn json_output_and_quiet_add() {
     std::fs::write(&big, cairn_tests::pseudo_random(3 << 20, 1)).unwrap();
     let run = r.cairn(&["add", "--progress", "big"]);
     run.expect_ok();
-    assert!(!run.stderr.contains('\u{1b}'), "escape codes on a pipe: {:?}", run.stderr);
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "escape codes on a pipe: {:?}",
+        run.stderr
+    );
 }

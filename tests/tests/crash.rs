@@ -49,7 +49,12 @@ impl Cli {
 
     /// Starts `args`, kills it with SIGKILL after `after`, returns whether it had finished.
     fn kill_after(&self, args: &[&str], after: Duration) -> bool {
-        let mut child = self.cmd(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = self
+            .cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(after); // Timing the kill, not synchronising: any moment is valid.
         let finished = child.try_wait().unwrap().is_some_and(|s| s.success());
         let _ = child.kill(); // SIGKILL on Unix
@@ -63,7 +68,10 @@ impl Cli {
         self.ok(&["pin", "verify"]);
         let pins = self.ok(&["pin", "ls", "--type", "recursive"]);
         for root in must_be_pinned {
-            assert!(pins.contains(root.as_str()), "pin {root} lost; pins:\n{pins}");
+            assert!(
+                pins.contains(root.as_str()),
+                "pin {root} lost; pins:\n{pins}"
+            );
         }
     }
 }
@@ -85,12 +93,18 @@ fn noise_file(path: &Path, seed: u64, len: usize) {
 fn sigkill_during_add_pin_and_gc_keeps_the_repo_consistent() {
     let bin = cairn_bin();
     let dir = tempfile::tempdir().unwrap();
-    let cli = Cli { bin, repo: dir.path().join("repo") };
+    let cli = Cli {
+        bin,
+        repo: dir.path().join("repo"),
+    };
     cli.ok(&["init"]);
 
     let first = dir.path().join("first");
     noise_file(&first, 1, 8 << 20);
-    let mut pinned = vec![cli.ok(&["add", "-Q", first.to_str().unwrap()]).trim().to_string()];
+    let mut pinned = vec![cli
+        .ok(&["add", "-Q", first.to_str().unwrap()])
+        .trim()
+        .to_string()];
     cli.check(&pinned);
 
     let delays = [5u64, 20, 60, 120, 250, 400, 700, 1000];
@@ -101,7 +115,11 @@ fn sigkill_during_add_pin_and_gc_keeps_the_repo_consistent() {
         // Killed add (pinning by default).
         if cli.kill_after(&["add", "-Q", path], Duration::from_millis(*ms)) {
             // It finished before the kill: its pin must be there. Re-adding is idempotent.
-            pinned.push(cli.ok(&["add", "-Q", "--only-hash", path]).trim().to_string());
+            pinned.push(
+                cli.ok(&["add", "-Q", "--only-hash", path])
+                    .trim()
+                    .to_string(),
+            );
         }
         cli.check(&pinned);
         // Unpinned garbage, then a killed GC.

@@ -37,16 +37,25 @@ fn raw(data: Vec<u8>) -> Block {
 }
 
 fn opts(chunk: usize) -> ImportOptions {
-    ImportOptions { chunker: format!("size-{chunk}").parse().unwrap(), ..ImportOptions::default() }
+    ImportOptions {
+        chunker: format!("size-{chunk}").parse().unwrap(),
+        ..ImportOptions::default()
+    }
 }
 
-fn import(data: &[u8], sink: &dyn BlockSink, chunk: usize) -> Result<Cid, cairn_store::ImportError> {
+fn import(
+    data: &[u8],
+    sink: &dyn BlockSink,
+    chunk: usize,
+) -> Result<Cid, cairn_store::ImportError> {
     import_reader(data, &opts(chunk), sink, &mut |_| {}).map(|i| i.cid)
 }
 
 /// Every CID of a DAG, read and verified.
 fn dag_cids(store: &SledStore, root: Cid) -> Result<Vec<Cid>, WalkError> {
-    DagWalk::new(store, root, WalkMode::Verify).map(|v| v.map(|v| v.cid)).collect()
+    DagWalk::new(store, root, WalkMode::Verify)
+        .map(|v| v.map(|v| v.cid))
+        .collect()
 }
 
 fn new_repo() -> (tempfile::TempDir, Repo) {
@@ -74,16 +83,30 @@ impl Blockstore for MemStore {
         Ok(true)
     }
     fn get(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.blocks.lock().unwrap().get(&cid.hash().to_bytes()).map(|(_, b)| b.clone()))
+        Ok(self
+            .blocks
+            .lock()
+            .unwrap()
+            .get(&cid.hash().to_bytes())
+            .map(|(_, b)| b.clone()))
     }
     fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(self.blocks.lock().unwrap().contains_key(&cid.hash().to_bytes()))
+        Ok(self
+            .blocks
+            .lock()
+            .unwrap()
+            .contains_key(&cid.hash().to_bytes()))
     }
     fn size(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
         Ok(self.get(cid)?.map(|b| b.len() as u64))
     }
     fn delete(&self, cid: &Cid) -> Result<bool, StoreError> {
-        Ok(self.blocks.lock().unwrap().remove(&cid.hash().to_bytes()).is_some())
+        Ok(self
+            .blocks
+            .lock()
+            .unwrap()
+            .remove(&cid.hash().to_bytes())
+            .is_some())
     }
     fn cids(&self) -> Box<dyn Iterator<Item = Result<Cid, StoreError>> + Send + '_> {
         let v: Vec<_> = self
@@ -98,7 +121,11 @@ impl Blockstore for MemStore {
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let m = self.blocks.lock().unwrap();
         let bytes = m.values().map(|(_, b)| b.len() as u64).sum();
-        Ok(StoreStats { blocks: m.len() as u64, bytes, disk_bytes: 0 })
+        Ok(StoreStats {
+            blocks: m.len() as u64,
+            bytes,
+            disk_bytes: 0,
+        })
     }
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
@@ -113,7 +140,10 @@ struct FailAfter<B> {
 
 impl<B: Blockstore> FailAfter<B> {
     fn new(inner: B, budget: usize) -> Self {
-        FailAfter { inner, budget: AtomicUsize::new(budget) }
+        FailAfter {
+            inner,
+            budget: AtomicUsize::new(budget),
+        }
     }
     fn spend(&self) -> Result<(), StoreError> {
         self.budget
@@ -176,8 +206,17 @@ impl BlockSink for FailingSink<'_> {
 fn contract<S: Blockstore>(s: &S) {
     let c = DEFAULT_CHUNK_SIZE;
     let sizes = [0, 1, c - 1, c, c + 1, 2 << 20];
-    let blocks: Vec<Block> = sizes.iter().enumerate().map(|(i, &n)| raw(noise(i as u64, n))).collect();
-    let node = Block::encode(0, DAG_PB, HashAlg::Sha2_256, Bytes::from_static(&[0x0a, 0x02, 0x08, 0x01]));
+    let blocks: Vec<Block> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| raw(noise(i as u64, n)))
+        .collect();
+    let node = Block::encode(
+        0,
+        DAG_PB,
+        HashAlg::Sha2_256,
+        Bytes::from_static(&[0x0a, 0x02, 0x08, 0x01]),
+    );
 
     let before = s.stats().unwrap();
     assert_eq!((before.blocks, before.bytes), (0, 0));
@@ -185,11 +224,20 @@ fn contract<S: Blockstore>(s: &S) {
         assert!(!s.has(b.cid()).unwrap());
         assert_eq!(s.get(b.cid()).unwrap(), None);
         assert_eq!(s.size(b.cid()).unwrap(), None);
-        assert!(s.put(b).unwrap(), "first put of {} bytes is new", b.data().len());
-        assert!(!s.put(b).unwrap(), "second put of {} bytes is not", b.data().len());
+        assert!(
+            s.put(b).unwrap(),
+            "first put of {} bytes is new",
+            b.data().len()
+        );
+        assert!(
+            !s.put(b).unwrap(),
+            "second put of {} bytes is not",
+            b.data().len()
+        );
     }
     // A batch with duplicates inside and overlap with what is stored.
-    s.put_many(&[node.clone(), node.clone(), blocks[2].clone()]).unwrap();
+    s.put_many(&[node.clone(), node.clone(), blocks[2].clone()])
+        .unwrap();
     s.flush().unwrap();
 
     for (b, &n) in blocks.iter().zip(&sizes) {
@@ -205,11 +253,17 @@ fn contract<S: Blockstore>(s: &S) {
 
     let st = s.stats().unwrap();
     assert_eq!(st.blocks, sizes.len() as u64 + 1);
-    assert_eq!(st.bytes, sizes.iter().sum::<usize>() as u64 + node.data().len() as u64);
+    assert_eq!(
+        st.bytes,
+        sizes.iter().sum::<usize>() as u64 + node.data().len() as u64
+    );
     let mut listed: Vec<Vec<u8>> = s.cids().map(|c| c.unwrap().hash().to_bytes()).collect();
     listed.sort();
-    let mut want: Vec<Vec<u8>> =
-        blocks.iter().chain([&node]).map(|b| b.cid().hash().to_bytes()).collect();
+    let mut want: Vec<Vec<u8>> = blocks
+        .iter()
+        .chain([&node])
+        .map(|b| b.cid().hash().to_bytes())
+        .collect();
     want.sort();
     assert_eq!(listed, want);
 
@@ -221,7 +275,10 @@ fn contract<S: Blockstore>(s: &S) {
     }
     let st = s.stats().unwrap();
     assert_eq!(st.blocks, sizes.len() as u64 - 2);
-    assert_eq!(st.bytes, sizes[3..].iter().sum::<usize>() as u64 + node.data().len() as u64);
+    assert_eq!(
+        st.bytes,
+        sizes[3..].iter().sum::<usize>() as u64 + node.data().len() as u64
+    );
     // Re-adding a deleted block works.
     assert!(s.put(&blocks[1]).unwrap());
 
@@ -253,7 +310,10 @@ fn contract_sled_store() {
 fn contract_sled_store_everything_inline_and_everything_in_files() {
     for inline_max in [0, 4 << 20] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions { inline_max, ..StoreOptions::default() };
+        let opts = StoreOptions {
+            inline_max,
+            ..StoreOptions::default()
+        };
         contract(&SledStore::open(dir.path(), opts).unwrap());
     }
 }
@@ -281,15 +341,24 @@ fn failed_import_leaves_no_pin_and_gc_clears_its_blocks() {
     let full_root = import(&data, &cairn_store::NullSink, 1024).unwrap();
 
     let session = repo.session();
-    let failing = FailingSink { inner: &session, budget: AtomicUsize::new(1) };
+    let failing = FailingSink {
+        inner: &session,
+        budget: AtomicUsize::new(1),
+    };
     assert!(import(&data, &failing, 1024).is_err());
     drop(session);
-    assert!(repo.store().stats().unwrap().blocks > 0, "the first batch went in");
+    assert!(
+        repo.store().stats().unwrap().blocks > 0,
+        "the first batch went in"
+    );
     assert_eq!(repo.pins().count().unwrap(), 0);
 
     // Pinning the intended root fails and names a missing block; still no pin.
     match repo.pins().add(full_root, PinKind::Recursive, Some("x")) {
-        Err(PinError::Incomplete { root, source: WalkError::Missing { cid } }) => {
+        Err(PinError::Incomplete { root, source }) => {
+            let WalkError::Missing { cid } = *source else {
+                panic!("not missing: {source}")
+            };
             assert_eq!(root, full_root);
             assert_eq!(cid, full_root, "the root node is written last");
         }
@@ -325,9 +394,18 @@ fn pins_add_ls_rm_verify_and_gc_keeps_them() {
     let pins = repo.pins().list().unwrap();
     assert_eq!(pins.len(), 2);
     let pa = repo.pins().get(&root_a).unwrap().unwrap();
-    assert_eq!((pa.kind, pa.name.as_deref()), (PinKind::Recursive, Some("a")));
-    assert_eq!(repo.pins().list_kind(PinKind::Direct).unwrap()[0].cid, *lone.cid());
-    assert_eq!(repo.pins().indirect().unwrap().len(), dag_cids(&store, root_a).unwrap().len() - 1);
+    assert_eq!(
+        (pa.kind, pa.name.as_deref()),
+        (PinKind::Recursive, Some("a"))
+    );
+    assert_eq!(
+        repo.pins().list_kind(PinKind::Direct).unwrap()[0].cid,
+        *lone.cid()
+    );
+    assert_eq!(
+        repo.pins().indirect().unwrap().len(),
+        dag_cids(&store, root_a).unwrap().len() - 1
+    );
     assert!(matches!(
         repo.pins().add(root_a, PinKind::Direct, None),
         Err(PinError::AlreadyRecursive { .. })
@@ -344,7 +422,9 @@ fn pins_add_ls_rm_verify_and_gc_keeps_them() {
 
     // Corrupt one leaf of a: pin verify reports it against the right pin and block.
     let leaf = dag_cids(&store, root_a).unwrap()[3];
-    store.put_unchecked_for_tests(&leaf, b"not the leaf").unwrap();
+    store
+        .put_unchecked_for_tests(&leaf, b"not the leaf")
+        .unwrap();
     let reports = repo.pins().verify().unwrap();
     let ra = reports.iter().find(|r| r.pin.cid == root_a).unwrap();
     assert!(!ra.ok());
@@ -352,7 +432,10 @@ fn pins_add_ls_rm_verify_and_gc_keeps_them() {
     assert!(ra.to_string().contains(&leaf.to_string()));
     // Pinning anything over the corrupt block fails, naming it.
     repo.pins().remove(&root_a).unwrap();
-    let err = repo.pins().add(root_a, PinKind::Recursive, None).unwrap_err();
+    let err = repo
+        .pins()
+        .add(root_a, PinKind::Recursive, None)
+        .unwrap_err();
     assert!(err.to_string().contains(&leaf.to_string()), "{err}");
     assert!(repo.pins().get(&root_a).unwrap().is_none());
 
@@ -376,8 +459,14 @@ fn pins_and_roots_survive_reopen() {
         (root, kept)
     };
     let repo = Repo::open(&path).unwrap();
-    assert_eq!(repo.pins().get(&root).unwrap().unwrap().name.as_deref(), Some("n"));
-    assert_eq!(repo.roots().list().unwrap(), vec![("mfs".to_string(), kept)]);
+    assert_eq!(
+        repo.pins().get(&root).unwrap().unwrap().name.as_deref(),
+        Some("n")
+    );
+    assert_eq!(
+        repo.roots().list().unwrap(),
+        vec![("mfs".to_string(), kept)]
+    );
     assert_eq!(repo.gc().unwrap().removed_blocks, 0);
     repo.roots().remove("mfs").unwrap();
     assert!(repo.gc().unwrap().removed_blocks > 0);
@@ -469,7 +558,10 @@ fn second_open_is_refused_with_a_clear_message() {
 fn block_file(repo_path: &Path, cid: &Cid) -> std::path::PathBuf {
     let key = cid.hash().to_bytes();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    repo_path.join("blocks/files").join(hex(&key[key.len() - 1..])).join(hex(&key))
+    repo_path
+        .join("blocks/files")
+        .join(hex(&key[key.len() - 1..]))
+        .join(hex(&key))
 }
 
 #[test]
@@ -580,10 +672,16 @@ fn corrupt_or_truncated_cars_are_rejected_without_pins() {
     let mut huge_header = Vec::new();
     cairn_tests_varint(&mut huge_header, (1 << 20) + 1);
     let (_d3, r) = new_repo();
-    assert!(matches!(r.import_car(&huge_header[..], false), Err(CarError::HeaderTooLarge { .. })));
+    assert!(matches!(
+        r.import_car(&huge_header[..], false),
+        Err(CarError::HeaderTooLarge { .. })
+    ));
     let mut huge_section = car[..car_header_len(&car)].to_vec();
     cairn_tests_varint(&mut huge_section, 3 << 20);
-    assert!(matches!(r.import_car(&huge_section[..], false), Err(CarError::SectionTooLarge { .. })));
+    assert!(matches!(
+        r.import_car(&huge_section[..], false),
+        Err(CarError::SectionTooLarge { .. })
+    ));
 
     // A CID in the header that is not in the CAR cannot be pinned.
     let other = cid_for(1, RAW, HashAlg::Sha2_256, b"absent");
@@ -592,7 +690,10 @@ fn corrupt_or_truncated_cars_are_rejected_without_pins() {
     cairn_tests_varint(&mut car2, h.len() as u64);
     car2.extend_from_slice(&h);
     car2.extend_from_slice(&car[car_header_len(&car)..]);
-    assert!(matches!(r.import_car(&car2[..], true), Err(CarError::Pin(_))));
+    assert!(matches!(
+        r.import_car(&car2[..], true),
+        Err(CarError::Pin(_))
+    ));
     assert_eq!(r.pins().count().unwrap(), 0);
 }
 
@@ -627,7 +728,11 @@ fn du(path: &Path) -> u64 {
     for e in std::fs::read_dir(path).unwrap() {
         let e = e.unwrap();
         let m = e.metadata().unwrap();
-        total += if m.is_dir() { du(&e.path()) } else { m.blocks() * 512 };
+        total += if m.is_dir() {
+            du(&e.path())
+        } else {
+            m.blocks() * 512
+        };
     }
     total
 }
@@ -635,13 +740,21 @@ fn du(path: &Path) -> u64 {
 #[test]
 #[ignore]
 fn bench_sled_store_put_many_256k() {
-    let total: usize = std::env::var("CAIRN_BENCH_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(1 << 30);
+    let total: usize = std::env::var("CAIRN_BENCH_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1 << 30);
     let bs = 256 * 1024;
     let per_batch = 64;
-    let base = std::env::var("CAIRN_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let base = std::env::var("CAIRN_BENCH_DIR")
+        .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let dir = tempfile::tempdir_in(base).unwrap();
     let batches: Vec<Vec<Block>> = (0..total / bs / per_batch)
-        .map(|b| (0..per_batch).map(|i| raw(noise((b * per_batch + i) as u64, bs))).collect())
+        .map(|b| {
+            (0..per_batch)
+                .map(|i| raw(noise((b * per_batch + i) as u64, bs)))
+                .collect()
+        })
         .collect();
     let bytes = (batches.len() * per_batch * bs) as f64;
 

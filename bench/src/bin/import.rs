@@ -10,7 +10,10 @@ use cairn_bench::{cairn_bin, disk_usage, make_file, mb_per_s, run};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mib: u64 = args.next().map(|s| s.parse().expect("SIZE_MIB")).unwrap_or(1024);
+    let mib: u64 = args
+        .next()
+        .map(|s| s.parse().expect("SIZE_MIB"))
+        .unwrap_or(1024);
     let work = std::path::PathBuf::from(args.next().unwrap_or_else(|| "/tmp/cairn-bench".into()));
     std::fs::create_dir_all(&work).unwrap();
     let len = mib << 20;
@@ -19,7 +22,9 @@ fn main() {
     let cairn = cairn_bin();
 
     // Warm the page cache so both measure hashing and storing, not the disk.
-    run(Command::new("cat").arg(&file).stdout(std::process::Stdio::null()));
+    run(Command::new("cat")
+        .arg(&file)
+        .stdout(std::process::Stdio::null()));
 
     let (_, ssl) = run(Command::new("openssl").args(["dgst", "-sha256"]).arg(&file));
     let repo = work.join("repo");

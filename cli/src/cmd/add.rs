@@ -95,7 +95,10 @@ fn add(
         let meta = std::fs::symlink_metadata(path)
             .with_context(|| format!("cannot add {}", shown.display()))?;
         if meta.is_dir() && !args.recursive {
-            bail!("{} is a directory: use -r to add it recursively", shown.display());
+            bail!(
+                "{} is a directory: use -r to add it recursively",
+                shown.display()
+            );
         }
     }
     let show = console.progress(args.quiet) || (args.progress && !args.quiet);
@@ -129,16 +132,23 @@ fn add(
         bar.finish();
         if !args.quiet {
             for (cid, name, size) in &lines {
-                out.item(&Added { cid: cid.clone(), name, size: *size }, || {
-                    format!("added {cid} {name}")
-                })?;
+                out.item(
+                    &Added {
+                        cid: cid.clone(),
+                        name,
+                        size: *size,
+                    },
+                    || format!("added {cid} {name}"),
+                )?;
             }
         }
         roots.push(imported.cid);
     }
     if args.quiet {
         if let Some(root) = roots.last() {
-            out.item(&serde_json::json!({ "cid": root.to_string() }), || root.to_string())?;
+            out.item(&serde_json::json!({ "cid": root.to_string() }), || {
+                root.to_string()
+            })?;
         }
     }
     out.finish()?;

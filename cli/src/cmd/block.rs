@@ -27,7 +27,12 @@ pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
             stdout.flush()?;
             Ok(())
         }
-        BlockCommand::Put { file, format, hash, cid_version } => {
+        BlockCommand::Put {
+            file,
+            format,
+            hash,
+            cid_version,
+        } => {
             let mut data = Vec::new();
             match &file {
                 Some(path) => {
@@ -62,7 +67,10 @@ pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
             store.flush()?;
             let mut out = ctx.console.output();
             let cid = block.cid().to_string();
-            out.item(&serde_json::json!({ "cid": cid, "size": block.data().len() }), || cid.clone())?;
+            out.item(
+                &serde_json::json!({ "cid": cid, "size": block.data().len() }),
+                || cid.clone(),
+            )?;
             out.finish()
         }
         BlockCommand::Stat { cid } => {
@@ -71,9 +79,10 @@ pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
                 .size(&cid)?
                 .with_context(|| format!("block {cid} not found locally"))?;
             let mut out = ctx.console.output();
-            out.item(&serde_json::json!({ "cid": cid.to_string(), "size": size }), || {
-                format!("Key: {cid}\nSize: {size}")
-            })?;
+            out.item(
+                &serde_json::json!({ "cid": cid.to_string(), "size": size }),
+                || format!("Key: {cid}\nSize: {size}"),
+            )?;
             out.finish()
         }
     }

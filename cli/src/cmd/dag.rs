@@ -39,13 +39,16 @@ pub fn run(ctx: &Ctx<'_>, cmd: DagCommand) -> Result<()> {
                 );
             }
             for root in roots {
-                out.item(&serde_json::json!({ "root": root.to_string(), "pinned": pin_roots }), || {
-                    if pin_roots {
-                        format!("pinned root {root}")
-                    } else {
-                        format!("imported root {root}")
-                    }
-                })?;
+                out.item(
+                    &serde_json::json!({ "root": root.to_string(), "pinned": pin_roots }),
+                    || {
+                        if pin_roots {
+                            format!("pinned root {root}")
+                        } else {
+                            format!("imported root {root}")
+                        }
+                    },
+                )?;
             }
             out.finish()
         }

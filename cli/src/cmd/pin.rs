@@ -12,7 +12,12 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
     let repo = ctx.repo;
     let mut out = ctx.console.output();
     match cmd {
-        PinCommand::Add { path, direct, name, quiet: _ } => {
+        PinCommand::Add {
+            path,
+            direct,
+            name,
+            quiet: _,
+        } => {
             let p = parse_path(&path)?;
             let cid = if p.segments.is_empty() {
                 p.root
@@ -23,7 +28,11 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot resolve {path}"))?
             };
-            let kind = if direct { PinKind::Direct } else { PinKind::Recursive };
+            let kind = if direct {
+                PinKind::Direct
+            } else {
+                PinKind::Recursive
+            };
             repo.pins()
                 .add(cid, kind, name.as_deref())
                 .with_context(|| format!("cannot pin {cid}"))?;
@@ -58,7 +67,11 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
                         "type": kind_name(pin.kind),
                         "name": pin.name,
                     }),
-                    || format!("{} {} {}", pin.cid, kind_name(pin.kind), name).trim_end().to_string(),
+                    || {
+                        format!("{} {} {}", pin.cid, kind_name(pin.kind), name)
+                            .trim_end()
+                            .to_string()
+                    },
                 )?;
             }
             if kind == PinTypeArg::Indirect || kind == PinTypeArg::All {

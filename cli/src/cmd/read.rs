@@ -38,7 +38,10 @@ pub async fn cat_with<S: BlockSource + Clone>(
     args: &CatArgs,
 ) -> Result<()> {
     let cid = resolve(reader, &args.path).await?;
-    let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
+    let info = reader
+        .stat(&cid)
+        .await
+        .with_context(|| format!("cannot read {cid}"))?;
     if info.kind != EntryKind::File {
         bail!("{} is a {}, not a file", args.path, kind_name(info.kind));
     }
@@ -46,7 +49,11 @@ pub async fn cat_with<S: BlockSource + Clone>(
     let mut cursor = reader.cursor(&cid, args.offset);
     let mut out = console.stdout();
     while left > 0 {
-        let Some(chunk) = cursor.next_chunk().await.with_context(|| format!("cannot read {cid}"))? else {
+        let Some(chunk) = cursor
+            .next_chunk()
+            .await
+            .with_context(|| format!("cannot read {cid}"))?
+        else {
             break;
         };
         let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -63,19 +70,38 @@ pub async fn get(ctx: &Ctx<'_>, args: &GetArgs) -> Result<()> {
 }
 
 /// `cairn get` through any block source.
-pub async fn get_with<S: BlockSource + Clone>(reader: &DagReader<S>, ctx: &Ctx<'_>, args: &GetArgs) -> Result<()> {
+pub async fn get_with<S: BlockSource + Clone>(
+    reader: &DagReader<S>,
+    ctx: &Ctx<'_>,
+    args: &GetArgs,
+) -> Result<()> {
     let path = parse_path(&args.path)?;
     let cid = resolve(reader, &args.path).await?;
     let out = ctx.path(&match &args.output {
         Some(o) => o.clone(),
-        None => PathBuf::from(path.segments.last().cloned().unwrap_or_else(|| path.root.to_string())),
+        None => PathBuf::from(
+            path.segments
+                .last()
+                .cloned()
+                .unwrap_or_else(|| path.root.to_string()),
+        ),
     });
     if std::fs::symlink_metadata(&out).is_ok() {
-        bail!("{} already exists: choose another output with -o", out.display());
+        bail!(
+            "{} already exists: choose another output with -o",
+            out.display()
+        );
     }
-    let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
+    let info = reader
+        .stat(&cid)
+        .await
+        .with_context(|| format!("cannot read {cid}"))?;
     let show = ctx.console.progress(args.quiet);
-    let total = if info.kind == EntryKind::File { Some(info.size) } else { None };
+    let total = if info.kind == EntryKind::File {
+        Some(info.size)
+    } else {
+        None
+    };
     let mut bar = ctx.console.bar(show, total, &format!("getting {cid}"));
     write_node(reader, cid, &out, &mut bar).await?;
     bar.finish();
@@ -92,7 +118,10 @@ async fn write_node<S: BlockSource + Clone>(
     // Iterative depth-first walk: hostile DAGs cannot blow the stack.
     let mut stack = vec![(root, dest.to_path_buf())];
     while let Some((cid, dest)) = stack.pop() {
-        let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
+        let info = reader
+            .stat(&cid)
+            .await
+            .with_context(|| format!("cannot read {cid}"))?;
         match info.kind {
             EntryKind::File => {
                 let file = std::fs::OpenOptions::new()
@@ -102,14 +131,17 @@ async fn write_node<S: BlockSource + Clone>(
                     .with_context(|| format!("cannot create {}", dest.display()))?;
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
                 let mut cursor = reader.cursor(&cid, 0);
-                while let Some(chunk) =
-                    cursor.next_chunk().await.with_context(|| format!("cannot read {cid}"))?
+                while let Some(chunk) = cursor
+                    .next_chunk()
+                    .await
+                    .with_context(|| format!("cannot read {cid}"))?
                 {
                     w.write_all(&chunk)
                         .with_context(|| format!("cannot write {}", dest.display()))?;
                     bar.inc(chunk.len() as u64);
                 }
-                w.flush().with_context(|| format!("cannot write {}", dest.display()))?;
+                w.flush()
+                    .with_context(|| format!("cannot write {}", dest.display()))?;
                 set_mode(&dest, info.mode)?;
             }
             EntryKind::Directory => {
@@ -122,8 +154,15 @@ async fn write_node<S: BlockSource + Clone>(
                 for entry in entries.into_iter().rev() {
                     // The reader already refuses unsafe names; check again where it matters.
                     let mut comps = Path::new(&entry.name).components();
-                    if !matches!((comps.next(), comps.next()), (Some(Component::Normal(_)), None)) {
-                        bail!("refusing entry {:?} of {cid}: it would escape {}", entry.name, dest.display());
+                    if !matches!(
+                        (comps.next(), comps.next()),
+                        (Some(Component::Normal(_)), None)
+                    ) {
+                        bail!(
+                            "refusing entry {:?} of {cid}: it would escape {}",
+                            entry.name,
+                            dest.display()
+                        );
                     }
                     stack.push((entry.cid, dest.join(&entry.name)));
                 }
@@ -161,20 +200,47 @@ pub async fn ls(ctx: &Ctx<'_>, args: &LsArgs) -> Result<()> {
 }
 
 /// `cairn ls` through any block source.
-pub async fn ls_with<S: BlockSource + Clone>(reader: &DagReader<S>, console: &Console, args: &LsArgs) -> Result<()> {
+pub async fn ls_with<S: BlockSource + Clone>(
+    reader: &DagReader<S>,
+    console: &Console,
+    args: &LsArgs,
+) -> Result<()> {
     let cid = resolve(reader, &args.path).await?;
-    let info = reader.stat(&cid).await.with_context(|| format!("cannot read {cid}"))?;
+    let info = reader
+        .stat(&cid)
+        .await
+        .with_context(|| format!("cannot read {cid}"))?;
     let mut out = console.output();
     if info.kind != EntryKind::Directory {
-        let e = LsEntry { name: args.path.clone(), cid: cid.to_string(), size: info.size, kind: kind_name(info.kind).to_string() };
+        let e = LsEntry {
+            name: args.path.clone(),
+            cid: cid.to_string(),
+            size: info.size,
+            kind: kind_name(info.kind).to_string(),
+        };
         out.item(&e, || format!("{} {} {}", e.cid, e.size, e.name))?;
         return out.finish();
     }
-    let entries = reader.read_dir(&cid).await.with_context(|| format!("cannot list {cid}"))?;
+    let entries = reader
+        .read_dir(&cid)
+        .await
+        .with_context(|| format!("cannot list {cid}"))?;
     for entry in entries {
-        let child = reader.stat(&entry.cid).await.with_context(|| format!("cannot read {}", entry.cid))?;
-        let suffix = if child.kind == EntryKind::Directory { "/" } else { "" };
-        let e = LsEntry { name: entry.name, cid: entry.cid.to_string(), size: child.size, kind: kind_name(child.kind).to_string() };
+        let child = reader
+            .stat(&entry.cid)
+            .await
+            .with_context(|| format!("cannot read {}", entry.cid))?;
+        let suffix = if child.kind == EntryKind::Directory {
+            "/"
+        } else {
+            ""
+        };
+        let e = LsEntry {
+            name: entry.name,
+            cid: entry.cid.to_string(),
+            size: child.size,
+            kind: kind_name(child.kind).to_string(),
+        };
         out.item(&e, || format!("{} {} {}{}", e.cid, e.size, e.name, suffix))?;
     }
     out.finish()

@@ -82,11 +82,20 @@ pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
             }
             out.item(
                 &serde_json::json!({ "checked": report.checked, "corrupt": report.corrupt.len() }),
-                || format!("verified {} blocks, {} corrupt", report.checked, report.corrupt.len()),
+                || {
+                    format!(
+                        "verified {} blocks, {} corrupt",
+                        report.checked,
+                        report.corrupt.len()
+                    )
+                },
             )?;
             out.finish()?;
             if !report.corrupt.is_empty() {
-                bail!("repo verify found {} corrupt block(s)", report.corrupt.len());
+                bail!(
+                    "repo verify found {} corrupt block(s)",
+                    report.corrupt.len()
+                );
             }
             return Ok(());
         }

@@ -68,7 +68,10 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         let d = crate::sled_store::StoreOptions::default();
-        StoreConfig { cache_mib: d.cache_bytes >> 20, inline_max_bytes: d.inline_max }
+        StoreConfig {
+            cache_mib: d.cache_bytes >> 20,
+            inline_max_bytes: d.inline_max,
+        }
     }
 }
 
@@ -127,7 +130,9 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { address: "127.0.0.1:5101".to_string() }
+        ApiConfig {
+            address: "127.0.0.1:5101".to_string(),
+        }
     }
 }
 

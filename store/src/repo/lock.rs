@@ -50,7 +50,10 @@ impl RepoLock {
             .map_err(LockError::Io)?;
         if !try_flock(&file).map_err(LockError::Io)? {
             let mut text = String::new();
-            let pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+            let pid = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
             return Err(LockError::Held(pid));
         }
         file.set_len(0).map_err(LockError::Io)?;

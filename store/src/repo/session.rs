@@ -26,14 +26,23 @@ pub struct ImportSession {
 impl ImportSession {
     pub(crate) fn new(store: Arc<SledStore>, pins: Pins, live: Arc<Live>) -> Self {
         let id = live.open();
-        ImportSession { id, store, pins, live }
+        ImportSession {
+            id,
+            store,
+            pins,
+            live,
+        }
     }
 
     /// Pins `root` recursively (checking that every block of its DAG is present, leaves by
     /// lookup, inner nodes by reading and verifying), then releases the session.
     /// On error nothing is pinned and the blocks stay protected until the session is dropped.
     pub fn pin(self, root: Cid, name: Option<&str>) -> Result<(), PinError> {
-        let pin = Pin { cid: root, kind: PinKind::Recursive, name: name.map(str::to_string) };
+        let pin = Pin {
+            cid: root,
+            kind: PinKind::Recursive,
+            name: name.map(str::to_string),
+        };
         self.pins.add_many(&[pin], WalkMode::Present)
     }
 
@@ -41,7 +50,11 @@ impl ImportSession {
     pub fn pin_all(self, roots: &[Cid]) -> Result<(), PinError> {
         let pins: Vec<Pin> = roots
             .iter()
-            .map(|c| Pin { cid: *c, kind: PinKind::Recursive, name: None })
+            .map(|c| Pin {
+                cid: *c,
+                kind: PinKind::Recursive,
+                name: None,
+            })
             .collect();
         self.pins.add_many(&pins, WalkMode::Present)
     }

@@ -1,0 +1,146 @@
+//! Real `cairn daemon` processes on 127.0.0.1: the CLI goes through the daemon's API, content moves
+//! between daemons with Bitswap, and bad input or unavailable content ends with a clear error.
+
+use std::time::{Duration, Instant};
+
+use cairn_store::{cid_for, HashAlg, RAW};
+use cairn_tests::{pseudo_random, signal, wait_for, TestRepo};
+
+fn stat_bitswap(r: &TestRepo) -> serde_json::Value {
+    let text = r.cairn(&["--json", "stat", "bitswap"]).expect_ok();
+    serde_json::from_str(&text).expect("stat bitswap JSON")
+}
+
+#[test]
+fn two_daemons_trade_content_by_cid_only() {
+    let a = TestRepo::new();
+    let b = TestRepo::new();
+    a.use_loopback_network();
+    b.use_loopback_network();
+    let da = a.daemon();
+    let _db = b.daemon();
+
+    // A adds through its daemon: a multi-block file and a directory tree.
+    let data = pseudo_random(3 * 1024 * 1024 + 17, 42);
+    std::fs::write(a.path("big.bin"), &data).unwrap();
+    std::fs::create_dir_all(a.path("tree/sub")).unwrap();
+    std::fs::write(a.path("tree/a.txt"), b"alpha\n").unwrap();
+    std::fs::write(a.path("tree/sub/ß.txt"), pseudo_random(300_000, 3)).unwrap();
+    let file_cid = a.cairn(&["add", "-Q", "big.bin"]).expect_ok();
+    let tree_cid = a.cairn(&["add", "-r", "-Q", "tree"]).expect_ok();
+
+    // B knows nothing but A's address and the CIDs.
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    let peers = b.cairn(&["swarm", "peers"]).expect_ok();
+    assert!(
+        da.tcp_addr().ends_with(peers.lines().next().unwrap()),
+        "{peers}"
+    );
+
+    let got = b.cairn(&["cat", &file_cid]);
+    assert!(got.ok(), "{}", got.stderr);
+    assert!(got.stdout == data, "fetched bytes differ");
+    let ls = b.cairn(&["ls", &tree_cid]).expect_ok();
+    assert!(ls.contains(" a.txt") && ls.contains(" sub/"), "{ls}");
+    b.cairn(&["get", &tree_cid, "-o", "out"]).expect_ok();
+    assert_eq!(std::fs::read(b.path("out/a.txt")).unwrap(), b"alpha\n");
+    assert_eq!(
+        std::fs::read(b.path("out/sub/ß.txt")).unwrap(),
+        pseudo_random(300_000, 3)
+    );
+    let s = stat_bitswap(&b);
+    assert!(s["blocks_received"].as_u64().unwrap() >= 14, "{s}");
+    assert!(
+        s["bytes_received"].as_u64().unwrap() >= data.len() as u64,
+        "{s}"
+    );
+    assert_eq!(s["rejected_blocks"], 0);
+    let sent = stat_bitswap(&a);
+    assert!(sent["blocks_sent"].as_u64().unwrap() >= 14, "{sent}");
+
+    // pin add through the daemon keeps the content; status reports it complete.
+    let pinned = b.cairn(&["pin", "add", &tree_cid]).expect_ok();
+    assert!(pinned.contains(&tree_cid), "{pinned}");
+    assert!(b.cairn(&["pin", "ls"]).expect_ok().contains(&tree_cid));
+    let status = b.cairn(&["--json", "status", &tree_cid]).expect_ok();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["complete"], true, "{status}");
+}
+
+#[test]
+fn unavailable_content_times_out_with_a_clear_error() {
+    let a = TestRepo::new();
+    a.use_loopback_network();
+    let _d = a.daemon();
+    let cid = cid_for(1, RAW, HashAlg::Sha2_256, b"nobody has this block").to_string();
+    let started = Instant::now();
+    a.cairn(&["--timeout", "2", "cat", &cid])
+        .expect_err("not found within 2 s");
+    a.cairn(&["--timeout", "1", "pin", "add", &cid])
+        .expect_err("not found within 1 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    // Malformed and unreachable addresses.
+    a.cairn(&["swarm", "connect", "not-a-multiaddr"])
+        .expect_err("not-a-multiaddr");
+    a.cairn(&[
+        "swarm",
+        "connect",
+        "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWGBWx9gyUFTVQcKMTenQMSyE2ad9m7c9fpjS4NMjoDien",
+    ])
+    .expect_err("cannot connect");
+    a.cairn(&["cat", "bad-cid"]).expect_err("invalid CID");
+}
+
+#[test]
+fn network_commands_need_a_daemon() {
+    let a = TestRepo::new();
+    for args in [
+        &["id"][..],
+        &["swarm", "peers"],
+        &["stat", "bitswap"],
+        &[
+            "routing",
+            "findprovs",
+            "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
+        ],
+    ] {
+        a.cairn(args).expect_err("start `cairn daemon`");
+    }
+}
+
+#[test]
+fn interrupted_client_cancels_its_fetch_and_sigterm_leaves_a_clean_repo() {
+    let a = TestRepo::new();
+    a.use_loopback_network();
+    let mut d = a.daemon();
+    std::fs::write(a.path("f"), pseudo_random(700_000, 9)).unwrap();
+    let root = a.cairn(&["add", "-Q", "f"]).expect_ok();
+
+    // A client waiting on content nobody has, interrupted like Ctrl-C.
+    let cid = cid_for(1, RAW, HashAlg::Sha2_256, b"never coming").to_string();
+    let mut child = a
+        .command(&["--timeout", "120", "cat", &cid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(20, "the want to reach the daemon", || {
+        (stat_bitswap(&a)["wants"].as_u64().unwrap() > 0).then_some(())
+    });
+    signal(child.id(), libc::SIGINT);
+    let _ = child.wait();
+    wait_for(20, "the daemon to drop the cancelled want", || {
+        (stat_bitswap(&a)["wants"].as_u64().unwrap() == 0).then_some(())
+    });
+
+    // SIGTERM: clean exit, socket gone, repo consistent and usable offline.
+    assert_eq!(d.stop(), Some(0));
+    assert!(!a.repo().join("api.sock").exists());
+    a.cairn(&["repo", "verify"]).expect_ok();
+    assert!(a.cairn(&["pin", "ls"]).expect_ok().contains(&root));
+    assert_eq!(a.cairn(&["cat", &root]).stdout, pseudo_random(700_000, 9));
+}
