@@ -37,6 +37,8 @@ pub struct Daemon {
     pub runtime: tokio::runtime::Handle,
     /// Default network deadline.
     pub timeout: Duration,
+    /// What to announce on the DHT.
+    pub provide: ProvideStrategy,
 }
 
 /// Builds the node's settings from the repo config.
@@ -67,6 +69,7 @@ pub fn net_config(repo: &Repo) -> Result<NetConfig> {
     };
     cfg.reprovide_interval =
         (c.reprovide_interval_secs > 0).then(|| Duration::from_secs(c.reprovide_interval_secs));
+    cfg.fetch_timeout = Duration::from_secs(c.fetch_timeout_secs.max(1));
     Ok(cfg)
 }
 
@@ -75,6 +78,7 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let repo = Arc::new(cmd::open(repo_dir)?);
     let cfg = net_config(&repo)?;
     let timeout = cfg.fetch_timeout;
+    let provide = cfg.provide_strategy;
     let store: Arc<dyn Blockstore> = repo.store().clone();
     let node = Node::start(cfg, *repo.identity_seed(), store)
         .await
@@ -93,6 +97,7 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
         mounts: Mutex::new(HashMap::new()),
         runtime: tokio::runtime::Handle::current(),
         timeout,
+        provide,
     });
     let mut out = console.output();
     out.text(&format!("peer id: {}", node.peer_id()))?;

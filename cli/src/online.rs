@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cairn_net::{fetch_dag, NetSource};
-use cairn_store::{Blockstore, Cid, DagReader, PinKind};
+use cairn_net::{fetch_dag, NetSource, ProvideStrategy};
+use cairn_store::{Blockstore, Cid, DagReader, DagWalk, PinKind, WalkMode};
 use serde::Serialize;
 
 use crate::args::{Command, MountArgs, PinCommand, RoutingCommand, StatCommand, SwarmCommand};
@@ -43,13 +43,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
         Command::Add(args) => {
             let roots = cmd::add_roots(ctx, &args)?;
             if !args.only_hash {
-                // Announce in the background: the DHT can be slow and the add is done.
-                let node = node.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = node.provide(roots).await {
-                        tracing::warn!("cannot announce added content: {e}");
-                    }
-                });
+                announce(online, roots, args.pin);
             }
             Ok(())
         }
@@ -91,6 +85,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
                 .pins()
                 .add(cid, kind, name.as_deref())
                 .with_context(|| format!("cannot pin {cid}"))?;
+            announce(online, vec![cid], true);
             let mut out = ctx.console.output();
             out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
                 format!("pinned {cid} {}", kind.as_str())
@@ -171,6 +166,36 @@ impl Online {
             .with_context(|| format!("cannot fetch {cid}"))?;
         Ok(())
     }
+}
+
+/// Announces new content on the DHT according to the provide strategy, in the background (the
+/// DHT can be slow; the command that added the content is done).
+fn announce(online: &Online, roots: Vec<Cid>, pinned: bool) {
+    let cids = match online.daemon.provide {
+        ProvideStrategy::Roots => roots,
+        ProvideStrategy::Pinned if pinned => roots,
+        ProvideStrategy::Pinned => return,
+        ProvideStrategy::All => {
+            let store = online.daemon.repo.store();
+            let mut all = Vec::new();
+            for root in roots {
+                let walk = DagWalk::new(store.as_ref(), root, WalkMode::Structure);
+                all.extend(walk.filter_map(|v| v.ok()).map(|v| v.cid));
+            }
+            all
+        }
+    };
+    if cids.is_empty() {
+        return;
+    }
+    let node = online.daemon.node.clone();
+    tokio::spawn(async move {
+        match node.provide(cids).await {
+            Ok(r) if r.failed > 0 => tracing::info!("announced {} CIDs, {} failed", r.ok, r.failed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot announce added content: {e}"),
+        }
+    });
 }
 
 /// Fetches the whole DAG below `cid` with a window of parallel wants, showing progress.

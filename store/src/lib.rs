@@ -73,8 +73,8 @@ pub use reader::{
     is_safe_name, DagReader, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError, MAX_DEPTH,
 };
 pub use repo::{
-    ApiConfig, Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, Repo, RepoError,
-    RepoLock, StoreConfig, VerifyReport,
+    Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, Repo, RepoError, RepoLock,
+    StoreConfig, VerifyReport,
 };
 pub use sink::{BlockSink, NullSink, StoreSink};
 pub use sled_store::{SledStore, StoreOptions};

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use cid::Cid;
 
-pub use config::{ApiConfig, Config, GcConfig, ImportConfig, NetworkConfig, StoreConfig};
+pub use config::{Config, GcConfig, ImportConfig, NetworkConfig, StoreConfig};
 pub use lock::RepoLock;
 pub use session::ImportSession;
 

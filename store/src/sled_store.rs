@@ -17,9 +17,9 @@
 //! | `m:stats`            | blocks (u64 LE), bytes (u64 LE), file bytes (u64 LE)         |
 //!
 //! A file block lives at `files/<last digest byte, 2 hex>/<multihash hex>`. It is written (by
-//! `write(2)`) before the sled batch that indexes it, and its index entry is removed before the
-//! file is unlinked, so a killed process leaves at worst an unindexed file, never an index
-//! entry without its bytes. [`Blockstore::flush`] makes the files durable (`syncfs`) before sled.
+//! `write(2)`) before the sled batch that indexes it, and its index entry is removed (and sled
+//! flushed) before the file is unlinked, so a killed process leaves at worst an unindexed file
+//! (GC removes those), never an index entry without its bytes. [`Blockstore::flush`] makes the files durable (`syncfs`) before sled.
 
 use std::collections::HashSet;
 use std::fs;

@@ -2,6 +2,7 @@
 //! moments leaves a repo that opens, verifies, and keeps every pin.
 //!
 //! Builds the `cairn` binary first (same profile as this test) if it is not there.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

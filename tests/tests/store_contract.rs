@@ -3,6 +3,7 @@
 //!
 //! `cargo test --release -p cairn-tests --test store_contract -- --ignored --nocapture` also
 //! prints the store's throughput and disk overhead beside plain files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use cairn_store::{
-    import_path, BlockSink, ChunkerSpec, HashAlg, ImportEvent, ImportOptions, NullSink, Repo,
+    import_path, BlockSink, ChunkerSpec, HashAlg, ImportConfig, ImportEvent, ImportOptions,
+    NullSink, Repo,
 };
 use serde::Serialize;
 
@@ -20,23 +21,30 @@ struct Added<'a> {
     size: u64,
 }
 
-/// Builds import options from the flags and the repo's defaults.
-fn options(args: &AddArgs) -> Result<ImportOptions> {
-    let version = args.cid_version.unwrap_or(1);
+/// Builds import options from the flags, falling back to the repo's `[import]` settings (when
+/// there is a repo) and then to the built-in defaults (CIDv1, raw leaves, 256 KiB, sha2-256).
+fn options(args: &AddArgs, defaults: Option<&ImportConfig>) -> Result<ImportOptions> {
+    let fallback = ImportConfig::default();
+    let defaults = defaults.unwrap_or(&fallback);
+    let version = args.cid_version.unwrap_or(defaults.cid_version);
+    if version > 1 {
+        bail!("CID version {version} in the repo config is not supported (use 0 or 1)");
+    }
     let mut opts = ImportOptions::with_cid_version(version);
-    if let Some(raw) = args.raw_leaves {
-        opts.raw_leaves = raw;
-    }
-    if let Some(spec) = &args.chunker {
-        opts.chunker = spec
-            .parse::<ChunkerSpec>()
-            .with_context(|| format!("bad --chunker {spec:?}"))?;
-    }
-    if let Some(h) = &args.hash {
-        opts.hash = h.parse::<HashAlg>()?;
-        if opts.hash != HashAlg::Sha2_256 && version == 0 {
-            bail!("--hash {h} needs --cid-version 1 (CIDv0 is sha2-256 only)");
-        }
+    // An explicit --cid-version picks Kubo's leaf format for it; otherwise the config decides.
+    opts.raw_leaves = match (args.raw_leaves, args.cid_version) {
+        (Some(raw), _) => raw,
+        (None, Some(v)) => v >= 1,
+        (None, None) => defaults.raw_leaves,
+    };
+    let spec = args.chunker.as_deref().unwrap_or(&defaults.chunker);
+    opts.chunker = spec
+        .parse::<ChunkerSpec>()
+        .with_context(|| format!("bad --chunker {spec:?}"))?;
+    let hash = args.hash.as_deref().unwrap_or(&defaults.hash);
+    opts.hash = hash.parse::<HashAlg>()?;
+    if opts.hash != HashAlg::Sha2_256 && version == 0 {
+        bail!("--hash {hash} needs --cid-version 1 (CIDv0 is sha2-256 only)");
     }
     opts.preserve_mode = args.preserve_mode;
     opts.preserve_mtime = args.preserve_mtime;
@@ -89,7 +97,7 @@ fn add(
     cwd: &Path,
     args: &AddArgs,
 ) -> Result<Vec<cairn_store::Cid>> {
-    let opts = options(args)?;
+    let opts = options(args, repo.map(|r| &r.config().import))?;
     let paths: Vec<_> = args.paths.iter().map(|p| cwd.join(p)).collect();
     for (path, shown) in paths.iter().zip(&args.paths) {
         let meta = std::fs::symlink_metadata(path)

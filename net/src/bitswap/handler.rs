@@ -7,12 +7,18 @@
 //! Outbound: one long-lived stream per connection carries our messages in order; if writing fails
 //! (the remote closed it, as send-and-close peers such as Helia may) the stream is reopened and the
 //! message retried once. Inbound: every stream the remote opens is read frame by frame until it
-//! ends, at most [`MAX_INBOUND_STREAMS`] at a time. Received blocks are hashed here, on the
-//! connection's task, so the swarm's event loop never spends time on SHA-256.
+//! ends, at most [`MAX_INBOUND_STREAMS`] at a time. Received blocks are hashed here, never on the
+//! swarm's event loop: a message with much block data is decoded on a blocking thread while the
+//! connection reads the next one (at most [`DECODE_AHEAD`] per stream), a small one inline.
+//!
+//! Block data is not copied by the codec: outgoing blocks are written from the `Bytes` the store
+//! returned, and incoming blocks are slices of the received frame.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::task::{Context, Poll};
+
+use bytes::Bytes;
 
 use futures::future::{self, BoxFuture};
 use futures::stream::{BoxStream, SelectAll};
@@ -32,6 +38,10 @@ use super::protocol::{self, DecodeError, Message, Version, MAX_MESSAGE_BYTES, PR
 pub const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Concurrent inbound streams per connection; more are reset.
 pub const MAX_INBOUND_STREAMS: usize = 32;
+/// Frames of one inbound stream being decoded (hashed) while the next is read.
+pub const DECODE_AHEAD: usize = 2;
+/// Messages at least this large are decoded (their blocks hashed) on a blocking thread.
+const OFFLOAD_BYTES: usize = 64 << 10;
 
 /// Negotiates any of the three Bitswap versions and yields the stream with the chosen protocol.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,8 +134,8 @@ impl Handler {
 
 fn send(mut stream: Stream, version: Version, msg: Message, retried: bool) -> SendFuture {
     async move {
-        let body = protocol::encode(&msg, version);
-        match protocol::write_frame(&mut stream, &body).await {
+        let parts = protocol::encode_parts(&msg, version);
+        match protocol::write_frame_parts(&mut stream, &parts).await {
             Ok(()) => Ok((stream, version)),
             Err(e) => Err((e, msg, retried)),
         }
@@ -133,19 +143,44 @@ fn send(mut stream: Stream, version: Version, msg: Message, retried: bool) -> Se
     .boxed()
 }
 
+/// Decodes a frame, hashing its blocks on a blocking thread when there is much to hash.
+async fn decode(body: Bytes) -> Result<Message, DecodeError> {
+    if body.len() >= OFFLOAD_BYTES {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let shared = body.clone();
+            if let Ok(r) = rt
+                .spawn_blocking(move || protocol::decode_shared(&shared))
+                .await
+            {
+                return r;
+            }
+            // The blocking pool is shutting down: decode here.
+        }
+    }
+    protocol::decode_shared(&body)
+}
+
 fn read_messages(stream: Stream) -> BoxStream<'static, Result<Message, DecodeError>> {
-    futures::stream::unfold(Some(stream), |s| async move {
+    let frames = futures::stream::unfold(Some(stream), |s| async move {
         let mut s = s?;
         match protocol::read_frame(&mut s, MAX_MESSAGE_BYTES).await {
-            Ok(Some(body)) => match protocol::decode(&body) {
-                Ok(m) => Some((Ok(m), Some(s))),
-                Err(e) => Some((Err(e), None)),
-            },
+            Ok(Some(body)) => Some((Bytes::from(body), Some(s))),
             // End of stream or a reset: not the peer's fault, just stop reading.
             Ok(None) | Err(_) => None,
         }
-    })
-    .boxed()
+    });
+    frames
+        .map(decode)
+        .buffered(DECODE_AHEAD)
+        // After a malformed message the stream is abandoned.
+        .scan(false, |failed, r| {
+            let item = (!*failed).then(|| {
+                *failed = r.is_err();
+                r
+            });
+            future::ready(item)
+        })
+        .boxed()
 }
 
 impl ConnectionHandler for Handler {

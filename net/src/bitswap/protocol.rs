@@ -275,7 +275,58 @@ pub fn cid_from_prefix(prefix: &[u8], data: &[u8]) -> Result<Cid, DecodeError> {
 /// Encodes `msg` for a peer speaking `version`. Features the version lacks are downgraded:
 /// want-have becomes want-block and presences are dropped before 1.2.0.
 pub fn encode(msg: &Message, version: Version) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.block_bytes() + 64 * msg.wantlist.len() + 16);
+    let parts = encode_parts(msg, version);
+    let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in &parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// Block data at least this large is not copied while encoding: it travels as its own part.
+const ZERO_COPY_MIN: usize = 1024;
+
+/// An encoded message as a list of byte strings to be written one after the other: protobuf
+/// headers are built in small buffers and large block data is referenced, not copied.
+struct Parts {
+    parts: Vec<Bytes>,
+    cur: Vec<u8>,
+}
+
+impl Parts {
+    fn flush(&mut self) {
+        if !self.cur.is_empty() {
+            self.parts.push(Bytes::from(std::mem::take(&mut self.cur)));
+        }
+    }
+
+    /// Appends `data` (copied when small, referenced when large).
+    fn data(&mut self, data: &Bytes) {
+        if data.len() < ZERO_COPY_MIN {
+            self.cur.extend_from_slice(data);
+        } else {
+            self.flush();
+            self.parts.push(data.clone());
+        }
+    }
+}
+
+fn uvarint_len(v: u64) -> usize {
+    // One byte per 7 bits, at least one.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+/// Size of a length-delimited field (key < 128, as every field here is) holding `n` bytes.
+fn len_field_size(n: usize) -> usize {
+    1 + uvarint_len(n as u64) + n
+}
+
+/// [`encode`] without copying block data: the frame body is the concatenation of the parts.
+pub fn encode_parts(msg: &Message, version: Version) -> Vec<Bytes> {
+    let mut out = Parts {
+        parts: Vec::with_capacity(2 * msg.blocks.len() + 2),
+        cur: Vec::with_capacity(64 * msg.wantlist.len() + 64),
+    };
     if !msg.wantlist.is_empty() || msg.full {
         let mut wl = Vec::with_capacity(48 * msg.wantlist.len());
         for e in &msg.wantlist {
@@ -301,17 +352,23 @@ pub fn encode(msg: &Message, version: Version) -> Vec<u8> {
         if msg.full {
             put_varint_field(&mut wl, 2, 1);
         }
-        put_len(&mut out, 1, &wl);
+        put_len(&mut out.cur, 1, &wl);
     }
     for (cid, data) in &msg.blocks {
         if version == Version::V100 {
-            put_len(&mut out, 2, data);
+            put_key(&mut out.cur, 2, 2);
+            put_uvarint(&mut out.cur, data.len() as u64);
         } else {
-            let mut b = Vec::with_capacity(data.len() + 16);
-            put_len(&mut b, 1, &cid_prefix(cid));
-            put_len(&mut b, 2, data);
-            put_len(&mut out, 3, &b);
+            // Block { 1: prefix, 2: data }, with the data written after this header.
+            let prefix = cid_prefix(cid);
+            let inner = len_field_size(prefix.len()) + len_field_size(data.len());
+            put_key(&mut out.cur, 3, 2);
+            put_uvarint(&mut out.cur, inner as u64);
+            put_len(&mut out.cur, 1, &prefix);
+            put_key(&mut out.cur, 2, 2);
+            put_uvarint(&mut out.cur, data.len() as u64);
         }
+        out.data(data);
     }
     if version == Version::V120 {
         for (cid, p) in &msg.presences {
@@ -320,13 +377,14 @@ pub fn encode(msg: &Message, version: Version) -> Vec<u8> {
             if *p == Presence::DontHave {
                 put_varint_field(&mut b, 2, 1);
             }
-            put_len(&mut out, 4, &b);
+            put_len(&mut out.cur, 4, &b);
         }
     }
     if msg.pending_bytes != 0 {
-        put_varint_field(&mut out, 5, i64::from(msg.pending_bytes) as u64);
+        put_varint_field(&mut out.cur, 5, i64::from(msg.pending_bytes) as u64);
     }
-    out
+    out.flush();
+    out.parts
 }
 
 // ---------- decoding ----------
@@ -364,6 +422,12 @@ fn decode_entry(buf: &[u8]) -> Result<Option<WantEntry>, DecodeError> {
 
 /// Decodes one message body. CIDs of received blocks are computed from their bytes here.
 pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
+    decode_shared(&Bytes::copy_from_slice(buf))
+}
+
+/// [`decode`] without copying: received blocks are slices of `body` (they keep it alive).
+pub fn decode_shared(body: &Bytes) -> Result<Message, DecodeError> {
+    let buf: &[u8] = body;
     if buf.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::TooLarge {
             what: "message",
@@ -392,7 +456,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             (2, Value::Bytes(data)) => {
                 check_block(data.len())?;
                 let cid = cid_from_prefix(&[0, 0x70, 0x12, 32], data)?;
-                msg.blocks.push((cid, Bytes::copy_from_slice(data)));
+                msg.blocks.push((cid, body.slice_ref(data)));
             }
             (3, Value::Bytes(b)) => {
                 let mut p = Fields::new(b);
@@ -408,7 +472,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
                 let data = data.unwrap_or_default();
                 check_block(data.len())?;
                 let cid = cid_from_prefix(prefix, data)?;
-                msg.blocks.push((cid, Bytes::copy_from_slice(data)));
+                msg.blocks.push((cid, body.slice_ref(data)));
             }
             (4, Value::Bytes(b)) => {
                 if msg.presences.len() >= MAX_PRESENCES {
@@ -459,6 +523,24 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(s: &mut S, body: &[u8]) -> std::
     put_uvarint(&mut head, body.len() as u64);
     s.write_all(&head).await?;
     s.write_all(body).await?;
+    s.flush().await
+}
+
+/// Writes one length-prefixed frame whose body is the concatenation of `parts`, and flushes.
+/// Nothing is gathered into one buffer: the muxer copies each part into its own frames.
+pub async fn write_frame_parts<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(10);
+    put_uvarint(
+        &mut head,
+        parts.iter().map(Bytes::len).sum::<usize>() as u64,
+    );
+    s.write_all(&head).await?;
+    for p in parts {
+        s.write_all(p).await?;
+    }
     s.flush().await
 }
 
@@ -592,6 +674,48 @@ mod tests {
             }
             let _ = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn large_blocks_are_neither_copied_on_encode_nor_on_decode() {
+        let (cid, data) = block(&[7u8; 4096], false);
+        let (small, tiny) = block(b"tiny", false);
+        let msg = Message {
+            blocks: vec![(cid, data.clone()), (small, tiny)],
+            ..Message::default()
+        };
+        let parts = encode_parts(&msg, Version::V120);
+        assert!(parts.iter().any(|p| p.as_ptr() == data.as_ptr()));
+        let body = Bytes::from(encode(&msg, Version::V120));
+        let got = decode_shared(&body).unwrap();
+        assert_eq!(got, msg);
+        let inside = body.as_ptr_range();
+        assert!(inside.contains(&got.blocks[0].1.as_ptr()));
+    }
+
+    #[tokio::test]
+    async fn frame_parts_equal_one_frame() {
+        let (cid, data) = block(&[3u8; 5000], true);
+        let msg = Message {
+            blocks: vec![(cid, data)],
+            pending_bytes: 9,
+            ..Message::default()
+        };
+        let mut a = Vec::new();
+        write_frame(
+            &mut futures::io::Cursor::new(&mut a),
+            &encode(&msg, Version::V110),
+        )
+        .await
+        .unwrap();
+        let mut b = Vec::new();
+        write_frame_parts(
+            &mut futures::io::Cursor::new(&mut b),
+            &encode_parts(&msg, Version::V110),
+        )
+        .await
+        .unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

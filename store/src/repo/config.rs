@@ -16,8 +16,6 @@ pub struct Config {
     pub store: StoreConfig,
     /// libp2p node settings.
     pub network: NetworkConfig,
-    /// The local control API.
-    pub api: ApiConfig,
 }
 
 /// Defaults for importing files.
@@ -81,18 +79,22 @@ impl Default for StoreConfig {
 pub struct NetworkConfig {
     /// Multiaddrs to listen on.
     pub listen: Vec<String>,
-    /// Bootstrap peers, as multiaddrs ending in `/p2p/<peer id>`.
+    /// Bootstrap peers, as multiaddrs ending in `/p2p/<peer id>`. Empty by default: cairn dials
+    /// nobody it was not told about (add public bootstrap nodes here to join the public DHT).
     pub bootstrap: Vec<String>,
     /// Kademlia mode: `auto`, `client` or `server`.
     pub dht_mode: String,
     /// Kademlia protocol name.
     pub kad_protocol: String,
-    /// What to announce to the DHT: `roots`, `all` or `none`.
+    /// What to announce to the DHT: `roots` (default), `pinned` or `all`.
     pub provide_strategy: String,
     /// Seconds between re-announcements.
     pub reprovide_interval_secs: u64,
     /// Discover peers on the LAN with mDNS.
     pub mdns: bool,
+    /// Seconds a network read may wait for a block before it fails (the CLI's `--timeout`
+    /// overrides it per command).
+    pub fetch_timeout_secs: u64,
 }
 
 impl Default for NetworkConfig {
@@ -102,36 +104,13 @@ impl Default for NetworkConfig {
                 "/ip4/0.0.0.0/tcp/4001".to_string(),
                 "/ip4/0.0.0.0/udp/4001/quic-v1".to_string(),
             ],
-            bootstrap: [
-                "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
-                "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
-                "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
-                "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            bootstrap: Vec::new(),
             dht_mode: "auto".to_string(),
             kad_protocol: "/ipfs/kad/1.0.0".to_string(),
             provide_strategy: "roots".to_string(),
             reprovide_interval_secs: 79_200,
             mdns: false,
-        }
-    }
-}
-
-/// The local control API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ApiConfig {
-    /// `host:port` to listen on.
-    pub address: String,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            address: "127.0.0.1:5101".to_string(),
+            fetch_timeout_secs: 30,
         }
     }
 }
@@ -148,6 +127,6 @@ mod tests {
         let partial: Config = toml::from_str("[network]\nmdns = true\n").unwrap();
         assert!(partial.network.mdns);
         assert_eq!(partial.network.kad_protocol, "/ipfs/kad/1.0.0");
-        assert_eq!(partial.api.address, "127.0.0.1:5101");
+        assert!(partial.network.bootstrap.is_empty());
     }
 }
