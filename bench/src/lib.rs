@@ -143,3 +143,11 @@ pub fn drop_cache(path: &Path) {
         ])
         .status();
 }
+
+/// Reads `path` once with a small buffer so that it sits in the page cache (without growing this
+/// process: children forked later would inherit a large peak RSS).
+pub fn warm_cache(path: &Path) {
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    while std::io::Read::read(&mut f, &mut buf).unwrap() > 0 {}
+}

@@ -53,6 +53,8 @@ pub struct Limits {
     pub command_queue: usize,
     /// Provider records we announce ourselves (the DHT store's `max_provided_keys`).
     pub max_provided_keys: usize,
+    /// Blocks a `NetSource` fetches ahead of a sequential reader (0: none).
+    pub readahead_blocks: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +71,7 @@ impl Default for Limits {
             max_provider_searches: 16,
             command_queue: 1024,
             max_provided_keys: 1 << 20,
+            readahead_blocks: 32,
         }
     }
 }

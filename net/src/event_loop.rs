@@ -41,6 +41,14 @@ const RESEARCH_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_SERVE_QUEUE: usize = 1024;
 /// Blocks remembered after their want was satisfied, so late duplicates are not taken for forgeries.
 const RECENT_BLOCKS: usize = 16_384;
+/// Commands handled in one turn of the loop before its outgoing messages are flushed.
+const COMMAND_BATCH: usize = 64;
+/// Store writes of received blocks running at once; blocks arriving meanwhile wait and are
+/// written together by the next one.
+const MAX_STORE_TASKS: usize = 2;
+/// Blocks (and bytes) written by one store task at most.
+const STORE_BATCH_BLOCKS: usize = 256;
+const STORE_BATCH_BYTES: usize = 32 << 20;
 /// Messages are split before their blocks exceed this.
 const SOFT_MESSAGE_BYTES: usize = MAX_MESSAGE_BYTES - MAX_BLOCK_BYTES / 2;
 
@@ -580,6 +588,8 @@ pub(crate) struct EventLoop {
     serve_queue: VecDeque<(PeerId, Vec<WantEntry>)>,
     serve_tasks: JoinSet<(PeerId, Vec<(WantEntry, Answer)>)>,
     store_tasks: JoinSet<Vec<(Cid, Bytes)>>,
+    /// Verified blocks waiting for a store task (bounded by the wants they answer).
+    to_store: VecDeque<(Cid, Bytes)>,
 }
 
 fn p2p_id(addr: &Multiaddr) -> Option<PeerId> {
@@ -688,6 +698,7 @@ impl EventLoop {
             serve_queue: VecDeque::new(),
             serve_tasks: JoinSet::new(),
             store_tasks: JoinSet::new(),
+            to_store: VecDeque::new(),
         })
     }
 
@@ -712,7 +723,26 @@ impl EventLoop {
                         let _ = reply.send(Ok(()));
                         break;
                     }
-                    Some(cmd) => self.on_command(cmd),
+                    Some(cmd) => {
+                        self.on_command(cmd);
+                        // Take what else is queued, so that wants issued together leave
+                        // together, in one message per peer.
+                        let mut shutdown = None;
+                        for _ in 1..COMMAND_BATCH {
+                            match self.commands.try_recv() {
+                                Ok(Command::Shutdown { reply }) => {
+                                    shutdown = Some(reply);
+                                    break;
+                                }
+                                Ok(cmd) => self.on_command(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                        if let Some(reply) = shutdown {
+                            let _ = reply.send(Ok(()));
+                            break;
+                        }
+                    }
                     None => break,
                 },
                 Some(done) = self.serve_tasks.join_next(), if !self.serve_tasks.is_empty() => {
@@ -731,6 +761,7 @@ impl EventLoop {
                 _ = reprovide.tick(), if self.engine.cfg.reprovide_interval.is_some() => self.reprovide(),
             }
             self.apply_actions();
+            self.pump_store();
             self.pump_serve();
             self.pump_provides();
             self.flush_outbox();
@@ -1133,19 +1164,7 @@ impl EventLoop {
                     if !self.engine.actions.ban.is_empty() {
                         return;
                     }
-                    if !fresh.is_empty() {
-                        let store = self.store.clone();
-                        self.store_tasks.spawn_blocking(move || {
-                            let batch: Vec<Block> = fresh
-                                .iter()
-                                .map(|(c, d)| Block::trusted(*c, d.clone()))
-                                .collect();
-                            if let Err(e) = store.put_many(&batch) {
-                                tracing::warn!(error = %e, "cannot cache received blocks");
-                            }
-                            fresh
-                        });
-                    }
+                    self.to_store.extend(fresh);
                 }
                 for (cid, p) in presences {
                     self.engine.on_presence(peer, cid, p);
@@ -1277,6 +1296,32 @@ impl EventLoop {
             }
             self.engine.actions.ban = more.ban;
             self.engine.actions.dial = more.dial;
+        }
+    }
+
+    /// Writes received blocks to the store, batching those that arrived while earlier writes ran.
+    fn pump_store(&mut self) {
+        while self.store_tasks.len() < MAX_STORE_TASKS && !self.to_store.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while batch.len() < STORE_BATCH_BLOCKS && bytes < STORE_BATCH_BYTES {
+                let Some(b) = self.to_store.pop_front() else {
+                    break;
+                };
+                bytes += b.1.len();
+                batch.push(b);
+            }
+            let store = self.store.clone();
+            self.store_tasks.spawn_blocking(move || {
+                let blocks: Vec<Block> = batch
+                    .iter()
+                    .map(|(c, d)| Block::trusted(*c, d.clone()))
+                    .collect();
+                if let Err(e) = store.put_many(&blocks) {
+                    tracing::warn!(error = %e, "cannot cache received blocks");
+                }
+                batch
+            });
         }
     }
 

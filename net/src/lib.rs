@@ -13,6 +13,7 @@
 //! - `swarm`: builds the transport and the composed behaviour.
 //! - `bitswap`: the Bitswap protocol (`protocol`, `handler`, `behaviour`).
 //! - `source`: [`NetSource`], [`fetch_dag`].
+//! - `readahead`: fetches ahead of a sequential reader of a [`NetSource`].
 //! - `memstore`: [`MemoryStore`], an in-memory blockstore.
 //!
 //! ```
@@ -28,6 +29,7 @@ mod error;
 mod event_loop;
 mod memstore;
 mod node;
+mod readahead;
 mod source;
 mod swarm;
 

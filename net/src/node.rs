@@ -90,6 +90,7 @@ pub struct Node {
     peer_id: PeerId,
     store: Arc<dyn Blockstore>,
     fetch_timeout: Duration,
+    readahead_blocks: usize,
 }
 
 impl std::fmt::Debug for Node {
@@ -123,6 +124,7 @@ impl Node {
             identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|_| NetError::BadIdentity)?;
         let peer_id = key.public().to_peer_id();
         let fetch_timeout = config.fetch_timeout;
+        let readahead_blocks = config.limits.readahead_blocks;
         let (tx, rx) = mpsc::channel(config.limits.command_queue.max(1));
         let event_loop = EventLoop::new(config, key, store.clone(), rx).await?;
         tokio::spawn(event_loop.run());
@@ -131,6 +133,7 @@ impl Node {
             peer_id,
             store,
             fetch_timeout,
+            readahead_blocks,
         })
     }
 
@@ -153,6 +156,11 @@ impl Node {
     /// The default fetch deadline from the configuration.
     pub fn fetch_timeout(&self) -> Duration {
         self.fetch_timeout
+    }
+
+    /// Blocks a [`crate::NetSource`] fetches ahead of a sequential reader.
+    pub fn readahead_blocks(&self) -> usize {
+        self.readahead_blocks
     }
 
     /// The addresses the node listens on, each ending in `/p2p/<peer id>`.

@@ -2,6 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,26 +12,59 @@ use futures::StreamExt;
 
 use crate::error::NetError;
 use crate::node::Node;
+use crate::readahead::Readahead;
 
 /// Reads blocks from the node's local store, fetching missing ones from the network (and
 /// caching them in the store). Every block returned has been verified against its CID.
-#[derive(Debug, Clone)]
+///
+/// A reader that asks for one block at a time in depth-first order (a file read start to end)
+/// gets the next blocks fetched ahead of it, `Limits::readahead_blocks` at most; see
+/// `readahead.rs`. Clones share that state.
+#[derive(Clone)]
 pub struct NetSource {
     node: Node,
     timeout: Duration,
+    window: usize,
+    ahead: Option<Arc<Readahead>>,
+}
+
+impl std::fmt::Debug for NetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetSource")
+            .field("node", &self.node)
+            .field("timeout", &self.timeout)
+            .field("readahead", &self.window)
+            .finish()
+    }
 }
 
 impl NetSource {
-    /// A source over `node` with the node's configured fetch deadline.
+    /// A source over `node` with the node's configured fetch deadline and readahead.
     pub fn new(node: Node) -> Self {
         let timeout = node.fetch_timeout();
-        NetSource { node, timeout }
+        let window = node.readahead_blocks();
+        NetSource::build(node, timeout, window)
+    }
+
+    fn build(node: Node, timeout: Duration, window: usize) -> Self {
+        let ahead = (window > 0).then(|| Readahead::new(node.clone(), timeout, window));
+        NetSource {
+            node,
+            timeout,
+            window,
+            ahead,
+        }
     }
 
     /// The same source with another per-block deadline.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        NetSource::build(self.node, timeout, self.window)
+    }
+
+    /// The same source fetching at most `window` blocks ahead of a sequential reader
+    /// (0: no readahead).
+    pub fn with_readahead(self, window: usize) -> Self {
+        NetSource::build(self.node, self.timeout, window)
     }
 
     /// The node behind this source.
@@ -49,24 +83,61 @@ fn to_get_error(cid: Cid, e: NetError) -> GetError {
     }
 }
 
+/// The local store first (a corrupt local copy is refetched), then the network.
+pub(crate) async fn local_then_network(
+    node: &Node,
+    cid: Cid,
+    timeout: Duration,
+) -> Result<Bytes, GetError> {
+    match node.store().get_verified(&cid) {
+        Ok(Some(b)) => return Ok(b),
+        Ok(None) => {}
+        // A corrupt local copy is replaced by a verified one from the network.
+        Err(StoreError::Corrupt { .. }) => {
+            tracing::warn!(%cid, "local copy corrupt, fetching it again");
+        }
+        Err(e) => return Err(GetError::Store(e)),
+    }
+    node.fetch_with_timeout(cid, timeout)
+        .await
+        .map_err(|e| to_get_error(cid, e))
+}
+
+/// Ends a read for the readahead even when the reading future is dropped half-way.
+struct Reading<'a> {
+    ahead: &'a Arc<Readahead>,
+    cid: Cid,
+    data: Option<Bytes>,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.ahead.end(self.cid, self.data.as_ref());
+    }
+}
+
 impl BlockSource for NetSource {
     fn get(&self, cid: &Cid) -> impl Future<Output = Result<Bytes, GetError>> + Send {
         let cid = *cid;
-        let node = self.node.clone();
-        let timeout = self.timeout;
         async move {
-            match node.store().get_verified(&cid) {
-                Ok(Some(b)) => return Ok(b),
-                Ok(None) => {}
-                // A corrupt local copy is replaced by a verified one from the network.
-                Err(StoreError::Corrupt { .. }) => {
-                    tracing::warn!(%cid, "local copy corrupt, fetching it again");
-                }
-                Err(e) => return Err(GetError::Store(e)),
+            let Some(ahead) = &self.ahead else {
+                return local_then_network(&self.node, cid, self.timeout).await;
+            };
+            let ready = ahead.begin(&cid);
+            let mut reading = Reading {
+                ahead,
+                cid,
+                data: None,
+            };
+            let got = match ready {
+                Some(b) => Ok(b),
+                None => local_then_network(&self.node, cid, self.timeout).await,
+            };
+            if let Ok(b) = &got {
+                reading.data = Some(b.clone());
             }
-            node.fetch_with_timeout(cid, timeout)
-                .await
-                .map_err(|e| to_get_error(cid, e))
+            drop(reading);
+            got
         }
     }
 
