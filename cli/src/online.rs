@@ -334,8 +334,10 @@ async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
 async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
     let (root, dir) = crate::mount::target(args)?;
     let dir = ctx.path(&dir);
+    // The mount runs its own readahead, sized by what the kernel reads: no DAG-order prefetch
+    // below it, so a small read moves only the blocks that cover it.
     let handle = crate::mount::start(
-        online.source(),
+        online.source().with_readahead(0),
         root,
         &dir,
         args.allow_other,

@@ -322,9 +322,11 @@ impl Engine {
         }
     }
 
-    /// Drops a want: cancels it at every peer asked.
+    /// Drops a want: cancels it at every peer asked. The CID stays "recent", so a block already
+    /// on its way when the cancel left is a duplicate, not a forgery.
     fn retire(&mut self, cid: Cid, except: Option<PeerId>) -> Option<Want> {
         let w = self.wants.remove(&cid)?;
+        self.remember(cid);
         if let Some((p, _)) = w.block_from {
             if let Some(i) = self.peers.get_mut(&p) {
                 i.outstanding = i.outstanding.saturating_sub(1);

@@ -4,9 +4,13 @@
 //! (block, HAVE) travels as a separate message on a stream the *answerer* opens, and inbound
 //! streams may carry many messages, so request/response pairing does not fit.
 //!
-//! Outbound: one long-lived stream per connection carries our messages in order; if writing fails
-//! (the remote closed it, as send-and-close peers such as Helia may) the stream is reopened and the
-//! message retried once. Inbound: every stream the remote opens is read frame by frame until it
+//! Outbound: long-lived streams ("lanes") carry our messages; if writing fails (the remote closed
+//! the stream, as send-and-close peers such as Helia may) the stream is reopened and the message
+//! retried once. Lane 0 carries every message with a wantlist, in order, so wants and cancels never
+//! overtake each other; messages of only blocks and presences take any free lane, up to
+//! [`OUT_LANES`] at once. Several lanes matter because each Yamux stream has its own flow-control
+//! window (256 KiB, which libp2p-yamux does not let us raise, and which its RTT-based auto-tuning
+//! never grows on a sub-millisecond link), so one stream would send 256 KiB blocks stop-and-wait. Inbound: every stream the remote opens is read frame by frame until it
 //! ends, at most [`MAX_INBOUND_STREAMS`] at a time. Received blocks are hashed here, never on the
 //! swarm's event loop: a message with much block data is decoded on a blocking thread while the
 //! connection reads the next one (at most [`DECODE_AHEAD`] per stream), a small one inline.
@@ -38,6 +42,8 @@ use super::protocol::{self, DecodeError, Message, Version, MAX_MESSAGE_BYTES, PR
 pub const MAX_QUEUED_MESSAGES: usize = 1024;
 /// Concurrent inbound streams per connection; more are reset.
 pub const MAX_INBOUND_STREAMS: usize = 32;
+/// Outbound streams per connection (see the module doc).
+pub const OUT_LANES: usize = 4;
 /// Frames of one inbound stream being decoded (hashed) while the next is read.
 pub const DECODE_AHEAD: usize = 2;
 /// Messages at least this large are decoded (their blocks hashed) on a blocking thread.
@@ -107,7 +113,7 @@ enum Outbound {
 /// One per connection.
 pub struct Handler {
     queue: VecDeque<(Message, bool)>,
-    out: Outbound,
+    lanes: [Outbound; OUT_LANES],
     inbound: SelectAll<BoxStream<'static, Result<Message, DecodeError>>>,
     events: VecDeque<HandlerOut>,
     unsupported: bool,
@@ -117,7 +123,7 @@ impl Handler {
     pub(crate) fn new() -> Self {
         Handler {
             queue: VecDeque::new(),
-            out: Outbound::Idle(None),
+            lanes: std::array::from_fn(|_| Outbound::Idle(None)),
             inbound: SelectAll::new(),
             events: VecDeque::new(),
             unsupported: false,
@@ -183,20 +189,93 @@ fn read_messages(stream: Stream) -> BoxStream<'static, Result<Message, DecodeErr
         .boxed()
 }
 
+/// What [`Handler::poll_lanes`] did.
+enum Lanes {
+    /// A lane needs a new stream.
+    Open(usize),
+    /// Something changed: poll again.
+    Progress,
+    /// Every lane waits (or nothing is queued).
+    Waiting,
+}
+
+impl Handler {
+    /// Drives the outbound lanes and hands the next queued message to a free one.
+    fn poll_lanes(&mut self, cx: &mut Context<'_>) -> Lanes {
+        for i in 0..OUT_LANES {
+            let Outbound::Busy(fut) = &mut self.lanes[i] else {
+                continue;
+            };
+            match fut.poll_unpin(cx) {
+                Poll::Ready(Ok(s)) => {
+                    self.lanes[i] = Outbound::Idle(Some(s));
+                    return Lanes::Progress;
+                }
+                Poll::Ready(Err((e, msg, retried))) => {
+                    self.lanes[i] = Outbound::Idle(None);
+                    tracing::debug!(error = %e, retried, "bitswap write failed");
+                    if retried {
+                        self.lost(1, false);
+                    } else {
+                        // Probably a stale stream the remote closed: reopen and retry once.
+                        self.queue.push_front((msg, true));
+                    }
+                    return Lanes::Progress;
+                }
+                Poll::Pending => {}
+            }
+        }
+        let Some((msg, _)) = self.queue.front() else {
+            return Lanes::Waiting;
+        };
+        // Wantlists keep their order on lane 0; other messages take any free lane, one with an
+        // open stream first.
+        let lane = if msg.wantlist.is_empty() && !msg.full {
+            let open = |l: &Outbound| matches!(l, Outbound::Idle(Some(_)));
+            let free = |l: &Outbound| matches!(l, Outbound::Idle(_));
+            (0..OUT_LANES)
+                .find(|&i| open(&self.lanes[i]))
+                .or_else(|| (0..OUT_LANES).find(|&i| free(&self.lanes[i])))
+        } else {
+            matches!(self.lanes[0], Outbound::Idle(_)).then_some(0)
+        };
+        let Some(lane) = lane else {
+            return Lanes::Waiting;
+        };
+        let (Some((msg, retried)), Outbound::Idle(slot)) =
+            (self.queue.pop_front(), &mut self.lanes[lane])
+        else {
+            return Lanes::Waiting;
+        };
+        match slot.take() {
+            Some((stream, v)) => {
+                self.lanes[lane] = Outbound::Busy(send(stream, v, msg, retried));
+                Lanes::Progress
+            }
+            None => {
+                self.queue.push_front((msg, retried));
+                self.lanes[lane] = Outbound::Opening;
+                Lanes::Open(lane)
+            }
+        }
+    }
+}
+
 impl ConnectionHandler for Handler {
     type FromBehaviour = HandlerIn;
     type ToBehaviour = HandlerOut;
     type InboundProtocol = Upgrade;
     type OutboundProtocol = Upgrade;
     type InboundOpenInfo = ();
-    type OutboundOpenInfo = ();
+    /// The lane the stream is for.
+    type OutboundOpenInfo = usize;
 
     fn listen_protocol(&self) -> SubstreamProtocol<Upgrade, ()> {
         SubstreamProtocol::new(Upgrade, ())
     }
 
     fn connection_keep_alive(&self) -> bool {
-        !self.queue.is_empty() || !matches!(self.out, Outbound::Idle(_))
+        !self.queue.is_empty() || self.lanes.iter().any(|l| !matches!(l, Outbound::Idle(_)))
     }
 
     fn on_behaviour_event(&mut self, ev: HandlerIn) {
@@ -213,7 +292,7 @@ impl ConnectionHandler for Handler {
 
     fn on_connection_event(
         &mut self,
-        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol, (), ()>,
+        event: ConnectionEvent<Self::InboundProtocol, Self::OutboundProtocol, (), usize>,
     ) {
         match event {
             ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
@@ -229,12 +308,16 @@ impl ConnectionHandler for Handler {
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
                 protocol: (stream, proto),
-                ..
+                info: lane,
             }) => {
-                self.out = Outbound::Idle(Some((stream, Version::of(&proto))));
+                if let Some(l) = self.lanes.get_mut(lane) {
+                    *l = Outbound::Idle(Some((stream, Version::of(&proto))));
+                }
             }
-            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
-                self.out = Outbound::Idle(None);
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, info: lane }) => {
+                if let Some(l) = self.lanes.get_mut(lane) {
+                    *l = Outbound::Idle(None);
+                }
                 let unsupported = matches!(error, StreamUpgradeError::NegotiationFailed);
                 if unsupported {
                     self.unsupported = true;
@@ -251,50 +334,19 @@ impl ConnectionHandler for Handler {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<ConnectionHandlerEvent<Upgrade, (), HandlerOut>> {
+    ) -> Poll<ConnectionHandlerEvent<Upgrade, usize, HandlerOut>> {
         loop {
             if let Some(ev) = self.events.pop_front() {
                 return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(ev));
             }
-            match &mut self.out {
-                Outbound::Busy(fut) => match fut.poll_unpin(cx) {
-                    Poll::Ready(Ok(s)) => {
-                        self.out = Outbound::Idle(Some(s));
-                        continue;
-                    }
-                    Poll::Ready(Err((e, msg, retried))) => {
-                        self.out = Outbound::Idle(None);
-                        tracing::debug!(error = %e, retried, "bitswap write failed");
-                        if retried {
-                            self.lost(1, false);
-                        } else {
-                            // Probably a stale stream the remote closed: reopen and retry once.
-                            self.queue.push_front((msg, true));
-                        }
-                        continue;
-                    }
-                    Poll::Pending => {}
-                },
-                Outbound::Idle(slot) => {
-                    if let Some((msg, retried)) = self.queue.pop_front() {
-                        match slot.take() {
-                            Some((stream, v)) => {
-                                self.out = Outbound::Busy(send(stream, v, msg, retried));
-                                continue;
-                            }
-                            None => {
-                                self.queue.push_front((msg, retried));
-                                self.out = Outbound::Opening;
-                                return Poll::Ready(
-                                    ConnectionHandlerEvent::OutboundSubstreamRequest {
-                                        protocol: SubstreamProtocol::new(Upgrade, ()),
-                                    },
-                                );
-                            }
-                        }
-                    }
+            match self.poll_lanes(cx) {
+                Lanes::Open(lane) => {
+                    return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                        protocol: SubstreamProtocol::new(Upgrade, lane),
+                    })
                 }
-                Outbound::Opening => {}
+                Lanes::Progress => continue,
+                Lanes::Waiting => {}
             }
             match self.inbound.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(m))) => {
