@@ -34,7 +34,7 @@ pub enum MountError {
         path: PathBuf,
     },
     /// The mount point could not be examined.
-    #[error("cannot examine mount point {}: {source}", path.display())]
+    #[error("cannot examine mount point {}", path.display())]
     Inspect {
         /// The mount point.
         path: PathBuf,
@@ -54,7 +54,7 @@ pub enum MountError {
         secs: u64,
     },
     /// The kernel or fusermount3 refused the mount.
-    #[error("FUSE mount on {} failed: {source} (is /dev/fuse available and fusermount3 installed?)", path.display())]
+    #[error("FUSE mount on {} failed (is /dev/fuse available and fusermount3 installed?)", path.display())]
     Fuse {
         /// The mount point.
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum MountError {
         source: io::Error,
     },
     /// Unmounting failed (for example because the mount point is busy).
-    #[error("unmounting {} failed: {source}", path.display())]
+    #[error("unmounting {} failed", path.display())]
     Unmount {
         /// The mount point.
         path: PathBuf,

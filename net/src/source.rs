@@ -164,7 +164,7 @@ pub enum DagError {
     #[error(transparent)]
     Get(#[from] GetError),
     /// A dag-pb block did not decode, so its children are unknown.
-    #[error("block {cid} is not valid dag-pb: {source}")]
+    #[error("block {cid} is not valid dag-pb")]
     BadNode {
         /// The block.
         cid: Cid,

@@ -34,7 +34,7 @@ const IDENTITY: u64 = 0x00;
 #[derive(Debug, thiserror::Error)]
 pub enum CarError {
     /// Reading or writing the stream failed.
-    #[error("CAR i/o error: {0}")]
+    #[error("CAR i/o error")]
     Io(#[from] io::Error),
     /// The stream ended inside the header or a section.
     #[error("truncated CAR: stream ends inside the {what} at byte {offset}")]
@@ -85,7 +85,7 @@ pub enum CarError {
         offset: u64,
     },
     /// The DAG to export is incomplete or unreadable.
-    #[error("cannot export: {0}")]
+    #[error("cannot export")]
     Walk(#[from] WalkError),
     /// The store failed.
     #[error(transparent)]

@@ -32,7 +32,7 @@ const SWEEP_BATCH: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
     /// A rooted DAG could not be walked, so what it keeps alive is unknown.
-    #[error("gc aborted: cannot walk the DAG under {root}: {source}")]
+    #[error("gc aborted: cannot walk the DAG under {root}")]
     Walk {
         /// The pin or root being walked.
         root: Cid,
@@ -40,10 +40,10 @@ pub enum GcError {
         source: Box<WalkError>,
     },
     /// The pins could not be read.
-    #[error("gc aborted: {0}")]
+    #[error("gc aborted")]
     Pins(#[from] crate::pins::PinError),
     /// The store failed.
-    #[error("gc failed: {0}")]
+    #[error("gc failed")]
     Store(#[from] StoreError),
 }
 

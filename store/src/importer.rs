@@ -172,7 +172,7 @@ pub enum ImportError {
         source: io::Error,
     },
     /// Reading the input stream of [`import_reader`] failed.
-    #[error("cannot read input: {0}")]
+    #[error("cannot read input")]
     Input(#[source] io::Error),
     /// A socket, FIFO or device node: UnixFS cannot store it.
     #[error("{}: cannot import a {kind}; only files, directories and symlinks can be added (remove it or add the other entries one by one)", path.display())]
@@ -189,10 +189,10 @@ pub enum ImportError {
         path: PathBuf,
     },
     /// The block sink failed.
-    #[error("storing blocks failed: {0}")]
+    #[error("storing blocks failed")]
     Store(#[from] StoreError),
     /// The options are unusable.
-    #[error("invalid import options: {0}")]
+    #[error("invalid import options")]
     Options(#[from] OptionsError),
 }
 

@@ -65,7 +65,7 @@ pub struct Pin {
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// Some block under the root is missing, corrupt or unwalkable.
-    #[error("cannot pin {root}: {source}")]
+    #[error("cannot pin {root}")]
     Incomplete {
         /// The root being pinned.
         root: Cid,

@@ -76,7 +76,7 @@ pub enum ReadError {
     #[error(transparent)]
     Get(#[from] GetError),
     /// A dag-pb block does not decode.
-    #[error("block {cid} is not valid dag-pb: {source}")]
+    #[error("block {cid} is not valid dag-pb")]
     Pb {
         /// The block.
         cid: Cid,
@@ -85,7 +85,7 @@ pub enum ReadError {
         source: PbError,
     },
     /// A dag-pb block carries no valid UnixFS data.
-    #[error("block {cid} has no valid UnixFS data: {source}")]
+    #[error("block {cid} has no valid UnixFS data")]
     UnixFs {
         /// The block.
         cid: Cid,
@@ -349,6 +349,9 @@ impl<S: BlockSource> DagReader<S> {
         offset: u64,
         len: u64,
     ) -> Result<Vec<(Cid, u64, u64)>, ReadError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         let pieces = self
             .pieces(cid, offset, offset.saturating_add(len), false)
             .await?;

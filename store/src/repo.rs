@@ -59,7 +59,7 @@ pub enum RepoError {
         pid: Option<u32>,
     },
     /// A file of the repo could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -67,7 +67,7 @@ pub enum RepoError {
         source: io::Error,
     },
     /// `config.toml` does not parse.
-    #[error("invalid config {path}: {source}")]
+    #[error("invalid config {path}")]
     Config {
         /// The file.
         path: PathBuf,
@@ -86,7 +86,7 @@ pub enum RepoError {
     #[error("cannot generate an identity key: {0}")]
     Random(getrandom::Error),
     /// The blockstore could not be opened or read.
-    #[error("blockstore at {path}: {source}")]
+    #[error("blockstore at {path}")]
     Store {
         /// The blocks directory.
         path: PathBuf,

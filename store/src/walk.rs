@@ -31,7 +31,7 @@ pub enum WalkError {
         cid: Cid,
     },
     /// The block claims dag-pb but does not decode.
-    #[error("block {cid} is not valid dag-pb: {source}")]
+    #[error("block {cid} is not valid dag-pb")]
     Undecodable {
         /// The block.
         cid: Cid,

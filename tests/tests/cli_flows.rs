@@ -14,7 +14,14 @@ fn add_get_cat_ls_round_trip_a_tree() {
     std::fs::write(src.join("ñame with spaces.txt"), b"text\n").unwrap();
     std::os::unix::fs::symlink("d/e/big.bin", src.join("link")).unwrap();
     let out = r.cairn(&["add", "-r", "src"]).expect_ok();
-    let root = out.lines().last().unwrap().split(' ').nth(1).unwrap().to_string();
+    let root = out
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_string();
     assert!(out.lines().last().unwrap().ends_with(" src"), "{out}");
     assert!(out.contains(" src/d/e/big.bin"), "{out}");
 
@@ -25,22 +32,42 @@ fn add_get_cat_ls_round_trip_a_tree() {
         .arg(r.path("copy"))
         .output()
         .unwrap();
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
     // get refuses to overwrite.
-    r.cairn(&["get", &root, "-o", "copy"]).expect_err("already exists");
+    r.cairn(&["get", &root, "-o", "copy"])
+        .expect_err("already exists");
 
     let cat = r.cairn(&["cat", &format!("/ipfs/{root}/d/e/big.bin")]);
     assert!(cat.ok() && cat.stdout == pseudo_random(2_000_000, 1));
-    let part = r.cairn(&["cat", "--offset", "1000", "--length", "10", &format!("{root}/d/e/big.bin")]);
+    let part = r.cairn(&[
+        "cat",
+        "--offset",
+        "1000",
+        "--length",
+        "10",
+        &format!("{root}/d/e/big.bin"),
+    ]);
     assert_eq!(part.stdout, pseudo_random(2_000_000, 1)[1000..1010]);
     r.cairn(&["cat", &root]).expect_err("not a file");
 
     let ls = r.cairn(&["--json", "ls", &root]).expect_ok();
     let names: Vec<String> = ls
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert_eq!(names, ["d", "empty", "link", "zero", "ñame with spaces.txt"]);
+    assert_eq!(
+        names,
+        ["d", "empty", "link", "zero", "ñame with spaces.txt"]
+    );
 }
 
 #[test]
@@ -48,9 +75,14 @@ fn unpinned_content_is_collected_and_pinned_content_kept() {
     let r = TestRepo::new();
     std::fs::write(r.path("keep"), pseudo_random(700_000, 2)).unwrap();
     std::fs::write(r.path("drop"), pseudo_random(700_000, 3)).unwrap();
-    let keep = r.cairn(&["add", "-Q", "--pin-name", "mine", "keep"]).expect_ok();
+    let keep = r
+        .cairn(&["add", "-Q", "--pin-name", "mine", "keep"])
+        .expect_ok();
     let drop = r.cairn(&["add", "-Q", "--pin=false", "drop"]).expect_ok();
-    assert!(r.cairn(&["pin", "ls"]).expect_ok().contains(&format!("{keep} recursive mine")));
+    assert!(r
+        .cairn(&["pin", "ls"])
+        .expect_ok()
+        .contains(&format!("{keep} recursive mine")));
     let gc = r.cairn(&["--json", "repo", "gc", "-Q"]).expect_ok();
     let gc: serde_json::Value = serde_json::from_str(gc.lines().last().unwrap()).unwrap();
     assert_eq!(gc["removed_blocks"], 4, "{gc}");
@@ -71,7 +103,9 @@ fn car_export_import_moves_a_dag_between_repos() {
     let b = TestRepo::new();
     std::fs::create_dir_all(a.path("t/sub")).unwrap();
     std::fs::write(a.path("t/sub/f"), pseudo_random(1_500_000, 4)).unwrap();
-    let root = a.cairn(&["add", "-r", "-Q", "--cid-version", "0", "t"]).expect_ok();
+    let root = a
+        .cairn(&["add", "-r", "-Q", "--cid-version", "0", "t"])
+        .expect_ok();
     assert!(root.starts_with("Qm"));
     let car = a.cairn(&["dag", "export", &root]);
     assert!(car.ok(), "{}", car.stderr);
@@ -80,7 +114,10 @@ fn car_export_import_moves_a_dag_between_repos() {
     assert!(imported.contains(&root), "{imported}");
     assert!(b.cairn(&["pin", "ls"]).expect_ok().contains(&root));
     b.cairn(&["pin", "verify"]).expect_ok();
-    assert_eq!(b.cairn(&["cat", &format!("{root}/sub/f")]).stdout, pseudo_random(1_500_000, 4));
+    assert_eq!(
+        b.cairn(&["cat", &format!("{root}/sub/f")]).stdout,
+        pseudo_random(1_500_000, 4)
+    );
     // From stdin too, and a truncated CAR is refused without pinning anything.
     let c = TestRepo::new();
     let half = &car.stdout[..car.stdout.len() / 2];
@@ -92,15 +129,23 @@ fn car_export_import_moves_a_dag_between_repos() {
 #[test]
 fn raw_blocks_and_hash_choices() {
     let r = TestRepo::new();
-    let cid = r.cairn_stdin(&["block", "put"], b"hello world\n").expect_ok();
-    assert_eq!(cid, "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4");
+    let cid = r
+        .cairn_stdin(&["block", "put"], b"hello world\n")
+        .expect_ok();
+    assert_eq!(
+        cid,
+        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+    );
     assert_eq!(r.cairn(&["block", "get", &cid]).stdout, b"hello world\n");
     let stat = r.cairn(&["block", "stat", &cid]).expect_ok();
     assert!(stat.contains("Size: 12"), "{stat}");
-    let b3 = r.cairn_stdin(&["block", "put", "--hash", "blake3"], b"hello world\n").expect_ok();
+    let b3 = r
+        .cairn_stdin(&["block", "put", "--hash", "blake3"], b"hello world\n")
+        .expect_ok();
     assert_ne!(b3, cid);
     assert_eq!(r.cairn(&["block", "get", &b3]).stdout, b"hello world\n");
-    r.cairn_stdin(&["block", "put", "--format", "dag-pb"], b"\xff\xff").expect_err("dag-pb");
+    r.cairn_stdin(&["block", "put", "--format", "dag-pb"], b"\xff\xff")
+        .expect_err("dag-pb");
     std::fs::write(r.path("f"), pseudo_random(600_000, 5)).unwrap();
     let blake = r.cairn(&["add", "-Q", "--hash", "blake3", "f"]).expect_ok();
     assert_eq!(r.cairn(&["cat", &blake]).stdout, pseudo_random(600_000, 5));
@@ -108,6 +153,15 @@ fn raw_blocks_and_hash_choices() {
         .cairn(&["add", "-Q", "--chunker", "fastcdc-16384-65536-262144", "f"])
         .expect_ok();
     assert_eq!(r.cairn(&["cat", &cdc]).stdout, pseudo_random(600_000, 5));
-    let only = r.cairn(&["add", "-Q", "--only-hash", "--chunker", "fastcdc-16384-65536-262144", "f"]).expect_ok();
+    let only = r
+        .cairn(&[
+            "add",
+            "-Q",
+            "--only-hash",
+            "--chunker",
+            "fastcdc-16384-65536-262144",
+            "f",
+        ])
+        .expect_ok();
     assert_eq!(only, cdc);
 }

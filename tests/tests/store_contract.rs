@@ -332,7 +332,8 @@ fn import_into_failing_store_fails_cleanly() {
     let store = Arc::new(FailAfter::new(MemStore::default(), 2));
     let data = noise(1, 4 << 20);
     let err = import(&data, &StoreSink(store.clone()), 1024).unwrap_err();
-    assert!(err.to_string().contains("injected write failure"), "{err}");
+    let err = chain(&err);
+    assert!(err.contains("injected write failure"), "{err}");
 }
 
 #[test]
@@ -437,7 +438,8 @@ fn pins_add_ls_rm_verify_and_gc_keeps_them() {
         .pins()
         .add(root_a, PinKind::Recursive, None)
         .unwrap_err();
-    assert!(err.to_string().contains(&leaf.to_string()), "{err}");
+    let err = chain(&err);
+    assert!(err.contains(&leaf.to_string()), "{err}");
     assert!(repo.pins().get(&root_a).unwrap().is_none());
 
     assert!(repo.pins().remove(lone.cid()).unwrap());
@@ -632,8 +634,8 @@ fn car_round_trip_between_repos() {
     // Export of an incomplete DAG fails naming the missing block.
     let leaf = dag_cids(&a.store(), root).unwrap()[5];
     a.store().delete(&leaf).unwrap();
-    let err = a.export_car(&root, &mut Vec::new()).unwrap_err();
-    assert!(err.to_string().contains(&leaf.to_string()), "{err}");
+    let err = chain(&a.export_car(&root, &mut Vec::new()).unwrap_err());
+    assert!(err.contains(&leaf.to_string()), "{err}");
 }
 
 #[test]
@@ -806,4 +808,16 @@ fn bench_sled_store_put_many_256k() {
         plain_du as f64 / bytes
     );
     eprintln!("stats: {stats:?}");
+}
+
+/// An error and its causes, as the CLI prints them.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

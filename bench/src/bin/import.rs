@@ -43,7 +43,10 @@ fn main() {
     // The repo on the work disk, and on tmpfs (what the software does without the disk's limit).
     let mut repos = vec![("disk", work.join("repo"))];
     if std::path::Path::new("/dev/shm").is_dir() {
-        repos.push(("tmpfs", std::path::PathBuf::from("/dev/shm/cairn-bench-repo")));
+        repos.push((
+            "tmpfs",
+            std::path::PathBuf::from("/dev/shm/cairn-bench-repo"),
+        ));
     }
     for (label, repo) in repos {
         let _ = std::fs::remove_dir_all(&repo);

@@ -47,7 +47,10 @@ fn main() {
     // Warm the page cache: both adders read the same file.
     run(Command::new("cat").arg(&file).stdout(Stdio::null()));
 
-    println!("input: {mib} MiB incompressible at {}, over 127.0.0.1", file.display());
+    println!(
+        "input: {mib} MiB incompressible at {}, over 127.0.0.1",
+        file.display()
+    );
     let cairn = cairn_pair(&work, &file, &small_cairn, len);
     let helia = helia_pair(&work, &file, &small_helia, len);
 
@@ -116,7 +119,10 @@ impl Drop for Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("daemon on {} ignored SIGTERM, killing it", self.repo.display());
+        eprintln!(
+            "daemon on {} ignored SIGTERM, killing it",
+            self.repo.display()
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -312,7 +318,10 @@ impl Peer {
         assert_eq!(words.next(), Some("READY"), "unexpected first line {ready}");
         let id = words.next().unwrap().to_string();
         let addr = words.next().unwrap().to_string();
-        assert!(addr.starts_with("/ip4/127.0.0.1/"), "{addr} is not loopback");
+        assert!(
+            addr.starts_with("/ip4/127.0.0.1/"),
+            "{addr} is not loopback"
+        );
         let addr = if addr.contains("/p2p/") {
             addr
         } else {
@@ -357,7 +366,10 @@ impl Drop for Peer {
 fn helia_pair(work: &Path, file: &Path, small: &Path, len: u64) -> Option<Results> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../net/tests/helia");
     if !dir.join("node_modules").is_dir() {
-        println!("helia: skipped ({} has no node_modules: run scripts/helia-setup.sh)", dir.display());
+        println!(
+            "helia: skipped ({} has no node_modules: run scripts/helia-setup.sh)",
+            dir.display()
+        );
         return None;
     }
     let mut a = Peer::start(&dir, &work.join("helia-a.log"));
@@ -389,5 +401,8 @@ fn helia_pair(work: &Path, file: &Path, small: &Path, len: u64) -> Option<Result
 }
 
 fn word(line: &str, i: usize) -> String {
-    line.split_whitespace().nth(i).unwrap_or_default().to_string()
+    line.split_whitespace()
+        .nth(i)
+        .unwrap_or_default()
+        .to_string()
 }
