@@ -18,7 +18,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::cache::LeafCache;
@@ -44,6 +44,8 @@ pub(crate) struct Shared<S> {
     pub reader: DagReader<S>,
     pub inodes: Mutex<InodeTable>,
     pub cache: LeafCache,
+    /// Leaves being fetched now; waiters share the one fetch.
+    inflight: Mutex<HashMap<Cid, Arc<OnceCell<Bytes>>>>,
     handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
     prefetch: Arc<Semaphore>,
@@ -122,6 +124,7 @@ impl<S: BlockSource + Clone> Shared<S> {
             reader,
             inodes: Mutex::new(table),
             cache: LeafCache::new(options.cache_bytes),
+            inflight: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             prefetch: Arc::new(Semaphore::new(PREFETCH_TASKS)),
@@ -307,34 +310,62 @@ impl<S: BlockSource + Clone> Shared<S> {
             .filter(|&i| out[i].is_none())
             .rev()
             .collect();
+        // One missing leaf (the common case of a read inside one leaf): no task needed.
+        if let ([i], 1) = (todo.as_slice(), leaves.len()) {
+            let (cid, _, len) = leaves[*i];
+            return Ok(vec![self.fetch_leaf(cid, len).await?]);
+        }
         let mut tasks = JoinSet::new();
         loop {
             while tasks.len() < FETCH_PARALLEL {
                 let Some(i) = todo.pop() else { break };
                 let this = self.clone();
                 let (cid, _, len) = leaves[i];
-                tasks.spawn(async move {
-                    let data = this.reader.node_data(&cid).await?;
-                    if data.len() as u64 != len {
-                        return Err(ReadError::Malformed {
-                            cid,
-                            reason: "leaf size disagrees with its parent's blocksizes",
-                        });
-                    }
-                    this.cache.insert(cid, data.clone());
-                    Ok((i, data))
-                });
+                tasks.spawn(async move { this.fetch_leaf(cid, len).await.map(|d| (i, d)) });
             }
             let Some(done) = tasks.join_next().await else {
                 break;
             };
             match done {
                 Ok(Ok((i, data))) => out[i] = Some(data),
-                Ok(Err(e)) => return Err(e.into()),
+                Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(FsError::NotFound),
             }
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// One leaf's data, from the cache or fetched and checked against the `len` its parent
+    /// gives. A read and a prefetch wanting the same leaf share one fetch (and one hash check).
+    async fn fetch_leaf(self: &Arc<Self>, cid: Cid, len: u64) -> Result<Bytes, FsError> {
+        let cell = {
+            let mut inflight = lock(&self.inflight);
+            // Looked up under the in-flight lock: a finished fetch is in the cache before it
+            // leaves the in-flight map, so no fetch is started twice.
+            if let Some(data) = self.cache.get(&cid) {
+                return Ok(data);
+            }
+            inflight.entry(cid).or_default().clone()
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                let data = self.reader.node_data(&cid).await?;
+                if data.len() as u64 != len {
+                    return Err(FsError::from(ReadError::Malformed {
+                        cid,
+                        reason: "leaf size disagrees with its parent's blocksizes",
+                    }));
+                }
+                self.cache.insert(cid, data.clone());
+                Ok(data)
+            })
+            .await
+            .cloned();
+        let mut inflight = lock(&self.inflight);
+        if inflight.get(&cid).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            inflight.remove(&cid);
+        }
+        result
     }
 
     async fn read(

@@ -18,6 +18,10 @@ use crate::options::{MountOptions, MountRoot};
 
 /// Decoded interior nodes kept by a mount's reader.
 const NODE_CACHE: usize = 4096;
+/// Threads reading FUSE requests, each with its own cloned `/dev/fuse` descriptor. Requests only
+/// wait on memory (block work runs on the runtime), so a few threads are enough to keep the
+/// kernel's queue drained while others write replies.
+const FUSE_THREADS: usize = 2;
 
 /// A live mount. Dropping it (or calling [`MountHandle::unmount`]) unmounts.
 #[derive(Debug)]
@@ -114,6 +118,8 @@ where
         MountOption::FSName(fsname),
         MountOption::Subtype("cairn".to_string()),
     ];
+    config.n_threads = Some(FUSE_THREADS);
+    config.clone_fd = true;
     config.acl = if options.allow_other {
         SessionACL::All
     } else {
@@ -124,6 +130,7 @@ where
             path: mountpoint.clone(),
             source,
         })?;
+    raise_readahead(&mountpoint, options.readahead_max);
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(MountHandle {
         session: Some(session),
@@ -148,6 +155,36 @@ fn stat_root<S: BlockSource + Clone>(
     match rx.recv_timeout(timeout + Duration::from_secs(1)) {
         Ok(Ok(r)) => Ok(r?),
         Ok(Err(_)) | Err(_) => Err(MountError::RootTimeout { cid, secs }),
+    }
+}
+
+/// Raises the kernel readahead of the new mount to `bytes` (best effort: needs root).
+///
+/// The FUSE handshake cannot raise readahead above the kernel's default (128 KiB), so the page
+/// cache would ask for 128 KiB per read request; the mount's backing device info in sysfs can
+/// (up to the request size limit, `max_pages`, 1 MiB by default): fewer, larger requests.
+fn raise_readahead(mountpoint: &Path, bytes: u64) {
+    let Ok(canonical) = fs::canonicalize(mountpoint) else {
+        return;
+    };
+    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    // The last matching line is the newest mount on that point: ours.
+    let Some(device) = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4).map(unescape_octal).as_deref() == Some(&canonical))
+        .filter_map(|l| l.split(' ').nth(2))
+        .last()
+    else {
+        return;
+    };
+    let knob = Path::new("/sys/class/bdi")
+        .join(device)
+        .join("read_ahead_kb");
+    match fs::write(&knob, (bytes / 1024).max(128).to_string()) {
+        Ok(()) => tracing::debug!(knob = %knob.display(), bytes, "raised readahead"),
+        Err(e) => tracing::debug!(knob = %knob.display(), error = %e, "cannot raise readahead"),
     }
 }
 

@@ -313,7 +313,7 @@ impl Parts {
 
 fn uvarint_len(v: u64) -> usize {
     // One byte per 7 bits, at least one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Size of a length-delimited field (key < 128, as every field here is) holding `n` bytes.
