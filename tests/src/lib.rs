@@ -200,6 +200,12 @@ impl TestRepo {
         std::fs::write(&path, toml::to_string(&cfg).expect("encode config")).expect("write config");
     }
 
+    /// The daemon's Bitswap counters (`cairn --json stat bitswap`).
+    pub fn bitswap_stats(&self) -> serde_json::Value {
+        let text = self.cairn(&["--json", "stat", "bitswap"]).expect_ok();
+        serde_json::from_str(&text).expect("stat bitswap JSON")
+    }
+
     /// Starts `cairn daemon` on this repo and waits until it is ready.
     pub fn daemon(&self) -> Daemon {
         Daemon::start(self)

@@ -6,11 +6,6 @@ use std::time::{Duration, Instant};
 use cairn_store::{cid_for, HashAlg, RAW};
 use cairn_tests::{pseudo_random, signal, wait_for, TestRepo};
 
-fn stat_bitswap(r: &TestRepo) -> serde_json::Value {
-    let text = r.cairn(&["--json", "stat", "bitswap"]).expect_ok();
-    serde_json::from_str(&text).expect("stat bitswap JSON")
-}
-
 #[test]
 fn two_daemons_trade_content_by_cid_only() {
     let a = TestRepo::new();
@@ -48,14 +43,14 @@ fn two_daemons_trade_content_by_cid_only() {
         std::fs::read(b.path("out/sub/ß.txt")).unwrap(),
         pseudo_random(300_000, 3)
     );
-    let s = stat_bitswap(&b);
+    let s = b.bitswap_stats();
     assert!(s["blocks_received"].as_u64().unwrap() >= 14, "{s}");
     assert!(
         s["bytes_received"].as_u64().unwrap() >= data.len() as u64,
         "{s}"
     );
     assert_eq!(s["rejected_blocks"], 0);
-    let sent = stat_bitswap(&a);
+    let sent = a.bitswap_stats();
     assert!(sent["blocks_sent"].as_u64().unwrap() >= 14, "{sent}");
 
     // pin add through the daemon keeps the content; status reports it complete.
@@ -129,12 +124,12 @@ fn interrupted_client_cancels_its_fetch_and_sigterm_leaves_a_clean_repo() {
         .spawn()
         .unwrap();
     wait_for(20, "the want to reach the daemon", || {
-        (stat_bitswap(&a)["wants"].as_u64().unwrap() > 0).then_some(())
+        (a.bitswap_stats()["wants"].as_u64().unwrap() > 0).then_some(())
     });
     signal(child.id(), libc::SIGINT);
     let _ = child.wait();
     wait_for(20, "the daemon to drop the cancelled want", || {
-        (stat_bitswap(&a)["wants"].as_u64().unwrap() == 0).then_some(())
+        (a.bitswap_stats()["wants"].as_u64().unwrap() == 0).then_some(())
     });
 
     // SIGTERM: clean exit, socket gone, repo consistent and usable offline.

@@ -167,13 +167,13 @@ fn daemon_mount_fetches_only_what_is_read_and_never_hangs() {
         .expect_err("already a mount point");
 
     // A small read in the middle moves the root, the leaf, and a bounded readahead: not the file.
-    let before = stat(&b)["blocks_received"].as_u64().unwrap();
+    let before = b.bitswap_stats()["blocks_received"].as_u64().unwrap();
     let mut f = std::fs::File::open(mnt.join(&cid)).unwrap();
     f.seek(SeekFrom::Start(5 << 20)).unwrap();
     let mut buf = vec![0u8; 4096];
     f.read_exact(&mut buf).unwrap();
     assert_eq!(buf, data[5 << 20..(5 << 20) + 4096]);
-    let after = stat(&b)["blocks_received"].as_u64().unwrap();
+    let after = b.bitswap_stats()["blocks_received"].as_u64().unwrap();
     let moved = after - before;
     assert!(
         (1..=6).contains(&moved),
@@ -208,8 +208,4 @@ fn daemon_mount_fetches_only_what_is_read_and_never_hangs() {
     wait_for(10, "unmount", || {
         (!is_mounted(&mnt) && !is_mounted(&ns)).then_some(())
     });
-}
-
-fn stat(r: &TestRepo) -> serde_json::Value {
-    serde_json::from_str(&r.cairn(&["--json", "stat", "bitswap"]).expect_ok()).unwrap()
 }

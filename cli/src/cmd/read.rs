@@ -22,6 +22,19 @@ async fn resolve<S: BlockSource + Clone>(reader: &DagReader<S>, text: &str) -> R
     Ok(cid)
 }
 
+/// Resolves `text` and reads what the CID it names is.
+async fn resolve_stat<S: BlockSource + Clone>(
+    reader: &DagReader<S>,
+    text: &str,
+) -> Result<(Cid, cairn_store::NodeInfo)> {
+    let cid = resolve(reader, text).await?;
+    let info = reader
+        .stat(&cid)
+        .await
+        .with_context(|| format!("cannot read {cid}"))?;
+    Ok((cid, info))
+}
+
 fn local_reader(repo: &Repo) -> DagReader<LocalSource<cairn_store::SledStore>> {
     DagReader::new(LocalSource::new(repo.store().clone()))
 }
@@ -37,11 +50,7 @@ pub async fn cat_with<S: BlockSource + Clone>(
     console: &Console,
     args: &CatArgs,
 ) -> Result<()> {
-    let cid = resolve(reader, &args.path).await?;
-    let info = reader
-        .stat(&cid)
-        .await
-        .with_context(|| format!("cannot read {cid}"))?;
+    let (cid, info) = resolve_stat(reader, &args.path).await?;
     if info.kind != EntryKind::File {
         bail!("{} is a {}, not a file", args.path, kind_name(info.kind));
     }
@@ -205,11 +214,7 @@ pub async fn ls_with<S: BlockSource + Clone>(
     console: &Console,
     args: &LsArgs,
 ) -> Result<()> {
-    let cid = resolve(reader, &args.path).await?;
-    let info = reader
-        .stat(&cid)
-        .await
-        .with_context(|| format!("cannot read {cid}"))?;
+    let (cid, info) = resolve_stat(reader, &args.path).await?;
     let mut out = console.output();
     if info.kind != EntryKind::Directory {
         let e = LsEntry {
