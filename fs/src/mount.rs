@@ -42,14 +42,40 @@ impl MountHandle {
     }
 
     fn unmount_inner(&mut self) -> Result<(), MountError> {
-        match self.session.take() {
-            Some(session) => session
-                .umount_and_join()
-                .map_err(|source| MountError::Unmount {
-                    path: self.mountpoint.clone(),
-                    source,
-                }),
-            None => Ok(()),
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        match session.umount_and_join() {
+            Ok(()) => Ok(()),
+            // A file is still open on the mount: detach it now. The session threads keep
+            // serving open files and end when the kernel drops the last reference.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.detach(),
+            Err(source) => Err(MountError::Unmount {
+                path: self.mountpoint.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// A lazy unmount (`fusermount3 -u -z`, which root and users both may run).
+    fn detach(&self) -> Result<(), MountError> {
+        let unmount = |source| MountError::Unmount {
+            path: self.mountpoint.clone(),
+            source,
+        };
+        let status = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.mountpoint)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(unmount)?;
+        if status.success() {
+            tracing::info!(mountpoint = %self.mountpoint.display(), "busy: detached lazily");
+            Ok(())
+        } else {
+            Err(unmount(io::Error::from_raw_os_error(libc::EBUSY)))
         }
     }
 }
@@ -173,9 +199,9 @@ fn raise_readahead(mountpoint: &Path, bytes: u64) {
     // The last matching line is the newest mount on that point: ours.
     let Some(device) = mountinfo
         .lines()
+        .rev()
         .filter(|l| l.split(' ').nth(4).map(unescape_octal).as_deref() == Some(&canonical))
-        .filter_map(|l| l.split(' ').nth(2))
-        .last()
+        .find_map(|l| l.split(' ').nth(2))
     else {
         return;
     };
