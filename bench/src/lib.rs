@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// What one measured run of a command cost.
@@ -150,4 +152,108 @@ pub fn warm_cache(path: &Path) {
     let mut f = File::open(path).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     while std::io::Read::read(&mut f, &mut buf).unwrap() > 0 {}
+}
+
+/// A `cairn --repo REPO` command (not yet run).
+pub fn cairn_cmd(repo: &Path) -> Command {
+    let mut c = Command::new(cairn_bin());
+    c.arg("--repo").arg(repo);
+    c
+}
+
+/// `cairn init` at `repo` (replacing what was there), then listen on 127.0.0.1 only (random TCP
+/// port) and dial nobody: benchmarks never leave this machine.
+pub fn init_loopback_repo(repo: &Path) {
+    let _ = std::fs::remove_dir_all(repo);
+    run(cairn_cmd(repo).arg("init"));
+    let path = repo.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut cfg: toml::Table = text.parse().unwrap();
+    let net = cfg
+        .entry("network")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .unwrap();
+    net.insert(
+        "listen".into(),
+        toml::Value::Array(vec![toml::Value::String("/ip4/127.0.0.1/tcp/0".into())]),
+    );
+    net.insert("bootstrap".into(), toml::Value::Array(vec![]));
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+}
+
+/// Sends `sig` to process `pid`.
+#[allow(unsafe_code)]
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// A running `cairn daemon`, stopped with SIGTERM when dropped.
+pub struct Daemon {
+    child: Child,
+    repo: PathBuf,
+    /// Its 127.0.0.1 TCP address with `/p2p/<peer id>`.
+    pub addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "daemon on {} ignored SIGTERM, killing it",
+            self.repo.display()
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cairn daemon` on `repo` (its log beside the repo) and waits until it is ready.
+pub fn start_daemon(repo: &Path) -> Daemon {
+    let log = File::create(repo.with_extension("daemon.log")).unwrap();
+    let mut child = cairn_cmd(repo)
+        .arg("daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // Keep draining stdout for the daemon's whole life so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut addr = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line
+                .split_whitespace()
+                .find(|w| w.starts_with("/ip4/127.0.0.1/tcp/") && w.contains("/p2p/"))
+            {
+                addr.get_or_insert_with(|| a.to_string());
+            }
+            if line.contains("daemon is ready") {
+                let _ = tx.send(addr.take());
+            }
+        }
+    });
+    let mut d = Daemon {
+        child,
+        repo: repo.to_path_buf(),
+        addr: String::new(),
+    };
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("daemon on {} not ready within 60 s", repo.display()));
+    d.addr =
+        addr.unwrap_or_else(|| panic!("daemon on {} printed no 127.0.0.1 address", repo.display()));
+    d
 }

@@ -15,15 +15,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cairn_bench::{cairn_bin, make_file, mb_per_s, run, warm_cache};
+use cairn_bench::{
+    cairn_bin, cairn_cmd, init_loopback_repo, make_file, mb_per_s, run, signal, start_daemon,
+    warm_cache,
+};
 
 /// Random reads per measurement (split over `RANDOM_THREADS`).
 const RANDOM_READS: u64 = 20_000;
@@ -142,13 +144,6 @@ fn main() {
     );
 }
 
-fn cairn_cmd(repo: &Path) -> Command {
-    let mut c = Command::new(cairn_bin());
-    c.arg("--repo").arg(repo);
-    c
-}
-
-/// Drops the kernel's page, dentry and inode caches; false when not permitted.
 fn drop_caches() -> bool {
     // sync(1) first so that dirty pages can be dropped too.
     let _ = Command::new("sync").status();
@@ -297,118 +292,6 @@ impl Drop for Mount {
         }
         unmount_if_mounted(&self.dir);
     }
-}
-
-#[allow(unsafe_code)]
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
-}
-
-/// A running `cairn daemon`, stopped with SIGTERM when dropped.
-struct Daemon {
-    child: Child,
-    repo: PathBuf,
-    addr: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        signal(self.child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!(
-            "daemon on {} ignored SIGTERM, killing it",
-            self.repo.display()
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `cairn init`, then listen on 127.0.0.1 only (random port), with no bootstrap peers.
-fn init_loopback_repo(repo: &Path) {
-    let _ = std::fs::remove_dir_all(repo);
-    run(cairn_cmd(repo).arg("init"));
-    let path = repo.join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut out = String::new();
-    let mut in_network = false;
-    let mut skipping = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if skipping {
-            skipping = !t.ends_with(']');
-            continue;
-        }
-        if t.starts_with('[') && !t.starts_with("[[") {
-            in_network = t == "[network]";
-            out.push_str(line);
-            out.push('\n');
-            if in_network {
-                out.push_str("listen = [\"/ip4/127.0.0.1/tcp/0\"]\n");
-            }
-            continue;
-        }
-        if in_network && t.starts_with("listen") {
-            // Drop the old value, which may span several lines.
-            let value = t.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
-            skipping = value.starts_with('[') && !value.ends_with(']');
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if !out.contains("[network]") {
-        out.push_str("\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n");
-    }
-    std::fs::write(&path, out).unwrap();
-}
-
-fn start_daemon(repo: &Path) -> Daemon {
-    let log = File::create(repo.with_extension("daemon.log")).unwrap();
-    let mut child = cairn_cmd(repo)
-        .arg("daemon")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    // Keep draining stdout for the daemon's whole life so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut addr = None;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line
-                .split_whitespace()
-                .find(|w| w.starts_with("/ip4/127.0.0.1/tcp/") && w.contains("/p2p/"))
-            {
-                addr.get_or_insert_with(|| a.to_string());
-            }
-            if line.contains("daemon is ready") {
-                let _ = tx.send(addr.take());
-            }
-        }
-    });
-    let mut d = Daemon {
-        child,
-        repo: repo.to_path_buf(),
-        addr: String::new(),
-    };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("daemon on {} not ready within 60 s", repo.display()));
-    d.addr =
-        addr.unwrap_or_else(|| panic!("daemon on {} printed no 127.0.0.1 address", repo.display()));
-    d
 }
 
 struct Remote {

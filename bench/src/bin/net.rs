@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cairn_bench::{cairn_bin, make_file, mb_per_s, run};
+use cairn_bench::{cairn_cmd, init_loopback_repo, make_file, mb_per_s, run, start_daemon};
 
 /// A one-block file for the time-to-first-byte figures (below the 256 KiB chunk size).
 const SMALL_LEN: u64 = 100 * 1024;
@@ -103,114 +103,6 @@ struct Results {
 // ---------- cairn ----------
 
 /// A running `cairn daemon`, stopped with SIGTERM when dropped.
-struct Daemon {
-    child: Child,
-    repo: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        sigterm(pid);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!(
-            "daemon on {} ignored SIGTERM, killing it",
-            self.repo.display()
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[allow(unsafe_code)]
-fn sigterm(pid: libc::pid_t) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-}
-
-fn cairn_cmd(repo: &Path) -> Command {
-    let mut c = Command::new(cairn_bin());
-    c.arg("--repo").arg(repo);
-    c
-}
-
-/// `cairn init`, then listen on 127.0.0.1 (random port) and dial nobody.
-fn init_repo(repo: &Path) {
-    let _ = std::fs::remove_dir_all(repo);
-    run(cairn_cmd(repo).arg("init"));
-    let path = repo.join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut out = String::new();
-    let mut section = String::new();
-    let mut skipping = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if skipping {
-            if t.ends_with(']') {
-                skipping = false;
-            }
-            continue;
-        }
-        if t.starts_with('[') && !t.starts_with("[[") {
-            section = t.to_string();
-            out.push_str(line);
-            out.push('\n');
-            if section == "[network]" {
-                out.push_str("listen = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = []\n");
-            }
-            continue;
-        }
-        if section == "[network]" && (t.starts_with("listen") || t.starts_with("bootstrap")) {
-            // Drop the old value, which may span several lines.
-            let value = t.split_once('=').map(|(_, v)| v.trim()).unwrap_or("");
-            skipping = value.starts_with('[') && !value.ends_with(']');
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if !out.contains("[network]") {
-        out.push_str("\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nbootstrap = []\n");
-    }
-    std::fs::write(&path, out).unwrap();
-}
-
-fn start_daemon(repo: &Path) -> Daemon {
-    let log = std::fs::File::create(repo.with_extension("daemon.log")).unwrap();
-    let mut child = cairn_cmd(repo)
-        .arg("daemon")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    // Keep draining stdout for the daemon's whole life so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("daemon is ready") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let d = Daemon {
-        child,
-        repo: repo.to_path_buf(),
-    };
-    rx.recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("daemon on {} not ready within 60 s", repo.display()));
-    d
-}
-
 /// Runs `cairn cat` to /dev/null-like draining: (bytes, time to first byte, time to exit).
 fn timed_cat(repo: &Path, cid: &str) -> (u64, Duration, Duration) {
     let start = Instant::now();
@@ -242,8 +134,8 @@ fn timed_cat(repo: &Path, cid: &str) -> (u64, Duration, Duration) {
 
 fn cairn_pair(work: &Path, file: &Path, small: &Path, len: u64) -> Results {
     let (ra, rb) = (work.join("repo-a"), work.join("repo-b"));
-    init_repo(&ra);
-    init_repo(&rb);
+    init_loopback_repo(&ra);
+    init_loopback_repo(&rb);
     let a = start_daemon(&ra);
     let b = start_daemon(&rb);
 
@@ -251,10 +143,8 @@ fn cairn_pair(work: &Path, file: &Path, small: &Path, len: u64) -> Results {
     let cid = cid.trim().to_string();
     let (small_cid, _) = run(cairn_cmd(&ra).args(["add", "-Q"]).arg(small));
     let small_cid = small_cid.trim().to_string();
-    let (id, _) = run(cairn_cmd(&ra).args(["--json", "id"]));
-    let addr = loopback_tcp_addr(&id).unwrap_or_else(|| panic!("no 127.0.0.1 TCP address in {id}"));
-    run(cairn_cmd(&rb).args(["swarm", "connect", &addr]));
-    println!("cairn: A added {cid}, B connected to {addr}");
+    run(cairn_cmd(&rb).args(["swarm", "connect", &a.addr]));
+    println!("cairn: A added {cid}, B connected to {}", a.addr);
 
     let (small_bytes, small_first, small_wall) = timed_cat(&rb, &small_cid);
     assert_eq!(small_bytes, SMALL_LEN, "1-block file came back truncated");
@@ -272,13 +162,6 @@ fn cairn_pair(work: &Path, file: &Path, small: &Path, len: u64) -> Results {
         },
         small_first,
     }
-}
-
-/// The first `/ip4/127.0.0.1/tcp/...` string in `cairn --json id` output.
-fn loopback_tcp_addr(json: &str) -> Option<String> {
-    json.split('"')
-        .find(|s| s.starts_with("/ip4/127.0.0.1/tcp/") && !s.contains("/quic"))
-        .map(str::to_string)
 }
 
 // ---------- Helia ----------
