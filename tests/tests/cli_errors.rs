@@ -1,5 +1,6 @@
 //! Bad input through the real `cairn` binary: every case ends with one clear `Error:` line and a
 //! non-zero exit, never a panic, a backtrace or a hang — and nothing is written where it must not be.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use cairn_store::{
     cid_for, Block, Blockstore, Bytes, DataType, HashAlg, PbLink, PbNode, Repo, UnixFsData, DAG_PB,

@@ -1,5 +1,6 @@
 //! Whole user flows through the real `cairn` binary, offline: add/cat/get/ls round trips, pins and
 //! GC, CAR export/import between repos, raw blocks.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use cairn_tests::{pseudo_random, TestRepo};
 

@@ -1,5 +1,6 @@
 //! Real `cairn daemon` processes on 127.0.0.1: the CLI goes through the daemon's API, content moves
 //! between daemons with Bitswap, and bad input or unavailable content ends with a clear error.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,7 @@
 //! (tests/interop/cids.mjs, installed by scripts/interop-setup.sh).
 //!
 //! Without Node.js or the npm modules this test FAILS, unless `CAIRN_SKIP_INTEROP=1` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::fs;

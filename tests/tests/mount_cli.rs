@@ -1,5 +1,6 @@
 //! `cairn mount` through the real binary, with and without a daemon: real FUSE mounts (CI runs as
 //! root with /dev/fuse), always unmounted, polled with deadlines.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
