@@ -202,3 +202,36 @@ async fn dht_provider_records_cross_between_cairn_and_helia() {
     let data = node.fetch(theirs).await.unwrap();
     assert_eq!(data.len(), 777);
 }
+
+/// A file cairn's importer built (multi-level, under both Kubo's CIDv0 profile and CIDv1 raw
+/// leaves) is read by Helia's UnixFS exporter over Bitswap, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helia_reads_a_unixfs_file_cairn_imported() {
+    let Some(mut helia) = Helia::spawn().await else {
+        return;
+    };
+    let (node, store) = start_mem(test_config()).await;
+    let content = bytes(77, 2 * 1024 * 1024 + 4321);
+    let mut roots = Vec::new();
+    for version in [0u8, 1] {
+        let mut opts = cairn_store::ImportOptions::with_cid_version(version);
+        // Small nodes so the DAG has three levels: leaves, inner nodes, root.
+        opts.max_links = 4;
+        opts.chunker = cairn_store::ChunkerSpec::Fixed(100_000);
+        let sink = cairn_store::StoreSink(store.clone());
+        let imported = cairn_store::import_reader(&content[..], &opts, &sink, &mut |_| {}).unwrap();
+        roots.push(imported.cid);
+    }
+    assert!(roots[0].to_string().starts_with("Qm"), "{}", roots[0]);
+    let my_addr = addr(&node).await;
+    helia.cmd(&format!("dial {my_addr}")).await.unwrap();
+    for root in roots {
+        let got = helia.cmd(&format!("cat {root} 30000")).await.unwrap();
+        assert_eq!(
+            got,
+            format!("{} {}", content.len(), sha256_hex(&content)),
+            "{root}"
+        );
+    }
+    assert!(node.bitswap_stats().await.unwrap().blocks_sent >= 2 * 23);
+}
