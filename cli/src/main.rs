@@ -89,11 +89,18 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         Command::Daemon => daemon::run(&repo_dir, &console).await,
         Command::Mount(args) => mount_foreground(&repo_dir, &console, &args, cli.timeout).await,
         Command::Unmount { dir } => mount::unmount_foreign(&cwd.join(dir)),
-        Command::Id
-        | Command::Swarm(_)
-        | Command::Routing(_)
-        | Command::Stat(_)
-        | Command::Status { .. } => {
+        Command::Id => {
+            // Offline, like `ipfs id` without a daemon: the identity, no addresses.
+            let repo = cmd::open(&repo_dir)?;
+            let id = cairn_net::peer_id_from_seed(repo.identity_seed())?;
+            let mut out = console.output();
+            out.item(
+                &serde_json::json!({ "id": id.to_string(), "addresses": [] }),
+                || format!("peer id: {id}\n(no daemon running: no listen addresses)"),
+            )?;
+            out.finish()
+        }
+        Command::Swarm(_) | Command::Routing(_) | Command::Stat(_) | Command::Status { .. } => {
             // Without a daemon there is no network node (but a missing repo is said first).
             cmd::open(&repo_dir)?;
             anyhow::bail!("this command needs the network: start `cairn daemon` first")

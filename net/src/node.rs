@@ -111,6 +111,14 @@ pub fn parse_addr(s: &str) -> Result<Multiaddr, NetError> {
         })
 }
 
+/// The peer id a node started with this 32-byte Ed25519 seed has (without starting one).
+pub fn peer_id_from_seed(seed: &[u8; 32]) -> Result<PeerId, NetError> {
+    let mut seed = *seed;
+    let key =
+        identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|_| NetError::BadIdentity)?;
+    Ok(key.public().to_peer_id())
+}
+
 impl Node {
     /// Starts a node with the identity derived from a 32-byte Ed25519 seed, serving and caching
     /// blocks in `store`. Returns once every listen address is bound.

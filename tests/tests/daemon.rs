@@ -13,8 +13,16 @@ fn two_daemons_trade_content_by_cid_only() {
     let b = TestRepo::new();
     a.use_loopback_network();
     b.use_loopback_network();
+    // The offline identity is the one the daemon will use.
+    let offline_id = a.cairn(&["id"]).expect_ok();
     let da = a.daemon();
     let _db = b.daemon();
+    assert_eq!(
+        offline_id.lines().next().unwrap(),
+        da.banner.lines().next().unwrap(),
+        "{offline_id} vs {}",
+        da.banner
+    );
 
     // A adds through its daemon: a multi-block file and a directory tree.
     let data = pseudo_random(3 * 1024 * 1024 + 17, 42);
@@ -94,9 +102,11 @@ fn unavailable_content_times_out_with_a_clear_error() {
 #[test]
 fn network_commands_need_a_daemon() {
     let a = TestRepo::new();
+    let id = a.cairn(&["--json", "id"]).expect_ok();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    assert!(id["id"].as_str().unwrap().starts_with("12D3Koo"), "{id}");
     for args in [
-        &["id"][..],
-        &["swarm", "peers"],
+        &["swarm", "peers"][..],
         &["stat", "bitswap"],
         &[
             "routing",
