@@ -1,6 +1,8 @@
 //! The local API between the `cairn` CLI and a running `cairn daemon`.
 //!
-//! Transport: a Unix socket `api.sock` inside the repo directory, created with mode 0600, so only
+//! Transport: a Unix socket `api/api.sock` inside the repo directory; `api/` is a directory of mode
+//! 0700 (created before the socket is bound, so there is no window with looser permissions) and the
+//! socket itself 0600, so only
 //! the repo's owner can connect and nothing is reachable from other hosts. One connection runs one
 //! command. The client sends a request frame (its argv, working directory and whether it has a
 //! terminal); the daemon runs the command against its open repo and node and streams frames back.
@@ -15,8 +17,15 @@ use serde::{Deserialize, Serialize};
 /// Largest frame either side accepts.
 pub const MAX_FRAME: usize = 4 << 20;
 
-/// The socket's file name inside the repo.
+/// The private directory (mode 0700) holding the socket, inside the repo.
+pub const SOCKET_DIR: &str = "api";
+/// The socket's file name inside [`SOCKET_DIR`].
 pub const SOCKET_NAME: &str = "api.sock";
+
+/// Where the daemon of `repo_dir` listens.
+pub fn socket_path(repo_dir: &std::path::Path) -> PathBuf {
+    repo_dir.join(SOCKET_DIR).join(SOCKET_NAME)
+}
 
 /// Frame tags.
 pub mod tag {

@@ -16,8 +16,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Give up on content the network does not deliver within this many seconds.
-    #[arg(long, global = true, value_name = "SECS")]
+    /// Give up on content the network does not deliver within this many seconds (1 to 86400).
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: Option<u64>,
 
     #[command(subcommand)]
@@ -292,6 +292,14 @@ pub enum BlockCommand {
     Stat {
         /// The CID.
         cid: String,
+    },
+    /// Remove a block (e.g. a corrupt one, so it can be fetched or added again).
+    Rm {
+        /// The CID.
+        cid: String,
+        /// Remove it even if it is the root of a pin.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -10,9 +10,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::api::{self, ProgressUpdate, Request};
 use crate::progress;
 
+/// Whether a daemon is serving `repo_dir` (its socket accepts connections).
+pub fn daemon_running(repo_dir: &Path) -> bool {
+    connect(repo_dir).is_some()
+}
+
 /// Connects to the daemon of `repo_dir`, if one is running.
 pub fn connect(repo_dir: &Path) -> Option<UnixStream> {
-    UnixStream::connect(repo_dir.join(api::SOCKET_NAME)).ok()
+    UnixStream::connect(api::socket_path(repo_dir)).ok()
 }
 
 /// Runs `argv` in the daemon behind `stream`, printing its output here.
@@ -73,13 +78,24 @@ pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Re
 }
 
 /// Saves stdin into a file in `dir` (for commands that read stdin when the daemon runs them).
-pub fn spool_stdin(dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// At most `limit` bytes are kept; the file is readable by its owner only.
+pub fn spool_stdin(dir: &Path, limit: u64) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(format!("stdin-{}", std::process::id()));
-    let mut file = std::fs::File::create(&path)
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut stdin = std::io::stdin().lock();
+    let mut stdin = std::io::stdin().lock().take(limit);
     loop {
         let n = stdin.read(&mut buf).context("cannot read stdin")?;
         if n == 0 {

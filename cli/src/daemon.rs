@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,7 +69,7 @@ pub fn net_config(repo: &Repo) -> Result<NetConfig> {
     };
     cfg.reprovide_interval =
         (c.reprovide_interval_secs > 0).then(|| Duration::from_secs(c.reprovide_interval_secs));
-    cfg.fetch_timeout = Duration::from_secs(c.fetch_timeout_secs.max(1));
+    cfg.fetch_timeout = Duration::from_secs(c.fetch_timeout_secs.clamp(1, 86_400));
     Ok(cfg)
 }
 
@@ -83,9 +83,20 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let node = Node::start(cfg, *repo.identity_seed(), store)
         .await
         .context("cannot start the network node")?;
-    let socket = repo_dir.join(api::SOCKET_NAME);
+    let socket = api::socket_path(repo_dir);
+    // A private directory first: the socket never exists with looser permissions than 0700 allows.
+    let socket_dir = repo_dir.join(api::SOCKET_DIR);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&socket_dir)
+        .with_context(|| format!("cannot create {}", socket_dir.display()))?;
+    std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", socket_dir.display()))?;
     // We hold the repo lock, so any socket file left here is from a daemon that died.
     let _ = std::fs::remove_file(&socket);
+    // Leftovers of stdin spooled for commands of a daemon that died.
+    let _ = std::fs::remove_dir_all(repo_dir.join("tmp"));
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
@@ -117,7 +128,10 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
         .spawn(move || accept_loop(listener, accept_daemon))
         .context("cannot start the API thread")?;
 
+    let auto_gc = tokio::spawn(auto_gc(repo.clone()));
+
     wait_for_signal().await;
+    auto_gc.abort();
     tracing::info!("shutting down");
     let mounts: Vec<_> = match daemon.mounts.lock() {
         Ok(mut m) => m.drain().collect(),
@@ -132,6 +146,43 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let _ = node.shutdown().await;
     repo.store().flush()?;
     Ok(())
+}
+
+/// GC by itself while the daemon runs, as `[gc]` in the config asks: every `period_secs`, or
+/// once a minute when only `storage_max_bytes` is set; with a size limit, only when the store has
+/// grown past it.
+async fn auto_gc(repo: Arc<Repo>) {
+    let cfg = repo.config().gc.clone();
+    let every = match (cfg.period_secs, cfg.storage_max_bytes) {
+        (0, 0) => return,
+        (0, _) => Duration::from_secs(60),
+        (secs, _) => Duration::from_secs(secs),
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if cfg.storage_max_bytes > 0 {
+            match repo.store().stats() {
+                Ok(s) if s.bytes <= cfg.storage_max_bytes => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("automatic GC: cannot read store size: {e}");
+                    continue;
+                }
+            }
+        }
+        let r = repo.clone();
+        match tokio::task::spawn_blocking(move || r.gc()).await {
+            Ok(Ok(report)) => tracing::info!(
+                "automatic GC removed {} blocks ({} bytes)",
+                report.removed_blocks,
+                report.removed_bytes
+            ),
+            Ok(Err(e)) => tracing::warn!("automatic GC failed: {e}"),
+            Err(e) => tracing::warn!("automatic GC task failed: {e}"),
+        }
+    }
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -171,12 +222,22 @@ fn accept_loop(listener: UnixListener, daemon: Arc<Daemon>) {
         let spawned = std::thread::Builder::new()
             .name("cairn-api-conn".into())
             .spawn(move || {
+                // Give the slot back however the command ends (even by a panic).
+                let _slot = Slot(active);
                 serve(stream, &daemon);
-                active.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             tracing::warn!("cannot start a thread for an API connection");
         }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] command slots, released on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -191,9 +252,12 @@ fn serve(mut stream: UnixStream, daemon: &Arc<Daemon>) {
 }
 
 fn serve_inner(stream: &mut UnixStream, daemon: &Arc<Daemon>) -> Result<()> {
+    // A client gets a few seconds to send its request; an idle connection cannot hold a slot.
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let Some((tag, payload)) = api::read_frame(stream)? else {
         bail!("empty request");
     };
+    stream.set_read_timeout(None)?;
     if tag != api::tag::REQUEST {
         bail!("expected a request frame");
     }

@@ -72,18 +72,23 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         Command::Add(args) if args.only_hash => return cmd::only_hash(&console, &cwd, args),
         _ => {}
     }
-    if !matches!(cli.command, Command::Daemon) {
-        if let Some(stream) = client::connect(&repo_dir) {
-            // A daemon owns the repo: it runs the command for us.
-            let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir)?;
-            let result = tokio::task::block_in_place(|| {
-                client::run(stream, argv.argv, progress::terminal())
-            });
-            if let Some(tmp) = argv.spooled {
-                let _ = std::fs::remove_file(tmp);
+    if !matches!(cli.command, Command::Daemon) && client::daemon_running(&repo_dir) {
+        // A daemon owns the repo: it runs the command for us. Stdin is saved first, so that
+        // no daemon slot is held while the user types or a pipe fills.
+        let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir)?;
+        let result = match client::connect(&repo_dir) {
+            Some(stream) => {
+                tokio::task::block_in_place(|| client::run(stream, argv.argv, progress::terminal()))
             }
-            return result;
+            None => Err(anyhow::anyhow!(
+                "the daemon of {} went away",
+                repo_dir.display()
+            )),
+        };
+        if let Some(tmp) = argv.spooled {
+            let _ = std::fs::remove_file(tmp);
         }
+        return result;
     }
     match cli.command {
         Command::Daemon => daemon::run(&repo_dir, &console).await,
@@ -130,18 +135,18 @@ fn spool_stdin_if_needed(
     repo_dir: &std::path::Path,
 ) -> Result<Forwarded> {
     use crate::args::{BlockCommand, DagCommand};
-    let reads_stdin = match command {
-        Command::Block(BlockCommand::Put { file, .. }) => file.is_none(),
-        Command::Dag(DagCommand::Import { files, .. }) => files.is_empty(),
-        _ => false,
+    // How much of stdin the command can use (a block is at most 2 MiB; one byte more is an error).
+    let limit = match command {
+        Command::Block(BlockCommand::Put { file: None, .. }) => (2 << 20) + 1,
+        Command::Dag(DagCommand::Import { files, .. }) if files.is_empty() => u64::MAX,
+        _ => {
+            return Ok(Forwarded {
+                argv,
+                spooled: None,
+            })
+        }
     };
-    if !reads_stdin {
-        return Ok(Forwarded {
-            argv,
-            spooled: None,
-        });
-    }
-    let path = client::spool_stdin(&repo_dir.join("tmp"))?;
+    let path = client::spool_stdin(&repo_dir.join("tmp"), limit)?;
     argv.push(path.display().to_string());
     Ok(Forwarded {
         argv,

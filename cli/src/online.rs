@@ -49,12 +49,16 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
         }
         Command::Cat(args) => cmd::read::cat_with(&online.reader(), ctx.console, &args).await,
         Command::Get(args) => {
+            // Refuse an occupied output before fetching anything.
+            cmd::read::output_path(ctx, &args)?;
             let reader = online.reader();
             let path = cmd::parse_path(&args.path)?;
             let cid = reader
                 .resolve(&path.root, &path.segments)
                 .await
                 .with_context(|| format!("cannot resolve {}", args.path))?;
+            // Keep what is fetched safe from a concurrent GC until it is written out.
+            let _guard = TransientRoot::new(ctx, "get", cid);
             prefetch(ctx, online, cid, args.quiet).await?;
             cmd::read::get_with(&reader, ctx, &args).await
         }
@@ -71,6 +75,8 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
                 .resolve(&p.root, &p.segments)
                 .await
                 .with_context(|| format!("cannot resolve {path}"))?;
+            // Keep what is fetched safe from a concurrent GC until the pin holds it.
+            let _guard = TransientRoot::new(ctx, "pin", cid);
             if direct {
                 online.source_get(cid).await?;
             } else {
@@ -384,6 +390,11 @@ fn coverage(store: &dyn Blockstore, root: Cid) -> Result<Coverage> {
     let mut seen = std::collections::HashSet::from([root]);
     while let Some(cid) = stack.pop() {
         c.known += 1;
+        if !cairn_store::codec_has_links(cid.codec()) {
+            c.present += u64::from(store.has(&cid)?);
+            c.complete &= store.has(&cid)?;
+            continue;
+        }
         match store.get(&cid)? {
             Some(data) => {
                 c.present += 1;
@@ -406,5 +417,30 @@ pub fn with_peer_id(addr: &cairn_net::Multiaddr, id: cairn_net::PeerId) -> Strin
         text
     } else {
         format!("{text}/p2p/{id}")
+    }
+}
+
+/// A GC root held while a command fetches a DAG, released on drop.
+struct TransientRoot<'a> {
+    repo: &'a cairn_store::Repo,
+    name: String,
+}
+
+impl<'a> TransientRoot<'a> {
+    fn new(ctx: &Ctx<'a>, what: &str, cid: Cid) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{what}-in-progress-{n}");
+        ctx.repo.roots().set_transient(&name, cid);
+        TransientRoot {
+            repo: ctx.repo,
+            name,
+        }
+    }
+}
+
+impl Drop for TransientRoot<'_> {
+    fn drop(&mut self) {
+        let _ = self.repo.roots().remove(&self.name);
     }
 }

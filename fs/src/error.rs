@@ -84,6 +84,8 @@ pub(crate) enum FsError {
     NotFound,
     #[error("not a directory")]
     NotADirectory,
+    #[error("a worker task failed")]
+    TaskFailed,
 }
 
 impl From<ReadError> for MountError {
@@ -102,7 +104,10 @@ impl FsError {
     /// Whether the failure is about content (worth a warning naming the CID), rather than a
     /// normal answer such as "no such file".
     pub(crate) fn is_content_failure(&self) -> bool {
-        matches!(self, FsError::Read(_) | FsError::Timeout { .. })
+        matches!(
+            self,
+            FsError::Read(_) | FsError::Timeout { .. } | FsError::TaskFailed
+        )
     }
 }
 
@@ -117,7 +122,7 @@ impl From<FsError> for Errno {
             },
             FsError::NotFound => Errno::ENOENT,
             FsError::NotADirectory => Errno::ENOTDIR,
-            FsError::Timeout { .. } => Errno::EIO,
+            FsError::Timeout { .. } | FsError::TaskFailed => Errno::EIO,
         }
     }
 }

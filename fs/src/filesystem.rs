@@ -151,7 +151,8 @@ impl<S: BlockSource + Clone> Shared<S> {
                     EntryKind::Directory => 0o555,
                     EntryKind::Symlink => 0o777,
                 };
-                let perm = info.mode.map_or(default, |m| (m & 0o7777) as u16);
+                // Setuid/setgid/sticky bits from content are never exposed.
+                let perm = info.mode.map_or(default, |m| (m & 0o777) as u16);
                 (
                     file_type(info.kind),
                     info.size,
@@ -280,7 +281,7 @@ impl<S: BlockSource + Clone> Shared<S> {
             match done {
                 Ok((i, Ok(info))) => infos[i] = Some(info),
                 Ok((_, Err(e))) => return Err(e.into()),
-                Err(_) => return Err(FsError::NotFound),
+                Err(_) => return Err(FsError::TaskFailed),
             }
         }
         let mut table = lock(&self.inodes);

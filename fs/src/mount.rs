@@ -140,6 +140,8 @@ where
     config.mount_options = vec![
         MountOption::RO,
         MountOption::NoAtime,
+        MountOption::NoSuid,
+        MountOption::NoDev,
         MountOption::DefaultPermissions,
         MountOption::FSName(fsname),
         MountOption::Subtype("cairn".to_string()),
@@ -178,7 +180,7 @@ fn stat_root<S: BlockSource + Clone>(
         let _ = tx.send(tokio::time::timeout(timeout, reader.stat(&cid)).await);
     });
     let secs = timeout.as_secs();
-    match rx.recv_timeout(timeout + Duration::from_secs(1)) {
+    match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
         Ok(Ok(r)) => Ok(r?),
         Ok(Err(_)) | Err(_) => Err(MountError::RootTimeout { cid, secs }),
     }

@@ -205,7 +205,7 @@ impl Engine {
     fn fetch(&mut self, cid: Cid, timeout: Duration, reply: Reply<Bytes>) {
         let waiter = Waiter {
             reply,
-            deadline: Instant::now() + timeout,
+            deadline: far_deadline(timeout),
             secs: timeout.as_secs(),
         };
         if let Some(ws) = self.storing.get_mut(&cid) {
@@ -809,7 +809,7 @@ impl EventLoop {
                         for_fetch: false,
                         reply: Some(reply),
                         found: Vec::new(),
-                        deadline: Some(Instant::now() + timeout),
+                        deadline: Some(far_deadline(timeout)),
                     },
                 );
             }
@@ -1385,6 +1385,14 @@ fn answer(store: &dyn Blockstore, job: Vec<WantEntry>) -> Vec<(WantEntry, Answer
             (e, a)
         })
         .collect()
+}
+
+/// `now + timeout`, saturating at about a century for absurd timeouts instead of overflowing.
+fn far_deadline(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 #[cfg(test)]

@@ -95,6 +95,10 @@ pub(crate) async fn local_then_network(
         // A corrupt local copy is replaced by a verified one from the network.
         Err(StoreError::Corrupt { .. }) => {
             tracing::warn!(%cid, "local copy corrupt, fetching it again");
+            // Drop the bad copy so that the verified one from the network is stored in its place.
+            if let Err(e) = node.store().delete(&cid) {
+                return Err(GetError::Store(e));
+            }
         }
         Err(e) => return Err(GetError::Store(e)),
     }

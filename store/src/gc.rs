@@ -158,18 +158,20 @@ impl Roots {
 
     /// Registers (or moves) the durable root `name`.
     pub fn set(&self, name: &str, root: Cid) -> Result<(), StoreError> {
-        self.live.root_added(root);
+        // Insert first, then tell a running GC: a GC that starts in between lists it.
         self.tree
             .insert(name.as_bytes(), root.to_bytes())
             .map_err(crate::sled_store::db_err)?;
+        self.live.root_added(root);
         self.tree.flush().map_err(crate::sled_store::db_err)?;
         Ok(())
     }
 
     /// Registers (or moves) a root that is forgotten when the repo is closed.
     pub fn set_transient(&self, name: &str, root: Cid) {
-        self.live.root_added(root);
+        // Insert first, then tell a running GC: a GC that starts in between lists it.
         self.transient().insert(name.to_string(), root);
+        self.live.root_added(root);
     }
 
     /// Removes root `name` (durable or transient). Returns whether it existed.

@@ -123,6 +123,18 @@ fn corrupt_block_on_disk_is_detected_and_named() {
         verify.text()
     );
     r.cairn(&["pin", "verify"]).expect_err("verification");
+
+    // Repair: drop the bad block and add the file again.
+    r.cairn(&["block", "rm", &root]).expect_err("pinned");
+    r.cairn(&["block", "rm", &leaf]).expect_ok();
+    r.cairn(&["pin", "verify"]).expect_err("verification");
+    assert_eq!(r.cairn(&["add", "-Q", "f"]).expect_ok(), root);
+    r.cairn(&["repo", "verify"]).expect_ok();
+    r.cairn(&["pin", "verify"]).expect_ok();
+    assert_eq!(
+        r.cairn(&["cat", &root]).stdout,
+        cairn_tests::pseudo_random(600_000, 7)
+    );
 }
 
 /// A directory node whose single entry has the hostile `name`.

@@ -145,7 +145,7 @@ fn interrupted_client_cancels_its_fetch_and_sigterm_leaves_a_clean_repo() {
 
     // SIGTERM: clean exit, socket gone, repo consistent and usable offline.
     assert_eq!(d.stop(), Some(0));
-    assert!(!a.repo().join("api.sock").exists());
+    assert!(!a.repo().join("api/api.sock").exists());
     a.cairn(&["repo", "verify"]).expect_ok();
     assert!(a.cairn(&["pin", "ls"]).expect_ok().contains(&root));
     assert_eq!(a.cairn(&["cat", &root]).stdout, pseudo_random(700_000, 9));

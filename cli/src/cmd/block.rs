@@ -73,6 +73,21 @@ pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
             )?;
             out.finish()
         }
+        BlockCommand::Rm { cid, force } => {
+            let cid = parse_cid(&cid)?;
+            if !force && repo.pins().get(&cid)?.is_some() {
+                bail!("{cid} is pinned: `cairn pin rm {cid}` first, or use --force");
+            }
+            if !store.delete(&cid)? {
+                bail!("block {cid} not found locally");
+            }
+            store.flush()?;
+            let mut out = ctx.console.output();
+            out.item(&serde_json::json!({ "removed": cid.to_string() }), || {
+                format!("removed {cid}")
+            })?;
+            out.finish()
+        }
         BlockCommand::Stat { cid } => {
             let cid = parse_cid(&cid)?;
             let size = store

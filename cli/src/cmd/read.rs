@@ -84,8 +84,24 @@ pub async fn get_with<S: BlockSource + Clone>(
     ctx: &Ctx<'_>,
     args: &GetArgs,
 ) -> Result<()> {
+    let out = output_path(ctx, args)?;
+    let (cid, info) = resolve_stat(reader, &args.path).await?;
+    let show = ctx.console.progress(args.quiet);
+    let total = if info.kind == EntryKind::File {
+        Some(info.size)
+    } else {
+        None
+    };
+    let mut bar = ctx.console.bar(show, total, &format!("getting {cid}"));
+    write_node(reader, cid, &out, &mut bar).await?;
+    bar.finish();
+    Ok(())
+}
+
+/// Where `cairn get` writes: `-o OUT`, else the last path segment or the CID in the working
+/// directory. Refused if something is there already (nothing is ever overwritten).
+pub fn output_path(ctx: &Ctx<'_>, args: &GetArgs) -> Result<PathBuf> {
     let path = parse_path(&args.path)?;
-    let cid = resolve(reader, &args.path).await?;
     let out = ctx.path(&match &args.output {
         Some(o) => o.clone(),
         None => PathBuf::from(
@@ -101,20 +117,7 @@ pub async fn get_with<S: BlockSource + Clone>(
             out.display()
         );
     }
-    let info = reader
-        .stat(&cid)
-        .await
-        .with_context(|| format!("cannot read {cid}"))?;
-    let show = ctx.console.progress(args.quiet);
-    let total = if info.kind == EntryKind::File {
-        Some(info.size)
-    } else {
-        None
-    };
-    let mut bar = ctx.console.bar(show, total, &format!("getting {cid}"));
-    write_node(reader, cid, &out, &mut bar).await?;
-    bar.finish();
-    Ok(())
+    Ok(out)
 }
 
 /// Writes the node `cid` at `dest` (which must not exist), descending into directories.
@@ -186,10 +189,11 @@ async fn write_node<S: BlockSource + Clone>(
     Ok(())
 }
 
+/// Applies a DAG's permission bits; setuid, setgid and sticky bits from content are never honoured.
 fn set_mode(path: &Path, mode: Option<u32>) -> Result<()> {
     if let Some(mode) = mode {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o777))
             .with_context(|| format!("cannot set mode of {}", path.display()))?;
     }
     Ok(())
