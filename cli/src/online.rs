@@ -145,7 +145,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
         Command::Status { path } => status(ctx, online, &path).await,
         Command::Mount(args) => mount(ctx, online, &args).await,
         Command::Unmount { dir } => {
-            let dir = ctx.path(&dir);
+            let dir = mount_key(&ctx.path(&dir));
             let handle = online
                 .daemon
                 .mounts
@@ -339,7 +339,7 @@ async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
 
 async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
     let (root, dir) = crate::mount::target(args)?;
-    let dir = ctx.path(&dir);
+    let dir = mount_key(&ctx.path(&dir));
     // The mount runs its own readahead, sized by what the kernel reads: no DAG-order prefetch
     // below it, so a small read moves only the blocks that cover it.
     let handle = crate::mount::start(
@@ -443,4 +443,10 @@ impl Drop for TransientRoot<'_> {
     fn drop(&mut self) {
         let _ = self.repo.roots().remove(&self.name);
     }
+}
+
+/// The daemon's mount-table key for a mount point: canonical, so that every spelling of the same
+/// directory (through a symlink, with `..`) finds the same mount.
+fn mount_key(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
 }

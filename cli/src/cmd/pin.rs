@@ -37,7 +37,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
                 .add(cid, kind, name.as_deref())
                 .with_context(|| format!("cannot pin {cid}"))?;
             out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
-                format!("pinned {cid} {}", kind_name(kind))
+                format!("pinned {cid} {}", kind.as_str())
             })?;
         }
         PinCommand::Rm { cid } => {
@@ -64,11 +64,11 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
                 out.item(
                     &serde_json::json!({
                         "cid": pin.cid.to_string(),
-                        "type": kind_name(pin.kind),
+                        "type": pin.kind.as_str(),
                         "name": pin.name,
                     }),
                     || {
-                        format!("{} {} {}", pin.cid, kind_name(pin.kind), name)
+                        format!("{} {} {}", pin.cid, pin.kind.as_str(), name)
                             .trim_end()
                             .to_string()
                     },
@@ -101,11 +101,4 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
         }
     }
     out.finish()
-}
-
-fn kind_name(kind: PinKind) -> &'static str {
-    match kind {
-        PinKind::Recursive => "recursive",
-        PinKind::Direct => "direct",
-    }
 }
