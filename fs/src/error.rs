@@ -78,8 +78,8 @@ pub enum MountError {
 pub(crate) enum FsError {
     #[error(transparent)]
     Read(Box<ReadError>),
-    #[error("{cid} did not arrive within {secs} s")]
-    Timeout { cid: Cid, secs: u64 },
+    #[error("{} did not arrive within {secs} s", cid.map_or_else(|| "content".to_string(), |c| c.to_string()))]
+    Timeout { cid: Option<Cid>, secs: u64 },
     #[error("no such entry")]
     NotFound,
     #[error("not a directory")]

@@ -484,7 +484,7 @@ impl<S: BlockSource + Clone> CairnFs<S> {
             let result = match tokio::time::timeout(timeout, work).await {
                 Ok(r) => r,
                 Err(_) => Err(FsError::Timeout {
-                    cid: cid.unwrap_or_default(),
+                    cid,
                     secs: timeout.as_secs(),
                 }),
             };
@@ -559,12 +559,14 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         if let Some(attr) = self.shared.known_child(parent, name) {
             return reply.entry(&ttl, &attr, Generation(0));
         }
+        // The directory searched, or (in the namespace root) the CID being looked up.
         let cid = self
             .shared
             .inode(parent)
             .ok()
             .and_then(|i| i.node)
-            .map(|i| i.cid);
+            .map(|i| i.cid)
+            .or_else(|| Cid::try_from(name).ok());
         let work = self.shared.clone().lookup(parent, name.to_string());
         self.spawn(cid, work, move |r| match r {
             Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),

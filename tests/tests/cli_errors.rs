@@ -213,3 +213,34 @@ fn json_output_and_quiet_add() {
         run.stderr
     );
 }
+
+#[test]
+fn content_never_carries_setuid_bits_and_timeouts_are_bounded() {
+    let r = TestRepo::new();
+    // A file node claiming mode 04755 (setuid), built by hand and stored as a raw dag-pb block.
+    let mut data = UnixFsData::new(DataType::File);
+    data.data = Some(Bytes::from_static(b"#!/bin/sh\n"));
+    data.filesize = Some(10);
+    data.mode = Some(0o4755);
+    let node = PbNode {
+        links: vec![],
+        data: Some(Bytes::from(data.encode())),
+    };
+    let cid = r
+        .cairn_stdin(&["block", "put", "--format", "dag-pb"], &node.encode())
+        .expect_ok();
+    r.cairn(&["get", &cid, "-o", "suid"]).expect_ok();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(r.path("suid"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "mode {mode:o}");
+
+    // --timeout outside 1..=86400 is refused by the argument parser, not carried to the node.
+    for bad in ["0", "18446744073709551615"] {
+        let run = r.cairn(&["--timeout", bad, "cat", &cid]);
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains("--timeout"), "{}", run.stderr);
+    }
+}

@@ -105,6 +105,24 @@ fn offline_mount_serves_the_tree_and_sigint_unmounts() {
     std::fs::create_dir(&mnt).unwrap();
     let mut fg = Foreground::start(&r, &["mount", &cid, "mnt"], &mnt);
     diff_trees(&src, &mnt);
+    // Content cannot bring privileges: the mount is nosuid and nodev.
+    let mnt_text = mnt.to_string_lossy().into_owned();
+    let line = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(mnt_text.as_str()))
+        .map(str::to_string)
+        .unwrap();
+    let opts = line
+        .split(' ')
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .collect::<Vec<_>>();
+    assert!(
+        opts.contains(&"nosuid") && opts.contains(&"nodev") && opts.contains(&"ro"),
+        "{line}"
+    );
     // Writes are refused: the mount is read-only.
     let err = std::fs::write(mnt.join("new"), b"no").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
