@@ -150,3 +150,30 @@ fn interrupted_client_cancels_its_fetch_and_sigterm_leaves_a_clean_repo() {
     assert!(a.cairn(&["pin", "ls"]).expect_ok().contains(&root));
     assert_eq!(a.cairn(&["cat", &root]).stdout, pseudo_random(700_000, 9));
 }
+
+#[test]
+fn the_daemon_collects_garbage_by_itself_when_configured() {
+    let a = TestRepo::new();
+    a.use_loopback_network();
+    let path = a.repo().join("config.toml");
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let mut gc = toml::Table::new();
+    gc.insert("period_secs".into(), toml::Value::Integer(1));
+    cfg.insert("gc".into(), toml::Value::Table(gc));
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let _d = a.daemon();
+
+    std::fs::write(a.path("keep"), pseudo_random(600_000, 1)).unwrap();
+    std::fs::write(a.path("drop"), pseudo_random(600_000, 2)).unwrap();
+    let keep = a.cairn(&["add", "-Q", "keep"]).expect_ok();
+    let drop = a.cairn(&["add", "-Q", "--pin=false", "drop"]).expect_ok();
+    let blocks = |r: &TestRepo| {
+        let s: serde_json::Value =
+            serde_json::from_str(&r.cairn(&["--json", "repo", "stat"]).expect_ok()).unwrap();
+        s["blocks"].as_u64().unwrap()
+    };
+    // Both files are 3 leaves + a root; only the pinned one survives the automatic GC.
+    wait_for(30, "the automatic GC", || (blocks(&a) == 4).then_some(()));
+    assert_eq!(a.cairn(&["cat", &keep]).stdout, pseudo_random(600_000, 1));
+    assert!(a.cairn(&["status", &drop]).expect_ok().contains("0 of"));
+}
