@@ -78,16 +78,7 @@ impl Cli {
 }
 
 fn noise_file(path: &Path, seed: u64, len: usize) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    std::fs::write(path, out).unwrap();
+    std::fs::write(path, cairn_tests::pseudo_random(len, seed)).unwrap();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! mount behind; waits poll with a deadline.
 #![allow(clippy::unwrap_used)]
 
+use cairn_tests::pseudo_random;
 use std::collections::BTreeMap;
 use std::fs;
 use std::future::Future;
@@ -83,20 +84,6 @@ fn mount_at<S: BlockSource + Clone>(
     m
 }
 
-/// A deterministic pseudo-random byte stream (xorshift), so leaves do not dedup.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 struct Store {
     _dir: TempDir,
     source: LocalSource<SledStore>,
@@ -133,7 +120,7 @@ fn source_tree() -> TempDir {
     fs::write(p.join("sub/deeper/file.txt"), b"deep\n").unwrap();
     fs::write(p.join("sub/mode640"), b"mode").unwrap();
     fs::set_permissions(p.join("sub/mode640"), fs::Permissions::from_mode(0o640)).unwrap();
-    fs::write(p.join("big.bin"), noise(BIG, 7)).unwrap();
+    fs::write(p.join("big.bin"), pseudo_random(BIG, 7)).unwrap();
     fs::create_dir(p.join("sharded")).unwrap();
     for i in 0..4000 {
         let name = format!("entry number {i:05} with a name long enough to shard the directory");
@@ -474,8 +461,8 @@ impl BlockSource for Stalling {
 fn unavailable_content_fails_with_eio_without_stalling_local_reads() {
     let rt = runtime();
     let src = tempfile::tempdir().unwrap();
-    fs::write(src.path().join("slow.bin"), noise(3 << 20, 3)).unwrap();
-    fs::write(src.path().join("fast.bin"), noise(1 << 20, 5)).unwrap();
+    fs::write(src.path().join("slow.bin"), pseudo_random(3 << 20, 3)).unwrap();
+    fs::write(src.path().join("fast.bin"), pseudo_random(1 << 20, 5)).unwrap();
     let store = store();
     let root = import(&store, src.path(), &ImportOptions::default());
     let reader = DagReader::new(store.source.clone());

@@ -4,6 +4,7 @@
 //! Without Node.js or the npm modules this test FAILS, unless `CAIRN_SKIP_INTEROP=1` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+use cairn_tests::pseudo_random;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -17,21 +18,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
-}
-
-/// Deterministic pseudo-random bytes (splitmix64).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Makes sure the JS importer is installed; `None` means "skip" (CAIRN_SKIP_INTEROP=1).

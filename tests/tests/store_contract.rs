@@ -5,6 +5,7 @@
 //! prints the store's throughput and disk overhead beside plain files.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+use cairn_tests::pseudo_random;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,20 +19,6 @@ use cairn_store::{
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn raw(data: Vec<u8>) -> Block {
     Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(data))
@@ -210,7 +197,7 @@ fn contract<S: Blockstore>(s: &S) {
     let blocks: Vec<Block> = sizes
         .iter()
         .enumerate()
-        .map(|(i, &n)| raw(noise(i as u64, n)))
+        .map(|(i, &n)| raw(pseudo_random(n, i as u64)))
         .collect();
     let node = Block::encode(
         0,
@@ -285,8 +272,8 @@ fn contract<S: Blockstore>(s: &S) {
 
     // Wrong bytes under a CID are caught by get_verified, which names the CID.
     for n in [3, DEFAULT_CHUNK_SIZE + 1] {
-        let good = raw(noise(99 + n as u64, n));
-        let bad = Block::trusted(*good.cid(), Bytes::from(noise(7, n)));
+        let good = raw(pseudo_random(n, 99 + n as u64));
+        let bad = Block::trusted(*good.cid(), Bytes::from(pseudo_random(n, 7)));
         s.put(&bad).unwrap();
         match s.get_verified(good.cid()) {
             Err(StoreError::Corrupt { cid }) => assert_eq!(cid, *good.cid()),
@@ -330,7 +317,7 @@ fn contract_through_fault_wrapper_with_room_to_spare() {
 #[test]
 fn import_into_failing_store_fails_cleanly() {
     let store = Arc::new(FailAfter::new(MemStore::default(), 2));
-    let data = noise(1, 4 << 20);
+    let data = pseudo_random(4 << 20, 1);
     let err = import(&data, &StoreSink(store.clone()), 1024).unwrap_err();
     let err = chain(&err);
     assert!(err.contains("injected write failure"), "{err}");
@@ -339,7 +326,7 @@ fn import_into_failing_store_fails_cleanly() {
 #[test]
 fn failed_import_leaves_no_pin_and_gc_clears_its_blocks() {
     let (_d, repo) = new_repo();
-    let data = noise(2, 64 * 1024);
+    let data = pseudo_random(64 * 1024, 2);
     let full_root = import(&data, &cairn_store::NullSink, 1024).unwrap();
 
     let session = repo.session();
@@ -381,15 +368,15 @@ fn failed_import_leaves_no_pin_and_gc_clears_its_blocks() {
 fn pins_add_ls_rm_verify_and_gc_keeps_them() {
     let (_d, repo) = new_repo();
     let store = repo.store();
-    let a = noise(10, 50_000);
-    let b = noise(11, 30_000);
+    let a = pseudo_random(50_000, 10);
+    let b = pseudo_random(30_000, 11);
     let s = repo.session();
     let root_a = import(&a, &s, 4096).unwrap();
     s.pin(root_a, Some("a")).unwrap();
     let s = repo.session();
     let root_b = import(&b, &s, 4096).unwrap();
     s.commit().unwrap();
-    let lone = raw(noise(12, 100));
+    let lone = raw(pseudo_random(100, 12));
     store.put(&lone).unwrap();
     repo.pins().add(*lone.cid(), PinKind::Direct, None).unwrap();
 
@@ -453,10 +440,10 @@ fn pins_and_roots_survive_reopen() {
     let (root, kept) = {
         let repo = Repo::init(&path).unwrap();
         let s = repo.session();
-        let root = import(&noise(20, 20_000), &s, 1024).unwrap();
+        let root = import(&pseudo_random(20_000, 20), &s, 1024).unwrap();
         s.pin(root, Some("n")).unwrap();
         let s = repo.session();
-        let kept = import(&noise(21, 5_000), &s, 1024).unwrap();
+        let kept = import(&pseudo_random(5_000, 21), &s, 1024).unwrap();
         s.commit().unwrap();
         repo.roots().set("mfs", kept).unwrap();
         (root, kept)
@@ -501,7 +488,7 @@ fn gc_in_a_loop_never_loses_blocks_of_running_imports() {
         // Every third import repeats an earlier, unpinned one: its blocks already exist and
         // may be being swept while this session dedups against them.
         let seed = if i % 3 == 2 { i - 1 } else { i };
-        let data = noise(seed, 30_000 + (seed as usize % 7) * 1000);
+        let data = pseudo_random(30_000 + (seed as usize % 7) * 1000, seed);
         let s = repo.session();
         let root = import(&data, &s, 512).unwrap();
         if i % 3 == 1 {
@@ -527,7 +514,7 @@ fn gc_in_a_loop_never_loses_blocks_of_running_imports() {
 fn session_protects_blocks_until_dropped() {
     let (_d, repo) = new_repo();
     let s = repo.session();
-    let root = import(&noise(40, 10_000), &s, 1024).unwrap();
+    let root = import(&pseudo_random(10_000, 40), &s, 1024).unwrap();
     assert_eq!(repo.gc().unwrap().removed_blocks, 0);
     assert!(repo.store().has(&root).unwrap());
     drop(s);
@@ -571,7 +558,7 @@ fn block_file(repo_path: &Path, cid: &Cid) -> std::path::PathBuf {
 fn corruption_on_disk_is_named_by_verify() {
     let (_d, repo) = new_repo();
     let s = repo.session();
-    let data = noise(50, 3 * DEFAULT_CHUNK_SIZE);
+    let data = pseudo_random(3 * DEFAULT_CHUNK_SIZE, 50);
     let root = import(&data, &s, DEFAULT_CHUNK_SIZE).unwrap();
     s.pin(root, None).unwrap();
     let store = repo.store();
@@ -612,7 +599,7 @@ fn car_of(repo: &Repo, root: Cid) -> Vec<u8> {
 #[test]
 fn car_round_trip_between_repos() {
     let (_d1, a) = new_repo();
-    let data = noise(60, 200_000);
+    let data = pseudo_random(200_000, 60);
     let s = a.session();
     let root = import(&data, &s, 8192).unwrap();
     s.pin(root, None).unwrap();
@@ -642,7 +629,7 @@ fn car_round_trip_between_repos() {
 fn corrupt_or_truncated_cars_are_rejected_without_pins() {
     let (_d1, a) = new_repo();
     let s = a.session();
-    let root = import(&noise(61, 20_000), &s, 1024).unwrap();
+    let root = import(&pseudo_random(20_000, 61), &s, 1024).unwrap();
     s.pin(root, None).unwrap();
     let car = car_of(&a, root);
 
@@ -755,7 +742,7 @@ fn bench_sled_store_put_many_256k() {
     let batches: Vec<Vec<Block>> = (0..total / bs / per_batch)
         .map(|b| {
             (0..per_batch)
-                .map(|i| raw(noise((b * per_batch + i) as u64, bs)))
+                .map(|i| raw(pseudo_random(bs, (b * per_batch + i) as u64)))
                 .collect()
         })
         .collect();
