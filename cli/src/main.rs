@@ -110,6 +110,7 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             cmd::open(&repo_dir)?;
             anyhow::bail!("this command needs the network: start `cairn daemon` first")
         }
+        Command::Repo(args::RepoCommand::Repair) => cmd::repair(&repo_dir, &console),
         command => {
             let repo = cmd::open(&repo_dir)?;
             let ctx = cmd::Ctx {

@@ -26,6 +26,15 @@ pub enum StoreError {
         /// The reserve that writes must leave free (`[store] reserve_mib`).
         reserve: u64,
     },
+    /// The disk is full (the OS said `ENOSPC`; the guard was off or the disk filled up from
+    /// outside). Nothing already stored is lost.
+    #[error("no space left on device while trying to {op} {path}; free some space, then retry")]
+    DiskFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+    },
     /// A file of the store could not be read or written.
     #[error("cannot {op} {path}")]
     Io {
@@ -74,7 +83,7 @@ impl StoreError {
     /// Whether this error means the disk is full (the guard, or the OS's `ENOSPC`).
     pub fn is_no_space(&self) -> bool {
         match self {
-            StoreError::NoSpace { .. } => true,
+            StoreError::NoSpace { .. } | StoreError::DiskFull { .. } => true,
             StoreError::Io { source, .. } => is_enospc(source),
             StoreError::Index(e) => e.is_no_space(),
             _ => false,

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -181,13 +181,7 @@ pub(crate) struct Journal {
     inner: Mutex<(fs::File, State)>,
 }
 
-fn io_err(op: &'static str, path: &Path, source: io::Error) -> StoreError {
-    StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+use crate::sled_store::io_err;
 
 fn write_new(path: &Path, complete: bool, changes: &[Change]) -> Result<(), StoreError> {
     let tmp = path.with_extension("journal.tmp");

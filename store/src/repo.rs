@@ -417,8 +417,8 @@ impl Repo {
                 source,
             })?;
         let journal_path = dir.join(JOURNAL);
-        let pins_lost = !Journal::exists(&journal_path);
         let repo = Self::assemble(dir, config, seed, guard, Arc::new(store))?;
+        let pins_lost = !repo.pins.journal().complete();
         // The user is told below that earlier pins are unknown; from now on GC trusts the journal.
         repo.pins
             .journal()
@@ -471,6 +471,11 @@ impl Repo {
     /// A GC-safe sink for one import; see [`ImportSession`].
     pub fn session(&self) -> ImportSession {
         ImportSession::new(self.store.clone(), self.pins.clone(), self.live.clone())
+    }
+
+    /// `Ok` if `incoming` bytes can be written while leaving the free-space reserve.
+    pub fn check_space(&self, incoming: u64) -> Result<(), StoreError> {
+        self.store.check_space(incoming)
     }
 
     /// Blocks currently protected by sessions and pins in progress.

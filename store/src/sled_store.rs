@@ -183,16 +183,21 @@ fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
 
 pub(crate) fn db_err(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Io(source) if crate::blockstore::is_enospc(&source) => StoreError::Io {
-            op: "write the index in",
-            path: PathBuf::from("blocks/db"),
-            source,
+        sled::Error::Io(source) if crate::blockstore::is_enospc(&source) => StoreError::DiskFull {
+            op: "write",
+            path: PathBuf::from("the block index (blocks/db)"),
         },
         e => StoreError::Index(IndexError(e)),
     }
 }
 
-fn io_err(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+pub(crate) fn io_err(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+    if crate::blockstore::is_enospc(&source) {
+        return StoreError::DiskFull {
+            op,
+            path: path.to_path_buf(),
+        };
+    }
     StoreError::Io {
         op,
         path: path.to_path_buf(),
@@ -550,6 +555,11 @@ impl SledStore {
     /// The sled database, for other trees of a repo.
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// `Ok` if `incoming` bytes can be written while leaving the free-space reserve.
+    pub fn check_space(&self, incoming: u64) -> Result<(), StoreError> {
+        self.guard.check(incoming)
     }
 
     fn file_path(&self, key: &[u8]) -> PathBuf {
