@@ -39,5 +39,5 @@ pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_
 pub use error::NetError;
 pub use libp2p::{Multiaddr, PeerId};
 pub use memstore::MemoryStore;
-pub use node::{parse_addr, peer_id_from_seed, BitswapStats, Node, ProvideReport};
+pub use node::{parse_addr, peer_id_from_seed, BitswapStats, Node, ProvideReport, ProviderSearch};
 pub use source::{fetch_dag, fetch_many, DagError, DagProgress, NetSource};

@@ -218,7 +218,10 @@ fn trade_both_ways(cairn: &TestRepo, kubo: &mut Kubo) {
     let cid = kubo
         .cmd(&format!("add {}", kubo.path("from-kubo.bin").display()))
         .expect("Kubo adds the file");
-    assert!(cid.starts_with("Qm"), "Kubo's default import is CIDv0: {cid}");
+    assert!(
+        cid.starts_with("Qm"),
+        "Kubo's default import is CIDv0: {cid}"
+    );
     cairn
         .cairn(&["--timeout", "60", "get", "-Q", &cid, "-o", "from-kubo.bin"])
         .expect_ok();
