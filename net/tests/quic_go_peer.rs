@@ -269,11 +269,9 @@ async fn cairn_dials(node: &cairn_net::Node) -> GoPeer {
     )
     .unwrap();
     let mut t = Box::pin(t);
-    let addr = loop {
-        match poll_fn(|cx| t.as_mut().poll(cx)).await {
-            TransportEvent::NewAddress { listen_addr, .. } => break listen_addr,
-            other => panic!("unexpected transport event {other:?}"),
-        }
+    let addr = match poll_fn(|cx| t.as_mut().poll(cx)).await {
+        TransportEvent::NewAddress { listen_addr, .. } => listen_addr,
+        other => panic!("unexpected transport event {other:?}"),
     };
     let target = format!("{addr}/p2p/{id}");
     let connect = node.connect(&target);
@@ -356,4 +354,34 @@ async fn cairn_serves_a_want_from_go_style_peer_over_quic() {
     assert_eq!(cid, *blk.cid());
     assert_eq!(&data, blk.data());
     node.shutdown().await.unwrap();
+}
+
+/// Control: two cairn nodes still trade a multi-block DAG over QUIC in both directions (their
+/// own streams are long-lived and never stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cairn_nodes_trade_a_dag_over_quic() {
+    let a_store = std::sync::Arc::new(cairn_net::MemoryStore::new());
+    let b_store = std::sync::Arc::new(cairn_net::MemoryStore::new());
+    let (a, a_addr) = quic_node(a_store.clone()).await;
+    let (b, _) = quic_node(b_store.clone()).await;
+    let (root_a, blocks_a) = dag(43, 24, 200_000);
+    let (root_b, blocks_b) = dag(44, 24, 200_000);
+    a_store.put_many(&blocks_a).unwrap();
+    b_store.put_many(&blocks_b).unwrap();
+    b.connect(&a_addr.to_string()).await.unwrap();
+    let from_a = cairn_net::fetch_dag(&cairn_net::NetSource::new(b.clone()), root_a, 16, |_| {})
+        .await
+        .unwrap();
+    let from_b = cairn_net::fetch_dag(&cairn_net::NetSource::new(a.clone()), root_b, 16, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((from_a.blocks, from_b.blocks), (25, 25));
+    for blk in &blocks_a {
+        assert_eq!(b_store.get(blk.cid()).unwrap().as_ref(), Some(blk.data()));
+    }
+    for blk in &blocks_b {
+        assert_eq!(a_store.get(blk.cid()).unwrap().as_ref(), Some(blk.data()));
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
