@@ -276,14 +276,22 @@ async fn routing(ctx: &Ctx<'_>, online: &Online, c: RoutingCommand) -> Result<()
         }
         RoutingCommand::Findprovs { cid } => {
             let cid = cmd::parse_cid(&cid)?;
-            let providers = node.find_providers(cid, online.timeout).await?;
-            if providers.is_empty() {
+            let search = node.search_providers(cid, online.timeout).await?;
+            if search.providers.is_empty() {
+                if search.timed_out {
+                    bail!(
+                        "no providers of {cid} found within {} s (raise --timeout to search longer)",
+                        online.timeout.as_secs()
+                    );
+                }
+                let n = search.peers_queried;
                 bail!(
-                    "no providers of {cid} found within {} s",
-                    online.timeout.as_secs()
+                    "{cid}: no providers found (the DHT query ended after {n} peer{}); \
+                     connect to more peers (`cairn swarm connect`) or check that the content is provided",
+                    if n == 1 { "" } else { "s" }
                 );
             }
-            for p in providers {
+            for p in search.providers {
                 out.item(&serde_json::json!({ "provider": p.to_string() }), || {
                     p.to_string()
                 })?;
