@@ -72,11 +72,15 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         Command::Add(args) if args.only_hash => return cmd::only_hash(&console, &cwd, args),
         _ => {}
     }
-    if !matches!(cli.command, Command::Daemon) && client::daemon_running(&repo_dir) {
-        // A daemon owns the repo: it runs the command for us. Stdin is saved first, so that
-        // no daemon slot is held while the user types or a pipe fills.
-        let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir)?;
-        let result = match client::connect(&repo_dir) {
+    if let Some(probe) = (!matches!(cli.command, Command::Daemon))
+        .then(|| client::connect(&repo_dir))
+        .flatten()
+    {
+        // A daemon owns the repo: it runs the command for us, on the connection that found it.
+        // Stdin is saved first, so that no daemon connection waits while the user types or a
+        // pipe fills (the daemon gives a request 10 s to arrive); then we connect again.
+        let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir, probe)?;
+        let result = match argv.stream.or_else(|| client::connect(&repo_dir)) {
             Some(stream) => {
                 tokio::task::block_in_place(|| client::run(stream, argv.argv, progress::terminal()))
             }
@@ -122,10 +126,12 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
     }
 }
 
-/// The argv to send to the daemon, and the file stdin was saved to, if any.
+/// The argv to send to the daemon, the file stdin was saved to, if any, and the connection to
+/// send it on (none if it was closed while stdin was read).
 struct Forwarded {
     argv: Vec<String>,
     spooled: Option<std::path::PathBuf>,
+    stream: Option<std::os::unix::net::UnixStream>,
 }
 
 /// Commands that read stdin get it as a file when the daemon runs them.
@@ -133,6 +139,7 @@ fn spool_stdin_if_needed(
     command: &Command,
     mut argv: Vec<String>,
     repo_dir: &std::path::Path,
+    stream: std::os::unix::net::UnixStream,
 ) -> Result<Forwarded> {
     use crate::args::{BlockCommand, DagCommand};
     // How much of stdin the command can use (a block is at most 2 MiB; one byte more is an error).
@@ -143,14 +150,17 @@ fn spool_stdin_if_needed(
             return Ok(Forwarded {
                 argv,
                 spooled: None,
+                stream: Some(stream),
             })
         }
     };
+    drop(stream);
     let path = client::spool_stdin(&repo_dir.join("tmp"), limit)?;
     argv.push(path.display().to_string());
     Ok(Forwarded {
         argv,
         spooled: Some(path),
+        stream: None,
     })
 }
 
