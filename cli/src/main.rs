@@ -175,6 +175,8 @@ async fn mount_foreground(
     let repo = cmd::open(repo_dir)?;
     let (root, dir) = mount::target(args)?;
     let dir = std::env::current_dir()?.join(dir);
+    // /proc/mounts lists canonical paths.
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let source = cairn_store::LocalSource::new(repo.store().clone());
     let timeout = std::time::Duration::from_secs(timeout.unwrap_or(30));
     let handle = mount::start(
@@ -185,6 +187,8 @@ async fn mount_foreground(
         timeout,
         tokio::runtime::Handle::current(),
     )?;
+    // Known while mounted: how to tell, after a lazy detach, when the kernel ends the session.
+    let device = mount::device_of(&dir).filter(|d| mount::has_connection_info(d));
     let mut out = console.output();
     out.text(&format!(
         "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount",
@@ -192,13 +196,43 @@ async fn mount_foreground(
         dir.display()
     ))?;
     out.finish()?;
-    tokio::select! {
-        _ = daemon::wait_for_signal() => {}
-        _ = mount::wait_unmounted(&dir) => {}
+    let by_signal = tokio::select! {
+        _ = daemon::wait_for_signal() => true,
+        _ = mount::wait_unmounted(&dir) => false,
+    };
+    if by_signal {
+        // As `cairn unmount` does: unmount, or detach lazily while a file is open.
+        match mount::unmount_outside(&dir) {
+            Ok(true) => eprintln!(
+                "{} is detached; serving the files still open on it until they are closed \
+                 (Ctrl-C again to stop now)",
+                dir.display()
+            ),
+            Ok(false) => {}
+            // E.g. no fusermount3: the mount's own unmount below.
+            Err(e) => tracing::warn!("{e:#}"),
+        }
     }
-    handle
-        .unmount()
-        .with_context(|| format!("cannot unmount {}", dir.display()))?;
+    if mount::is_mounted(&dir) {
+        // Still mounted (e.g. fusermount3 is missing): the mount's own unmount.
+        return handle
+            .unmount()
+            .with_context(|| format!("cannot unmount {}", dir.display()));
+    }
+    // Unmounted, or detached with files open: the session ends when the kernel drops the
+    // connection, after the last open file is closed. Serve those files until then (a second
+    // signal stops at once; without sysfs there is no telling, so stop now).
+    if let Some(device) = device {
+        tokio::select! {
+            _ = mount::wait_connection_gone(&device) => {}
+            _ = daemon::wait_for_signal() => {}
+        }
+    }
+    // Not `handle.unmount()`: the mount point is no longer ours, and fuser would try to unmount
+    // it again (it cannot tell a destroyed session from a live one), failing, or, if someone
+    // has mounted something new there meanwhile, unmounting that. The session's threads have
+    // ended with the connection; the process exits now.
+    std::mem::forget(handle);
     Ok(())
 }
 
