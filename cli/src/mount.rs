@@ -108,28 +108,25 @@ fn mount_type(dir: &Path) -> Option<String> {
     std::fs::read_to_string("/proc/mounts")
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let mut fields = l.split(' ');
             let point = fields.nth(1)?;
             let fstype = fields.next()?;
             (Path::new(&unescape(point)) == dir).then(|| fstype.to_string())
         })
-        .last()
 }
 
 /// The kernel's device number (`major:minor`) of the newest mount on `dir`, from
 /// `/proc/self/mountinfo`.
 pub fn device_of(dir: &Path) -> Option<String> {
     let dir = std::fs::canonicalize(dir).ok()?;
-    mountinfo()
-        .lines()
-        .filter_map(|l| {
-            let mut fields = l.split(' ');
-            let device = fields.nth(2)?;
-            let point = fields.nth(1)?;
-            (Path::new(&unescape(point)) == dir).then(|| device.to_string())
-        })
-        .last()
+    mountinfo().lines().rev().find_map(|l| {
+        let mut fields = l.split(' ');
+        let device = fields.nth(2)?;
+        let point = fields.nth(1)?;
+        (Path::new(&unescape(point)) == dir).then(|| device.to_string())
+    })
 }
 
 fn mountinfo() -> String {

@@ -213,7 +213,7 @@ fn slow_clients_are_dropped_at_the_deadline_and_hold_no_slot() {
                 "a client sent its whole request at 1 byte per 2 s without being dropped"
             );
             match c.stream.write(&request[c.sent..=c.sent]) {
-                Ok(_) => c.sent += 1,
+                Ok(n) => c.sent += n,
                 Err(_) => {
                     // Closed by the daemon: its reason may still be unread.
                     c.drain();
