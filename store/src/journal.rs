@@ -304,6 +304,7 @@ impl Journal {
             let _ = file.set_len(before);
             return Err(io_err("write", &self.path, e));
         }
+        crate::fault::crash_point("journaled");
         for c in changes {
             state.apply(c);
         }

@@ -19,6 +19,7 @@
 //!   sled index that [`SledStore::rebuild`] can always rebuild from them).
 //! - `pack`: the pack file format (small blocks and tombstones).
 //! - `space`: the free-space guard.
+//! - `fault`: crash points for fault-injection tests (`CAIRN_FAULT_KILL_AT`).
 //! - `journal`: the append-only pin journal (pins and durable GC roots without sled).
 //! - `repo`: [`Repo`], the repo directory (config, identity, lock, store) and [`ImportSession`].
 //! - `pins`: [`Pins`], recursive and direct pins.
@@ -38,6 +39,7 @@ mod block;
 mod blockstore;
 mod car;
 mod chunker;
+mod fault;
 mod gc;
 mod hamt;
 mod hash;
@@ -67,6 +69,7 @@ pub use car::{
 };
 pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 pub use cid::Cid;
+pub use fault::FAULT_ENV;
 pub use gc::{GcError, GcReport, Roots, GC_UNINDEXED_TOLERANCE};
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
 pub use importer::{

@@ -174,6 +174,7 @@ fn store_options(config: &Config) -> StoreOptions {
         cache_bytes: config.store.cache_mib << 20,
         inline_max: config.store.inline_max_bytes,
         reserve: config.store.reserve_mib.map(|m| m << 20),
+        pack_target: config.store.pack_max_mib.max(1) << 20,
     }
 }
 

@@ -39,6 +39,7 @@ use cid::Cid;
 
 use crate::block::Block;
 use crate::blockstore::{Blockstore, IndexError, IndexProblem, StoreError, StoreStats};
+use crate::fault::crash_point;
 use crate::pack::{self, Record, KIND_BLOCK, KIND_TOMBSTONE, PACK_MAGIC, PACK_TARGET};
 use crate::space::Guard;
 use crate::varint;
@@ -73,6 +74,8 @@ pub struct StoreOptions {
     /// Free space that writes must leave on the disk: `None` automatic (see `space.rs`),
     /// `Some(0)` no guard.
     pub reserve: Option<u64>,
+    /// A pack file is closed, and a new one started, once it holds this many bytes.
+    pub pack_target: u64,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +84,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             inline_max: 16 * 1024,
             reserve: None,
+            pack_target: PACK_TARGET,
         }
     }
 }
@@ -646,7 +650,10 @@ impl SledStore {
     /// Appends `records` to the open pack (starting a new one when needed); returns the pack's
     /// sequence number and the offset at which the buffer starts.
     fn append_pack(&self, w: &mut Writer, buf: &[u8]) -> Result<(u32, u64), StoreError> {
-        if w.pack.as_ref().is_none_or(|p| p.len >= PACK_TARGET) {
+        if w.pack
+            .as_ref()
+            .is_none_or(|p| p.len >= self.opts.pack_target)
+        {
             let seq = w.pack_sizes.keys().max().map_or(1, |m| m + 1);
             let path = self.packs.join(pack::pack_name(seq));
             let mut file = fs::OpenOptions::new()
@@ -815,6 +822,7 @@ impl SledStore {
             // Tombstones before the index forgets the blocks: a repair replaying the packs
             // must not bring them back.
             self.append_pack(&mut w, &tombstones)?;
+            crash_point("tombstoned");
         }
         batch.insert(STATS_KEY, &next.encode()[..]);
         self.blocks.apply_batch(batch).map_err(db_err)?;
@@ -823,6 +831,7 @@ impl SledStore {
             // The removal must be durable before the files go: otherwise a crash could bring
             // back index entries whose files are gone (sled buffers writes in memory).
             self.db.flush().map_err(db_err)?;
+            crash_point("unindexed");
         }
         for path in files {
             match fs::remove_file(&path) {
@@ -921,6 +930,7 @@ impl SledStore {
             let mut batch = sled::Batch::default();
             if !buf.is_empty() {
                 let (new_seq, base) = self.append_pack(&mut w, &buf)?;
+                crash_point("compact-copied");
                 for (key, entry, off) in &moves {
                     let moved = Entry {
                         loc: Loc::Pack {
@@ -936,6 +946,7 @@ impl SledStore {
             // Copies and index durable before the old pack goes.
             self.sync_files()?;
             self.db.flush().map_err(db_err)?;
+            crash_point("compact-indexed");
             fs::remove_file(&path).map_err(|e| io_err("remove", &path, e))?;
             w.pack_sizes.remove(&seq);
             self.readers
@@ -999,6 +1010,7 @@ impl SledStore {
             };
             if data.len() > self.opts.inline_max {
                 self.write_file(key, data)?;
+                crash_point("file-written");
                 next.file_bytes += entry.size;
                 batch.insert(prefixed(b'i', key), entry.encode());
             } else {
@@ -1015,6 +1027,7 @@ impl SledStore {
         }
         if !records.is_empty() {
             let (seq, base) = self.append_pack(&mut w, &records)?;
+            crash_point("pack-appended");
             for (key, mut entry) in packed {
                 if let Loc::Pack { offset, .. } = entry.loc {
                     entry.loc = Loc::Pack {
@@ -1027,6 +1040,7 @@ impl SledStore {
         }
         batch.insert(STATS_KEY, &next.encode()[..]);
         self.blocks.apply_batch(batch).map_err(db_err)?;
+        crash_point("indexed");
         w.counters = next;
         Ok(fresh.len())
     }

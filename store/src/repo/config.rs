@@ -65,6 +65,8 @@ pub struct StoreConfig {
     /// Unset: 5 % of the filesystem, between 1 MiB and 1 GiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reserve_mib: Option<u64>,
+    /// Size (MiB) at which a pack file of small blocks is closed and a new one started.
+    pub pack_max_mib: u64,
 }
 
 impl Default for StoreConfig {
@@ -74,6 +76,7 @@ impl Default for StoreConfig {
             cache_mib: d.cache_bytes >> 20,
             inline_max_bytes: d.inline_max,
             reserve_mib: None,
+            pack_max_mib: d.pack_target >> 20,
         }
     }
 }
