@@ -408,3 +408,22 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn pin_add_into_a_full_repo_says_no_space() {
+    let a = TestRepo::new();
+    a.use_loopback_network();
+    let (cid, _) = add_file(&a, "big.bin", 80 << 20, 40);
+    let disk = Tmpfs::new(48);
+    let b = &disk.repo;
+    b.cairn(&["init"]).expect_ok();
+    b.use_loopback_network();
+    let _da = a.daemon();
+    let mut db = b.daemon();
+    let da_addr = _da.tcp_addr();
+    b.cairn(&["swarm", "connect", &da_addr]).expect_ok();
+    b.cairn(&["--timeout", "20", "pin", "add", &cid])
+        .expect_err("no space left on device");
+    assert_eq!(db.stop(), Some(0));
+    b.cairn(&["repo", "verify"]).expect_ok();
+}
