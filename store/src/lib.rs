@@ -14,7 +14,7 @@
 //! - `hamt`: HAMT-sharded directories (shard building, hash and bucket helpers for lookups).
 //! - `murmur3`: murmur3-x64-128/64, the HAMT hash.
 //! - `source`: the [`BlockSource`] read trait and [`LocalSource`].
-//! - `reader`: [`DagReader`], reading UnixFS DAGs (stat, ranged reads, [`FileCursor`], directories, HAMT shards, path resolution).
+//! - `reader`: [`DagReader`], reading UnixFS DAGs (stat, ranged reads, [`FileCursor`], streamed listings ([`DirCursor`], `reader/dir.rs`: HAMT structure checks), path resolution).
 //! - `sled_store`: [`SledStore`], the on-disk blockstore (sled index, large blocks as files).
 //! - `repo`: [`Repo`], the repo directory (config, identity, lock, store) and [`ImportSession`].
 //! - `pins`: [`Pins`], recursive and direct pins.
@@ -61,6 +61,7 @@ pub use car::{
 pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 pub use cid::Cid;
 pub use gc::{GcError, GcReport, Roots};
+pub use hamt::build_sharded_directory;
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
 pub use importer::{
     import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError,
@@ -70,7 +71,8 @@ pub use path::{CidPath, PathError};
 pub use pb::{PbError, PbLink, PbNode, MAX_LINKS};
 pub use pins::{Pin, PinError, PinKind, PinReport, Pins};
 pub use reader::{
-    is_safe_name, DagReader, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError, MAX_DEPTH,
+    is_safe_name, DagReader, DirCursor, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError,
+    MAX_DEPTH, MAX_DIR_DEPTH, MAX_DIR_ENTRIES, MAX_NAME_LEN,
 };
 pub use repo::{
     Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, Repo, RepoError, RepoLock,
