@@ -117,7 +117,10 @@ where
                 InodeTable::new(Some(info))
             } else {
                 let mut t = InodeTable::new(None);
-                t.insert_child(Ino::ROOT, &cid.to_string(), info);
+                // The single entry is never forgotten: it cannot be looked up by name again.
+                if let Ok(ino) = t.remember(Ino::ROOT, &cid.to_string(), info) {
+                    t.pin(ino);
+                }
                 t
             };
             (table, false, format!("cairn:{cid}"))
