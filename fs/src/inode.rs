@@ -81,6 +81,37 @@ pub(crate) struct InodeTable {
     refused: HashSet<Cid>,
     /// Children of a synthetic root, most recent last.
     recent: VecDeque<(Arc<str>, EntryKind)>,
+    /// The most inodes held since memory was last given back.
+    high_water: usize,
+}
+
+/// Inodes forgotten (and at least half the table) before freed memory is handed back to the
+/// operating system.
+const TRIM_AFTER: usize = 16_384;
+
+/// Hands freed heap memory back to the operating system. The allocator keeps what a big table
+/// freed inside its per-thread arenas, so without this a mount that forgot a million inodes
+/// would still look as big as when it held them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn give_back_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_memory() {}
+
+/// Gives memory back once a map is a quarter full: a `find` over a million entries grows the
+/// table, and forgetting them must shrink it again, not just empty it. Halving the capacity
+/// each time keeps the cost amortised.
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    const MIN: usize = 64;
+    if map.capacity() > MIN && map.len() < map.capacity() / 4 {
+        map.shrink_to((map.len() * 2).max(MIN));
+    }
 }
 
 fn counts_as_alias(info: &NodeInfo) -> bool {
@@ -104,6 +135,7 @@ impl InodeTable {
             aliases: HashMap::new(),
             refused: HashSet::new(),
             recent: VecDeque::new(),
+            high_water: 1,
         }
     }
 
@@ -173,6 +205,7 @@ impl InodeTable {
             .entry(parent)
             .or_default()
             .insert(name.clone(), ino);
+        self.high_water = self.high_water.max(self.nodes.len() + 1);
         self.nodes.insert(
             ino,
             Inode {
@@ -212,7 +245,17 @@ impl InodeTable {
             }
             if siblings.is_empty() {
                 self.names.remove(&inode.parent);
+            } else {
+                shrink(siblings);
             }
+        }
+        shrink(&mut self.nodes);
+        shrink(&mut self.names);
+        if self.high_water - self.nodes.len() >= TRIM_AFTER
+            && self.nodes.len() < self.high_water / 2
+        {
+            self.high_water = self.nodes.len();
+            give_back_memory();
         }
         if let Some(info) = inode.node.as_ref().filter(|i| counts_as_alias(i)) {
             if let Some(n) = self.aliases.get_mut(&info.cid) {
