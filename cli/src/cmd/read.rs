@@ -56,6 +56,24 @@ pub const MAX_GET_ENTRIES: u64 = 1 << 24;
 /// The most file bytes (counted once per path) one `cairn get` writes: 1 TiB.
 pub const MAX_GET_BYTES: u64 = 1 << 40;
 
+/// Steps (entries listed, chunks written) between yields to the runtime. Local reads of small
+/// blocks complete without ever waiting, so without this a `get` would never let its Ctrl-C
+/// watcher run.
+const YIELD_EVERY: u32 = 64;
+
+/// Counts steps and yields to the runtime every [`YIELD_EVERY`].
+#[derive(Default)]
+struct Yielder(u32);
+
+impl Yielder {
+    async fn step(&mut self) {
+        self.0 += 1;
+        if self.0 % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// An entry's metadata; a raw block with a size-carrying link needs no fetch.
 async fn entry_info<S: BlockSource + Clone>(
     reader: &DagReader<S>,
@@ -209,6 +227,7 @@ async fn measure<S: BlockSource + Clone>(reader: &DagReader<S>, root: &NodeInfo)
         entries: 1,
         ..Size::default()
     };
+    let mut yielder = Yielder::default();
     let mut stack = vec![Frame {
         cid: root.cid,
         cursor: reader.dir_cursor(&root.cid),
@@ -243,6 +262,7 @@ async fn measure<S: BlockSource + Clone>(reader: &DagReader<S>, root: &NodeInfo)
             continue;
         };
         let info = entry_info(reader, &entry).await?;
+        yielder.step().await;
         let depth = top.depth + 1;
         let add = match (info.kind, done.get(&info.cid)) {
             (EntryKind::Directory, Some(known)) => {
@@ -373,12 +393,66 @@ async fn write_node<S: BlockSource + Clone>(
     dest: &Path,
     bar: &mut crate::progress::Bar,
 ) -> Result<()> {
-    // Iterative depth-first walk: hostile DAGs cannot blow the stack. `measure` has bounded
-    // the paths and bytes; the bytes are counted again as written (a raw leaf's size came
-    // from its link).
-    let mut written = 0u64;
-    let mut stack = vec![(root, dest.to_path_buf())];
-    while let Some((info, dest)) = stack.pop() {
+    // Depth-first with one listing cursor per open directory (at most MAX_DIR_DEPTH, as
+    // `measure` checked): hostile DAGs cannot blow the stack, and no listing is held whole.
+    let mut w = Writer {
+        reader,
+        bar,
+        written: 0,
+        yielder: Yielder::default(),
+    };
+    let mut stack = Vec::new();
+    if let Some(dir) = w.write(root, dest.to_path_buf()).await? {
+        stack.push(dir);
+    }
+    while let Some((cursor, dir)) = stack.last_mut() {
+        let cid = *cursor.dir();
+        let Some(entry) = cursor
+            .next_entry()
+            .await
+            .with_context(|| format!("cannot list {cid}"))?
+        else {
+            stack.pop();
+            continue;
+        };
+        // The reader already refuses unsafe names; check again where it matters.
+        let mut comps = Path::new(&entry.name).components();
+        if !matches!(
+            (comps.next(), comps.next()),
+            (Some(Component::Normal(_)), None)
+        ) {
+            bail!(
+                "refusing entry {:?} of {cid}: it would escape {}",
+                entry.name,
+                dir.display()
+            );
+        }
+        let dest = dir.join(&entry.name);
+        let info = entry_info(reader, &entry).await?;
+        if let Some(sub) = w.write(info, dest).await? {
+            stack.push(sub);
+        }
+    }
+    Ok(())
+}
+
+/// Writes single nodes for [`write_node`].
+struct Writer<'a, S> {
+    reader: &'a DagReader<S>,
+    bar: &'a mut crate::progress::Bar,
+    /// File bytes written so far (`measure` bounded them; a raw leaf's size came from its
+    /// link, so they are counted again here).
+    written: u64,
+    yielder: Yielder,
+}
+
+impl<S: BlockSource + Clone> Writer<'_, S> {
+    /// Writes a file or symlink at `dest`, or creates the directory and returns its cursor.
+    async fn write(
+        &mut self,
+        info: NodeInfo,
+        dest: PathBuf,
+    ) -> Result<Option<(cairn_store::DirCursor<S>, PathBuf)>> {
         let cid = info.cid;
         match info.kind {
             EntryKind::File => {
@@ -388,59 +462,42 @@ async fn write_node<S: BlockSource + Clone>(
                     .open(&dest)
                     .with_context(|| format!("cannot create {}", dest.display()))?;
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-                let mut cursor = reader.cursor(&cid, 0);
+                let mut cursor = self.reader.cursor(&cid, 0);
                 while let Some(chunk) = cursor
                     .next_chunk()
                     .await
                     .with_context(|| format!("cannot read {cid}"))?
                 {
-                    written = written.saturating_add(chunk.len() as u64);
-                    if written > MAX_GET_BYTES {
+                    self.written = self.written.saturating_add(chunk.len() as u64);
+                    if self.written > MAX_GET_BYTES {
                         bail!("{cid} holds more than {MAX_GET_BYTES} bytes; stopped");
                     }
                     w.write_all(&chunk)
                         .with_context(|| format!("cannot write {}", dest.display()))?;
-                    bar.inc(chunk.len() as u64);
+                    self.bar.inc(chunk.len() as u64);
+                    self.yielder.step().await;
                 }
                 w.flush()
                     .with_context(|| format!("cannot write {}", dest.display()))?;
                 set_mode(&dest, info.mode)?;
+                self.yielder.step().await;
+                Ok(None)
             }
             EntryKind::Directory => {
                 std::fs::create_dir(&dest)
                     .with_context(|| format!("cannot create {}", dest.display()))?;
-                let mut cursor = reader.dir_cursor(&cid);
-                let mut children = Vec::new();
-                while let Some(entry) = cursor
-                    .next_entry()
-                    .await
-                    .with_context(|| format!("cannot list {cid}"))?
-                {
-                    // The reader already refuses unsafe names; check again where it matters.
-                    let mut comps = Path::new(&entry.name).components();
-                    if !matches!(
-                        (comps.next(), comps.next()),
-                        (Some(Component::Normal(_)), None)
-                    ) {
-                        bail!(
-                            "refusing entry {:?} of {cid}: it would escape {}",
-                            entry.name,
-                            dest.display()
-                        );
-                    }
-                    let child = entry_info(reader, &entry).await?;
-                    children.push((child, dest.join(&entry.name)));
-                }
-                stack.extend(children.into_iter().rev());
+                self.yielder.step().await;
+                Ok(Some((self.reader.dir_cursor(&cid), dest)))
             }
             EntryKind::Symlink => {
                 let target = info.symlink_target.unwrap_or_default();
                 std::os::unix::fs::symlink(&target, &dest)
                     .with_context(|| format!("cannot create symlink {}", dest.display()))?;
+                self.yielder.step().await;
+                Ok(None)
             }
         }
     }
-    Ok(())
 }
 
 /// Applies a DAG's permission bits; setuid, setgid and sticky bits from content are never honoured.
