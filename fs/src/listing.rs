@@ -76,11 +76,12 @@ impl<S: BlockSource + Clone> DirStream<S> {
     /// Moves forward to `offset`, skipping entries without learning their types.
     async fn skip_to(&mut self, reader: &DagReader<S>, offset: u64) -> Result<(), FsError> {
         while self.next < offset {
-            if self.next >= 2 && self.pending.pop_front().is_none() {
-                if self.end || self.cursor(reader).next_entry().await?.is_none() {
-                    self.end = true;
-                    return Ok(());
-                }
+            if self.next >= 2
+                && self.pending.pop_front().is_none()
+                && (self.end || self.cursor(reader).next_entry().await?.is_none())
+            {
+                self.end = true;
+                return Ok(());
             }
             self.next += 1;
         }

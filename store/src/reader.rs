@@ -187,8 +187,8 @@ pub enum ReadError {
     RepeatedShard {
         /// The directory (its root shard).
         dir: Cid,
-        /// The shard met again.
-        shard: Cid,
+        /// The shard met again (boxed: two CIDs would make every `ReadError` large).
+        shard: Box<Cid>,
     },
     /// A directory has more than [`MAX_DIR_ENTRIES`] entries.
     #[error("directory {dir} has more than {max} entries; refusing to list it")]

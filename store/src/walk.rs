@@ -305,8 +305,8 @@ mod tests {
         }
         s.put_many(&blocks).unwrap();
         let mut walk = DagWalk::new(&s, *cur.cid(), WalkMode::Verify);
-        let n = walk.by_ref().map(|v| v.unwrap()).count();
-        assert_eq!(n, 41);
+        let visits: Vec<Visit> = walk.by_ref().map(|v| v.unwrap()).collect();
+        assert_eq!(visits.len(), 41);
         assert!(walk.stack.is_empty());
 
         // A second root sharing the whole diamond visits only itself.
@@ -333,10 +333,10 @@ mod tests {
         for chunk in blocks.chunks(10_000) {
             s.put_many(chunk).unwrap();
         }
-        let n = DagWalk::new(&s, *cur.cid(), WalkMode::Structure)
+        let visits: Vec<Visit> = DagWalk::new(&s, *cur.cid(), WalkMode::Structure)
             .map(|v| v.unwrap())
-            .count();
-        assert_eq!(n, 100_001);
+            .collect();
+        assert_eq!(visits.len(), 100_001);
     }
 
     #[test]

@@ -68,7 +68,8 @@ struct Yielder(u32);
 impl Yielder {
     async fn step(&mut self) {
         self.0 += 1;
-        if self.0 % YIELD_EVERY == 0 {
+        if self.0 >= YIELD_EVERY {
+            self.0 = 0;
             tokio::task::yield_now().await;
         }
     }

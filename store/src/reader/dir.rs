@@ -166,7 +166,7 @@ impl<S: BlockSource + Clone> DirCursor<S> {
                         if !h.seen.insert(child.hash().to_bytes()) {
                             return Err(ReadError::RepeatedShard {
                                 dir: self.dir,
-                                shard: child,
+                                shard: Box::new(child),
                             });
                         }
                         let sub = self.reader.shard(&child).await?;

@@ -510,7 +510,7 @@ fn repeated_shard_is_named() {
     block_on(async {
         let e = r.read_dir(&root).await.unwrap_err();
         assert!(
-            matches!(e, ReadError::RepeatedShard { dir, shard } if dir == root && shard == empty),
+            matches!(&e, ReadError::RepeatedShard { dir, shard } if *dir == root && **shard == empty),
             "{e}"
         );
         assert!(e.to_string().contains(&empty.to_string()), "{e}");
