@@ -60,18 +60,18 @@ fn hash_word(name: &[u8], word: usize) -> [u8; 8] {
 }
 
 /// The hash stream of one name, read `bits` at a time; each 64-bit word is hashed once.
-struct HashStream<'a> {
+pub(crate) struct HashStream<'a> {
     name: &'a [u8],
     cached: Option<(usize, [u8; 8])>,
 }
 
 impl<'a> HashStream<'a> {
-    fn new(name: &'a [u8]) -> Self {
+    pub(crate) fn new(name: &'a [u8]) -> Self {
         HashStream { name, cached: None }
     }
 
     /// The slot at `depth` in shards of `2^bits` slots.
-    fn slot(&mut self, depth: usize, bits: u32) -> usize {
+    pub(crate) fn slot(&mut self, depth: usize, bits: u32) -> usize {
         let start = depth * bits as usize;
         let mut index = 0usize;
         for pos in start..start + bits as usize {
@@ -161,6 +161,22 @@ pub(crate) fn bitfield_has(bitfield: &[u8], slot: usize) -> bool {
         return false;
     }
     bitfield[bitfield.len() - 1 - byte] & (1 << (slot % 8)) != 0
+}
+
+/// How many occupied slots come before `slot` in a bitfield: the index of `slot`'s link in a
+/// shard whose links are in slot order (as every implementation writes them).
+pub(crate) fn ones_before(bitfield: &[u8], slot: usize) -> usize {
+    let len = bitfield.len();
+    let whole = (slot / 8).min(len);
+    let mut n: usize = bitfield[len - whole..]
+        .iter()
+        .map(|b| b.count_ones() as usize)
+        .sum();
+    if slot / 8 < len {
+        let partial = bitfield[len - 1 - slot / 8] & ((1u8 << (slot % 8)) - 1);
+        n += partial.count_ones() as usize;
+    }
+    n
 }
 
 /// Encodes occupied slots as a bitfield: big-endian, leading zero bytes stripped (as the JS
@@ -343,6 +359,12 @@ mod tests {
         assert_eq!(bitfield_bytes(&[0, 255]), b255);
         for s in [0, 255] {
             assert!(bitfield_has(&b255, s));
+        }
+        assert_eq!(ones_before(&b255, 0), 0);
+        assert_eq!(ones_before(&b255, 255), 1);
+        let some = bitfield_bytes(&[1, 3, 8, 9, 200]);
+        for (slot, before) in [(0, 0), (1, 0), (3, 1), (8, 2), (9, 3), (200, 4), (255, 5)] {
+            assert_eq!(ones_before(&some, slot), before, "slot {slot}");
         }
         assert!(!bitfield_has(&b255, 1));
         assert!(!bitfield_has(&[0x01], 300));

@@ -80,6 +80,8 @@ pub use repo::{
 };
 pub use sink::{BlockSink, NullSink, StoreSink};
 pub use sled_store::{SledStore, StoreOptions};
-pub use source::{read_verified, BlockSource, GetError, LocalSource, INLINE_READ_MAX};
+pub use source::{
+    read_small_now, read_verified, BlockSource, GetError, LocalSource, INLINE_READ_MAX,
+};
 pub use unixfs::{DataType, UnixFsData, UnixFsError, UnixTime};
 pub use walk::{codec_has_links, links, DagWalk, Visit, WalkError, WalkMode};

@@ -297,18 +297,46 @@ struct FileLayout {
 }
 
 /// A bounded cache of decoded interior nodes (nodes with links), shared by clones of a reader.
-/// When full (in nodes or in [`NODE_CACHE_BYTES`]) it is emptied: simple, bounded, and interior
-/// nodes are few compared to leaves.
+///
+/// Two generations, an approximate LRU: new nodes go into the current one; when it is full (half
+/// the node count, or half of [`NODE_CACHE_BYTES`]) it becomes the previous one and the old
+/// previous one is dropped; a hit in the previous generation moves the node back into the
+/// current one. So nodes in use (a HAMT's root and upper shards during a `find`, a big file's
+/// upper levels) survive however many others pass through, and memory stays within the bound.
 #[derive(Debug)]
 struct NodeCache {
     map: Mutex<CacheMap>,
+    /// Nodes per generation.
     capacity: usize,
 }
 
 #[derive(Debug, Default)]
 struct CacheMap {
-    nodes: HashMap<Cid, Arc<PbDecoded>>,
+    current: HashMap<Cid, (Arc<PbDecoded>, usize)>,
+    previous: HashMap<Cid, (Arc<PbDecoded>, usize)>,
+    /// Cost of the current generation.
     bytes: usize,
+}
+
+impl CacheMap {
+    fn get(&mut self, cid: &Cid, capacity: usize) -> Option<Arc<PbDecoded>> {
+        if let Some((n, _)) = self.current.get(cid) {
+            return Some(n.clone());
+        }
+        let (n, cost) = self.previous.remove(cid)?;
+        self.insert(*cid, n.clone(), cost, capacity);
+        Some(n)
+    }
+
+    fn insert(&mut self, cid: Cid, node: Arc<PbDecoded>, cost: usize, capacity: usize) {
+        if self.current.len() >= capacity || self.bytes + cost > NODE_CACHE_BYTES / 2 {
+            self.previous = std::mem::take(&mut self.current);
+            self.bytes = 0;
+        }
+        if self.current.insert(cid, (node, cost)).is_none() {
+            self.bytes += cost;
+        }
+    }
 }
 
 /// Reads UnixFS DAGs from a [`BlockSource`].
@@ -340,7 +368,7 @@ impl<S: BlockSource> DagReader<S> {
     pub fn with_node_cache(source: S, nodes: usize) -> Self {
         let cache = NodeCache {
             map: Mutex::new(CacheMap::default()),
-            capacity: nodes.max(1),
+            capacity: (nodes / 2).max(1),
         };
         DagReader {
             source,
@@ -354,78 +382,108 @@ impl<S: BlockSource> DagReader<S> {
     }
 
     async fn fetch(&self, cid: &Cid) -> Result<Node, ReadError> {
-        if let Some(cache) = &self.cache {
-            if let Some(n) = lock(&cache.map).nodes.get(cid) {
-                return Ok(Node::Pb(n.clone()));
-            }
+        if let Some(n) = self.cached(cid) {
+            return Ok(Node::Pb(n));
         }
         let bytes = self.source.get(cid).await?;
         let node = decode(cid, bytes)?;
         if let (Some(cache), Node::Pb(pb)) = (&self.cache, &node) {
             let cost = pb.cost();
-            if !pb.links.is_empty() && cost <= NODE_CACHE_BYTES / 4 {
-                let mut map = lock(&cache.map);
-                if map.nodes.len() >= cache.capacity || map.bytes + cost > NODE_CACHE_BYTES {
-                    map.nodes.clear();
-                    map.bytes = 0;
-                }
-                if map.nodes.insert(*cid, pb.clone()).is_none() {
-                    map.bytes += cost;
-                }
+            if !pb.links.is_empty() && cost <= NODE_CACHE_BYTES / 8 {
+                lock(&cache.map).insert(*cid, pb.clone(), cost, cache.capacity);
             }
         }
         Ok(node)
     }
 
+    /// A decoded node from the cache, if it is there.
+    fn cached(&self, cid: &Cid) -> Option<Arc<PbDecoded>> {
+        let cache = self.cache.as_ref()?;
+        lock(&cache.map).get(cid, cache.capacity)
+    }
+
+    /// A node from the cache or, if the source has it at hand ([`BlockSource::get_now`]),
+    /// from the source; `None` if getting it would mean waiting.
+    fn fetch_now(&self, cid: &Cid) -> Option<Result<Node, ReadError>> {
+        if let Some(n) = self.cached(cid) {
+            return Some(Ok(Node::Pb(n)));
+        }
+        let bytes = self.source.get_now(cid)?;
+        let node = match decode(cid, bytes) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        if let (Some(cache), Node::Pb(pb)) = (&self.cache, &node) {
+            let cost = pb.cost();
+            if !pb.links.is_empty() && cost <= NODE_CACHE_BYTES / 8 {
+                lock(&cache.map).insert(*cid, pb.clone(), cost, cache.capacity);
+            }
+        }
+        Some(Ok(node))
+    }
+
     /// The kind, size and metadata of `cid`.
     pub async fn stat(&self, cid: &Cid) -> Result<NodeInfo, ReadError> {
         let node = self.fetch(cid).await?;
-        let mut info = NodeInfo {
-            cid: *cid,
-            kind: EntryKind::File,
-            size: 0,
-            mode: None,
-            mtime: None,
-            symlink_target: None,
-            is_sharded: false,
-            links: 0,
-        };
-        let pb = match &node {
-            Node::Raw(b) => {
-                info.size = b.len() as u64;
-                return Ok(info);
-            }
-            Node::Pb(pb) => pb,
-        };
-        info.mode = pb.fs.mode;
-        info.mtime = pb.fs.mtime;
-        info.links = pb.links.len();
-        match pb.fs.kind {
-            DataType::File | DataType::Raw => info.size = file_layout(cid, &node)?.total,
-            DataType::Directory => {
-                info.kind = EntryKind::Directory;
-                info.size = pb.block_len;
-            }
-            DataType::HamtShard => {
-                info.kind = EntryKind::Directory;
-                info.size = pb.block_len;
-                info.is_sharded = true;
-            }
-            DataType::Symlink => {
-                let raw = pb.fs.data.clone().unwrap_or_default();
-                let target = std::str::from_utf8(&raw)
-                    .map_err(|_| malformed(cid, "symlink target is not UTF-8"))?;
-                info.kind = EntryKind::Symlink;
-                info.size = raw.len() as u64;
-                info.symlink_target = Some(target.to_string());
-            }
-            DataType::Metadata => {
-                return Err(malformed(cid, "UnixFS Metadata nodes are not supported"))
-            }
-        }
-        Ok(info)
+        node_info(cid, &node)
     }
 
+    /// [`DagReader::stat`] without waiting: `None` if the node is neither cached nor at hand
+    /// in the source (see [`BlockSource::get_now`]).
+    pub fn stat_now(&self, cid: &Cid) -> Option<Result<NodeInfo, ReadError>> {
+        Some(self.fetch_now(cid)?.and_then(|node| node_info(cid, &node)))
+    }
+}
+
+/// The metadata of a fetched node.
+fn node_info(cid: &Cid, node: &Node) -> Result<NodeInfo, ReadError> {
+    let mut info = NodeInfo {
+        cid: *cid,
+        kind: EntryKind::File,
+        size: 0,
+        mode: None,
+        mtime: None,
+        symlink_target: None,
+        is_sharded: false,
+        links: 0,
+    };
+    let pb = match node {
+        Node::Raw(b) => {
+            info.size = b.len() as u64;
+            return Ok(info);
+        }
+        Node::Pb(pb) => pb,
+    };
+    info.mode = pb.fs.mode;
+    info.mtime = pb.fs.mtime;
+    info.links = pb.links.len();
+    match pb.fs.kind {
+        DataType::File | DataType::Raw => info.size = file_layout(cid, node)?.total,
+        DataType::Directory => {
+            info.kind = EntryKind::Directory;
+            info.size = pb.block_len;
+        }
+        DataType::HamtShard => {
+            info.kind = EntryKind::Directory;
+            info.size = pb.block_len;
+            info.is_sharded = true;
+        }
+        DataType::Symlink => {
+            let raw = pb.fs.data.clone().unwrap_or_default();
+            let target = std::str::from_utf8(&raw)
+                .map_err(|_| malformed(cid, "symlink target is not UTF-8"))?;
+            info.kind = EntryKind::Symlink;
+            info.size = raw.len() as u64;
+            info.symlink_target = Some(target.to_string());
+        }
+        DataType::Metadata => {
+            return Err(malformed(cid, "UnixFS Metadata nodes are not supported"))
+        }
+    }
+    Ok(info)
+}
+
+impl<S: BlockSource> DagReader<S> {
     /// Up to `len` bytes of file `cid` from `offset`; fewer at the end of the file, none past it.
     /// Only the nodes covering the range are fetched.
     pub async fn read(&self, cid: &Cid, offset: u64, len: usize) -> Result<Bytes, ReadError> {
@@ -626,46 +684,77 @@ impl<S: BlockSource> DagReader<S> {
     async fn hamt_lookup(
         &self,
         root: &Cid,
-        mut node: Arc<PbDecoded>,
+        node: Arc<PbDecoded>,
         name: &str,
     ) -> Result<Option<DirEntry>, ReadError> {
-        let mut cid = *root;
-        hamt_pad(&cid, &node.fs)?;
-        let fanout = node.fs.fanout.unwrap_or_default();
-        let bits = hamt::fanout_bits(fanout)
-            .ok_or_else(|| malformed(&cid, "HAMT fanout is not a power of two"))?;
-        let max = hamt::max_shard_depth(bits).min(MAX_DEPTH);
-        for depth in 0..=max {
-            hamt_pad(&cid, &node.fs)?;
-            if node.fs.fanout != Some(fanout) {
-                return Err(malformed(&cid, "HAMT shard fanout differs from its root's"));
-            }
-            let slot = hamt::bucket_index(name.as_bytes(), depth, bits);
-            let found = node.links.iter().find_map(|l| {
-                let (s, rest) =
-                    hamt::split_link_name(l.name.as_deref().unwrap_or_default(), fanout)?;
-                (s == slot).then_some((l, rest))
-            });
-            match found {
-                None => return Ok(None),
-                Some((link, "")) => {
-                    let child = link.cid;
-                    node = self.shard(&child).await?;
-                    cid = child;
-                }
-                Some((link, rest)) => {
-                    return Ok((rest == name).then(|| DirEntry {
-                        name: name.to_string(),
-                        cid: link.cid,
-                        tsize: link.tsize,
-                    }))
+        let mut walk = HamtLookup::new(root, node, name)?;
+        loop {
+            match walk.step()? {
+                Step::Done(found) => return Ok(found),
+                Step::Descend(child) => {
+                    let node = self.shard(&child).await?;
+                    walk.enter(child, node)?;
                 }
             }
         }
-        Err(malformed(
-            &cid,
-            "HAMT shards nest deeper than the hash of a name allows",
-        ))
+    }
+
+    /// [`DagReader::lookup_entry`] without waiting: from cached nodes and nodes the source has
+    /// at hand ([`BlockSource::get_now`]: small local blocks, never peers). `None` if a node it
+    /// needs is neither (ask `lookup_entry`). For callers that must answer at once, such as a
+    /// FUSE thread.
+    pub fn lookup_entry_now(
+        &self,
+        dir: &Cid,
+        name: &str,
+    ) -> Option<Result<Option<DirEntry>, ReadError>> {
+        if !is_safe_name(name) || name.len() > MAX_NAME_LEN {
+            return Some(Ok(None));
+        }
+        let at_hand = |cid: &Cid| match self.fetch_now(cid)? {
+            Ok(Node::Pb(pb)) => Some(Ok(pb)),
+            Ok(Node::Raw(_)) => Some(Err(ReadError::NotADirectory { cid: *cid })),
+            Err(e) => Some(Err(e)),
+        };
+        let node = match at_hand(dir)? {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        match node.fs.kind {
+            DataType::Directory => Some(Ok(node.find_link(name).map(|l| DirEntry {
+                name: name.to_string(),
+                cid: l.cid,
+                tsize: l.tsize,
+            }))),
+            DataType::HamtShard => {
+                let mut walk = match HamtLookup::new(dir, node, name) {
+                    Ok(w) => w,
+                    Err(e) => return Some(Err(e)),
+                };
+                loop {
+                    match walk.step() {
+                        Ok(Step::Done(found)) => return Some(Ok(found)),
+                        Ok(Step::Descend(child)) => {
+                            let node = match at_hand(&child)? {
+                                Ok(n) => n,
+                                Err(_) => return None,
+                            };
+                            if node.fs.kind != DataType::HamtShard {
+                                return Some(Err(malformed(
+                                    &child,
+                                    "a HAMT shard links to a child shard that is not a HAMTShard node",
+                                )));
+                            }
+                            if let Err(e) = walk.enter(child, node) {
+                                return Some(Err(e));
+                            }
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+            _ => Some(Err(ReadError::NotADirectory { cid: *dir })),
+        }
     }
 
     /// The node reached from `root` by following `segments` (symlinks are not followed).
@@ -693,6 +782,96 @@ impl<S: BlockSource> DagReader<S> {
         }
         Ok(cur)
     }
+}
+
+/// A name's way down a HAMT (see `crate::hamt`): at each depth the slot is the next
+/// `log2(fanout)` bits of the name's hash (hashed once); the link in that slot is either the
+/// entry (label + name) or a sub-shard (label alone). One node per level.
+struct HamtLookup<'a> {
+    name: &'a str,
+    hash: hamt::HashStream<'a>,
+    fanout: u64,
+    bits: u32,
+    max: usize,
+    depth: usize,
+    node: Arc<PbDecoded>,
+}
+
+enum Step {
+    Done(Option<DirEntry>),
+    Descend(Cid),
+}
+
+impl<'a> HamtLookup<'a> {
+    fn new(root: &Cid, node: Arc<PbDecoded>, name: &'a str) -> Result<Self, ReadError> {
+        hamt_pad(root, &node.fs)?;
+        let fanout = node.fs.fanout.unwrap_or_default();
+        let bits = hamt::fanout_bits(fanout)
+            .ok_or_else(|| malformed(root, "HAMT fanout is not a power of two"))?;
+        Ok(HamtLookup {
+            name,
+            hash: hamt::HashStream::new(name.as_bytes()),
+            fanout,
+            bits,
+            max: hamt::max_shard_depth(bits).min(MAX_DEPTH),
+            depth: 0,
+            node,
+        })
+    }
+
+    fn step(&mut self) -> Result<Step, ReadError> {
+        let slot = self.hash.slot(self.depth, self.bits);
+        Ok(match slot_link(&self.node, self.fanout, slot) {
+            None => Step::Done(None),
+            Some((link, "")) => Step::Descend(link.cid),
+            Some((link, rest)) => Step::Done((rest == self.name).then(|| DirEntry {
+                name: self.name.to_string(),
+                cid: link.cid,
+                tsize: link.tsize,
+            })),
+        })
+    }
+
+    fn enter(&mut self, child: Cid, node: Arc<PbDecoded>) -> Result<(), ReadError> {
+        self.depth += 1;
+        if self.depth > self.max {
+            return Err(malformed(
+                &child,
+                "HAMT shards nest deeper than the hash of a name allows",
+            ));
+        }
+        hamt_pad(&child, &node.fs)?;
+        if node.fs.fanout != Some(self.fanout) {
+            return Err(malformed(
+                &child,
+                "HAMT shard fanout differs from its root's",
+            ));
+        }
+        self.node = node;
+        Ok(())
+    }
+}
+
+/// The link in `slot` of a shard, and the entry name after its label (empty: a sub-shard).
+/// The bitfield says whether the slot is taken and, counting the slots before it, which link
+/// holds it; a shard whose links are not in slot order is searched link by link.
+fn slot_link(node: &PbDecoded, fanout: u64, slot: usize) -> Option<(&PbLink, &str)> {
+    fn label(l: &PbLink, fanout: u64, slot: usize) -> Option<&str> {
+        let (s, rest) = hamt::split_link_name(l.name.as_deref().unwrap_or_default(), fanout)?;
+        (s == slot).then_some(rest)
+    }
+    let bitfield = node.fs.data.as_deref().unwrap_or_default();
+    if !hamt::bitfield_has(bitfield, slot) {
+        return None;
+    }
+    if let Some(link) = node.links.get(hamt::ones_before(bitfield, slot)) {
+        if let Some(rest) = label(link, fanout, slot) {
+            return Some((link, rest));
+        }
+    }
+    node.links
+        .iter()
+        .find_map(|l| label(l, fanout, slot).map(|rest| (l, rest)))
 }
 
 /// A sequential reader over one file that keeps its place in the tree, so reading a whole

@@ -75,6 +75,16 @@ pub trait BlockSource: Send + Sync + 'static {
 
     /// Whether the block is available without the network (for "how much is local" reports).
     fn has_local(&self, cid: &Cid) -> bool;
+
+    /// The verified block if it can be had right now, without waiting on peers or on a big
+    /// read: a local block of at most [`INLINE_READ_MAX`] bytes. `None` means "ask
+    /// [`BlockSource::get`]" (also for a block that is missing or corrupt, so that `get` reports
+    /// or repairs it). For callers that must answer without waiting, such as a FUSE thread
+    /// answering a lookup from a directory's small nodes. The default has nothing at hand.
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        let _ = cid;
+        None
+    }
 }
 
 impl<S: BlockSource> BlockSource for Arc<S> {
@@ -83,6 +93,17 @@ impl<S: BlockSource> BlockSource for Arc<S> {
     }
     fn has_local(&self, cid: &Cid) -> bool {
         (**self).has_local(cid)
+    }
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        (**self).get_now(cid)
+    }
+}
+
+/// A small local block, verified, if the store has it (see [`BlockSource::get_now`]).
+pub fn read_small_now<B: Blockstore + ?Sized>(store: &B, cid: &Cid) -> Option<Bytes> {
+    match store.size(cid) {
+        Ok(Some(n)) if n <= INLINE_READ_MAX => store.get_verified(cid).ok().flatten(),
+        _ => None,
     }
 }
 
@@ -158,5 +179,8 @@ impl<B: Blockstore> BlockSource for LocalSource<B> {
     }
     fn has_local(&self, cid: &Cid) -> bool {
         self.store.has(cid).unwrap_or(false)
+    }
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        read_small_now(&*self.store, cid)
     }
 }

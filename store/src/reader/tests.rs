@@ -787,3 +787,68 @@ fn imported_sharded_directory_lists_and_looks_up() {
         assert_eq!(r.lookup(&root, "entry-99999").await.unwrap(), None);
     });
 }
+
+/// A memory source whose blocks are all "at hand".
+#[derive(Debug, Clone)]
+struct AtHand(Mem);
+
+impl BlockSource for AtHand {
+    fn get(&self, cid: &Cid) -> impl Future<Output = Result<Bytes, GetError>> + Send {
+        self.0.get(cid)
+    }
+    fn has_local(&self, cid: &Cid) -> bool {
+        self.0.has_local(cid)
+    }
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        self.0 .0.get(cid).cloned()
+    }
+}
+
+#[test]
+fn lookups_without_waiting_agree_with_lookups() {
+    let names: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
+    let (b, root) = built_hamt(&names, 256);
+    let blocks = Arc::new(b.0);
+    // Nothing at hand and nothing cached: it cannot answer.
+    let cold = DagReader::with_node_cache(Mem(blocks.clone()), 1024);
+    assert!(cold.lookup_entry_now(&root, &names[0]).is_none());
+    block_on(async {
+        // Once the listing has passed through the cache, it can.
+        let listed = cold.read_dir(&root).await.unwrap();
+        assert_eq!(listed.len(), names.len());
+    });
+    let hot = DagReader::with_node_cache(AtHand(Mem(blocks)), 1024);
+    for r in [&cold as &dyn LookupNow, &hot] {
+        for n in names.iter().step_by(37) {
+            let now = r.now(&root, n).expect("answerable").unwrap().unwrap();
+            assert_eq!(&now.name, n);
+        }
+        assert!(r
+            .now(&root, "absent")
+            .expect("answerable")
+            .unwrap()
+            .is_none());
+    }
+    block_on(async {
+        for n in names.iter().step_by(101) {
+            let waited = hot.lookup_entry(&root, n).await.unwrap();
+            assert_eq!(hot.lookup_entry_now(&root, n).unwrap().unwrap(), waited);
+            let child = waited.unwrap().cid;
+            assert_eq!(
+                hot.stat_now(&child).unwrap().unwrap(),
+                hot.stat(&child).await.unwrap()
+            );
+        }
+    });
+}
+
+/// `lookup_entry_now` over readers of different sources.
+trait LookupNow {
+    fn now(&self, dir: &Cid, name: &str) -> Option<Result<Option<DirEntry>, ReadError>>;
+}
+
+impl<S: BlockSource> LookupNow for DagReader<S> {
+    fn now(&self, dir: &Cid, name: &str) -> Option<Result<Option<DirEntry>, ReadError>> {
+        self.lookup_entry_now(dir, name)
+    }
+}
