@@ -151,6 +151,11 @@ impl BlockSource for NetSource {
     fn has_local(&self, cid: &Cid) -> bool {
         self.node.store().has(cid).unwrap_or(false)
     }
+
+    /// Small local blocks only: never the network.
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        cairn_store::read_small_now(&**self.node.store(), cid)
+    }
 }
 
 /// Progress of [`fetch_dag`].
