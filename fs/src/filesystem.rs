@@ -192,6 +192,32 @@ impl<S: BlockSource + Clone> Shared<S> {
         Some(self.attr(ino, inode.node.as_ref()))
     }
 
+    /// `parent/name` answered without waiting, or `None` if that needs a task: from the table,
+    /// or from the directory's nodes and the entry's root when they are cached or small and local
+    /// (`DagReader::lookup_entry_now`, never the network). A `find` over local content is
+    /// answered this way, on the FUSE thread, one round trip per lookup.
+    fn lookup_now(&self, parent: Ino, name: &str) -> Option<Result<FileAttr, FsError>> {
+        if let Some(attr) = self.known_child(parent, name) {
+            return Some(Ok(attr));
+        }
+        let dir = lock(&self.inodes).get(parent)?.node.clone()?;
+        if dir.kind != EntryKind::Directory {
+            return None;
+        }
+        let entry = match self.reader.lookup_entry_now(&dir.cid, name)? {
+            Ok(Some(e)) => e,
+            Ok(None) => return Some(Err(FsError::NotFound)),
+            // The task answers it, and logs why.
+            Err(_) => return None,
+        };
+        let info = match (entry.cid.codec(), entry.tsize) {
+            (RAW, Some(size)) => raw_file(entry.cid, size),
+            _ => self.reader.stat_now(&entry.cid)?.ok()?,
+        };
+        let ino = self.remember(parent, name, info.clone());
+        Some(ino.map(|ino| self.attr(ino, Some(&info))))
+    }
+
     /// Adds `parent/name` to the table (or counts one more lookup of it).
     fn remember(&self, parent: Ino, name: &str, info: NodeInfo) -> Result<Ino, FsError> {
         let r = lock(&self.inodes).remember(parent, name, info);
@@ -219,16 +245,7 @@ impl<S: BlockSource + Clone> Shared<S> {
         tsize: Option<u64>,
     ) -> Result<NodeInfo, ReadError> {
         match (cid.codec(), tsize) {
-            (RAW, Some(size)) => Ok(NodeInfo {
-                cid,
-                kind: EntryKind::File,
-                size,
-                mode: None,
-                mtime: None,
-                symlink_target: None,
-                is_sharded: false,
-                links: 0,
-            }),
+            (RAW, Some(size)) => Ok(raw_file(cid, size)),
             _ => reader.stat(&cid).await,
         }
     }
@@ -504,6 +521,20 @@ impl<S: BlockSource + Clone> CairnFs<S> {
     }
 }
 
+/// A raw block as a file of `size` bytes (the size its link gives).
+fn raw_file(cid: Cid, size: u64) -> NodeInfo {
+    NodeInfo {
+        cid,
+        kind: EntryKind::File,
+        size,
+        mode: None,
+        mtime: None,
+        symlink_target: None,
+        is_sharded: false,
+        links: 0,
+    }
+}
+
 /// The errno for a failed request, with a warning naming the CID when content failed.
 fn to_errno(cid: Option<Cid>, e: FsError) -> Errno {
     if e.is_content_failure() {
@@ -560,8 +591,10 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
             return reply.error(Errno::ENOENT);
         };
         let (ttl, parent) = (self.ttl(), Ino(parent.0));
-        if let Some(attr) = self.shared.known_child(parent, name) {
-            return reply.entry(&ttl, &attr, Generation(0));
+        match self.shared.lookup_now(parent, name) {
+            Some(Ok(attr)) => return reply.entry(&ttl, &attr, Generation(0)),
+            Some(Err(e)) => return reply.error(Errno::from(e)),
+            None => {}
         }
         // The directory searched, or (in the namespace root) the CID being looked up.
         let cid = self
