@@ -16,8 +16,8 @@ use crate::filesystem::{CairnFs, Shared};
 use crate::inode::{Ino, InodeTable};
 use crate::options::{MountOptions, MountRoot};
 
-/// Decoded interior nodes kept by a mount's reader.
-const NODE_CACHE: usize = 4096;
+/// Decoded interior nodes kept by a mount's reader (the reader also bounds them to 32 MiB).
+const NODE_CACHE: usize = 1 << 16;
 /// Threads reading FUSE requests, each with its own cloned `/dev/fuse` descriptor. Requests only
 /// wait on memory (block work runs on the runtime), so a few threads are enough to keep the
 /// kernel's queue drained while others write replies.
@@ -117,7 +117,10 @@ where
                 InodeTable::new(Some(info))
             } else {
                 let mut t = InodeTable::new(None);
-                t.insert_child(Ino::ROOT, &cid.to_string(), info);
+                // The single entry is never forgotten: it cannot be looked up by name again.
+                if let Ok(ino) = t.remember(Ino::ROOT, &cid.to_string(), info) {
+                    t.pin(ino);
+                }
                 t
             };
             (table, false, format!("cairn:{cid}"))
