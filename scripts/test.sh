@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-export CARGO_TERM_COLOR=never
+export CARGO_TERM_COLOR=never CAIRN_REQUIRE_KUBO=1
 echo "== cargo fmt --all --check"
 cargo fmt --all --check
 echo "== cargo clippy --workspace --all-targets -- -D warnings"

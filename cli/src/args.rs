@@ -262,8 +262,11 @@ pub enum RepoCommand {
     },
     /// Size and count statistics.
     Stat,
-    /// Check every block on disk against its CID.
+    /// Check every block on disk against its CID, and the index against the block files.
     Verify,
+    /// Rebuild the block index from the block files and pack files, verifying every block
+    /// (after a lost or damaged index; needs the repo to itself: stop the daemon first).
+    Repair,
 }
 
 /// `cairn block ...`.

@@ -1,5 +1,8 @@
 //! The CLI side of the local API: sends the command line to the daemon and replays what comes
 //! back on this terminal.
+//!
+//! Whether a daemon runs is learnt by connecting: a connection that is closed without sending
+//! anything costs the daemon no command slot, and the same connection then carries the command.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -9,11 +12,6 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::api::{self, ProgressUpdate, Request};
 use crate::progress;
-
-/// Whether a daemon is serving `repo_dir` (its socket accepts connections).
-pub fn daemon_running(repo_dir: &Path) -> bool {
-    connect(repo_dir).is_some()
-}
 
 /// Connects to the daemon of `repo_dir`, if one is running.
 pub fn connect(repo_dir: &Path) -> Option<UnixStream> {
@@ -27,12 +25,21 @@ pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Re
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         progress: show_progress,
     };
-    api::write_frame(
-        &mut stream,
-        api::tag::REQUEST,
-        &serde_json::to_vec(&request)?,
-    )
-    .context("cannot send the command to the daemon")?;
+    let payload = serde_json::to_vec(&request)?;
+    if payload.len() > api::MAX_REQUEST {
+        bail!(
+            "the command line is too long to send to the daemon ({} bytes of request, at most {})",
+            payload.len(),
+            api::MAX_REQUEST
+        );
+    }
+    if let Err(e) = api::write_frame(&mut stream, api::tag::REQUEST, &payload) {
+        // The daemon may have refused the connection before reading it: show why.
+        if let Ok(Some((api::tag::ERROR, message))) = api::read_frame(&mut stream) {
+            return Err(anyhow!(String::from_utf8_lossy(&message).into_owned()));
+        }
+        return Err(e).context("cannot send the command to the daemon");
+    }
     let mut reader = std::io::BufReader::with_capacity(1 << 20, stream);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

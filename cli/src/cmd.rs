@@ -63,7 +63,7 @@ pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
 }
 
 pub use add::{only_hash, run as add_roots};
-pub use repo::init;
+pub use repo::{init, repair};
 
 /// Opens the repository for exclusive use by this process.
 pub fn open(dir: &Path) -> Result<Repo> {

@@ -72,11 +72,15 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         Command::Add(args) if args.only_hash => return cmd::only_hash(&console, &cwd, args),
         _ => {}
     }
-    if !matches!(cli.command, Command::Daemon) && client::daemon_running(&repo_dir) {
-        // A daemon owns the repo: it runs the command for us. Stdin is saved first, so that
-        // no daemon slot is held while the user types or a pipe fills.
-        let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir)?;
-        let result = match client::connect(&repo_dir) {
+    if let Some(probe) = (!matches!(cli.command, Command::Daemon))
+        .then(|| client::connect(&repo_dir))
+        .flatten()
+    {
+        // A daemon owns the repo: it runs the command for us, on the connection that found it.
+        // Stdin is saved first, so that no daemon connection waits while the user types or a
+        // pipe fills (the daemon gives a request 10 s to arrive); then we connect again.
+        let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir, probe)?;
+        let result = match argv.stream.or_else(|| client::connect(&repo_dir)) {
             Some(stream) => {
                 tokio::task::block_in_place(|| client::run(stream, argv.argv, progress::terminal()))
             }
@@ -110,6 +114,7 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             cmd::open(&repo_dir)?;
             anyhow::bail!("this command needs the network: start `cairn daemon` first")
         }
+        Command::Repo(args::RepoCommand::Repair) => cmd::repair(&repo_dir, &console),
         command => {
             let repo = cmd::open(&repo_dir)?;
             let ctx = cmd::Ctx {
@@ -122,10 +127,12 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
     }
 }
 
-/// The argv to send to the daemon, and the file stdin was saved to, if any.
+/// The argv to send to the daemon, the file stdin was saved to, if any, and the connection to
+/// send it on (none if it was closed while stdin was read).
 struct Forwarded {
     argv: Vec<String>,
     spooled: Option<std::path::PathBuf>,
+    stream: Option<std::os::unix::net::UnixStream>,
 }
 
 /// Commands that read stdin get it as a file when the daemon runs them.
@@ -133,6 +140,7 @@ fn spool_stdin_if_needed(
     command: &Command,
     mut argv: Vec<String>,
     repo_dir: &std::path::Path,
+    stream: std::os::unix::net::UnixStream,
 ) -> Result<Forwarded> {
     use crate::args::{BlockCommand, DagCommand};
     // How much of stdin the command can use (a block is at most 2 MiB; one byte more is an error).
@@ -143,14 +151,17 @@ fn spool_stdin_if_needed(
             return Ok(Forwarded {
                 argv,
                 spooled: None,
+                stream: Some(stream),
             })
         }
     };
+    drop(stream);
     let path = client::spool_stdin(&repo_dir.join("tmp"), limit)?;
     argv.push(path.display().to_string());
     Ok(Forwarded {
         argv,
         spooled: Some(path),
+        stream: None,
     })
 }
 
@@ -165,6 +176,8 @@ async fn mount_foreground(
     let repo = cmd::open(repo_dir)?;
     let (root, dir) = mount::target(args)?;
     let dir = std::env::current_dir()?.join(dir);
+    // /proc/mounts lists canonical paths.
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let source = cairn_store::LocalSource::new(repo.store().clone());
     let timeout = std::time::Duration::from_secs(timeout.unwrap_or(30));
     let handle = mount::start(
@@ -175,6 +188,8 @@ async fn mount_foreground(
         timeout,
         tokio::runtime::Handle::current(),
     )?;
+    // Known while mounted: how to tell, after a lazy detach, when the kernel ends the session.
+    let device = mount::device_of(&dir).filter(|d| mount::has_connection_info(d));
     let mut out = console.output();
     out.text(&format!(
         "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount",
@@ -182,13 +197,43 @@ async fn mount_foreground(
         dir.display()
     ))?;
     out.finish()?;
-    tokio::select! {
-        _ = daemon::wait_for_signal() => {}
-        _ = mount::wait_unmounted(&dir) => {}
+    let by_signal = tokio::select! {
+        _ = daemon::wait_for_signal() => true,
+        _ = mount::wait_unmounted(&dir) => false,
+    };
+    if by_signal {
+        // As `cairn unmount` does: unmount, or detach lazily while a file is open.
+        match mount::unmount_outside(&dir) {
+            Ok(true) => eprintln!(
+                "{} is detached; serving the files still open on it until they are closed \
+                 (Ctrl-C again to stop now)",
+                dir.display()
+            ),
+            Ok(false) => {}
+            // E.g. no fusermount3: the mount's own unmount below.
+            Err(e) => tracing::warn!("{e:#}"),
+        }
     }
-    handle
-        .unmount()
-        .with_context(|| format!("cannot unmount {}", dir.display()))?;
+    if mount::is_mounted(&dir) {
+        // Still mounted (e.g. fusermount3 is missing): the mount's own unmount.
+        return handle
+            .unmount()
+            .with_context(|| format!("cannot unmount {}", dir.display()));
+    }
+    // Unmounted, or detached with files open: the session ends when the kernel drops the
+    // connection, after the last open file is closed. Serve those files until then (a second
+    // signal stops at once; without sysfs there is no telling, so stop now).
+    if let Some(device) = device {
+        tokio::select! {
+            _ = mount::wait_connection_gone(&device) => {}
+            _ = daemon::wait_for_signal() => {}
+        }
+    }
+    // Not `handle.unmount()`: the mount point is no longer ours, and fuser would try to unmount
+    // it again (it cannot tell a destroyed session from a live one), failing, or, if someone
+    // has mounted something new there meanwhile, unmounting that. The session's threads have
+    // ended with the connection; the process exits now.
+    std::mem::forget(handle);
     Ok(())
 }
 

@@ -46,32 +46,114 @@ pub fn start<S: BlockSource + Clone>(
         .with_context(|| format!("cannot mount at {}", dir.display()))
 }
 
-/// Unmounts a cairn mount this process does not serve (e.g. one left by a killed process).
+/// Unmounts a FUSE mount this process does not serve: a foreground `cairn mount`, or one left by
+/// a killed process. As the daemon does with its own mounts, a mount with a file still open on it
+/// (`EBUSY`) is detached lazily (`fusermount3 -u -z`): it leaves the mount table now, and open
+/// files keep working until they are closed.
 pub fn unmount_foreign(dir: &Path) -> Result<()> {
-    if !is_mounted(dir) {
+    unmount_outside(dir).map(|_| ())
+}
+
+/// [`unmount_foreign`], saying whether the mount was detached lazily.
+pub fn unmount_outside(dir: &Path) -> Result<bool> {
+    // /proc/mounts lists canonical paths; a dead mount (ENOTCONN) cannot be resolved, and is
+    // listed under the path as given.
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Some(fstype) = mount_type(&dir) else {
         bail!("{} is not a mount point", dir.display());
+    };
+    if !fstype.starts_with("fuse") {
+        bail!(
+            "{} is not a FUSE mount (it is {fstype}); cairn unmounts only its own mounts",
+            dir.display()
+        );
     }
-    let status = std::process::Command::new("fusermount3")
-        .arg("-u")
-        .arg(dir)
-        .status()
-        .context("cannot run fusermount3 (install the fuse3 package)")?;
-    if !status.success() {
-        bail!("fusermount3 -u {} failed", dir.display());
+    if fusermount(&dir, false)?.status.success() || !is_mounted(&dir) {
+        return Ok(false);
     }
-    Ok(())
+    // Most likely busy: detach it, as the daemon does.
+    let lazy = fusermount(&dir, true)?;
+    if lazy.status.success() || !is_mounted(&dir) {
+        tracing::info!(mountpoint = %dir.display(), "busy: detached lazily");
+        return Ok(true);
+    }
+    let why = String::from_utf8_lossy(&lazy.stderr);
+    bail!(
+        "cannot unmount {}: {}",
+        dir.display(),
+        why.trim().trim_start_matches("fusermount3: ")
+    );
 }
 
 /// Whether `dir` is a mount point now.
 pub fn is_mounted(dir: &Path) -> bool {
+    mount_type(dir).is_some()
+}
+
+/// Runs `fusermount3 -u [-z] dir`.
+fn fusermount(dir: &Path, lazy: bool) -> Result<std::process::Output> {
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    cmd.arg(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run fusermount3 (install the fuse3 package)")
+}
+
+/// The filesystem type of the newest mount on `dir`, if it is a mount point.
+fn mount_type(dir: &Path) -> Option<String> {
     std::fs::read_to_string("/proc/mounts")
         .unwrap_or_default()
         .lines()
-        .any(|l| {
-            l.split(' ')
-                .nth(1)
-                .is_some_and(|m| Path::new(&unescape(m)) == dir)
+        .rev()
+        .find_map(|l| {
+            let mut fields = l.split(' ');
+            let point = fields.nth(1)?;
+            let fstype = fields.next()?;
+            (Path::new(&unescape(point)) == dir).then(|| fstype.to_string())
         })
+}
+
+/// The kernel's device number (`major:minor`) of the newest mount on `dir`, from
+/// `/proc/self/mountinfo`.
+pub fn device_of(dir: &Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    mountinfo().lines().rev().find_map(|l| {
+        let mut fields = l.split(' ');
+        let device = fields.nth(2)?;
+        let point = fields.nth(1)?;
+        (Path::new(&unescape(point)) == dir).then(|| device.to_string())
+    })
+}
+
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+}
+
+/// Whether the kernel shows the backing device info of device `device` (sysfs is mounted), so
+/// that [`connection_alive`] can tell when its FUSE connection ends.
+pub fn has_connection_info(device: &str) -> bool {
+    Path::new("/sys/class/bdi").join(device).exists()
+}
+
+/// Whether the FUSE connection of device `device` still exists: a mount detached lazily keeps
+/// it until its last open file is closed. Its backing device info (`/sys/class/bdi/<device>`)
+/// goes away with it. A mount listed under that number again is someone else's new mount.
+pub fn connection_alive(device: &str) -> bool {
+    let listed = mountinfo()
+        .lines()
+        .any(|l| l.split(' ').nth(2) == Some(device));
+    !listed && Path::new("/sys/class/bdi").join(device).exists()
+}
+
+/// Resolves when the FUSE connection of `device` has ended (see [`connection_alive`]).
+pub async fn wait_connection_gone(device: &str) {
+    while connection_alive(device) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Resolves when `dir` stops being a mount point (e.g. `fusermount3 -u` by someone else).

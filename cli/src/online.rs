@@ -75,6 +75,13 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
                 .resolve(&p.root, &p.segments)
                 .await
                 .with_context(|| format!("cannot resolve {path}"))?;
+            // A full disk is said as such, not as the blocks it could not store.
+            let no_space = || {
+                ctx.repo
+                    .check_space(1 << 20)
+                    .with_context(|| format!("cannot pin {cid}"))
+            };
+            no_space()?;
             // Keep what is fetched safe from a concurrent GC until the pin holds it.
             let _guard = TransientRoot::new(ctx, "pin", cid);
             if direct {
@@ -87,10 +94,10 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             } else {
                 PinKind::Recursive
             };
-            ctx.repo
-                .pins()
-                .add(cid, kind, name.as_deref())
-                .with_context(|| format!("cannot pin {cid}"))?;
+            if let Err(e) = ctx.repo.pins().add(cid, kind, name.as_deref()) {
+                no_space()?;
+                return Err(e.into());
+            }
             announce(online, vec![cid], true);
             let mut out = ctx.console.output();
             out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
@@ -269,14 +276,22 @@ async fn routing(ctx: &Ctx<'_>, online: &Online, c: RoutingCommand) -> Result<()
         }
         RoutingCommand::Findprovs { cid } => {
             let cid = cmd::parse_cid(&cid)?;
-            let providers = node.find_providers(cid, online.timeout).await?;
-            if providers.is_empty() {
+            let search = node.search_providers(cid, online.timeout).await?;
+            if search.providers.is_empty() {
+                if search.timed_out {
+                    bail!(
+                        "no providers of {cid} found within {} s (raise --timeout to search longer)",
+                        online.timeout.as_secs()
+                    );
+                }
+                let n = search.peers_queried;
                 bail!(
-                    "no providers of {cid} found within {} s",
-                    online.timeout.as_secs()
+                    "{cid}: no providers found (the DHT query ended after {n} peer{}); \
+                     connect to more peers (`cairn swarm connect`) or check that the content is provided",
+                    if n == 1 { "" } else { "s" }
                 );
             }
-            for p in providers {
+            for p in search.providers {
                 out.item(&serde_json::json!({ "provider": p.to_string() }), || {
                     p.to_string()
                 })?;

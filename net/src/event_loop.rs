@@ -30,7 +30,7 @@ use crate::bitswap::protocol::{
 use crate::bitswap::{self};
 use crate::config::NetConfig;
 use crate::error::NetError;
-use crate::node::{BitswapStats, Command, ProvideReport, Reply};
+use crate::node::{BitswapStats, Command, ProvideReport, ProviderSearch, Reply};
 use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
 
 /// How often deadlines and retries are checked.
@@ -559,9 +559,13 @@ struct Find {
     cid: Cid,
     /// Started by a fetch (counts against `max_provider_searches`).
     for_fetch: bool,
-    reply: Option<Reply<Vec<PeerId>>>,
+    reply: Option<Reply<ProviderSearch>>,
     found: Vec<PeerId>,
     deadline: Option<Instant>,
+    /// Peers the query has sent requests to so far.
+    peers_queried: u32,
+    /// Ended by a deadline rather than run to completion.
+    timed_out: bool,
 }
 
 struct ProvideJob {
@@ -810,6 +814,8 @@ impl EventLoop {
                         reply: Some(reply),
                         found: Vec::new(),
                         deadline: Some(far_deadline(timeout)),
+                        peers_queried: 0,
+                        timed_out: false,
                     },
                 );
             }
@@ -983,6 +989,8 @@ impl EventLoop {
                 reply: None,
                 found: Vec::new(),
                 deadline: None,
+                peers_queried: 0,
+                timed_out: false,
             },
         );
     }
@@ -992,7 +1000,11 @@ impl EventLoop {
             return;
         };
         if let Some(r) = f.reply {
-            let _ = r.send(Ok(f.found));
+            let _ = r.send(Ok(ProviderSearch {
+                providers: f.found,
+                peers_queried: f.peers_queried,
+                timed_out: f.timed_out,
+            }));
         }
         if f.for_fetch {
             self.searches = self.searches.saturating_sub(1);
@@ -1008,8 +1020,21 @@ impl EventLoop {
     fn on_kad(&mut self, ev: kad::Event) {
         match ev {
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
+                id,
+                result,
+                step,
+                stats,
             } => {
+                if let Some(f) = self.finds.get_mut(&id) {
+                    // Cumulative over the query's steps.
+                    f.peers_queried = stats.num_requests();
+                    if let kad::QueryResult::GetProviders(Err(kad::GetProvidersError::Timeout {
+                        ..
+                    })) = &result
+                    {
+                        f.timed_out = true;
+                    }
+                }
                 match result {
                     kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
                         providers,
@@ -1257,6 +1282,9 @@ impl EventLoop {
         for id in late {
             if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                 q.finish();
+            }
+            if let Some(f) = self.finds.get_mut(&id) {
+                f.timed_out = true;
             }
             self.finish_find(id);
         }

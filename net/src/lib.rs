@@ -11,6 +11,7 @@
 //! - `node`: the [`Node`] handle and the commands it sends.
 //! - `event_loop`: the task owning the Swarm; Bitswap want and ledger bookkeeping.
 //! - `swarm`: builds the transport and the composed behaviour.
+//! - `quic`: the QUIC muxer wrapper that accepts streams a peer stopped reading at once.
 //! - `bitswap`: the Bitswap protocol (`protocol`, `handler`, `behaviour`).
 //! - `source`: [`NetSource`], [`fetch_dag`].
 //! - `readahead`: fetches ahead of a sequential reader of a [`NetSource`].
@@ -29,6 +30,7 @@ mod error;
 mod event_loop;
 mod memstore;
 mod node;
+mod quic;
 mod readahead;
 mod source;
 mod swarm;
@@ -37,5 +39,5 @@ pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_
 pub use error::NetError;
 pub use libp2p::{Multiaddr, PeerId};
 pub use memstore::MemoryStore;
-pub use node::{parse_addr, peer_id_from_seed, BitswapStats, Node, ProvideReport};
+pub use node::{parse_addr, peer_id_from_seed, BitswapStats, Node, ProvideReport, ProviderSearch};
 pub use source::{fetch_dag, fetch_many, DagError, DagProgress, NetSource};

@@ -21,13 +21,13 @@ impl MemoryStore {
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, HashMap<Cid, Bytes>>, StoreError> {
         self.blocks
             .read()
-            .map_err(|_| StoreError::Db("memory store lock poisoned".into()))
+            .map_err(|_| StoreError::Internal("memory store lock poisoned"))
     }
 
     fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, HashMap<Cid, Bytes>>, StoreError> {
         self.blocks
             .write()
-            .map_err(|_| StoreError::Db("memory store lock poisoned".into()))
+            .map_err(|_| StoreError::Internal("memory store lock poisoned"))
     }
 }
 

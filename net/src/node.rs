@@ -46,6 +46,18 @@ pub struct ProvideReport {
     pub failed: u64,
 }
 
+/// The outcome of [`Node::search_providers`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderSearch {
+    /// Providers found (never this node).
+    pub providers: Vec<PeerId>,
+    /// Peers the DHT query sent a request to before it ended.
+    pub peers_queried: u32,
+    /// The query was still running when the deadline (the caller's, or the DHT's own query
+    /// timeout) ended it; otherwise it ran to completion.
+    pub timed_out: bool,
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
 /// What a [`Node`] asks of the event loop.
@@ -67,7 +79,7 @@ pub(crate) enum Command {
     FindProviders {
         cid: Cid,
         timeout: Duration,
-        reply: Reply<Vec<PeerId>>,
+        reply: Reply<ProviderSearch>,
     },
     Fetch {
         cid: Cid,
@@ -201,6 +213,16 @@ impl Node {
         cid: Cid,
         timeout: Duration,
     ) -> Result<Vec<PeerId>, NetError> {
+        Ok(self.search_providers(cid, timeout).await?.providers)
+    }
+
+    /// [`Node::find_providers`], also saying how the DHT query ended: it ran to completion
+    /// (having asked [`ProviderSearch::peers_queried`] peers) or ran out of time.
+    pub async fn search_providers(
+        &self,
+        cid: Cid,
+        timeout: Duration,
+    ) -> Result<ProviderSearch, NetError> {
         self.ask(|reply| Command::FindProviders {
             cid,
             timeout,

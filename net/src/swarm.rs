@@ -3,13 +3,14 @@
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    allow_block_list, connection_limits, identify, identity, kad, mdns, noise, ping, tcp, yamux,
-    StreamProtocol, Swarm, SwarmBuilder,
+    allow_block_list, connection_limits, identify, identity, kad, mdns, noise, ping, quic, tcp,
+    yamux, StreamProtocol, Swarm, SwarmBuilder, Transport,
 };
 
 use crate::bitswap;
 use crate::config::{DhtMode, NetConfig};
 use crate::error::NetError;
+use crate::quic::Muxer as StopTolerantMuxer;
 
 /// Identify's protocol-version string (the protocol id itself is always `/ipfs/id/1.0.0`).
 const IDENTIFY_VERSION: &str = "ipfs/0.1.0";
@@ -102,7 +103,13 @@ pub(crate) fn build(
             yamux::Config::default,
         )
         .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_quic()
+        // QUIC as `with_quic` builds it, with inbound streams that tolerate STOP_SENDING
+        // (see `quic.rs`: go-libp2p peers stop reading their Bitswap streams at once).
+        .with_other_transport(|key| {
+            quic::tokio::Transport::new(quic::Config::new(key))
+                .map(|(peer, conn), _| (peer, StopTolerantMuxer::new(conn)))
+        })
+        .map_err(|e| NetError::Transport(e.to_string()))?
         .with_behaviour(move |_| behaviour)
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))

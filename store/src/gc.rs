@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cid::Cid;
 
-use crate::blockstore::{Blockstore, StoreError};
+use crate::blockstore::{Blockstore, IndexProblem, StoreError};
+use crate::journal::{Change, Journal};
 use crate::pins::{PinKind, Pins};
 use crate::sled_store::{block_key, SledStore};
 use crate::walk::{DagWalk, WalkError, WalkMode};
@@ -42,10 +43,17 @@ pub enum GcError {
     /// The pins could not be read.
     #[error("gc aborted")]
     Pins(#[from] crate::pins::PinError),
+    /// The index or the pin journal cannot be trusted: deleting by it could lose data.
+    #[error("gc refused to run")]
+    Untrusted(#[source] StoreError),
     /// The store failed.
     #[error("gc failed")]
     Store(#[from] StoreError),
 }
+
+/// How many blocks on disk may be missing from the index before GC refuses to run. A killed
+/// write leaves at most one batch (256 blocks) unindexed; more means the index lost entries.
+pub const GC_UNINDEXED_TOLERANCE: u64 = 1024;
 
 /// What a GC did.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +68,14 @@ pub struct GcReport {
     pub removed: Vec<Cid>,
     /// Unindexed block files removed (left behind by a killed process).
     pub orphan_files: u64,
+    /// Bytes of those files.
+    pub orphan_bytes: u64,
+    /// Pack records that no index entry points at (reclaimed when their pack is compacted).
+    pub unindexed_records: u64,
+    /// Pack files rewritten because most of their records were dead.
+    pub packs_compacted: u64,
+    /// Bytes those rewrites gave back.
+    pub pack_bytes_reclaimed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -134,19 +150,19 @@ impl Live {
 }
 
 /// Named GC roots besides pins: a later MFS or a mount registers the root of what it shows so
-/// GC keeps that whole DAG. Durable roots survive restarts (a sled tree `roots`: name → CID
-/// bytes); transient ones live in memory for as long as this process has the repo open.
+/// GC keeps that whole DAG. Durable roots survive restarts (they are kept in the pin journal,
+/// beside the pins); transient ones live in memory for as long as this process has the repo open.
 #[derive(Debug, Clone)]
 pub struct Roots {
-    tree: sled::Tree,
+    journal: Arc<Journal>,
     transient: Arc<Mutex<HashMap<String, Cid>>>,
     live: Arc<Live>,
 }
 
 impl Roots {
-    pub(crate) fn new(tree: sled::Tree, live: Arc<Live>) -> Self {
+    pub(crate) fn new(journal: Arc<Journal>, live: Arc<Live>) -> Self {
         Roots {
-            tree,
+            journal,
             transient: Arc::default(),
             live,
         }
@@ -158,12 +174,12 @@ impl Roots {
 
     /// Registers (or moves) the durable root `name`.
     pub fn set(&self, name: &str, root: Cid) -> Result<(), StoreError> {
-        // Insert first, then tell a running GC: a GC that starts in between lists it.
-        self.tree
-            .insert(name.as_bytes(), root.to_bytes())
-            .map_err(crate::sled_store::db_err)?;
+        // Record first, then tell a running GC: a GC that starts in between lists it.
+        self.journal.commit(&[Change::SetRoot {
+            name: name.to_string(),
+            cid: root,
+        }])?;
         self.live.root_added(root);
-        self.tree.flush().map_err(crate::sled_store::db_err)?;
         Ok(())
     }
 
@@ -177,11 +193,12 @@ impl Roots {
     /// Removes root `name` (durable or transient). Returns whether it existed.
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
         let t = self.transient().remove(name).is_some();
-        let d = self
-            .tree
-            .remove(name.as_bytes())
-            .map_err(crate::sled_store::db_err)?
-            .is_some();
+        let d = self.journal.has_root(name);
+        if d {
+            self.journal.commit(&[Change::RemoveRoot {
+                name: name.to_string(),
+            }])?;
+        }
         Ok(t || d)
     }
 
@@ -192,11 +209,7 @@ impl Roots {
             .iter()
             .map(|(n, c)| (n.clone(), *c))
             .collect();
-        for r in self.tree.iter() {
-            let (k, v) = r.map_err(crate::sled_store::db_err)?;
-            let cid = Cid::try_from(&v[..]).map_err(|_| StoreError::BadKey { len: v.len() })?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), cid));
-        }
+        out.extend(self.journal.roots());
         Ok(out)
     }
 }
@@ -232,6 +245,40 @@ fn mark(
     Ok(())
 }
 
+/// Refuses to collect by an index or a pin set that may have lost entries: deleting what they
+/// do not know would delete live data. Returns how many pack records are not indexed.
+fn check_trust(store: &SledStore, journal: &Journal) -> Result<u64, GcError> {
+    if !journal.complete() {
+        return Err(GcError::Untrusted(StoreError::Untrusted {
+            problem: IndexProblem::NoPinJournal {
+                path: journal.path().to_path_buf(),
+            },
+        }));
+    }
+    let census = store.census(false)?;
+    let mut unindexed_files = 0u64;
+    let mut unindexed_records = 0u64;
+    for key in &census.files {
+        if store.entry(key)?.is_none() {
+            unindexed_files += 1;
+        }
+    }
+    for key in census.packed.keys() {
+        if !census.files.contains(key) && store.entry(key)?.is_none() {
+            unindexed_records += 1;
+        }
+    }
+    if unindexed_files + unindexed_records > GC_UNINDEXED_TOLERANCE {
+        return Err(GcError::Untrusted(StoreError::Untrusted {
+            problem: IndexProblem::Disagrees {
+                indexed: store.stats()?.blocks,
+                on_disk: census.len(),
+            },
+        }));
+    }
+    Ok(unindexed_records)
+}
+
 /// Runs one mark-and-sweep collection. Callers serialise collections (the repo holds a mutex).
 pub(crate) fn collect(
     store: &SledStore,
@@ -239,8 +286,12 @@ pub(crate) fn collect(
     roots: &Roots,
     live: &Live,
 ) -> Result<GcReport, GcError> {
+    let unindexed_records = check_trust(store, pins.journal())?;
     live.lock().gc_running = true;
-    let result = collect_inner(store, pins, roots, live);
+    let result = collect_inner(store, pins, roots, live).map(|mut r| {
+        r.unindexed_records = unindexed_records;
+        r
+    });
     let mut st = live.lock();
     st.gc_running = false;
     st.held.clear();
@@ -293,7 +344,8 @@ fn collect_inner(
         report.removed.push(SledStore::cid_of(key, entry)?);
     }
     report.marked = marked.len() as u64;
-    report.orphan_files = store.remove_orphan_files()?.0;
+    (report.orphan_files, report.orphan_bytes) = store.remove_orphan_files()?;
     store.flush()?;
+    (report.packs_compacted, report.pack_bytes_reclaimed) = store.compact_packs()?;
     Ok(report)
 }

@@ -498,7 +498,7 @@ mod tests {
         struct Failing;
         impl BlockSink for Failing {
             fn put_blocks(&self, _: Vec<Block>) -> Result<(), StoreError> {
-                Err(StoreError::Db("disk full".into()))
+                Err(StoreError::Internal("disk full"))
             }
         }
         let data = pseudo_random(8 << 20, 3);

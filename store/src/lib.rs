@@ -15,7 +15,12 @@
 //! - `murmur3`: murmur3-x64-128/64, the HAMT hash.
 //! - `source`: the [`BlockSource`] read trait and [`LocalSource`].
 //! - `reader`: [`DagReader`], reading UnixFS DAGs (stat, ranged reads, [`FileCursor`], directories, HAMT shards, path resolution).
-//! - `sled_store`: [`SledStore`], the on-disk blockstore (sled index, large blocks as files).
+//! - `sled_store`: [`SledStore`], the on-disk blockstore (block files and append-only pack files, a
+//!   sled index that [`SledStore::rebuild`] can always rebuild from them).
+//! - `pack`: the pack file format (small blocks and tombstones).
+//! - `space`: the free-space guard.
+//! - `fault`: crash points for fault-injection tests (`CAIRN_FAULT_KILL_AT`).
+//! - `journal`: the append-only pin journal (pins and durable GC roots without sled).
 //! - `repo`: [`Repo`], the repo directory (config, identity, lock, store) and [`ImportSession`].
 //! - `pins`: [`Pins`], recursive and direct pins.
 //! - `gc`: mark-and-sweep garbage collection, GC [`Roots`], the live set that protects imports.
@@ -34,11 +39,14 @@ mod block;
 mod blockstore;
 mod car;
 mod chunker;
+mod fault;
 mod gc;
 mod hamt;
 mod hash;
 mod importer;
+mod journal;
 mod murmur3;
+mod pack;
 mod path;
 mod pb;
 mod pins;
@@ -47,12 +55,13 @@ mod repo;
 mod sink;
 mod sled_store;
 mod source;
+mod space;
 mod unixfs;
 mod varint;
 mod walk;
 
 pub use block::Block;
-pub use blockstore::{Blockstore, StoreError, StoreStats};
+pub use blockstore::{Blockstore, IndexError, IndexProblem, StoreError, StoreStats};
 pub use bytes::Bytes;
 pub use car::{
     export as export_car, import as import_car, CarError, CarStats, MAX_BLOCK as CAR_MAX_BLOCK,
@@ -60,7 +69,8 @@ pub use car::{
 };
 pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 pub use cid::Cid;
-pub use gc::{GcError, GcReport, Roots};
+pub use fault::FAULT_ENV;
+pub use gc::{GcError, GcReport, Roots, GC_UNINDEXED_TOLERANCE};
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
 pub use importer::{
     import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError,
@@ -73,11 +83,12 @@ pub use reader::{
     is_safe_name, DagReader, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError, MAX_DEPTH,
 };
 pub use repo::{
-    Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, Repo, RepoError, RepoLock,
-    StoreConfig, VerifyReport,
+    Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, RepairReport, Repo, RepoError,
+    RepoLock, StoreConfig, VerifyReport,
 };
 pub use sink::{BlockSink, NullSink, StoreSink};
-pub use sled_store::{SledStore, StoreOptions};
+pub use sled_store::{RebuildReport, SledStore, StoreOptions};
 pub use source::{BlockSource, GetError, LocalSource};
+pub use space::auto_reserve;
 pub use unixfs::{DataType, UnixFsData, UnixFsError, UnixTime};
 pub use walk::{codec_has_links, links, DagWalk, Visit, WalkError, WalkMode};

@@ -1,8 +1,9 @@
 //! Pins: the DAGs (recursive) and single blocks (direct) that GC must keep.
 //!
-//! Stored in the sled tree `pins`: key = the pinned CID's binary form as given (a CIDv0 pin
-//! stays v0), value = one kind byte (`r` recursive, `d` direct) followed by the optional name
-//! in UTF-8. A CID has at most one pin; pinning a direct pin recursively upgrades it.
+//! Kept in the pin journal (`journal.rs`, `<repo>/pins.journal`), not in sled, so that pins
+//! survive the loss of the index: key = the pinned CID's binary form as given (a CIDv0 pin
+//! stays v0), with its kind and optional name. A CID has at most one pin; pinning a direct pin
+//! recursively upgrades it.
 //!
 //! A pin is written only after every block it covers has been found present and valid and the
 //! store has been flushed, so a pin on disk always covers durable blocks.
@@ -15,7 +16,8 @@ use cid::Cid;
 
 use crate::blockstore::{Blockstore, StoreError};
 use crate::gc::Live;
-use crate::sled_store::{block_key, db_err, SledStore};
+use crate::journal::{Change, Journal, PinEntry};
+use crate::sled_store::{block_key, SledStore};
 use crate::walk::{DagWalk, WalkError, WalkMode};
 
 /// What a pin keeps.
@@ -28,13 +30,6 @@ pub enum PinKind {
 }
 
 impl PinKind {
-    fn byte(self) -> u8 {
-        match self {
-            PinKind::Recursive => b'r',
-            PinKind::Direct => b'd',
-        }
-    }
-
     /// `"recursive"` or `"direct"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -140,36 +135,34 @@ impl serde::Serialize for PinReport {
 /// The pin set of a repo. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Pins {
-    tree: sled::Tree,
+    journal: Arc<Journal>,
     store: Arc<SledStore>,
     live: Arc<Live>,
     write: Arc<Mutex<()>>,
 }
 
-fn decode(k: &[u8], v: &[u8]) -> Result<Pin, PinError> {
-    let bad = || PinError::BadEntry { len: k.len() };
-    let cid = Cid::try_from(k).map_err(|_| bad())?;
-    let kind = match v.first() {
-        Some(b'r') => PinKind::Recursive,
-        Some(b'd') => PinKind::Direct,
-        _ => return Err(bad()),
-    };
-    let name = match &v[1..] {
-        [] => None,
-        n => Some(String::from_utf8(n.to_vec()).map_err(|_| bad())?),
-    };
-    Ok(Pin { cid, kind, name })
+fn decode(k: &[u8], e: PinEntry) -> Result<Pin, PinError> {
+    let cid = Cid::try_from(k).map_err(|_| PinError::BadEntry { len: k.len() })?;
+    Ok(Pin {
+        cid,
+        kind: e.kind,
+        name: e.name,
+    })
 }
 
 impl Pins {
-    pub(crate) fn new(store: Arc<SledStore>, live: Arc<Live>) -> Result<Self, StoreError> {
-        let tree = store.db().open_tree("pins").map_err(db_err)?;
-        Ok(Pins {
-            tree,
+    pub(crate) fn new(store: Arc<SledStore>, live: Arc<Live>, journal: Arc<Journal>) -> Self {
+        Pins {
+            journal,
             store,
             live,
             write: Arc::default(),
-        })
+        }
+    }
+
+    /// The journal the pins live in.
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Pins `cid`. A recursive pin first walks the whole DAG, reading and verifying every
@@ -197,7 +190,7 @@ impl Pins {
     }
 
     fn check_and_write(&self, pins: &[Pin], mode: WalkMode, guard: u64) -> Result<(), PinError> {
-        let mut batch = sled::Batch::default();
+        let mut changes = Vec::with_capacity(pins.len());
         for pin in pins {
             let existing = self.get(&pin.cid)?;
             if pin.kind == PinKind::Direct
@@ -235,41 +228,44 @@ impl Pins {
                     }
                 }
             }
-            let mut value = vec![pin.kind.byte()];
-            value.extend_from_slice(pin.name.as_deref().unwrap_or("").as_bytes());
-            batch.insert(pin.cid.to_bytes(), value);
+            changes.push(Change::Pin {
+                cid: pin.cid,
+                entry: PinEntry {
+                    kind: pin.kind,
+                    name: pin.name.clone(),
+                },
+            });
         }
         // Blocks durable first, then the pins that cover them.
         self.store.flush()?;
-        self.tree.apply_batch(batch).map_err(db_err)?;
-        self.tree.flush().map_err(db_err)?;
+        self.journal.commit(&changes)?;
         Ok(())
     }
 
     /// Removes the pin on `cid`. Returns whether there was one.
     pub fn remove(&self, cid: &Cid) -> Result<bool, PinError> {
         let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let had = self.tree.remove(cid.to_bytes()).map_err(db_err)?.is_some();
-        self.tree.flush().map_err(db_err)?;
-        Ok(had)
+        if self.journal.pin(cid).is_none() {
+            return Ok(false);
+        }
+        self.journal.commit(&[Change::Unpin { cid: *cid }])?;
+        Ok(true)
     }
 
     /// The pin on `cid`, if any.
     pub fn get(&self, cid: &Cid) -> Result<Option<Pin>, PinError> {
-        match self.tree.get(cid.to_bytes()).map_err(db_err)? {
-            Some(v) => decode(&cid.to_bytes(), &v).map(Some),
+        match self.journal.pin(cid) {
+            Some(e) => decode(&cid.to_bytes(), e).map(Some),
             None => Ok(None),
         }
     }
 
     /// Every pin, in CID byte order.
     pub fn list(&self) -> Result<Vec<Pin>, PinError> {
-        self.tree
-            .iter()
-            .map(|r| {
-                let (k, v) = r.map_err(db_err)?;
-                decode(&k, &v)
-            })
+        self.journal
+            .pins()
+            .into_iter()
+            .map(|(k, e)| decode(&k, e))
             .collect()
     }
 
@@ -284,7 +280,7 @@ impl Pins {
 
     /// Number of pins.
     pub fn count(&self) -> Result<usize, PinError> {
-        Ok(self.tree.len())
+        Ok(self.journal.pin_count())
     }
 
     /// Blocks reachable from recursive pins that are not pins themselves (Kubo's "indirect").

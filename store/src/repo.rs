@@ -4,9 +4,13 @@
 //! <repo>/config.toml    Config (written last by init: its presence marks a repo)
 //! <repo>/identity.key   32-byte Ed25519 secret seed, mode 0600
 //! <repo>/repo.lock      flock'ed by the process that has the repo open; holds its pid
-//! <repo>/blocks/db/     sled: trees `blocks` (index + small blocks), `pins`, `roots`
+//! <repo>/pins.journal   pins and durable GC roots, append-only (see `journal.rs`)
+//! <repo>/blocks/db/     sled: tree `blocks`, the index (rebuildable: `Repo::repair`)
 //! <repo>/blocks/files/  blocks larger than `store.inline_max_bytes`, one file each
+//! <repo>/blocks/packs/  smaller blocks, appended to pack files (see `pack.rs`)
 //! ```
+//!
+//! The repo is private to its owner: directories 0700, files 0600, whatever the umask.
 
 mod config;
 mod lock;
@@ -26,14 +30,16 @@ pub use session::ImportSession;
 
 use crate::blockstore::{Blockstore, StoreError};
 use crate::car::{self, CarError};
-use crate::gc::{self, GcError, GcReport, Live, Roots};
-use crate::pins::Pins;
-use crate::sled_store::{db_err, SledStore, StoreOptions};
+use crate::gc::{self, GcError, GcReport, Live, Roots, GC_UNINDEXED_TOLERANCE};
+use crate::journal::{Change, Journal, PinEntry};
+use crate::pins::{PinKind, Pins};
+use crate::sled_store::{db_err, private_dir, RebuildReport, SledStore, StoreOptions};
 
 const CONFIG: &str = "config.toml";
 const IDENTITY: &str = "identity.key";
 const LOCK: &str = "repo.lock";
 const BLOCKS: &str = "blocks";
+const JOURNAL: &str = "pins.journal";
 
 /// Why a repo could not be created, opened or checked.
 #[derive(Debug, thiserror::Error)]
@@ -111,13 +117,41 @@ pub struct VerifyReport {
     pub corrupt: Vec<Cid>,
     /// dag-pb blocks that match their CID but do not decode.
     pub undecodable: Vec<Cid>,
+    /// Valid blocks in the block files and packs that the index does not know (a few are left
+    /// by an interrupted write; many mean the index lost entries).
+    pub unindexed: u64,
+    /// Blocks found in the block files and packs, without the index.
+    pub on_disk: u64,
+    /// Damaged stretches of pack files.
+    pub damaged_records: u64,
 }
 
 impl VerifyReport {
-    /// Whether nothing is wrong.
+    /// Whether nothing is wrong: every indexed block is present and valid, and the index
+    /// agrees with the block files (up to what an interrupted write leaves unindexed).
     pub fn ok(&self) -> bool {
-        self.corrupt.is_empty() && self.undecodable.is_empty()
+        self.corrupt.is_empty()
+            && self.undecodable.is_empty()
+            && self.damaged_records == 0
+            && !self.index_disagrees()
     }
+
+    /// Whether more blocks are on disk than an interrupted write could explain.
+    pub fn index_disagrees(&self) -> bool {
+        self.unindexed > GC_UNINDEXED_TOLERANCE
+    }
+}
+
+/// What [`Repo::repair`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepairReport {
+    /// The index rebuild.
+    #[serde(flatten)]
+    pub index: RebuildReport,
+    /// Pins in the journal.
+    pub pins: u64,
+    /// Whether the pin journal was missing (recreated empty: earlier pins are unknown).
+    pub pins_lost: bool,
 }
 
 /// An open repository, held exclusively by this process until dropped.
@@ -133,6 +167,98 @@ pub struct Repo {
     gc_lock: Mutex<()>,
     // Last, so it is released after sled has closed.
     _lock: RepoLock,
+}
+
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        cache_bytes: config.store.cache_mib << 20,
+        inline_max: config.store.inline_max_bytes,
+        reserve: config.store.reserve_mib.map(|m| m << 20),
+        pack_target: config.store.pack_max_mib.max(1) << 20,
+    }
+}
+
+fn read_config_and_identity(dir: &Path) -> Result<(Config, [u8; 32]), RepoError> {
+    let config_path = dir.join(CONFIG);
+    let text = fs::read_to_string(&config_path).map_err(io_at(&config_path))?;
+    let config: Config = toml::from_str(&text).map_err(|source| RepoError::Config {
+        path: config_path.clone(),
+        source,
+    })?;
+    let key_path = dir.join(IDENTITY);
+    let mut key = Vec::new();
+    fs::File::open(&key_path)
+        .and_then(|mut f| f.read_to_end(&mut key))
+        .map_err(io_at(&key_path))?;
+    let seed: [u8; 32] = key.as_slice().try_into().map_err(|_| RepoError::Identity {
+        path: key_path.clone(),
+        len: key.len(),
+    })?;
+    Ok((config, seed))
+}
+
+/// Makes the repo directory and its top-level files private (best effort: a repo made by an
+/// older cairn under umask 022 is tightened when it is opened).
+fn make_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    for name in [CONFIG, IDENTITY, LOCK, JOURNAL] {
+        let p = dir.join(name);
+        if p.exists() {
+            let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o600));
+        }
+    }
+    let blocks = dir.join(BLOCKS);
+    if blocks.is_dir() {
+        let _ = fs::set_permissions(&blocks, fs::Permissions::from_mode(0o700));
+    }
+}
+
+/// Creates the pin journal of a repo made by an older cairn, which kept pins and roots in the
+/// sled trees `pins` and `roots`; they are moved into the journal and the trees emptied. With
+/// neither a journal nor legacy pins but blocks in the store, the journal is created
+/// *incomplete*: earlier pins may be lost, and GC refuses until `repo repair` acknowledges it.
+fn migrate_pins(store: &SledStore, journal: &Path) -> Result<(), StoreError> {
+    let pins = store.db().open_tree("pins").map_err(db_err)?;
+    let roots = store.db().open_tree("roots").map_err(db_err)?;
+    let mut changes = Vec::new();
+    for r in pins.iter() {
+        let (k, v) = r.map_err(db_err)?;
+        let Ok(cid) = Cid::try_from(&k[..]) else {
+            continue;
+        };
+        let kind = match v.first() {
+            Some(b'r') => PinKind::Recursive,
+            Some(b'd') => PinKind::Direct,
+            _ => continue,
+        };
+        let name = std::str::from_utf8(&v[1..])
+            .ok()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        changes.push(Change::Pin {
+            cid,
+            entry: PinEntry { kind, name },
+        });
+    }
+    for r in roots.iter() {
+        let (k, v) = r.map_err(db_err)?;
+        if let Ok(cid) = Cid::try_from(&v[..]) {
+            changes.push(Change::SetRoot {
+                name: String::from_utf8_lossy(&k).into_owned(),
+                cid,
+            });
+        }
+    }
+    let complete = !changes.is_empty() || store.stats()?.blocks == 0;
+    if !complete {
+        tracing::warn!(path = %journal.display(), "pin journal missing on a store with blocks: gc refuses until `cairn repo repair`");
+    }
+    Journal::create(journal, complete, &changes)?;
+    pins.clear().map_err(db_err)?;
+    roots.clear().map_err(db_err)?;
+    store.db().flush().map_err(db_err)?;
+    Ok(())
 }
 
 fn lock(dir: &Path) -> Result<RepoLock, RepoError> {
@@ -157,11 +283,18 @@ impl Repo {
 
     /// Creates a repo with the given config.
     pub fn init_with(path: &Path, config: Config) -> Result<Repo, RepoError> {
-        fs::create_dir_all(path).map_err(io_at(path))?;
+        private_dir(path).map_err(|e| match e {
+            StoreError::Io { path, source, .. } => RepoError::Io { path, source },
+            e => RepoError::Store {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
         let dir = path.canonicalize().map_err(io_at(path))?;
         if dir.join(CONFIG).exists() {
             return Err(RepoError::AlreadyInitialised { path: dir });
         }
+        make_private(&dir);
         let guard = lock(&dir)?;
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(RepoError::Random)?;
@@ -177,10 +310,22 @@ impl Repo {
         f.write_all(&seed)
             .and_then(|()| f.sync_all())
             .map_err(io_at(&key_path))?;
+        let journal = dir.join(JOURNAL);
+        Journal::create(&journal, true, &[]).map_err(|source| RepoError::Store {
+            path: journal.clone(),
+            source,
+        })?;
         // The config goes last, atomically: its presence is what makes the directory a repo.
         let text = toml::to_string_pretty(&config).unwrap_or_default();
         let tmp = dir.join("config.toml.tmp");
-        fs::write(&tmp, text).map_err(io_at(&tmp))?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(io_at(&tmp))?;
         fs::rename(&tmp, dir.join(CONFIG)).map_err(io_at(&dir))?;
         Self::finish_open(dir, config, seed, guard)
     }
@@ -196,20 +341,8 @@ impl Repo {
             return Err(RepoError::NotInitialised { path: dir });
         }
         let guard = lock(&dir)?;
-        let text = fs::read_to_string(&config_path).map_err(io_at(&config_path))?;
-        let config: Config = toml::from_str(&text).map_err(|source| RepoError::Config {
-            path: config_path.clone(),
-            source,
-        })?;
-        let key_path = dir.join(IDENTITY);
-        let mut key = Vec::new();
-        fs::File::open(&key_path)
-            .and_then(|mut f| f.read_to_end(&mut key))
-            .map_err(io_at(&key_path))?;
-        let seed: [u8; 32] = key.as_slice().try_into().map_err(|_| RepoError::Identity {
-            path: key_path.clone(),
-            len: key.len(),
-        })?;
+        make_private(&dir);
+        let (config, seed) = read_config_and_identity(&dir)?;
         Self::finish_open(dir, config, seed, guard)
     }
 
@@ -224,18 +357,30 @@ impl Repo {
             path: blocks.clone(),
             source,
         };
-        let opts = StoreOptions {
-            cache_bytes: config.store.cache_mib << 20,
-            inline_max: config.store.inline_max_bytes,
+        let store = Arc::new(SledStore::open(&blocks, store_options(&config)).map_err(store_err)?);
+        store.make_private();
+        Self::assemble(dir, config, identity, guard, store)
+    }
+
+    fn assemble(
+        dir: PathBuf,
+        config: Config,
+        identity: [u8; 32],
+        guard: RepoLock,
+        store: Arc<SledStore>,
+    ) -> Result<Repo, RepoError> {
+        let journal_path = dir.join(JOURNAL);
+        let journal_err = |source| RepoError::Store {
+            path: journal_path.clone(),
+            source,
         };
-        let store = Arc::new(SledStore::open(&blocks, opts).map_err(store_err)?);
+        if !Journal::exists(&journal_path) {
+            migrate_pins(&store, &journal_path).map_err(journal_err)?;
+        }
+        let journal = Arc::new(Journal::open(&journal_path).map_err(journal_err)?);
         let live = Arc::new(Live::default());
-        let pins = Pins::new(store.clone(), live.clone()).map_err(store_err)?;
-        let roots_tree = store
-            .db()
-            .open_tree("roots")
-            .map_err(|e| store_err(db_err(e)))?;
-        let roots = Roots::new(roots_tree, live.clone());
+        let pins = Pins::new(store.clone(), live.clone(), journal.clone());
+        let roots = Roots::new(journal, live.clone());
         Ok(Repo {
             path: dir,
             config,
@@ -247,6 +392,51 @@ impl Repo {
             gc_lock: Mutex::new(()),
             _lock: guard,
         })
+    }
+
+    /// Rebuilds the block index of the repo at `path` from its block files and pack files
+    /// (verifying every block), and opens the repo. A missing pin journal is recreated empty
+    /// and reported (`pins_lost`). `progress(blocks)` is called as blocks are read.
+    pub fn repair(
+        path: &Path,
+        progress: impl FnMut(u64),
+    ) -> Result<(Repo, RepairReport), RepoError> {
+        let dir = path.canonicalize().map_err(|_| RepoError::NotInitialised {
+            path: path.to_path_buf(),
+        })?;
+        let config_path = dir.join(CONFIG);
+        if !config_path.is_file() {
+            return Err(RepoError::NotInitialised { path: dir });
+        }
+        let guard = lock(&dir)?;
+        make_private(&dir);
+        let (config, seed) = read_config_and_identity(&dir)?;
+        let blocks = dir.join(BLOCKS);
+        let (store, index) = SledStore::rebuild(&blocks, store_options(&config), progress)
+            .map_err(|source| RepoError::Store {
+                path: blocks.clone(),
+                source,
+            })?;
+        let journal_path = dir.join(JOURNAL);
+        let repo = Self::assemble(dir, config, seed, guard, Arc::new(store))?;
+        let pins_lost = !repo.pins.journal().complete();
+        // The user is told below that earlier pins are unknown; from now on GC trusts the journal.
+        repo.pins
+            .journal()
+            .mark_complete()
+            .map_err(|source| RepoError::Store {
+                path: journal_path,
+                source,
+            })?;
+        let pins = repo.pins.count().unwrap_or(0) as u64;
+        Ok((
+            repo,
+            RepairReport {
+                index,
+                pins,
+                pins_lost,
+            },
+        ))
     }
 
     /// The repo directory (canonical).
@@ -282,6 +472,11 @@ impl Repo {
     /// A GC-safe sink for one import; see [`ImportSession`].
     pub fn session(&self) -> ImportSession {
         ImportSession::new(self.store.clone(), self.pins.clone(), self.live.clone())
+    }
+
+    /// `Ok` if `incoming` bytes can be written while leaving the free-space reserve.
+    pub fn check_space(&self, incoming: u64) -> Result<(), StoreError> {
+        self.store.check_space(incoming)
     }
 
     /// Blocks currently protected by sessions and pins in progress.
@@ -328,6 +523,21 @@ impl Repo {
             }
             progress(report.checked, total);
         }
+        // The other direction: blocks on disk that the index does not know.
+        let census = self.store.census(true)?;
+        report.on_disk = census.len();
+        report.damaged_records = census.damaged;
+        let mut unindexed = 0u64;
+        for key in census
+            .files
+            .iter()
+            .chain(census.packed.keys().filter(|k| !census.files.contains(*k)))
+        {
+            if self.store.entry(key)?.is_none() {
+                unindexed += 1;
+            }
+        }
+        report.unindexed = unindexed;
         Ok(report)
     }
 

@@ -328,3 +328,70 @@ pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+impl TestRepo {
+    /// The daemon's API socket (docs/DESIGN.md, "The daemon and the CLI").
+    pub fn api_socket(&self) -> PathBuf {
+        self.repo().join("api").join("api.sock")
+    }
+}
+
+impl Daemon {
+    /// The daemon's thread count now (`Threads:` in /proc/<pid>/status).
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("daemon /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("Threads: line")
+    }
+
+    /// How many descriptors the daemon has open now (entries of /proc/<pid>/fd).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("daemon /proc fd")
+            .count()
+    }
+}
+
+/// A raw API request frame (`R`, JSON `{argv, cwd, progress}`) running `argv` in the daemon, as
+/// the CLI sends it; `argv` starts with the program name.
+pub fn api_request(argv: &[&str]) -> Vec<u8> {
+    let json = serde_json::json!({ "argv": argv, "cwd": "/", "progress": false }).to_string();
+    let mut frame = vec![b'R'];
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(json.as_bytes());
+    frame
+}
+
+/// Reads one API frame (`tag`, payload); `None` at the end of the stream (or on an error).
+pub fn read_api_frame(r: &mut impl std::io::Read) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).ok()?;
+    Some((head[0], payload))
+}
+
+/// Raises this process's soft descriptor limit to at least `min` (up to the hard limit), for
+/// tests that open many sockets; children (e.g. a daemon) inherit it.
+#[allow(unsafe_code)]
+pub fn raise_fd_limit(min: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < min {
+            lim.rlim_cur = min.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

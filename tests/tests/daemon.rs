@@ -177,3 +177,52 @@ fn the_daemon_collects_garbage_by_itself_when_configured() {
     assert_eq!(a.cairn(&["cat", &keep]).stdout, pseudo_random(600_000, 1));
     assert!(a.cairn(&["status", &drop]).expect_ok().contains("0 of"));
 }
+
+/// `routing findprovs` tells a DHT query that finished without providers from one that ran out
+/// of time.
+#[test]
+fn findprovs_says_whether_the_dht_query_finished_or_timed_out() {
+    let unknown = cid_for(1, RAW, HashAlg::Sha2_256, b"provided by nobody").to_string();
+
+    // No DHT peers at all: the query ends at once, long before the timeout.
+    let a = TestRepo::new();
+    a.use_loopback_network();
+    let da = a.daemon();
+    let r = a.cairn(&["--timeout", "60", "routing", "findprovs", &unknown]);
+    r.expect_err("no providers found (the DHT query ended after 0 peers)");
+    assert!(!r.stderr.contains("within"), "{}", r.stderr);
+
+    // One DHT peer that answers: the query ends after asking it.
+    let b = TestRepo::new();
+    b.use_loopback_network();
+    let _db = b.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    let stderr = wait_for(30, "the DHT query to reach the connected peer", || {
+        let r = b.cairn(&["--timeout", "60", "routing", "findprovs", &unknown]);
+        assert!(!r.ok(), "nobody provides {unknown}: {}", r.text());
+        (!r.stderr.contains("after 0 peers")).then_some(r.stderr)
+    });
+    assert!(
+        stderr.contains("no providers found (the DHT query ended after 1 peer)"),
+        "{stderr}"
+    );
+
+    // A DHT peer that never answers (a TCP listener that never speaks): the deadline ends the
+    // query, and only then is it a timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let c = TestRepo::new();
+    c.use_loopback_network();
+    let path = c.repo().join("config.toml");
+    let mut cfg: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    cfg["network"].as_table_mut().unwrap().insert(
+        "bootstrap".into(),
+        toml::Value::Array(vec![toml::Value::String(format!(
+            "/ip4/127.0.0.1/tcp/{port}/p2p/12D3KooWGBWx9gyUFTVQcKMTenQMSyE2ad9m7c9fpjS4NMjoDien"
+        ))]),
+    );
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let _dc = c.daemon();
+    c.cairn(&["--timeout", "2", "routing", "findprovs", &unknown])
+        .expect_err("found within 2 s");
+}

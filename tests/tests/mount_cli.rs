@@ -137,6 +137,64 @@ fn offline_mount_serves_the_tree_and_sigint_unmounts() {
 }
 
 #[test]
+fn offline_unmount_with_a_file_open_detaches_and_the_mount_process_exits_0() {
+    let r = TestRepo::new();
+    let data = pseudo_random(4_000_000, 11);
+    std::fs::write(r.path("f"), &data).unwrap();
+    let cid = r.cairn(&["add", "-Q", "f"]).expect_ok();
+    let mnt = r.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut fg = Foreground::start(&r, &["mount", &cid, "mnt"], &mnt);
+    let mut file = std::fs::File::open(mnt.join(&cid)).unwrap();
+    let mut got = vec![0u8; 4096];
+    file.read_exact(&mut got).unwrap();
+
+    // No daemon: `cairn unmount` of a busy mount detaches it lazily, as the daemon does.
+    r.cairn(&["unmount", "mnt"]).expect_ok();
+    assert!(
+        !is_mounted(&mnt),
+        "still in /proc/mounts after cairn unmount"
+    );
+    // The mount process keeps serving the open file until it is closed.
+    file.read_to_end(&mut got).unwrap();
+    assert!(
+        got == data,
+        "the open file read differently after the unmount"
+    );
+    assert!(
+        fg.child.try_wait().unwrap().is_none(),
+        "the mount process exited while a file was open"
+    );
+    drop(file);
+    let status = wait_for(30, "the mount process to exit", || {
+        fg.child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    fg.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(!err.contains("Error"), "{err}");
+    assert!(!is_mounted(&mnt));
+
+    // Nothing open: the mount process also ends with 0 after an unmount from outside.
+    let mut fg = Foreground::start(&r, &["mount", &cid, "mnt"], &mnt);
+    r.cairn(&["unmount", "mnt"]).expect_ok();
+    let status = wait_for(30, "the mount process to exit", || {
+        fg.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+    assert!(!is_mounted(&mnt));
+    // Only FUSE mounts are cairn's to unmount.
+    r.cairn(&["unmount", "/proc"])
+        .expect_err("not a FUSE mount");
+    r.cairn(&["repo", "verify"]).expect_ok();
+}
+
+#[test]
 fn mount_bad_input_is_refused() {
     let r = TestRepo::new();
     std::fs::write(r.path("f"), b"hello\n").unwrap();

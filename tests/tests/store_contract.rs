@@ -137,7 +137,7 @@ impl<B: Blockstore> FailAfter<B> {
         self.budget
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
             .map(|_| ())
-            .map_err(|_| StoreError::Db("injected write failure".into()))
+            .map_err(|_| StoreError::Internal("injected write failure"))
     }
 }
 
@@ -183,7 +183,7 @@ impl BlockSink for FailingSink<'_> {
     fn put_blocks(&self, blocks: Vec<Block>) -> Result<(), StoreError> {
         self.budget
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
-            .map_err(|_| StoreError::Db("injected sink failure".into()))?;
+            .map_err(|_| StoreError::Internal("injected sink failure"))?;
         self.inner.put_blocks(blocks)
     }
 }

@@ -33,9 +33,8 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
             } else {
                 PinKind::Recursive
             };
-            repo.pins()
-                .add(cid, kind, name.as_deref())
-                .with_context(|| format!("cannot pin {cid}"))?;
+            // The error already names the pin ("cannot pin <cid>: …").
+            repo.pins().add(cid, kind, name.as_deref())?;
             out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
                 format!("pinned {cid} {}", kind.as_str())
             })?;

@@ -1,4 +1,4 @@
-//! `cairn init` and `cairn repo gc|stat|verify`.
+//! `cairn init` and `cairn repo gc|stat|verify|repair`.
 
 use std::path::Path;
 
@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::args::RepoCommand;
 use crate::output::Console;
+use crate::progress::Bar;
 
 use super::Ctx;
 
@@ -48,12 +49,30 @@ pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
                 &serde_json::json!({
                     "removed_blocks": report.removed_blocks,
                     "removed_bytes": report.removed_bytes,
+                    "orphan_files": report.orphan_files,
+                    "orphan_bytes": report.orphan_bytes,
+                    "unindexed_records": report.unindexed_records,
+                    "packs_compacted": report.packs_compacted,
+                    "pack_bytes_reclaimed": report.pack_bytes_reclaimed,
                 }),
                 || {
-                    format!(
+                    let mut text = format!(
                         "removed {} blocks ({} bytes)",
                         report.removed_blocks, report.removed_bytes
-                    )
+                    );
+                    if report.orphan_files > 0 {
+                        text.push_str(&format!(
+                            "\nremoved {} unindexed block files ({} bytes) left by an interrupted write",
+                            report.orphan_files, report.orphan_bytes
+                        ));
+                    }
+                    if report.packs_compacted > 0 {
+                        text.push_str(&format!(
+                            "\nrewrote {} pack files, {} bytes reclaimed",
+                            report.packs_compacted, report.pack_bytes_reclaimed
+                        ));
+                    }
+                    text
                 },
             )?;
         }
@@ -80,25 +99,100 @@ pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
                     format!("corrupt block {bad}")
                 })?;
             }
+            for bad in &report.undecodable {
+                out.item(
+                    &serde_json::json!({ "undecodable": bad.to_string() }),
+                    || format!("undecodable dag-pb block {bad}"),
+                )?;
+            }
             out.item(
-                &serde_json::json!({ "checked": report.checked, "corrupt": report.corrupt.len() }),
+                &serde_json::json!({
+                    "checked": report.checked,
+                    "corrupt": report.corrupt.len(),
+                    "undecodable": report.undecodable.len(),
+                    "on_disk": report.on_disk,
+                    "unindexed": report.unindexed,
+                    "damaged_records": report.damaged_records,
+                }),
                 || {
-                    format!(
-                        "verified {} blocks, {} corrupt",
+                    let mut text = format!(
+                        "verified {} blocks, {} corrupt; {} blocks in the block files",
                         report.checked,
-                        report.corrupt.len()
-                    )
+                        report.corrupt.len(),
+                        report.on_disk
+                    );
+                    if report.unindexed > 0 {
+                        text.push_str(&format!(", {} of them not in the index", report.unindexed));
+                    }
+                    text
                 },
             )?;
             out.finish()?;
             if !report.corrupt.is_empty() {
                 bail!(
-                    "repo verify found {} corrupt block(s)",
+                    "repo verify found {} corrupt block(s); `cairn block rm <cid>` drops one, then re-add it or fetch it again",
                     report.corrupt.len()
+                );
+            }
+            if !report.undecodable.is_empty() {
+                bail!(
+                    "repo verify found {} undecodable dag-pb block(s)",
+                    report.undecodable.len()
+                );
+            }
+            if report.index_disagrees() || report.damaged_records > 0 {
+                bail!(
+                    "the block index disagrees with the block files ({} blocks on disk are not in it, {} damaged pack records); run `cairn repo repair`",
+                    report.unindexed,
+                    report.damaged_records
                 );
             }
             return Ok(());
         }
+        RepoCommand::Repair => {
+            bail!(
+                "`cairn repo repair` needs the repo to itself: stop the daemon, then run it again"
+            )
+        }
     }
+    out.finish()
+}
+
+/// `cairn repo repair`: rebuilds the index without opening the repo the normal way (which
+/// refuses an index it cannot trust).
+pub fn repair(dir: &Path, console: &Console) -> Result<()> {
+    let mut bar = Bar::local(console.progress(false), None, "reading blocks");
+    let (repo, report) = Repo::repair(dir, |n| bar.set_position(n))?;
+    bar.finish();
+    let mut out = console.output();
+    out.item(&report, || {
+        let i = &report.index;
+        let mut text = format!(
+            "rebuilt the index of {}: {} blocks ({} bytes) from {} pack files and {} block files",
+            repo.path().display(),
+            i.pack_blocks + i.file_blocks,
+            i.bytes,
+            i.packs,
+            i.file_blocks
+        );
+        if i.tombstoned > 0 {
+            text.push_str(&format!("\n{} deleted blocks stay deleted", i.tombstoned));
+        }
+        if i.damaged_records > 0 {
+            text.push_str(&format!("\n{} damaged pack records skipped", i.damaged_records));
+        }
+        for c in &i.corrupt {
+            text.push_str(&format!(
+                "\ncorrupt block {c} left out (block files go to blocks/quarantine/)"
+            ));
+        }
+        text.push_str(&format!("\n{} pins", report.pins));
+        if report.pins_lost {
+            text.push_str(
+                " (the pin journal was missing: earlier pins are unknown; pin again what you need before `repo gc`)",
+            );
+        }
+        text
+    })?;
     out.finish()
 }

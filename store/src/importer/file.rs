@@ -190,7 +190,7 @@ impl<'o> TreeBuilder<'o> {
         loop {
             let Some(current) = self.levels.get(level) else {
                 // Unreachable: the chunker yields at least one chunk, so some level holds the root.
-                return Err(StoreError::Db("importer produced no root".into()));
+                return Err(StoreError::Internal("importer produced no root"));
             };
             let above_empty = self.levels[level + 1..].iter().all(Vec::is_empty);
             if above_empty && current.len() == 1 && level > 0 {

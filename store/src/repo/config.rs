@@ -59,8 +59,14 @@ pub struct GcConfig {
 pub struct StoreConfig {
     /// sled page cache, MiB.
     pub cache_mib: u64,
-    /// Blocks larger than this many bytes are stored as files beside sled.
+    /// Blocks larger than this many bytes are stored as files; smaller ones in pack files.
     pub inline_max_bytes: usize,
+    /// Free space (MiB) that writes leave on the repo's disk; 0 switches the guard off.
+    /// Unset: 5 % of the filesystem, between 1 MiB and 1 GiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserve_mib: Option<u64>,
+    /// Size (MiB) at which a pack file of small blocks is closed and a new one started.
+    pub pack_max_mib: u64,
 }
 
 impl Default for StoreConfig {
@@ -69,6 +75,8 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_mib: d.cache_bytes >> 20,
             inline_max_bytes: d.inline_max,
+            reserve_mib: None,
+            pack_max_mib: d.pack_target >> 20,
         }
     }
 }
