@@ -1,0 +1,5 @@
+//! libFuzzer harness for the `cid_path` entry point of cairn-fuzz (what it checks is documented there).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| cairn_fuzz::cid_path(data));
