@@ -16,8 +16,8 @@ use crate::filesystem::{CairnFs, Shared};
 use crate::inode::{Ino, InodeTable};
 use crate::options::{MountOptions, MountRoot};
 
-/// Decoded interior nodes kept by a mount's reader (the reader also bounds them to 32 MiB).
-const NODE_CACHE: usize = 1 << 16;
+/// Decoded interior nodes kept by a mount's reader (which also bounds them to 32 MiB).
+const NODE_CACHE: usize = 4096;
 /// Threads reading FUSE requests, each with its own cloned `/dev/fuse` descriptor. Requests only
 /// wait on memory (block work runs on the runtime), so a few threads are enough to keep the
 /// kernel's queue drained while others write replies.
