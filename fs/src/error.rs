@@ -122,6 +122,10 @@ impl From<FsError> for Errno {
                 ReadError::NotFound { .. } => Errno::ENOENT,
                 ReadError::NotADirectory { .. } => Errno::ENOTDIR,
                 ReadError::NotAFile { .. } => Errno::EISDIR,
+                // A full disk is ENOSPC, never a generic I/O error (store errors keep their kind).
+                ReadError::Get(cairn_store::GetError::Store(ref s)) if s.is_no_space() => {
+                    Errno::ENOSPC
+                }
                 _ => Errno::EIO,
             },
             FsError::NotFound => Errno::ENOENT,

@@ -368,12 +368,70 @@ impl<S: BlockSource + Clone> Shared<S> {
                 buf.freeze()
             }
         };
-        self.readahead(fh, offset, out.len() as u64);
+        self.readahead(fh, offset, out.len() as u64, &Handle::current());
         Ok(out)
     }
 
+    /// [`Shared::read`] on the calling (FUSE) thread when everything it needs is local: the
+    /// file's inner nodes cached or small and local, its leaves cached or read and verified
+    /// here. `None` sends the read to a task instead (anything missing, or any error, which
+    /// the task then reports the usual way).
+    fn read_now(
+        self: &Arc<Self>,
+        fh: u64,
+        cid: Cid,
+        offset: u64,
+        size: u32,
+        rt: &Handle,
+    ) -> Option<Bytes> {
+        let end = offset.saturating_add(u64::from(size));
+        let leaves = self
+            .reader
+            .leaves_now(&cid, offset, u64::from(size))?
+            .ok()?;
+        let mut parts: Vec<Bytes> = Vec::with_capacity(leaves.len());
+        for &(leaf, start, len) in &leaves {
+            let data = match self.cache.get(&leaf) {
+                Some(d) => d,
+                None => {
+                    // A prefetch is reading it already: join that fetch on the runtime rather
+                    // than read the leaf twice.
+                    if lock(&self.inflight).contains_key(&leaf) {
+                        return None;
+                    }
+                    let raw = self.reader.source().get_local_blocking(&leaf)?;
+                    // The bytes a node holds itself: a raw leaf is all data; anything else goes
+                    // the long way (it needs decoding, and is rare as a leaf).
+                    if leaf.codec() != cairn_store::RAW || raw.len() as u64 != len {
+                        return None;
+                    }
+                    self.cache.insert(leaf, raw.clone());
+                    raw
+                }
+            };
+            let from = offset.max(start) - start;
+            let Some(to) = end.min(start + len).checked_sub(start) else {
+                continue;
+            };
+            if from < to {
+                parts.push(data.slice(from as usize..to as usize));
+            }
+        }
+        let out = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.swap_remove(0),
+            _ => {
+                let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                parts.iter().for_each(|p| buf.extend_from_slice(p));
+                buf.freeze()
+            }
+        };
+        self.readahead(fh, offset, out.len() as u64, rt);
+        Some(out)
+    }
+
     /// Notes a read on `fh`; on sequential reads, prefetches the next window in the background.
-    fn readahead(self: &Arc<Self>, fh: u64, offset: u64, len: u64) {
+    fn readahead(self: &Arc<Self>, fh: u64, offset: u64, len: u64, rt: &Handle) {
         let plan = {
             let mut handles = lock(&self.handles);
             let Some(h) = handles.get_mut(&fh) else {
@@ -407,7 +465,7 @@ impl<S: BlockSource + Clone> Shared<S> {
         let (cid, from, to, permit) = plan;
         let this = self.clone();
         let timeout = self.options.timeout;
-        tokio::spawn(async move {
+        rt.spawn(async move {
             let work = async {
                 let leaves = this.reader.leaves(&cid, from, to - from).await?;
                 let missing: Vec<_> = leaves
@@ -677,6 +735,11 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
     ) {
         match self.file(ino) {
             Ok(info) => {
+                // Local content is answered here, without a task round trip.
+                if let Some(data) = self.shared.read_now(fh.0, info.cid, offset, size, &self.rt) {
+                    reply.data(&data);
+                    return;
+                }
                 let work = self.shared.clone().read(fh.0, info.cid, offset, size);
                 self.spawn(Some(info.cid), work, move |r| match r {
                     Ok(data) => reply.data(&data),

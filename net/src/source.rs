@@ -156,6 +156,11 @@ impl BlockSource for NetSource {
     fn get_now(&self, cid: &Cid) -> Option<Bytes> {
         cairn_store::read_small_now(&**self.node.store(), cid)
     }
+
+    /// Local blocks only: never the network.
+    fn get_local_blocking(&self, cid: &Cid) -> Option<Bytes> {
+        self.node.store().get_verified(cid).ok().flatten()
+    }
 }
 
 /// Progress of [`fetch_dag`].

@@ -618,6 +618,65 @@ impl<S: BlockSource> DagReader<S> {
         Ok(out)
     }
 
+    /// [`DagReader::leaves`] without waiting: from cached nodes and nodes the source has at
+    /// hand ([`BlockSource::get_now`]). `None` if a node it needs is neither (ask `leaves`).
+    pub fn leaves_now(
+        &self,
+        root: &Cid,
+        offset: u64,
+        len: u64,
+    ) -> Option<Result<Vec<(Cid, u64, u64)>, ReadError>> {
+        let (from, to) = (offset, offset.saturating_add(len));
+        let mut out = Vec::new();
+        if len == 0 {
+            return Some(Ok(out));
+        }
+        let mut stack: Vec<(Cid, u64, Option<u64>, usize)> = vec![(*root, 0, None, 0)];
+        while let Some((cid, start, expected, depth)) = stack.pop() {
+            if depth > MAX_DEPTH {
+                return Some(Err(ReadError::TooDeep {
+                    cid,
+                    max: MAX_DEPTH,
+                }));
+            }
+            if let (RAW, Some(len)) = (cid.codec(), expected) {
+                out.push((cid, start, len));
+                continue;
+            }
+            let node = match self.fetch_now(&cid)? {
+                Ok(n) => n,
+                Err(e) => return Some(Err(e)),
+            };
+            let layout = match file_layout(&cid, &node) {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
+            if expected.is_some_and(|e| e != layout.total) {
+                return Some(Err(malformed(
+                    &cid,
+                    "size disagrees with the parent's blocksizes",
+                )));
+            }
+            let data_len = layout.data.len() as u64;
+            if data_len > 0 && overlaps(start, data_len, from, to) {
+                out.push((cid, start, data_len));
+            }
+            let mut child_start = start.checked_add(data_len)?;
+            let mut covering = Vec::new();
+            for (child, size) in layout.children {
+                if size > 0 && overlaps(child_start, size, from, to) {
+                    covering.push((child, child_start, Some(size), depth + 1));
+                }
+                child_start = child_start.checked_add(size)?;
+                if child_start >= to {
+                    break;
+                }
+            }
+            stack.extend(covering.into_iter().rev());
+        }
+        Some(Ok(out))
+    }
+
     /// A streamed listing of directory `cid`, in stored order (for a HAMT: depth-first, link
     /// order). Nothing is fetched until the first [`DirCursor::next_entry`].
     pub fn dir_cursor(&self, cid: &Cid) -> DirCursor<S>

@@ -85,6 +85,15 @@ pub trait BlockSource: Send + Sync + 'static {
         let _ = cid;
         None
     }
+
+    /// A local block of any size, verified, read and hashed on the calling thread; `None` if
+    /// it is not local (or not intact: then [`BlockSource::get`] reports or repairs it). Only
+    /// for threads that are not async runtime workers — a FUSE thread answering a read of
+    /// local content without a task round trip. The default has nothing.
+    fn get_local_blocking(&self, cid: &Cid) -> Option<Bytes> {
+        let _ = cid;
+        None
+    }
 }
 
 impl<S: BlockSource> BlockSource for Arc<S> {
@@ -96,6 +105,9 @@ impl<S: BlockSource> BlockSource for Arc<S> {
     }
     fn get_now(&self, cid: &Cid) -> Option<Bytes> {
         (**self).get_now(cid)
+    }
+    fn get_local_blocking(&self, cid: &Cid) -> Option<Bytes> {
+        (**self).get_local_blocking(cid)
     }
 }
 
@@ -182,5 +194,8 @@ impl<B: Blockstore> BlockSource for LocalSource<B> {
     }
     fn get_now(&self, cid: &Cid) -> Option<Bytes> {
         read_small_now(&*self.store, cid)
+    }
+    fn get_local_blocking(&self, cid: &Cid) -> Option<Bytes> {
+        self.store.get_verified(cid).ok().flatten()
     }
 }

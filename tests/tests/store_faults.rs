@@ -427,3 +427,34 @@ fn pin_add_into_a_full_repo_says_no_space() {
     assert_eq!(db.stop(), Some(0));
     b.cairn(&["repo", "verify"]).expect_ok();
 }
+
+#[test]
+fn gc_counts_and_reports_the_unindexed_files_it_removes() {
+    let repo = TestRepo::new();
+    let (cid, data) = add_file(&repo, "kept.bin", 300_000, 50);
+    // Block files that no index entry names, as a process killed between writing a file and
+    // indexing it leaves them.
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    for seed in [51, 52] {
+        let bytes = pseudo_random(100_000, seed);
+        let orphan =
+            cairn_store::cid_for(1, cairn_store::RAW, cairn_store::HashAlg::Sha2_256, &bytes);
+        let key = orphan.hash().to_bytes();
+        let dir = repo
+            .repo()
+            .join("blocks/files")
+            .join(hex(&key[key.len() - 1..]));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(hex(&key)), &bytes).unwrap();
+    }
+    let text = repo.cairn(&["repo", "gc", "-Q"]).expect_ok();
+    assert!(
+        text.contains("removed 2 unindexed block files (200000 bytes)"),
+        "{text}"
+    );
+    let json = repo.cairn(&["--json", "repo", "gc", "-Q"]).expect_ok();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["orphan_files"].as_u64(), Some(0), "{json}");
+    assert_cat(&repo, &cid, &data);
+    repo.cairn(&["repo", "verify"]).expect_ok();
+}
