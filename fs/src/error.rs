@@ -86,6 +86,10 @@ pub(crate) enum FsError {
     NotADirectory,
     #[error("a worker task failed")]
     TaskFailed,
+    #[error("directories nest deeper than the mount allows")]
+    TooDeep,
+    #[error("directory reached through too many paths at once")]
+    TooManyAliases,
 }
 
 impl From<ReadError> for MountError {
@@ -122,6 +126,10 @@ impl From<FsError> for Errno {
             },
             FsError::NotFound => Errno::ENOENT,
             FsError::NotADirectory => Errno::ENOTDIR,
+            // "Too many levels": the path goes deeper than `MAX_DIR_DEPTH`.
+            FsError::TooDeep => Errno::ELOOP,
+            // "Too many links": the directory is reached through `MAX_DIR_ALIASES` paths.
+            FsError::TooManyAliases => Errno::EMLINK,
             FsError::Timeout { .. } | FsError::TaskFailed => Errno::EIO,
         }
     }

@@ -1,5 +1,11 @@
 //! The FUSE callbacks. Anything that needs blocks runs as a task on the tokio runtime under
 //! the mount's timeout; the FUSE thread only answers from memory or hands the reply over.
+//!
+//! Per-mount tables and their bounds: inodes follow the kernel's lookup counts (`inode.rs`);
+//! open files and open directories are at most [`MAX_OPEN_FILES`] and [`MAX_OPEN_DIRS`]
+//! (EMFILE beyond), a directory handle holds a cursor and at most one batch of entries
+//! (`listing.rs`); leaf data is an LRU bounded in bytes (`cache.rs`); decoded interior nodes
+//! are bounded in the reader.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -23,17 +29,22 @@ use tokio::task::JoinSet;
 
 use crate::cache::LeafCache;
 use crate::error::FsError;
-use crate::inode::{Ino, Inode, InodeTable, Listed};
+use crate::inode::{Ino, Inode, InodeTable, Refused};
+use crate::listing::{file_type, DirStream};
 use crate::options::MountOptions;
 
 /// The extended attribute holding a node's CID.
 pub(crate) const XATTR_CID: &str = "user.cairn.cid";
 /// The extended attribute reporting how much of a node is stored locally.
 pub(crate) const XATTR_LOCAL: &str = "user.cairn.local";
+/// The extended attribute of the mount root giving the number of inodes the mount holds.
+pub(crate) const XATTR_INODES: &str = "user.cairn.inodes";
 /// Leaves fetched at once by one read or prefetch.
 const FETCH_PARALLEL: usize = 16;
-/// Children stat'ed at once while listing a directory.
-const STAT_PARALLEL: usize = 32;
+/// Open file handles per mount.
+pub(crate) const MAX_OPEN_FILES: usize = 1 << 16;
+/// Open directory handles per mount.
+pub(crate) const MAX_OPEN_DIRS: usize = 1 << 14;
 /// Prefetch tasks in flight for the whole mount.
 const PREFETCH_TASKS: usize = 8;
 /// Leaves counted for `user.cairn.local` before giving up.
@@ -47,6 +58,7 @@ pub(crate) struct Shared<S> {
     /// Leaves being fetched now; waiters share the one fetch.
     inflight: Mutex<HashMap<Cid, Arc<OnceCell<Bytes>>>>,
     handles: Mutex<HashMap<u64, OpenFile>>,
+    dirs: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<DirStream<S>>>>>,
     next_fh: AtomicU64,
     prefetch: Arc<Semaphore>,
     pub options: MountOptions,
@@ -78,14 +90,6 @@ pub(crate) struct CairnFs<S> {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single update; a panic cannot leave the state half-changed.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn file_type(kind: EntryKind) -> FileType {
-    match kind {
-        EntryKind::File => FileType::RegularFile,
-        EntryKind::Directory => FileType::Directory,
-        EntryKind::Symlink => FileType::Symlink,
-    }
 }
 
 fn system_time(t: cairn_store::UnixTime) -> SystemTime {
@@ -126,6 +130,7 @@ impl<S: BlockSource + Clone> Shared<S> {
             cache: LeafCache::new(options.cache_bytes),
             inflight: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             prefetch: Arc::new(Semaphore::new(PREFETCH_TASKS)),
             options,
@@ -180,13 +185,57 @@ impl<S: BlockSource + Clone> Shared<S> {
         }
     }
 
-    /// The attributes of `parent/name` if the table knows it already (no I/O).
+    /// The attributes of `parent/name` if the table knows it already (no I/O), counting the
+    /// lookup the reply will hand the kernel.
     fn known_child(&self, parent: Ino, name: &str) -> Option<FileAttr> {
-        let table = lock(&self.inodes);
-        let ino = table.child(parent, name)?;
-        let node = table.get(ino)?.node.clone();
-        drop(table);
-        Some(self.attr(ino, node.as_ref()))
+        let (ino, inode) = lock(&self.inodes).lookup_known(parent, name)?;
+        Some(self.attr(ino, inode.node.as_ref()))
+    }
+
+    /// `parent/name` answered without waiting, or `None` if that needs a task: from the table,
+    /// or from the directory's nodes and the entry's root when they are cached or small and local
+    /// (`DagReader::lookup_entry_now`, never the network). A `find` over local content is
+    /// answered this way, on the FUSE thread, one round trip per lookup.
+    fn lookup_now(&self, parent: Ino, name: &str) -> Option<Result<FileAttr, FsError>> {
+        if let Some(attr) = self.known_child(parent, name) {
+            return Some(Ok(attr));
+        }
+        let dir = lock(&self.inodes).get(parent)?.node.clone()?;
+        if dir.kind != EntryKind::Directory {
+            return None;
+        }
+        let entry = match self.reader.lookup_entry_now(&dir.cid, name)? {
+            Ok(Some(e)) => e,
+            Ok(None) => return Some(Err(FsError::NotFound)),
+            // The task answers it, and logs why.
+            Err(_) => return None,
+        };
+        let info = match (entry.cid.codec(), entry.tsize) {
+            (RAW, Some(size)) => raw_file(entry.cid, size),
+            _ => self.reader.stat_now(&entry.cid)?.ok()?,
+        };
+        let ino = self.remember(parent, name, info.clone());
+        Some(ino.map(|ino| self.attr(ino, Some(&info))))
+    }
+
+    /// Adds `parent/name` to the table (or counts one more lookup of it).
+    fn remember(&self, parent: Ino, name: &str, info: NodeInfo) -> Result<Ino, FsError> {
+        let r = lock(&self.inodes).remember(parent, name, info);
+        r.map_err(|refused| match refused {
+            Refused::NoParent => FsError::NotFound,
+            Refused::TooDeep => FsError::TooDeep,
+            Refused::TooManyAliases { cid, first } => {
+                if first {
+                    tracing::warn!(
+                        %cid,
+                        max = crate::inode::MAX_DIR_ALIASES,
+                        "directory reached through too many paths at once; refusing more \
+                         (a DAG that links the same directory from many places?)"
+                    );
+                }
+                FsError::TooManyAliases
+            }
+        })
     }
 
     /// A node's metadata; a raw block with a size-carrying link needs no fetch.
@@ -196,109 +245,31 @@ impl<S: BlockSource + Clone> Shared<S> {
         tsize: Option<u64>,
     ) -> Result<NodeInfo, ReadError> {
         match (cid.codec(), tsize) {
-            (RAW, Some(size)) => Ok(NodeInfo {
-                cid,
-                kind: EntryKind::File,
-                size,
-                mode: None,
-                mtime: None,
-                symlink_target: None,
-                is_sharded: false,
-            }),
+            (RAW, Some(size)) => Ok(raw_file(cid, size)),
             _ => reader.stat(&cid).await,
         }
     }
 
     async fn lookup(self: Arc<Self>, parent: Ino, name: String) -> Result<FileAttr, FsError> {
         let dir = self.inode(parent)?;
-        let info = match (&dir.node, &dir.listing) {
-            (None, _) if self.namespace => {
+        let info = match &dir.node {
+            None if self.namespace => {
                 let cid = Cid::try_from(name.as_str()).map_err(|_| FsError::NotFound)?;
                 self.reader.stat(&cid).await?
             }
-            (None, _) => return Err(FsError::NotFound),
-            (Some(info), _) if info.kind != EntryKind::Directory => {
-                return Err(FsError::NotADirectory)
-            }
-            // A cached listing holds every child already, so a miss is final.
-            (Some(_), Some(_)) => return self.known_child(parent, &name).ok_or(FsError::NotFound),
-            (Some(info), None) => {
-                let child = self
+            None => return Err(FsError::NotFound),
+            Some(info) if info.kind != EntryKind::Directory => return Err(FsError::NotADirectory),
+            Some(info) => {
+                let entry = self
                     .reader
-                    .lookup(&info.cid, &name)
+                    .lookup_entry(&info.cid, &name)
                     .await?
                     .ok_or(FsError::NotFound)?;
-                self.reader.stat(&child).await?
+                Self::stat_child(&self.reader, entry.cid, entry.tsize).await?
             }
         };
-        let ino = lock(&self.inodes).insert_child(parent, &name, info.clone());
+        let ino = self.remember(parent, &name, info.clone())?;
         Ok(self.attr(ino, Some(&info)))
-    }
-
-    /// The entries of a directory inode (cached after the first listing).
-    async fn listing(self: Arc<Self>, ino: Ino) -> Result<Arc<Vec<Listed>>, FsError> {
-        let dir = self.inode(ino)?;
-        if let Some(listing) = dir.listing {
-            return Ok(listing);
-        }
-        let Some(info) = dir.node else {
-            return Ok(Arc::new(lock(&self.inodes).recent()));
-        };
-        if info.kind != EntryKind::Directory {
-            return Err(FsError::NotADirectory);
-        }
-        let entries = self.reader.read_dir(&info.cid).await?;
-        let mut infos: Vec<Option<NodeInfo>> = {
-            let table = lock(&self.inodes);
-            entries
-                .iter()
-                .map(|e| {
-                    table
-                        .child(ino, &e.name)
-                        .and_then(|c| table.get(c))
-                        .and_then(|i| i.node.clone())
-                })
-                .collect()
-        };
-        let mut todo = infos
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.is_none())
-            .map(|(n, _)| n)
-            .collect::<Vec<_>>();
-        todo.reverse();
-        let mut tasks = JoinSet::new();
-        loop {
-            while tasks.len() < STAT_PARALLEL {
-                let Some(i) = todo.pop() else { break };
-                let reader = self.reader.clone();
-                let (cid, tsize) = (entries[i].cid, entries[i].tsize);
-                tasks.spawn(async move { (i, Self::stat_child(&reader, cid, tsize).await) });
-            }
-            let Some(done) = tasks.join_next().await else {
-                break;
-            };
-            match done {
-                Ok((i, Ok(info))) => infos[i] = Some(info),
-                Ok((_, Err(e))) => return Err(e.into()),
-                Err(_) => return Err(FsError::TaskFailed),
-            }
-        }
-        let mut table = lock(&self.inodes);
-        let mut listing = Vec::with_capacity(entries.len());
-        for (entry, info) in entries.into_iter().zip(infos) {
-            let Some(info) = info else { continue };
-            let kind = info.kind;
-            let child = table.insert_child(ino, &entry.name, info);
-            listing.push(Listed {
-                name: entry.name,
-                ino: child,
-                kind,
-            });
-        }
-        let listing = Arc::new(listing);
-        table.set_listing(ino, listing.clone());
-        Ok(listing)
     }
 
     /// The data of `leaves` (as returned by `DagReader::leaves`), from the cache or fetched.
@@ -455,19 +426,27 @@ impl<S: BlockSource + Clone> Shared<S> {
     }
 
     /// "N/M blocks local" for a node: a file's leaves and root, or the node's own block.
+    /// The presence checks (store lookups) run on a blocking thread.
     async fn local_report(self: Arc<Self>, info: NodeInfo) -> Result<String, FsError> {
-        let source = self.reader.source();
-        let (mut local, mut total) = (u64::from(source.has_local(&info.cid)), 1u64);
+        let mut leaves = Vec::new();
         if info.kind == EntryKind::File && info.cid.codec() != RAW {
-            let leaves = self.reader.leaves(&info.cid, 0, info.size).await?;
-            if leaves.len() <= LOCAL_REPORT_MAX_LEAVES {
-                for (cid, _, _) in leaves.iter().filter(|l| l.0 != info.cid) {
-                    total += 1;
-                    local += u64::from(source.has_local(cid));
-                }
+            leaves = self.reader.leaves(&info.cid, 0, info.size).await?;
+            if leaves.len() > LOCAL_REPORT_MAX_LEAVES {
+                leaves.clear();
             }
         }
-        Ok(format!("{local}/{total} blocks local"))
+        let source = self.reader.source().clone();
+        let count = move || {
+            let (mut local, mut total) = (u64::from(source.has_local(&info.cid)), 1u64);
+            for (cid, _, _) in leaves.iter().filter(|l| l.0 != info.cid) {
+                total += 1;
+                local += u64::from(source.has_local(cid));
+            }
+            format!("{local}/{total} blocks local")
+        };
+        tokio::task::spawn_blocking(count)
+            .await
+            .map_err(|_| FsError::TaskFailed)
     }
 }
 
@@ -488,15 +467,40 @@ impl<S: BlockSource + Clone> CairnFs<S> {
                     secs: timeout.as_secs(),
                 }),
             };
-            done(result.map_err(|e| {
-                if e.is_content_failure() {
-                    match cid {
-                        Some(cid) => tracing::warn!(%cid, error = %e, "FUSE request failed"),
-                        None => tracing::warn!(error = %e, "FUSE request failed"),
-                    }
-                }
-                Errno::from(e)
-            }))
+            done(result.map_err(|e| to_errno(cid, e)))
+        });
+    }
+
+    /// Answers a `readdir` of directory `ino` from its handle's stream, on the runtime.
+    fn spawn_readdir(
+        &self,
+        (cid, ino, parent): (Cid, Ino, Ino),
+        stream: Arc<tokio::sync::Mutex<DirStream<S>>>,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let shared = self.shared.clone();
+        let timeout = shared.options.timeout;
+        self.rt.spawn(async move {
+            let work = async {
+                let mut stream = stream.lock().await;
+                let reader = &shared.reader;
+                stream
+                    .fill(reader, &shared.inodes, (ino, parent), offset, &mut reply)
+                    .await
+            };
+            let result = tokio::time::timeout(timeout, work).await;
+            match result {
+                Ok(Ok(())) => reply.ok(),
+                Ok(Err(e)) => reply.error(to_errno(Some(cid), e)),
+                Err(_) => reply.error(to_errno(
+                    Some(cid),
+                    FsError::Timeout {
+                        cid: Some(cid),
+                        secs: timeout.as_secs(),
+                    },
+                )),
+            }
         });
     }
 
@@ -517,7 +521,38 @@ impl<S: BlockSource + Clone> CairnFs<S> {
     }
 }
 
-fn reply_listing(ino: INodeNo, offset: u64, listing: &[Listed], mut reply: ReplyDirectory) {
+/// A raw block as a file of `size` bytes (the size its link gives).
+fn raw_file(cid: Cid, size: u64) -> NodeInfo {
+    NodeInfo {
+        cid,
+        kind: EntryKind::File,
+        size,
+        mode: None,
+        mtime: None,
+        symlink_target: None,
+        is_sharded: false,
+        links: 0,
+    }
+}
+
+/// The errno for a failed request, with a warning naming the CID when content failed.
+fn to_errno(cid: Option<Cid>, e: FsError) -> Errno {
+    if e.is_content_failure() {
+        match cid {
+            Some(cid) => tracing::warn!(%cid, error = %e, "FUSE request failed"),
+            None => tracing::warn!(error = %e, "FUSE request failed"),
+        }
+    }
+    Errno::from(e)
+}
+
+/// A synthetic root's listing (at most the recently used CIDs).
+fn reply_listing(
+    ino: INodeNo,
+    offset: u64,
+    listing: &[(String, EntryKind, Ino)],
+    mut reply: ReplyDirectory,
+) {
     let dots = [
         (ino, FileType::Directory, "."),
         (ino, FileType::Directory, ".."),
@@ -525,7 +560,7 @@ fn reply_listing(ino: INodeNo, offset: u64, listing: &[Listed], mut reply: Reply
     let entries = dots.into_iter().chain(
         listing
             .iter()
-            .map(|l| (INodeNo(l.ino.0), file_type(l.kind), l.name.as_str())),
+            .map(|(name, kind, ino)| (INodeNo(ino.0), file_type(*kind), name.as_str())),
     );
     for (i, (ino, kind, name)) in entries
         .enumerate()
@@ -556,8 +591,10 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
             return reply.error(Errno::ENOENT);
         };
         let (ttl, parent) = (self.ttl(), Ino(parent.0));
-        if let Some(attr) = self.shared.known_child(parent, name) {
-            return reply.entry(&ttl, &attr, Generation(0));
+        match self.shared.lookup_now(parent, name) {
+            Some(Ok(attr)) => return reply.entry(&ttl, &attr, Generation(0)),
+            Some(Err(e)) => return reply.error(Errno::from(e)),
+            None => {}
         }
         // The directory searched, or (in the namespace root) the CID being looked up.
         let cid = self
@@ -572,6 +609,12 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
             Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         });
+    }
+
+    // `batch_forget` keeps fuser's default, which calls this for each node (fuser 0.18 does not
+    // export the type of its argument, so it cannot be overridden).
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.shared.inodes).forget(Ino(ino.0), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -601,6 +644,10 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         }
         match self.file(ino) {
             Ok(info) => {
+                let mut handles = lock(&self.shared.handles);
+                if handles.len() >= MAX_OPEN_FILES {
+                    return reply.error(Errno::EMFILE);
+                }
                 let fh = self.shared.next_fh.fetch_add(1, Ordering::Relaxed);
                 let state = OpenFile {
                     cid: info.cid,
@@ -609,7 +656,8 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
                     window: 0,
                     prefetched_to: 0,
                 };
-                lock(&self.shared.handles).insert(fh, state);
+                handles.insert(fh, state);
+                drop(handles);
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
             Err(e) => reply.error(e),
@@ -639,6 +687,18 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         }
     }
 
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written, so there is nothing to flush (and no locks to drop).
+        reply.ok();
+    }
+
     fn release(
         &self,
         _req: &Request,
@@ -655,10 +715,20 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino).map(|i| i.node) {
-            Ok(Some(info)) if info.kind == EntryKind::Directory => reply.opened(
-                FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-            ),
+            Ok(Some(info)) if info.kind == EntryKind::Directory => {
+                let mut dirs = lock(&self.shared.dirs);
+                if dirs.len() >= MAX_OPEN_DIRS {
+                    return reply.error(Errno::EMFILE);
+                }
+                let fh = self.shared.next_fh.fetch_add(1, Ordering::Relaxed);
+                let stream = DirStream::new(info.cid);
+                dirs.insert(fh, Arc::new(tokio::sync::Mutex::new(stream)));
+                drop(dirs);
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                )
+            }
             Ok(Some(_)) => reply.error(Errno::ENOTDIR),
             // A synthetic root's listing changes as CIDs are used.
             Ok(None) => reply.opened(FileHandle(0), FopenFlags::empty()),
@@ -670,30 +740,44 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
         match self.node(ino) {
-            Ok(Inode {
-                listing: Some(listing),
-                ..
-            }) => reply_listing(ino, offset, &listing, reply),
             Ok(Inode { node: None, .. }) => {
                 let recent = lock(&self.shared.inodes).recent();
                 reply_listing(ino, offset, &recent, reply)
             }
             Ok(Inode {
-                node: Some(info), ..
+                node: Some(info),
+                parent,
+                ..
             }) => {
-                let work = self.shared.clone().listing(Ino(ino.0));
-                self.spawn(Some(info.cid), work, move |r| match r {
-                    Ok(listing) => reply_listing(ino, offset, &listing, reply),
-                    Err(e) => reply.error(e),
-                });
+                let Some(stream) = lock(&self.shared.dirs).get(&fh.0).cloned() else {
+                    return reply.error(Errno::EBADF);
+                };
+                let parent = if ino.0 == Ino::ROOT.0 {
+                    Ino::ROOT
+                } else {
+                    parent
+                };
+                self.spawn_readdir((info.cid, Ino(ino.0), parent), stream, offset, reply);
             }
             Err(e) => reply.error(e),
         }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.shared.dirs).remove(&fh.0);
+        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -702,6 +786,10 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if ino.0 == Ino::ROOT.0 && name.to_str() == Some(XATTR_INODES) {
+            let count = lock(&self.shared.inodes).len().to_string();
+            return reply_xattr(reply, size, count.as_bytes());
+        }
         let info = match self.node(ino) {
             Ok(Inode {
                 node: Some(info), ..
@@ -724,12 +812,17 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let root = if ino.0 == Ino::ROOT.0 {
+            format!("{XATTR_INODES}\0")
+        } else {
+            String::new()
+        };
         match self.node(ino) {
             Ok(Inode { node: Some(_), .. }) => {
-                let names = format!("{XATTR_CID}\0{XATTR_LOCAL}\0");
+                let names = format!("{XATTR_CID}\0{XATTR_LOCAL}\0{root}");
                 reply_xattr(reply, size, names.as_bytes())
             }
-            Ok(Inode { node: None, .. }) => reply_xattr(reply, size, &[]),
+            Ok(Inode { node: None, .. }) => reply_xattr(reply, size, root.as_bytes()),
             Err(e) => reply.error(e),
         }
     }

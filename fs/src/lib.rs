@@ -11,7 +11,9 @@
 //! - `mount`: [`mount`], [`MountHandle`] (unmounts on drop), mount point checks.
 //! - `options`: [`MountOptions`], [`MountRoot`] (one CID, or a `<mnt>/<cid>/path` namespace).
 //! - `filesystem`: the FUSE callbacks, readahead and the `user.cairn.*` extended attributes.
-//! - `inode`: the inode table, keyed by (parent, name).
+//! - `inode`: the inode table, keyed by (parent, name), with the kernel's lookup counts
+//!   (`forget` shrinks it) and the limits on depth and on paths to one directory.
+//! - `listing`: streamed `readdir` over a directory cursor per open handle.
 //! - `cache`: the LRU cache of leaf data, bounded in bytes.
 //! - `error`: [`MountError`], and the per-request error that becomes an errno.
 //!
@@ -27,6 +29,7 @@ mod cache;
 mod error;
 mod filesystem;
 mod inode;
+mod listing;
 mod mount;
 mod options;
 
@@ -38,3 +41,6 @@ pub use options::{MountOptions, MountRoot};
 pub const XATTR_CID: &str = filesystem::XATTR_CID;
 /// The extended attribute reporting how many of a node's blocks are stored locally.
 pub const XATTR_LOCAL: &str = filesystem::XATTR_LOCAL;
+/// The extended attribute of a mount's root giving how many inodes the mount holds (they go
+/// when the kernel forgets them).
+pub const XATTR_INODES: &str = filesystem::XATTR_INODES;

@@ -16,7 +16,7 @@ use crate::filesystem::{CairnFs, Shared};
 use crate::inode::{Ino, InodeTable};
 use crate::options::{MountOptions, MountRoot};
 
-/// Decoded interior nodes kept by a mount's reader.
+/// Decoded interior nodes kept by a mount's reader (which also bounds them to 32 MiB).
 const NODE_CACHE: usize = 4096;
 /// Threads reading FUSE requests, each with its own cloned `/dev/fuse` descriptor. Requests only
 /// wait on memory (block work runs on the runtime), so a few threads are enough to keep the
@@ -117,7 +117,10 @@ where
                 InodeTable::new(Some(info))
             } else {
                 let mut t = InodeTable::new(None);
-                t.insert_child(Ino::ROOT, &cid.to_string(), info);
+                // The single entry is never forgotten: it cannot be looked up by name again.
+                if let Ok(ino) = t.remember(Ino::ROOT, &cid.to_string(), info) {
+                    t.pin(ino);
+                }
                 t
             };
             (table, false, format!("cairn:{cid}"))

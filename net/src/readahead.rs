@@ -3,7 +3,8 @@
 //! Such a reader asks for one block at a time, in depth-first order, so each block would cost a
 //! full round trip. A [`Readahead`] follows the reader: the links of every dag-pb block it has
 //! seen form a *plan* in depth-first order, and the first `window` entries of the plan are
-//! fetched in the background (local store first, then peers, like any read). The reader then
+//! fetched in the background (local store first, then peers, like any read: big local blocks are
+//! read and hashed on a blocking thread, not on a runtime worker). The reader then
 //! finds them in a small cache of verified blocks, or joins the network want already under way.
 //!
 //! Bounds: at most `window` blocks are fetched or cached at once (a block leaves the cache when

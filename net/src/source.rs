@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_store::{BlockSource, Cid, GetError, PbError, PbNode, StoreError, DAG_PB};
+use cairn_store::{BlockSource, Cid, GetError, PbError, PbNode, DAG_PB};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
@@ -83,24 +83,27 @@ fn to_get_error(cid: Cid, e: NetError) -> GetError {
     }
 }
 
-/// The local store first (a corrupt local copy is refetched), then the network.
+/// The local store first (a corrupt local copy is refetched), then the network. Big local
+/// blocks are read and hashed on a blocking thread (`cairn_store::read_verified`).
 pub(crate) async fn local_then_network(
     node: &Node,
     cid: Cid,
     timeout: Duration,
 ) -> Result<Bytes, GetError> {
-    match node.store().get_verified(&cid) {
+    match cairn_store::read_verified(node.store(), &cid).await {
         Ok(Some(b)) => return Ok(b),
         Ok(None) => {}
         // A corrupt local copy is replaced by a verified one from the network.
-        Err(StoreError::Corrupt { .. }) => {
+        Err(GetError::Corrupt(_)) => {
             tracing::warn!(%cid, "local copy corrupt, fetching it again");
             // Drop the bad copy so that the verified one from the network is stored in its place.
-            if let Err(e) = node.store().delete(&cid) {
-                return Err(GetError::Store(e));
-            }
+            let store = node.store().clone();
+            tokio::task::spawn_blocking(move || store.delete(&cid))
+                .await
+                .map_err(|_| GetError::Cancelled(cid))?
+                .map_err(GetError::Store)?;
         }
-        Err(e) => return Err(GetError::Store(e)),
+        Err(e) => return Err(e),
     }
     node.fetch_with_timeout(cid, timeout)
         .await
@@ -148,6 +151,11 @@ impl BlockSource for NetSource {
     fn has_local(&self, cid: &Cid) -> bool {
         self.node.store().has(cid).unwrap_or(false)
     }
+
+    /// Small local blocks only: never the network.
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        cairn_store::read_small_now(&**self.node.store(), cid)
+    }
 }
 
 /// Progress of [`fetch_dag`].
@@ -180,6 +188,9 @@ pub enum DagError {
 /// Fetches every block reachable from `root` through dag-pb links (raw blocks are leaves),
 /// keeping up to `window` blocks in flight, and calls `progress` after each block.
 /// Blocks already local are read, not fetched. Used by `pin add` and `get`.
+///
+/// Each block is fetched once however many links reach it (blocks are told apart by codec and
+/// multihash), so a peer's DAG of N blocks costs N fetches even if it has 2^N paths.
 pub async fn fetch_dag<S: BlockSource>(
     source: &S,
     root: Cid,
@@ -187,8 +198,9 @@ pub async fn fetch_dag<S: BlockSource>(
     mut progress: impl FnMut(&DagProgress),
 ) -> Result<DagProgress, DagError> {
     let window = window.max(1);
+    let identity = |c: &Cid| (c.codec(), c.hash().to_bytes());
     let mut queue = VecDeque::from([root]);
-    let mut seen = HashSet::from([root]);
+    let mut seen = HashSet::from([identity(&root)]);
     let mut inflight = FuturesUnordered::new();
     let mut p = DagProgress::default();
     loop {
@@ -203,7 +215,7 @@ pub async fn fetch_dag<S: BlockSource>(
         if cid.codec() == DAG_PB {
             let node = PbNode::decode(&data).map_err(|source| DagError::BadNode { cid, source })?;
             for l in node.links {
-                if seen.insert(l.cid) {
+                if seen.insert(identity(&l.cid)) {
                     queue.push_back(l.cid);
                 }
             }
@@ -226,4 +238,70 @@ pub fn fetch_many<S: BlockSource>(
     futures::stream::iter(cids)
         .map(move |cid| async move { (cid, source.get(&cid).await) })
         .buffer_unordered(window.max(1))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use cairn_store::{Block, HashAlg, PbLink, RAW};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Blocks in memory; counts every get.
+    struct Counting {
+        blocks: HashMap<Cid, Bytes>,
+        gets: AtomicUsize,
+    }
+
+    impl BlockSource for Counting {
+        fn get(&self, cid: &Cid) -> impl Future<Output = Result<Bytes, GetError>> + Send {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            let got = self
+                .blocks
+                .get(cid)
+                .cloned()
+                .ok_or(GetError::NotFoundLocally(*cid));
+            std::future::ready(got)
+        }
+        fn has_local(&self, cid: &Cid) -> bool {
+            self.blocks.contains_key(cid)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_diamond_is_fetched_once_per_block() {
+        // Depth 40, two links to the same child at every level (also once as CIDv0, once as
+        // CIDv1): 2^40 paths, 41 blocks.
+        let leaf = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from_static(b"leaf"));
+        let mut blocks = HashMap::from([(*leaf.cid(), leaf.data().clone())]);
+        let mut cur = *leaf.cid();
+        for level in 0..40 {
+            let twin = if level > 0 {
+                Cid::new_v1(cur.codec(), *cur.hash())
+            } else {
+                cur
+            };
+            let link = |cid| PbLink {
+                cid,
+                name: Some(String::new()),
+                tsize: Some(1),
+            };
+            let node = PbNode {
+                links: vec![link(cur), link(twin)],
+                data: Some(Bytes::from_static(&[8, 2])),
+            };
+            let b = Block::encode(0, DAG_PB, HashAlg::Sha2_256, Bytes::from(node.encode()));
+            blocks.insert(*b.cid(), b.data().clone());
+            blocks.insert(Cid::new_v1(DAG_PB, *b.cid().hash()), b.data().clone());
+            cur = *b.cid();
+        }
+        let source = Counting {
+            blocks,
+            gets: AtomicUsize::new(0),
+        };
+        let done = fetch_dag(&source, cur, 8, |_| {}).await.unwrap();
+        assert_eq!(done.blocks, 41);
+        assert_eq!(source.gets.load(Ordering::Relaxed), 41);
+    }
 }

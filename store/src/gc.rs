@@ -215,18 +215,23 @@ impl Roots {
 }
 
 /// Marks everything reachable from `root` into `marked`; missing blocks are tolerated
-/// (they cannot be deleted anyway), anything that hides links aborts.
+/// (they cannot be deleted anyway), anything that hides links aborts. `walked` holds the blocks
+/// earlier recursive walks of this GC visited: their subtrees are marked already and are not
+/// walked again, so pins and roots sharing a DAG cost one walk of it.
 fn mark(
     store: &SledStore,
     root: Cid,
     recursive: bool,
     marked: &mut HashSet<Vec<u8>>,
+    walked: &mut HashSet<Vec<u8>>,
 ) -> Result<(), GcError> {
     if !recursive {
         marked.insert(block_key(&root));
         return Ok(());
     }
-    for visit in DagWalk::new(store, root, WalkMode::Structure) {
+    let mut walk =
+        DagWalk::new(store, root, WalkMode::Structure).with_visited(std::mem::take(walked));
+    for visit in walk.by_ref() {
         match visit {
             Ok(v) => {
                 marked.insert(block_key(&v.cid));
@@ -242,6 +247,7 @@ fn mark(
             }
         }
     }
+    *walked = walk.into_visited();
     Ok(())
 }
 
@@ -308,11 +314,13 @@ fn collect_inner(
 ) -> Result<GcReport, GcError> {
     // Mark. Pins and roots are read after `gc_running` is set (rule 3).
     let mut marked: HashSet<Vec<u8>> = HashSet::new();
+    let mut walked: HashSet<Vec<u8>> = HashSet::new();
     for pin in pins.list()? {
-        mark(store, pin.cid, pin.kind == PinKind::Recursive, &mut marked)?;
+        let recursive = pin.kind == PinKind::Recursive;
+        mark(store, pin.cid, recursive, &mut marked, &mut walked)?;
     }
     for (_, root) in roots.list()? {
-        mark(store, root, true, &mut marked)?;
+        mark(store, root, true, &mut marked, &mut walked)?;
     }
 
     // Candidates: indexed blocks nobody reaches (the index is read without touching block data).
@@ -329,7 +337,7 @@ fn collect_inner(
     for chunk in candidates.chunks(SWEEP_BATCH) {
         let mut st = live.lock();
         for root in std::mem::take(&mut st.new_roots) {
-            mark(store, root, true, &mut marked)?;
+            mark(store, root, true, &mut marked, &mut walked)?;
         }
         store.delete_keys(
             chunk,

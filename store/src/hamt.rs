@@ -59,27 +59,63 @@ fn hash_word(name: &[u8], word: usize) -> [u8; 8] {
     }
 }
 
+/// The hash stream of one name, read `bits` at a time; each 64-bit word is hashed once.
+pub(crate) struct HashStream<'a> {
+    name: &'a [u8],
+    cached: Option<(usize, [u8; 8])>,
+}
+
+impl<'a> HashStream<'a> {
+    pub(crate) fn new(name: &'a [u8]) -> Self {
+        HashStream { name, cached: None }
+    }
+
+    /// The slot at `depth` in shards of `2^bits` slots.
+    pub(crate) fn slot(&mut self, depth: usize, bits: u32) -> usize {
+        let start = depth * bits as usize;
+        let mut index = 0usize;
+        for pos in start..start + bits as usize {
+            let word = pos / 64;
+            let bytes = match self.cached {
+                Some((w, b)) if w == word => b,
+                _ => {
+                    let b = hash_word(self.name, word);
+                    self.cached = Some((word, b));
+                    b
+                }
+            };
+            let within = pos % 64;
+            let bit = (bytes[within / 8] >> (7 - within % 8)) & 1;
+            index = (index << 1) | usize::from(bit);
+        }
+        index
+    }
+}
+
 /// The slot of `name` at `depth` in shards of `2^bits` slots: `bits` bits of the hash stream
 /// starting at bit `depth * bits`, most significant first. `bits` must be 1..=16.
 pub(crate) fn bucket_index(name: &[u8], depth: usize, bits: u32) -> usize {
-    let start = depth * bits as usize;
-    let mut cached: Option<(usize, [u8; 8])> = None;
-    let mut index = 0usize;
-    for pos in start..start + bits as usize {
-        let word = pos / 64;
-        let bytes = match cached {
-            Some((w, b)) if w == word => b,
-            _ => {
-                let b = hash_word(name, word);
-                cached = Some((word, b));
-                b
-            }
-        };
-        let within = pos % 64;
-        let bit = (bytes[within / 8] >> (7 - within % 8)) & 1;
-        index = (index << 1) | usize::from(bit);
-    }
-    index
+    HashStream::new(name).slot(depth, bits)
+}
+
+/// Whether `name` belongs where it was found: at every depth `d`, its slot is `path[d]`.
+/// A HAMT whose entries fail this was not built by hashing their names (or was rearranged).
+pub(crate) fn slot_path_matches(name: &[u8], path: &[usize], bits: u32) -> bool {
+    let mut stream = HashStream::new(name);
+    path.iter()
+        .enumerate()
+        .all(|(depth, &slot)| stream.slot(depth, bits) == slot)
+}
+
+/// Bits of the hash stream a HAMT may consume before it is "deeper than its hash allows".
+/// Go implementations stop at the 64 bits of murmur3-x64-64; the JS importer (and cairn's)
+/// extend the stream for names that collide on those, which takes a deliberate collision to
+/// need. 256 bits leave room for that and still bound the depth (32 levels at fanout 256).
+pub(crate) const MAX_HASH_BITS: usize = 256;
+
+/// The deepest shard depth (the root shard is depth 0) a HAMT of `2^bits` slots may have.
+pub(crate) fn max_shard_depth(bits: u32) -> usize {
+    (MAX_HASH_BITS / bits.max(1) as usize).saturating_sub(1)
 }
 
 /// `log2(fanout)` if `fanout` is a power of two between 2 and 65536.
@@ -105,7 +141,6 @@ pub(crate) fn slot_label(slot: usize, fanout: u64) -> String {
 
 /// Splits a shard link name into its slot and the entry name (empty for a sub-shard).
 /// `None` if the label is not valid hex of the right width.
-#[allow(dead_code)] // for shard lookups in reader.rs
 pub(crate) fn split_link_name(name: &str, fanout: u64) -> Option<(usize, &str)> {
     let w = label_width(fanout);
     let label = name.get(..w)?;
@@ -120,13 +155,28 @@ pub(crate) fn split_link_name(name: &str, fanout: u64) -> Option<(usize, &str)> 
 }
 
 /// Whether `slot` is marked occupied in a shard's bitfield (big-endian, leading zeros stripped).
-#[allow(dead_code)] // for shard lookups in reader.rs
 pub(crate) fn bitfield_has(bitfield: &[u8], slot: usize) -> bool {
     let byte = slot / 8;
     if byte >= bitfield.len() {
         return false;
     }
     bitfield[bitfield.len() - 1 - byte] & (1 << (slot % 8)) != 0
+}
+
+/// How many occupied slots come before `slot` in a bitfield: the index of `slot`'s link in a
+/// shard whose links are in slot order (as every implementation writes them).
+pub(crate) fn ones_before(bitfield: &[u8], slot: usize) -> usize {
+    let len = bitfield.len();
+    let whole = (slot / 8).min(len);
+    let mut n: usize = bitfield[len - whole..]
+        .iter()
+        .map(|b| b.count_ones() as usize)
+        .sum();
+    if slot / 8 < len {
+        let partial = bitfield[len - 1 - slot / 8] & ((1u8 << (slot % 8)) - 1);
+        n += partial.count_ones() as usize;
+    }
+    n
 }
 
 /// Encodes occupied slots as a bitfield: big-endian, leading zero bytes stripped (as the JS
@@ -178,6 +228,35 @@ pub(crate) fn build_shard<E>(
 ) -> Result<(Cid, u64), E> {
     let bits = fanout_bits(params.fanout).unwrap_or(8);
     build_level(entries, 0, bits, params, true, emit)
+}
+
+/// Builds a HAMT-sharded UnixFS directory over `entries` (name, entry root, cumulative size) as
+/// the importer does (fanout 256, CIDv1, sha2-256), handing every block to `emit`, children
+/// first, and returns the root shard. For tools and tests that need a large directory without
+/// files on disk; names are taken as given (the reader refuses unsafe ones).
+pub fn build_sharded_directory(
+    entries: Vec<(String, Cid, u64)>,
+    emit: &mut dyn FnMut(Block),
+) -> Cid {
+    let entries = entries
+        .into_iter()
+        .map(|(name, cid, tsize)| ShardEntry { name, cid, tsize })
+        .collect();
+    let params = ShardParams {
+        cid_version: 1,
+        hash: HashAlg::Sha2_256,
+        fanout: DEFAULT_FANOUT,
+        mode: None,
+        mtime: None,
+    };
+    let built = build_shard::<std::convert::Infallible>(entries, &params, &mut |b| {
+        emit(b);
+        Ok(())
+    });
+    match built {
+        Ok((cid, _)) => cid,
+        Err(never) => match never {},
+    }
 }
 
 fn build_level<E>(
@@ -280,6 +359,12 @@ mod tests {
         assert_eq!(bitfield_bytes(&[0, 255]), b255);
         for s in [0, 255] {
             assert!(bitfield_has(&b255, s));
+        }
+        assert_eq!(ones_before(&b255, 0), 0);
+        assert_eq!(ones_before(&b255, 255), 1);
+        let some = bitfield_bytes(&[1, 3, 8, 9, 200]);
+        for (slot, before) in [(0, 0), (1, 0), (3, 1), (8, 2), (9, 3), (200, 4), (255, 5)] {
+            assert_eq!(ones_before(&some, slot), before, "slot {slot}");
         }
         assert!(!bitfield_has(&b255, 1));
         assert!(!bitfield_has(&[0x01], 300));

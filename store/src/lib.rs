@@ -14,7 +14,7 @@
 //! - `hamt`: HAMT-sharded directories (shard building, hash and bucket helpers for lookups).
 //! - `murmur3`: murmur3-x64-128/64, the HAMT hash.
 //! - `source`: the [`BlockSource`] read trait and [`LocalSource`].
-//! - `reader`: [`DagReader`], reading UnixFS DAGs (stat, ranged reads, [`FileCursor`], directories, HAMT shards, path resolution).
+//! - `reader`: [`DagReader`], reading UnixFS DAGs (stat, ranged reads, [`FileCursor`], streamed listings ([`DirCursor`], `reader/dir.rs`: HAMT structure checks), path resolution).
 //! - `sled_store`: [`SledStore`], the on-disk blockstore (block files and append-only pack files, a
 //!   sled index that [`SledStore::rebuild`] can always rebuild from them).
 //! - `pack`: the pack file format (small blocks and tombstones).
@@ -71,6 +71,7 @@ pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CH
 pub use cid::Cid;
 pub use fault::FAULT_ENV;
 pub use gc::{GcError, GcReport, Roots, GC_UNINDEXED_TOLERANCE};
+pub use hamt::build_sharded_directory;
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
 pub use importer::{
     import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError,
@@ -80,7 +81,8 @@ pub use path::{CidPath, PathError};
 pub use pb::{PbError, PbLink, PbNode, MAX_LINKS};
 pub use pins::{Pin, PinError, PinKind, PinReport, Pins};
 pub use reader::{
-    is_safe_name, DagReader, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError, MAX_DEPTH,
+    is_safe_name, DagReader, DirCursor, DirEntry, EntryKind, FileCursor, NodeInfo, ReadError,
+    MAX_DEPTH, MAX_DIR_DEPTH, MAX_DIR_ENTRIES, MAX_NAME_LEN,
 };
 pub use repo::{
     Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, RepairReport, Repo, RepoError,
@@ -88,7 +90,9 @@ pub use repo::{
 };
 pub use sink::{BlockSink, NullSink, StoreSink};
 pub use sled_store::{RebuildReport, SledStore, StoreOptions};
-pub use source::{BlockSource, GetError, LocalSource};
+pub use source::{
+    read_small_now, read_verified, BlockSource, GetError, LocalSource, INLINE_READ_MAX,
+};
 pub use space::auto_reserve;
 pub use unixfs::{DataType, UnixFsData, UnixFsError, UnixTime};
 pub use walk::{codec_has_links, links, DagWalk, Visit, WalkError, WalkMode};

@@ -290,8 +290,12 @@ impl Pins {
         let pinned: HashSet<Vec<u8>> = pins.iter().map(|p| block_key(&p.cid)).collect();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        // Blocks walked under an earlier pin are not walked again (shared subtrees once).
+        let mut walked = HashSet::new();
         for pin in pins.iter().filter(|p| p.kind == PinKind::Recursive) {
-            for visit in DagWalk::new(&*self.store, pin.cid, WalkMode::Structure) {
+            let mut walk = DagWalk::new(&*self.store, pin.cid, WalkMode::Structure)
+                .with_visited(std::mem::take(&mut walked));
+            for visit in walk.by_ref() {
                 let cid = match visit {
                     Ok(v) => v.cid,
                     Err(WalkError::Missing { cid }) => cid,
@@ -307,6 +311,7 @@ impl Pins {
                     out.push(cid);
                 }
             }
+            walked = walk.into_visited();
         }
         Ok(out)
     }

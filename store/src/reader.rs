@@ -1,17 +1,22 @@
 //! Reading UnixFS DAGs through a [`BlockSource`]: stat, ranged reads, sequential cursors,
-//! directory listings (plain and HAMT-sharded), name lookups and path resolution.
+//! streamed directory listings (plain and HAMT-sharded, [`DirCursor`]), name lookups and path
+//! resolution.
 //!
 //! Everything read from a DAG is treated as hostile: entry names are validated
-//! ([`is_safe_name`]), size arithmetic is checked, nesting is bounded by [`MAX_DEPTH`], and a
-//! node whose `blocksizes` disagree with its links or with its children is
-//! [`ReadError::Malformed`]. Every error names the CID it is about.
+//! ([`is_safe_name`], [`MAX_NAME_LEN`]), size arithmetic is checked, nesting is bounded by
+//! [`MAX_DEPTH`], and a node whose `blocksizes` disagree with its links or with its children is
+//! [`ReadError::Malformed`]. Listings stream one entry at a time, so memory does not grow with
+//! the size of a directory; a HAMT that is not laid out as a HAMT (a shard reached twice,
+//! entries in slots their hash does not give, bitfield and links that disagree) is refused
+//! rather than expanded (see `reader/dir.rs`), and no directory yields more than
+//! [`MAX_DIR_ENTRIES`]. Every error names the CID it is about.
 //!
 //! A file node contributes its own `Data` bytes first, then its children in link order; a
 //! child's byte range comes from the parent's `blocksizes`, so reads fetch only the nodes that
 //! cover the requested range.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
@@ -22,11 +27,35 @@ use crate::pb::{PbError, PbLink, PbNode};
 use crate::source::{BlockSource, GetError};
 use crate::unixfs::{DataType, UnixFsData, UnixFsError, UnixTime};
 
-/// How many levels of nodes below a root the reader follows before giving up.
+mod dir;
+
+pub use dir::DirCursor;
+
+/// How many levels of nodes below a root the reader follows before giving up: the depth of a
+/// file's tree, and of the shards of one HAMT directory.
 pub const MAX_DEPTH: usize = 64;
+
+/// The most entries one directory may have; listing one with more fails with
+/// [`ReadError::TooManyEntries`]. A listing streams, so this bounds time, not memory; a valid
+/// HAMT with this many entries is about 700 MB of shard blocks.
+pub const MAX_DIR_ENTRIES: u64 = 1 << 24;
+
+/// The longest entry name accepted, in bytes (FUSE's own limit; Linux file names stop at 255).
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// How many directories deep a path below a root may go, for those who materialise paths
+/// (`cairn get`, a mount); deeper trees are refused (longer paths than this do not fit in
+/// Linux's 4096-byte `PATH_MAX` anyway unless names are very short).
+pub const MAX_DIR_DEPTH: usize = 256;
 
 /// The hash function code of UnixFS HAMT shards (murmur3-x64-64).
 const HAMT_MURMUR3: u64 = 0x22;
+
+/// Bytes of decoded nodes a reader's node cache holds at most (an estimate of their heap size).
+const NODE_CACHE_BYTES: usize = 32 << 20;
+
+/// Plain directories with more links than this get a name index on their first lookup.
+const INDEX_LINKS: usize = 64;
 
 /// What a node is, as a filesystem sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +85,9 @@ pub struct NodeInfo {
     pub symlink_target: Option<String>,
     /// Whether this is a HAMT-sharded directory.
     pub is_sharded: bool,
+    /// Links of the node's root block: for a plain directory its entries, for a HAMT its
+    /// occupied top-level slots (0 means an empty directory either way).
+    pub links: usize,
 }
 
 /// One entry of a directory.
@@ -147,6 +179,35 @@ pub enum ReadError {
         /// The limit.
         max: usize,
     },
+    /// A HAMT directory reaches one of its shards twice: a valid HAMT never does, and
+    /// following it would list the same entries over and over.
+    #[error(
+        "HAMT directory {dir} reaches its shard {shard} more than once; refusing a directory that repeats its own shards"
+    )]
+    RepeatedShard {
+        /// The directory (its root shard).
+        dir: Cid,
+        /// The shard met again (boxed: two CIDs would make every `ReadError` large).
+        shard: Box<Cid>,
+    },
+    /// A directory has more than [`MAX_DIR_ENTRIES`] entries.
+    #[error("directory {dir} has more than {max} entries; refusing to list it")]
+    TooManyEntries {
+        /// The directory.
+        dir: Cid,
+        /// The limit.
+        max: u64,
+    },
+    /// An entry name is longer than [`MAX_NAME_LEN`].
+    #[error("directory {dir} has an entry name of {len} bytes, over the {max}-byte limit")]
+    NameTooLong {
+        /// The directory holding the entry.
+        dir: Cid,
+        /// The name's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl ReadError {
@@ -161,7 +222,11 @@ impl ReadError {
             | ReadError::NotADirectory { cid }
             | ReadError::NotAFile { cid }
             | ReadError::TooDeep { cid, .. } => Some(cid),
-            ReadError::UnsafeName { dir, .. } | ReadError::NotFound { dir, .. } => Some(dir),
+            ReadError::UnsafeName { dir, .. }
+            | ReadError::NotFound { dir, .. }
+            | ReadError::RepeatedShard { dir, .. }
+            | ReadError::TooManyEntries { dir, .. }
+            | ReadError::NameTooLong { dir, .. } => Some(dir),
         }
     }
 }
@@ -178,6 +243,43 @@ struct PbDecoded {
     links: Vec<PbLink>,
     fs: UnixFsData,
     block_len: u64,
+    /// Name -> link index, built on the first lookup in a big plain directory.
+    index: OnceLock<HashMap<Box<str>, usize>>,
+}
+
+impl PbDecoded {
+    /// A rough size of the decoded node on the heap (with the name index it may get).
+    fn cost(&self) -> usize {
+        let names: usize = self
+            .links
+            .iter()
+            .map(|l| l.name.as_ref().map_or(0, String::len))
+            .sum();
+        let per_link = std::mem::size_of::<PbLink>();
+        let indexed = if self.links.len() > INDEX_LINKS { 2 } else { 1 };
+        std::mem::size_of::<Self>()
+            + self.block_len as usize
+            + self.links.len() * per_link
+            + names * indexed
+            + self.links.len() * (indexed - 1) * 32
+    }
+
+    /// The link named `name` of a plain directory.
+    fn find_link(&self, name: &str) -> Option<&PbLink> {
+        if self.links.len() <= INDEX_LINKS {
+            return self.links.iter().find(|l| l.name.as_deref() == Some(name));
+        }
+        let index = self.index.get_or_init(|| {
+            let mut m = HashMap::with_capacity(self.links.len());
+            for (i, l) in self.links.iter().enumerate() {
+                // The first link of a name wins, as in a linear search.
+                m.entry(l.name.clone().unwrap_or_default().into_boxed_str())
+                    .or_insert(i);
+            }
+            m
+        });
+        index.get(name).and_then(|&i| self.links.get(i))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,11 +297,46 @@ struct FileLayout {
 }
 
 /// A bounded cache of decoded interior nodes (nodes with links), shared by clones of a reader.
-/// When full it is emptied: simple, bounded, and interior nodes are few compared to leaves.
+///
+/// Two generations, an approximate LRU: new nodes go into the current one; when it is full (half
+/// the node count, or half of [`NODE_CACHE_BYTES`]) it becomes the previous one and the old
+/// previous one is dropped; a hit in the previous generation moves the node back into the
+/// current one. So nodes in use (a HAMT's root and upper shards during a `find`, a big file's
+/// upper levels) survive however many others pass through, and memory stays within the bound.
 #[derive(Debug)]
 struct NodeCache {
-    map: Mutex<HashMap<Cid, Arc<PbDecoded>>>,
+    map: Mutex<CacheMap>,
+    /// Nodes per generation.
     capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct CacheMap {
+    current: HashMap<Cid, (Arc<PbDecoded>, usize)>,
+    previous: HashMap<Cid, (Arc<PbDecoded>, usize)>,
+    /// Cost of the current generation.
+    bytes: usize,
+}
+
+impl CacheMap {
+    fn get(&mut self, cid: &Cid, capacity: usize) -> Option<Arc<PbDecoded>> {
+        if let Some((n, _)) = self.current.get(cid) {
+            return Some(n.clone());
+        }
+        let (n, cost) = self.previous.remove(cid)?;
+        self.insert(*cid, n.clone(), cost, capacity);
+        Some(n)
+    }
+
+    fn insert(&mut self, cid: Cid, node: Arc<PbDecoded>, cost: usize, capacity: usize) {
+        if self.current.len() >= capacity || self.bytes + cost > NODE_CACHE_BYTES / 2 {
+            self.previous = std::mem::take(&mut self.current);
+            self.bytes = 0;
+        }
+        if self.current.insert(cid, (node, cost)).is_none() {
+            self.bytes += cost;
+        }
+    }
 }
 
 /// Reads UnixFS DAGs from a [`BlockSource`].
@@ -230,8 +367,8 @@ impl<S: BlockSource> DagReader<S> {
     /// directories) in memory, so that many small reads of one file do not re-fetch its root.
     pub fn with_node_cache(source: S, nodes: usize) -> Self {
         let cache = NodeCache {
-            map: Mutex::new(HashMap::new()),
-            capacity: nodes.max(1),
+            map: Mutex::new(CacheMap::default()),
+            capacity: (nodes / 2).max(1),
         };
         DagReader {
             source,
@@ -245,72 +382,108 @@ impl<S: BlockSource> DagReader<S> {
     }
 
     async fn fetch(&self, cid: &Cid) -> Result<Node, ReadError> {
-        if let Some(cache) = &self.cache {
-            if let Some(n) = lock(&cache.map).get(cid) {
-                return Ok(Node::Pb(n.clone()));
-            }
+        if let Some(n) = self.cached(cid) {
+            return Ok(Node::Pb(n));
         }
         let bytes = self.source.get(cid).await?;
         let node = decode(cid, bytes)?;
         if let (Some(cache), Node::Pb(pb)) = (&self.cache, &node) {
-            if !pb.links.is_empty() {
-                let mut map = lock(&cache.map);
-                if map.len() >= cache.capacity {
-                    map.clear();
-                }
-                map.insert(*cid, pb.clone());
+            let cost = pb.cost();
+            if !pb.links.is_empty() && cost <= NODE_CACHE_BYTES / 8 {
+                lock(&cache.map).insert(*cid, pb.clone(), cost, cache.capacity);
             }
         }
         Ok(node)
     }
 
+    /// A decoded node from the cache, if it is there.
+    fn cached(&self, cid: &Cid) -> Option<Arc<PbDecoded>> {
+        let cache = self.cache.as_ref()?;
+        lock(&cache.map).get(cid, cache.capacity)
+    }
+
+    /// A node from the cache or, if the source has it at hand ([`BlockSource::get_now`]),
+    /// from the source; `None` if getting it would mean waiting.
+    fn fetch_now(&self, cid: &Cid) -> Option<Result<Node, ReadError>> {
+        if let Some(n) = self.cached(cid) {
+            return Some(Ok(Node::Pb(n)));
+        }
+        let bytes = self.source.get_now(cid)?;
+        let node = match decode(cid, bytes) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        if let (Some(cache), Node::Pb(pb)) = (&self.cache, &node) {
+            let cost = pb.cost();
+            if !pb.links.is_empty() && cost <= NODE_CACHE_BYTES / 8 {
+                lock(&cache.map).insert(*cid, pb.clone(), cost, cache.capacity);
+            }
+        }
+        Some(Ok(node))
+    }
+
     /// The kind, size and metadata of `cid`.
     pub async fn stat(&self, cid: &Cid) -> Result<NodeInfo, ReadError> {
         let node = self.fetch(cid).await?;
-        let mut info = NodeInfo {
-            cid: *cid,
-            kind: EntryKind::File,
-            size: 0,
-            mode: None,
-            mtime: None,
-            symlink_target: None,
-            is_sharded: false,
-        };
-        let pb = match &node {
-            Node::Raw(b) => {
-                info.size = b.len() as u64;
-                return Ok(info);
-            }
-            Node::Pb(pb) => pb,
-        };
-        info.mode = pb.fs.mode;
-        info.mtime = pb.fs.mtime;
-        match pb.fs.kind {
-            DataType::File | DataType::Raw => info.size = file_layout(cid, &node)?.total,
-            DataType::Directory => {
-                info.kind = EntryKind::Directory;
-                info.size = pb.block_len;
-            }
-            DataType::HamtShard => {
-                info.kind = EntryKind::Directory;
-                info.size = pb.block_len;
-                info.is_sharded = true;
-            }
-            DataType::Symlink => {
-                let raw = pb.fs.data.clone().unwrap_or_default();
-                let target = std::str::from_utf8(&raw)
-                    .map_err(|_| malformed(cid, "symlink target is not UTF-8"))?;
-                info.kind = EntryKind::Symlink;
-                info.size = raw.len() as u64;
-                info.symlink_target = Some(target.to_string());
-            }
-            DataType::Metadata => {
-                return Err(malformed(cid, "UnixFS Metadata nodes are not supported"))
-            }
-        }
-        Ok(info)
+        node_info(cid, &node)
     }
 
+    /// [`DagReader::stat`] without waiting: `None` if the node is neither cached nor at hand
+    /// in the source (see [`BlockSource::get_now`]).
+    pub fn stat_now(&self, cid: &Cid) -> Option<Result<NodeInfo, ReadError>> {
+        Some(self.fetch_now(cid)?.and_then(|node| node_info(cid, &node)))
+    }
+}
+
+/// The metadata of a fetched node.
+fn node_info(cid: &Cid, node: &Node) -> Result<NodeInfo, ReadError> {
+    let mut info = NodeInfo {
+        cid: *cid,
+        kind: EntryKind::File,
+        size: 0,
+        mode: None,
+        mtime: None,
+        symlink_target: None,
+        is_sharded: false,
+        links: 0,
+    };
+    let pb = match node {
+        Node::Raw(b) => {
+            info.size = b.len() as u64;
+            return Ok(info);
+        }
+        Node::Pb(pb) => pb,
+    };
+    info.mode = pb.fs.mode;
+    info.mtime = pb.fs.mtime;
+    info.links = pb.links.len();
+    match pb.fs.kind {
+        DataType::File | DataType::Raw => info.size = file_layout(cid, node)?.total,
+        DataType::Directory => {
+            info.kind = EntryKind::Directory;
+            info.size = pb.block_len;
+        }
+        DataType::HamtShard => {
+            info.kind = EntryKind::Directory;
+            info.size = pb.block_len;
+            info.is_sharded = true;
+        }
+        DataType::Symlink => {
+            let raw = pb.fs.data.clone().unwrap_or_default();
+            let target = std::str::from_utf8(&raw)
+                .map_err(|_| malformed(cid, "symlink target is not UTF-8"))?;
+            info.kind = EntryKind::Symlink;
+            info.size = raw.len() as u64;
+            info.symlink_target = Some(target.to_string());
+        }
+        DataType::Metadata => {
+            return Err(malformed(cid, "UnixFS Metadata nodes are not supported"))
+        }
+    }
+    Ok(info)
+}
+
+impl<S: BlockSource> DagReader<S> {
     /// Up to `len` bytes of file `cid` from `offset`; fewer at the end of the file, none past it.
     /// Only the nodes covering the range are fetched.
     pub async fn read(&self, cid: &Cid, offset: u64, len: usize) -> Result<Bytes, ReadError> {
@@ -445,48 +618,27 @@ impl<S: BlockSource> DagReader<S> {
         Ok(out)
     }
 
-    /// The entries of directory `cid`, in stored order (for a HAMT: depth-first, link order).
-    pub async fn read_dir(&self, cid: &Cid) -> Result<Vec<DirEntry>, ReadError> {
-        let node = self.fetch(cid).await?;
-        let Node::Pb(pb) = node else {
-            return Err(ReadError::NotADirectory { cid: *cid });
-        };
-        match pb.fs.kind {
-            DataType::Directory => pb
-                .links
-                .iter()
-                .map(|l| entry(cid, l, l.name.as_deref()))
-                .collect(),
-            DataType::HamtShard => {
-                let mut out = Vec::new();
-                // Frames of (shard, its node, next link index, depth).
-                let mut stack = vec![(*cid, pb, 0usize, 0usize)];
-                while let Some(top) = stack.last_mut() {
-                    let (shard, node, idx, depth) = (top.0, top.1.clone(), top.2, top.3);
-                    let Some(link) = node.links.get(idx) else {
-                        stack.pop();
-                        continue;
-                    };
-                    top.2 += 1;
-                    let pad = hamt_pad(&shard, &node.fs)?;
-                    match hamt_link(&shard, link, pad)? {
-                        HamtLink::Entry(name) => out.push(entry(&shard, link, Some(name))?),
-                        HamtLink::Shard => {
-                            if depth + 1 > MAX_DEPTH {
-                                return Err(ReadError::TooDeep {
-                                    cid: link.cid,
-                                    max: MAX_DEPTH,
-                                });
-                            }
-                            let child = self.shard(&link.cid).await?;
-                            stack.push((link.cid, child, 0, depth + 1));
-                        }
-                    }
-                }
-                Ok(out)
-            }
-            _ => Err(ReadError::NotADirectory { cid: *cid }),
+    /// A streamed listing of directory `cid`, in stored order (for a HAMT: depth-first, link
+    /// order). Nothing is fetched until the first [`DirCursor::next_entry`].
+    pub fn dir_cursor(&self, cid: &Cid) -> DirCursor<S>
+    where
+        S: Clone,
+    {
+        DirCursor::new(self.clone(), *cid)
+    }
+
+    /// Every entry of directory `cid`, in stored order. This holds the whole listing in
+    /// memory: for directories that may be big, stream them with [`DagReader::dir_cursor`].
+    pub async fn read_dir(&self, cid: &Cid) -> Result<Vec<DirEntry>, ReadError>
+    where
+        S: Clone,
+    {
+        let mut cursor = self.dir_cursor(cid);
+        let mut out = Vec::new();
+        while let Some(e) = cursor.next_entry().await? {
+            out.push(e);
         }
+        Ok(out)
     }
 
     async fn shard(&self, cid: &Cid) -> Result<Arc<PbDecoded>, ReadError> {
@@ -502,7 +654,12 @@ impl<S: BlockSource> DagReader<S> {
     /// The entry `name` of directory `dir`, if there is one. Names that [`is_safe_name`]
     /// rejects are never found.
     pub async fn lookup(&self, dir: &Cid, name: &str) -> Result<Option<Cid>, ReadError> {
-        if !is_safe_name(name) {
+        Ok(self.lookup_entry(dir, name).await?.map(|e| e.cid))
+    }
+
+    /// Like [`DagReader::lookup`], with the link's cumulative size.
+    pub async fn lookup_entry(&self, dir: &Cid, name: &str) -> Result<Option<DirEntry>, ReadError> {
+        if !is_safe_name(name) || name.len() > MAX_NAME_LEN {
             return Ok(None);
         }
         let node = self.fetch(dir).await?;
@@ -510,11 +667,11 @@ impl<S: BlockSource> DagReader<S> {
             return Err(ReadError::NotADirectory { cid: *dir });
         };
         match pb.fs.kind {
-            DataType::Directory => Ok(pb
-                .links
-                .iter()
-                .find(|l| l.name.as_deref() == Some(name))
-                .map(|l| l.cid)),
+            DataType::Directory => Ok(pb.find_link(name).map(|l| DirEntry {
+                name: name.to_string(),
+                cid: l.cid,
+                tsize: l.tsize,
+            })),
             DataType::HamtShard => self.hamt_lookup(dir, pb, name).await,
             _ => Err(ReadError::NotADirectory { cid: *dir }),
         }
@@ -527,34 +684,77 @@ impl<S: BlockSource> DagReader<S> {
     async fn hamt_lookup(
         &self,
         root: &Cid,
-        mut node: Arc<PbDecoded>,
+        node: Arc<PbDecoded>,
         name: &str,
-    ) -> Result<Option<Cid>, ReadError> {
-        let mut cid = *root;
-        for depth in 0..=MAX_DEPTH {
-            hamt_pad(&cid, &node.fs)?;
-            let fanout = node.fs.fanout.unwrap_or_default();
-            let bits = hamt::fanout_bits(fanout)
-                .ok_or_else(|| malformed(&cid, "HAMT fanout is not a power of two"))?;
-            let slot = hamt::bucket_index(name.as_bytes(), depth, bits);
-            let found = node.links.iter().find_map(|l| {
-                let (s, rest) =
-                    hamt::split_link_name(l.name.as_deref().unwrap_or_default(), fanout)?;
-                (s == slot).then_some((l.cid, rest))
-            });
-            match found {
-                None => return Ok(None),
-                Some((child, "")) => {
-                    node = self.shard(&child).await?;
-                    cid = child;
+    ) -> Result<Option<DirEntry>, ReadError> {
+        let mut walk = HamtLookup::new(root, node, name)?;
+        loop {
+            match walk.step()? {
+                Step::Done(found) => return Ok(found),
+                Step::Descend(child) => {
+                    let node = self.shard(&child).await?;
+                    walk.enter(child, node)?;
                 }
-                Some((child, rest)) => return Ok((rest == name).then_some(child)),
             }
         }
-        Err(ReadError::TooDeep {
-            cid,
-            max: MAX_DEPTH,
-        })
+    }
+
+    /// [`DagReader::lookup_entry`] without waiting: from cached nodes and nodes the source has
+    /// at hand ([`BlockSource::get_now`]: small local blocks, never peers). `None` if a node it
+    /// needs is neither (ask `lookup_entry`). For callers that must answer at once, such as a
+    /// FUSE thread.
+    pub fn lookup_entry_now(
+        &self,
+        dir: &Cid,
+        name: &str,
+    ) -> Option<Result<Option<DirEntry>, ReadError>> {
+        if !is_safe_name(name) || name.len() > MAX_NAME_LEN {
+            return Some(Ok(None));
+        }
+        let at_hand = |cid: &Cid| match self.fetch_now(cid)? {
+            Ok(Node::Pb(pb)) => Some(Ok(pb)),
+            Ok(Node::Raw(_)) => Some(Err(ReadError::NotADirectory { cid: *cid })),
+            Err(e) => Some(Err(e)),
+        };
+        let node = match at_hand(dir)? {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        match node.fs.kind {
+            DataType::Directory => Some(Ok(node.find_link(name).map(|l| DirEntry {
+                name: name.to_string(),
+                cid: l.cid,
+                tsize: l.tsize,
+            }))),
+            DataType::HamtShard => {
+                let mut walk = match HamtLookup::new(dir, node, name) {
+                    Ok(w) => w,
+                    Err(e) => return Some(Err(e)),
+                };
+                loop {
+                    match walk.step() {
+                        Ok(Step::Done(found)) => return Some(Ok(found)),
+                        Ok(Step::Descend(child)) => {
+                            let node = match at_hand(&child)? {
+                                Ok(n) => n,
+                                Err(_) => return None,
+                            };
+                            if node.fs.kind != DataType::HamtShard {
+                                return Some(Err(malformed(
+                                    &child,
+                                    "a HAMT shard links to a child shard that is not a HAMTShard node",
+                                )));
+                            }
+                            if let Err(e) = walk.enter(child, node) {
+                                return Some(Err(e));
+                            }
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+            }
+            _ => Some(Err(ReadError::NotADirectory { cid: *dir })),
+        }
     }
 
     /// The node reached from `root` by following `segments` (symlinks are not followed).
@@ -582,6 +782,96 @@ impl<S: BlockSource> DagReader<S> {
         }
         Ok(cur)
     }
+}
+
+/// A name's way down a HAMT (see `crate::hamt`): at each depth the slot is the next
+/// `log2(fanout)` bits of the name's hash (hashed once); the link in that slot is either the
+/// entry (label + name) or a sub-shard (label alone). One node per level.
+struct HamtLookup<'a> {
+    name: &'a str,
+    hash: hamt::HashStream<'a>,
+    fanout: u64,
+    bits: u32,
+    max: usize,
+    depth: usize,
+    node: Arc<PbDecoded>,
+}
+
+enum Step {
+    Done(Option<DirEntry>),
+    Descend(Cid),
+}
+
+impl<'a> HamtLookup<'a> {
+    fn new(root: &Cid, node: Arc<PbDecoded>, name: &'a str) -> Result<Self, ReadError> {
+        hamt_pad(root, &node.fs)?;
+        let fanout = node.fs.fanout.unwrap_or_default();
+        let bits = hamt::fanout_bits(fanout)
+            .ok_or_else(|| malformed(root, "HAMT fanout is not a power of two"))?;
+        Ok(HamtLookup {
+            name,
+            hash: hamt::HashStream::new(name.as_bytes()),
+            fanout,
+            bits,
+            max: hamt::max_shard_depth(bits).min(MAX_DEPTH),
+            depth: 0,
+            node,
+        })
+    }
+
+    fn step(&mut self) -> Result<Step, ReadError> {
+        let slot = self.hash.slot(self.depth, self.bits);
+        Ok(match slot_link(&self.node, self.fanout, slot) {
+            None => Step::Done(None),
+            Some((link, "")) => Step::Descend(link.cid),
+            Some((link, rest)) => Step::Done((rest == self.name).then(|| DirEntry {
+                name: self.name.to_string(),
+                cid: link.cid,
+                tsize: link.tsize,
+            })),
+        })
+    }
+
+    fn enter(&mut self, child: Cid, node: Arc<PbDecoded>) -> Result<(), ReadError> {
+        self.depth += 1;
+        if self.depth > self.max {
+            return Err(malformed(
+                &child,
+                "HAMT shards nest deeper than the hash of a name allows",
+            ));
+        }
+        hamt_pad(&child, &node.fs)?;
+        if node.fs.fanout != Some(self.fanout) {
+            return Err(malformed(
+                &child,
+                "HAMT shard fanout differs from its root's",
+            ));
+        }
+        self.node = node;
+        Ok(())
+    }
+}
+
+/// The link in `slot` of a shard, and the entry name after its label (empty: a sub-shard).
+/// The bitfield says whether the slot is taken and, counting the slots before it, which link
+/// holds it; a shard whose links are not in slot order is searched link by link.
+fn slot_link(node: &PbDecoded, fanout: u64, slot: usize) -> Option<(&PbLink, &str)> {
+    fn label(l: &PbLink, fanout: u64, slot: usize) -> Option<&str> {
+        let (s, rest) = hamt::split_link_name(l.name.as_deref().unwrap_or_default(), fanout)?;
+        (s == slot).then_some(rest)
+    }
+    let bitfield = node.fs.data.as_deref().unwrap_or_default();
+    if !hamt::bitfield_has(bitfield, slot) {
+        return None;
+    }
+    if let Some(link) = node.links.get(hamt::ones_before(bitfield, slot)) {
+        if let Some(rest) = label(link, fanout, slot) {
+            return Some((link, rest));
+        }
+    }
+    node.links
+        .iter()
+        .find_map(|l| label(l, fanout, slot).map(|rest| (l, rest)))
 }
 
 /// A sequential reader over one file that keeps its place in the tree, so reading a whole
@@ -687,6 +977,7 @@ fn decode(cid: &Cid, bytes: Bytes) -> Result<Node, ReadError> {
                 links: pb.links,
                 fs,
                 block_len,
+                index: OnceLock::new(),
             })))
         }
         codec => Err(ReadError::UnsupportedCodec { cid: *cid, codec }),
@@ -735,6 +1026,13 @@ fn file_layout(cid: &Cid, node: &Node) -> Result<FileLayout, ReadError> {
 
 fn entry(dir: &Cid, link: &PbLink, name: Option<&str>) -> Result<DirEntry, ReadError> {
     let name = name.unwrap_or_default();
+    if name.len() > MAX_NAME_LEN {
+        return Err(ReadError::NameTooLong {
+            dir: *dir,
+            len: name.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
     if !is_safe_name(name) {
         return Err(ReadError::UnsafeName {
             dir: *dir,
@@ -764,26 +1062,6 @@ fn hamt_pad(cid: &Cid, fs: &UnixFsData) -> Result<usize, ReadError> {
     }
     let bits = fanout.trailing_zeros() as usize;
     Ok(bits.div_ceil(4))
-}
-
-enum HamtLink<'a> {
-    Shard,
-    Entry(&'a str),
-}
-
-fn hamt_link<'a>(shard: &Cid, link: &'a PbLink, pad: usize) -> Result<HamtLink<'a>, ReadError> {
-    let name = link.name.as_deref().unwrap_or_default();
-    match name.len().cmp(&pad) {
-        std::cmp::Ordering::Less => Err(malformed(
-            shard,
-            "HAMT link name is shorter than its bucket prefix",
-        )),
-        std::cmp::Ordering::Equal => Ok(HamtLink::Shard),
-        std::cmp::Ordering::Greater => name
-            .get(pad..)
-            .map(HamtLink::Entry)
-            .ok_or_else(|| malformed(shard, "HAMT link name has a bucket prefix that is not hex")),
-    }
 }
 
 #[cfg(test)]

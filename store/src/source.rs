@@ -2,6 +2,14 @@
 //!
 //! `fs` never knows where a block comes from: the local store ([`LocalSource`]) or
 //! "local store, then peers" (implemented in `cairn-net`).
+//!
+//! # Blocking work
+//! Reading a block from the store (a sled lookup, for big blocks a file read) and hashing it
+//! are blocking work. [`read_verified`] does it on tokio's blocking pool for blocks over
+//! [`INLINE_READ_MAX`] bytes (the store's index says how big a block is before it is read);
+//! smaller blocks are read and hashed on the calling task, where that costs about what a hop
+//! to a blocking thread would (a few microseconds), so directory walks over many small nodes
+//! do not pay a thread hop per node. Outside a tokio runtime everything runs inline.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +18,10 @@ use bytes::Bytes;
 use cid::Cid;
 
 use crate::blockstore::{Blockstore, StoreError};
+
+/// Blocks up to this size are read and verified on the calling task; bigger ones on a blocking
+/// thread (see the module doc).
+pub const INLINE_READ_MAX: u64 = 16 << 10;
 
 /// Why a block could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +51,16 @@ pub enum GetError {
         /// What went wrong.
         reason: String,
     },
+    /// The blocking thread reading the block went away (the runtime is shutting down).
+    #[error("reading block {0} was cancelled (shutting down)")]
+    Cancelled(Cid),
 }
 
 impl GetError {
     /// The CID this error is about, where there is one.
     pub fn cid(&self) -> Option<&Cid> {
         match self {
-            GetError::NotFoundLocally(c) | GetError::Corrupt(c) => Some(c),
+            GetError::NotFoundLocally(c) | GetError::Corrupt(c) | GetError::Cancelled(c) => Some(c),
             GetError::Timeout { cid, .. } | GetError::Network { cid, .. } => Some(cid),
             GetError::Store(StoreError::Corrupt { cid }) => Some(cid),
             GetError::Store(_) => None,
@@ -60,6 +75,16 @@ pub trait BlockSource: Send + Sync + 'static {
 
     /// Whether the block is available without the network (for "how much is local" reports).
     fn has_local(&self, cid: &Cid) -> bool;
+
+    /// The verified block if it can be had right now, without waiting on peers or on a big
+    /// read: a local block of at most [`INLINE_READ_MAX`] bytes. `None` means "ask
+    /// [`BlockSource::get`]" (also for a block that is missing or corrupt, so that `get` reports
+    /// or repairs it). For callers that must answer without waiting, such as a FUSE thread
+    /// answering a lookup from a directory's small nodes. The default has nothing at hand.
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        let _ = cid;
+        None
+    }
 }
 
 impl<S: BlockSource> BlockSource for Arc<S> {
@@ -68,6 +93,17 @@ impl<S: BlockSource> BlockSource for Arc<S> {
     }
     fn has_local(&self, cid: &Cid) -> bool {
         (**self).has_local(cid)
+    }
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        (**self).get_now(cid)
+    }
+}
+
+/// A small local block, verified, if the store has it (see [`BlockSource::get_now`]).
+pub fn read_small_now<B: Blockstore + ?Sized>(store: &B, cid: &Cid) -> Option<Bytes> {
+    match store.size(cid) {
+        Ok(Some(n)) if n <= INLINE_READ_MAX => store.get_verified(cid).ok().flatten(),
+        _ => None,
     }
 }
 
@@ -98,21 +134,53 @@ impl<B: Blockstore> LocalSource<B> {
 
     /// The verified block, synchronously.
     pub fn get_sync(&self, cid: &Cid) -> Result<Bytes, GetError> {
-        match self.store.get_verified(cid) {
-            Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(GetError::NotFoundLocally(*cid)),
-            Err(StoreError::Corrupt { cid }) => Err(GetError::Corrupt(cid)),
-            Err(e) => Err(GetError::Store(e)),
+        verified(&*self.store, cid)?.ok_or(GetError::NotFoundLocally(*cid))
+    }
+}
+
+fn verified<B: Blockstore + ?Sized>(store: &B, cid: &Cid) -> Result<Option<Bytes>, GetError> {
+    match store.get_verified(cid) {
+        Ok(b) => Ok(b),
+        Err(StoreError::Corrupt { cid }) => Err(GetError::Corrupt(cid)),
+        Err(e) => Err(GetError::Store(e)),
+    }
+}
+
+/// The verified block under `cid` from `store` (`Ok(None)` if it is not stored), read and
+/// hashed on a blocking thread when it is bigger than [`INLINE_READ_MAX`].
+pub async fn read_verified<B: Blockstore + ?Sized>(
+    store: &Arc<B>,
+    cid: &Cid,
+) -> Result<Option<Bytes>, GetError> {
+    let small = match store.size(cid) {
+        Ok(None) => return Ok(None),
+        Ok(Some(n)) => n <= INLINE_READ_MAX,
+        Err(e) => return Err(GetError::Store(e)),
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if !small => {
+            let (store, cid) = (store.clone(), *cid);
+            rt.spawn_blocking(move || verified(&*store, &cid))
+                .await
+                .map_err(|_| GetError::Cancelled(cid))?
         }
+        _ => verified(&**store, cid),
     }
 }
 
 impl<B: Blockstore> BlockSource for LocalSource<B> {
     fn get(&self, cid: &Cid) -> impl Future<Output = Result<Bytes, GetError>> + Send {
-        let r = self.get_sync(cid);
-        std::future::ready(r)
+        let (store, cid) = (self.store.clone(), *cid);
+        async move {
+            read_verified(&store, &cid)
+                .await?
+                .ok_or(GetError::NotFoundLocally(cid))
+        }
     }
     fn has_local(&self, cid: &Cid) -> bool {
         self.store.has(cid).unwrap_or(false)
+    }
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        read_small_now(&*self.store, cid)
     }
 }

@@ -109,6 +109,10 @@ type Hook<'s> = Box<dyn FnMut(&Cid) + Send + 's>;
 /// A depth-first, pre-order walk of a DAG that visits each block once (blocks are identified by
 /// codec and multihash, so a CIDv0 and CIDv1 of one node count once).
 ///
+/// Memory and time are bounded by the number of distinct blocks, however often the DAG links
+/// them: a subtree shared by many parents (a diamond of depth 40 has 2^40 paths but 41 blocks)
+/// is walked once, and links to blocks already visited are not even queued.
+///
 /// A block that fails (missing, corrupt, unsupported) is yielded as an error and its subtree is
 /// skipped; the walk carries on with the rest, so a caller can collect every problem or stop at
 /// the first.
@@ -147,6 +151,19 @@ impl<'s, B: Blockstore + ?Sized> DagWalk<'s, B> {
     /// Number of distinct blocks visited so far.
     pub fn visited(&self) -> usize {
         self.seen.len()
+    }
+
+    /// Treats the blocks of an earlier walk (see [`DagWalk::into_visited`]) as visited, so that
+    /// walking several roots that share subtrees reads each shared block once.
+    pub fn with_visited(mut self, visited: HashSet<Vec<u8>>) -> Self {
+        self.seen = visited;
+        self
+    }
+
+    /// The identities of the blocks visited (codec and multihash, CIDv1 bytes), to carry into
+    /// a walk from another root with [`DagWalk::with_visited`].
+    pub fn into_visited(self) -> HashSet<Vec<u8>> {
+        self.seen
     }
 
     fn step(&mut self, cid: Cid) -> Result<Visit, WalkError> {
@@ -192,9 +209,22 @@ impl<'s, B: Blockstore + ?Sized> DagWalk<'s, B> {
 
     fn push_links(&mut self, cid: &Cid, data: &Bytes) -> Result<(), WalkError> {
         let links = links(cid, data)?;
-        self.stack.extend(links.into_iter().rev());
+        let seen = &self.seen;
+        // A link to a block visited already would be skipped when popped; not queueing it keeps
+        // the stack at the distinct blocks still to visit.
+        self.stack.extend(
+            links
+                .into_iter()
+                .rev()
+                .filter(|c| !seen.contains(&identity(c))),
+        );
         Ok(())
     }
+}
+
+/// How a walk identifies a block: codec and multihash (as CIDv1 bytes).
+fn identity(cid: &Cid) -> Vec<u8> {
+    Cid::new_v1(cid.codec(), *cid.hash()).to_bytes()
 }
 
 impl<B: Blockstore + ?Sized> Iterator for DagWalk<'_, B> {
@@ -203,8 +233,7 @@ impl<B: Blockstore + ?Sized> Iterator for DagWalk<'_, B> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let cid = self.stack.pop()?;
-            let id = Cid::new_v1(cid.codec(), *cid.hash()).to_bytes();
-            if self.seen.insert(id) {
+            if self.seen.insert(identity(&cid)) {
                 return Some(self.step(cid));
             }
         }
@@ -261,6 +290,53 @@ mod tests {
             .filter(|r| r.is_err())
             .count();
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn shared_subtrees_are_walked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), StoreOptions::default()).unwrap();
+        // A diamond of depth 40: every level links its child twice (2^40 paths, 41 blocks).
+        let mut cur = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from_static(b"leaf"));
+        let mut blocks = vec![cur.clone()];
+        for _ in 0..40 {
+            cur = node(&[*cur.cid(), *cur.cid()]);
+            blocks.push(cur.clone());
+        }
+        s.put_many(&blocks).unwrap();
+        let mut walk = DagWalk::new(&s, *cur.cid(), WalkMode::Verify);
+        let visits: Vec<Visit> = walk.by_ref().map(|v| v.unwrap()).collect();
+        assert_eq!(visits.len(), 41);
+        assert!(walk.stack.is_empty());
+
+        // A second root sharing the whole diamond visits only itself.
+        let other = node(&[*cur.cid()]);
+        s.put(&other).unwrap();
+        let seen = walk.into_visited();
+        let again: Vec<_> = DagWalk::new(&s, *other.cid(), WalkMode::Verify)
+            .with_visited(seen)
+            .map(|v| v.unwrap().cid)
+            .collect();
+        assert_eq!(again, vec![*other.cid()]);
+    }
+
+    #[test]
+    fn deep_chains_walk_without_recursion() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut cur = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from_static(b"end"));
+        let mut blocks = vec![cur.clone()];
+        for _ in 0..100_000 {
+            cur = node(&[*cur.cid()]);
+            blocks.push(cur.clone());
+        }
+        for chunk in blocks.chunks(10_000) {
+            s.put_many(chunk).unwrap();
+        }
+        let visits: Vec<Visit> = DagWalk::new(&s, *cur.cid(), WalkMode::Structure)
+            .map(|v| v.unwrap())
+            .collect();
+        assert_eq!(visits.len(), 100_001);
     }
 
     #[test]

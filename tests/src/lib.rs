@@ -395,3 +395,273 @@ pub fn raise_fd_limit(min: u64) {
         }
     }
 }
+
+/// Blocks of a test DAG built in memory (hostile shapes included), imported into a repo with
+/// the real `cairn dag import`.
+#[derive(Default)]
+pub struct Blocks {
+    /// The blocks, in the order they were made.
+    pub blocks: Vec<cairn_store::Block>,
+}
+
+/// A dag-pb link named `name` (cumulative size 1).
+pub fn link(cid: cairn_store::Cid, name: &str) -> cairn_store::PbLink {
+    cairn_store::PbLink {
+        cid,
+        name: Some(name.to_string()),
+        tsize: Some(1),
+    }
+}
+
+impl Blocks {
+    fn add(&mut self, block: cairn_store::Block) -> cairn_store::Cid {
+        let cid = *block.cid();
+        self.blocks.push(block);
+        cid
+    }
+
+    /// A raw block (CIDv1).
+    pub fn raw(&mut self, data: &[u8]) -> cairn_store::Cid {
+        use cairn_store::{Block, Bytes, HashAlg, RAW};
+        self.add(Block::encode(
+            1,
+            RAW,
+            HashAlg::Sha2_256,
+            Bytes::copy_from_slice(data),
+        ))
+    }
+
+    /// A dag-pb node with UnixFS data `fs` (CIDv1).
+    pub fn pb(
+        &mut self,
+        fs: cairn_store::UnixFsData,
+        links: Vec<cairn_store::PbLink>,
+    ) -> cairn_store::Cid {
+        use cairn_store::{Block, Bytes, HashAlg, PbNode, DAG_PB};
+        let node = PbNode {
+            links,
+            data: Some(Bytes::from(fs.encode())),
+        };
+        self.add(Block::encode(
+            1,
+            DAG_PB,
+            HashAlg::Sha2_256,
+            Bytes::from(node.encode()),
+        ))
+    }
+
+    /// A plain directory with `entries` in the given order.
+    pub fn dir(&mut self, entries: &[(&str, cairn_store::Cid)]) -> cairn_store::Cid {
+        let links = entries.iter().map(|(n, c)| link(*c, n)).collect();
+        self.pb(
+            cairn_store::UnixFsData::new(cairn_store::DataType::Directory),
+            links,
+        )
+    }
+
+    /// A HAMT shard node (murmur3) with the given fanout, bitfield and links, as written.
+    pub fn shard(
+        &mut self,
+        fanout: u64,
+        bitfield: &[u8],
+        links: Vec<cairn_store::PbLink>,
+    ) -> cairn_store::Cid {
+        let mut fs = cairn_store::UnixFsData::new(cairn_store::DataType::HamtShard);
+        fs.hash_type = Some(0x22);
+        fs.fanout = Some(fanout);
+        fs.data = (!bitfield.is_empty()).then(|| cairn_store::Bytes::copy_from_slice(bitfield));
+        self.pb(fs, links)
+    }
+
+    /// A valid HAMT-sharded directory over `entries` (name, CID, size).
+    pub fn sharded_dir(
+        &mut self,
+        entries: Vec<(String, cairn_store::Cid, u64)>,
+    ) -> cairn_store::Cid {
+        cairn_store::build_sharded_directory(entries, &mut |b| {
+            self.blocks.push(b);
+        })
+    }
+
+    /// Writes the DAG under `root` as a CAR (each block once) and imports it into `repo` with
+    /// `cairn dag import`.
+    pub fn import(&self, repo: &TestRepo, root: cairn_store::Cid) {
+        use cairn_store::Blockstore;
+        let store = cairn_net::MemoryStore::new();
+        store.put_many(&self.blocks).expect("put blocks");
+        let path = repo.path(&format!("{root}.car"));
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create CAR"));
+        cairn_store::export_car(&store, &[root], file).expect("write CAR");
+        repo.cairn(&["dag", "import", path.to_str().expect("utf-8 path")])
+            .expect_ok();
+        std::fs::remove_file(&path).expect("remove CAR");
+    }
+}
+
+/// Runs `command` to completion and returns its outcome with its peak resident set size in
+/// KiB (from `/usr/bin/time`, or, where that is missing, the last `VmHWM` read from /proc
+/// while it ran).
+pub fn run_measured(mut command: Command) -> (Run, u64) {
+    let time = Path::new("/usr/bin/time");
+    if time.exists() {
+        let program = command.get_program().to_owned();
+        let mut timed = Command::new(time);
+        timed.arg("-f").arg("peak-rss-kib %M").arg(program);
+        timed.args(command.get_args());
+        for (k, v) in command.get_envs() {
+            match v {
+                Some(v) => timed.env(k, v),
+                None => timed.env_remove(k),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            timed.current_dir(dir);
+        }
+        timed.stdin(Stdio::null());
+        let mut run: Run = timed.output().expect("run /usr/bin/time").into();
+        let mut peak = 0;
+        let mut rest = Vec::new();
+        for line in run.stderr.lines() {
+            match line.strip_prefix("peak-rss-kib ") {
+                Some(kb) => peak = kb.trim().parse().expect("peak RSS"),
+                None => rest.push(line),
+            }
+        }
+        run.stderr = rest.join("\n");
+        // /usr/bin/time reports a signal as "Command terminated by signal N" and exit 128+N.
+        if run.stderr.contains("Command terminated by signal") {
+            run.code = None;
+        }
+        return (run, peak);
+    }
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let mut peak = 0;
+    loop {
+        peak = peak.max(vm_kib(pid, "VmHWM:").unwrap_or(0));
+        if let Ok(out) = rx.recv_timeout(std::time::Duration::from_millis(10)) {
+            return (out.expect("wait").into(), peak);
+        }
+    }
+}
+
+/// A `Vm*` figure of process `pid` in KiB (e.g. `VmHWM:`, `VmRSS:`).
+pub fn vm_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+impl TestRepo {
+    /// Runs `cairn args...` and returns the outcome with its peak RSS in KiB.
+    pub fn cairn_measured(&self, args: &[&str]) -> (Run, u64) {
+        run_measured(self.command(args))
+    }
+
+    /// Mounts `cid` at `dir` with a foreground `cairn mount` (no daemon) and waits for it.
+    pub fn mount(&self, cid: &str, dir: &Path) -> Mount {
+        std::fs::create_dir_all(dir).expect("create mount point");
+        let child = self
+            .command(&["mount", cid, dir.to_str().expect("utf-8 path")])
+            .env("CAIRN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cairn mount");
+        let mut m = Mount {
+            child: Some(child),
+            dir: std::fs::canonicalize(dir).expect("canonical mount point"),
+            log: None,
+        };
+        let stderr = m.child.as_mut().and_then(|c| c.stderr.take());
+        m.log = stderr.map(|mut s| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut s, &mut text);
+                text
+            })
+        });
+        let dir = m.dir.clone();
+        wait_for(30, "the mount", || {
+            if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
+                panic!("cairn mount exited early: {status}");
+            }
+            is_mounted(&dir).then_some(())
+        });
+        m
+    }
+}
+
+/// Whether `dir` is a mount point now.
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
+}
+
+/// A foreground `cairn mount`; dropping it stops the process and unmounts.
+pub struct Mount {
+    child: Option<std::process::Child>,
+    /// The mount point (canonical).
+    pub dir: PathBuf,
+    log: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Mount {
+    /// The process serving the mount.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stops the mount (SIGINT, as Ctrl-C) and returns what the process logged.
+    pub fn stop(mut self) -> String {
+        self.shutdown();
+        self.log
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+
+    fn shutdown(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        signal(child.id(), libc::SIGINT);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .status();
+        }
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -244,3 +244,102 @@ fn content_never_carries_setuid_bits_and_timeouts_are_bounded() {
         assert!(run.stderr.contains("--timeout"), "{}", run.stderr);
     }
 }
+
+/// Names in `dir` other than `keep`.
+fn leftovers(dir: &std::path::Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_failed_get_leaves_nothing_and_a_rerun_succeeds() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"first\n").unwrap();
+    std::fs::write(
+        src.join("sub/big.bin"),
+        cairn_tests::pseudo_random(3 << 20, 11),
+    )
+    .unwrap();
+    std::fs::write(src.join("sub/z.txt"), b"last, and missing\n").unwrap();
+    let root = r
+        .cairn(&["add", "-r", "-Q", "--cid-version", "1", "src"])
+        .expect_ok();
+    // z.txt is one raw block, written after everything else: take it away.
+    let listing = r.cairn(&["ls", &format!("{root}/sub")]).expect_ok();
+    let z = listing
+        .lines()
+        .find(|l| l.ends_with(" z.txt"))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    let block = r.cairn(&["block", "get", &z]);
+    assert!(block.ok());
+    r.cairn(&["block", "rm", &z]).expect_ok();
+
+    for out in ["out", "src-copy"] {
+        r.cairn(&["get", &root, "-o", out]).expect_err(&z);
+        assert_eq!(
+            leftovers(r.dir.path(), &["repo", "src"]),
+            Vec::<String>::new()
+        );
+    }
+    // A single file fails the same way.
+    r.cairn(&["get", &z, "-o", "z"]).expect_err(&z);
+    assert_eq!(
+        leftovers(r.dir.path(), &["repo", "src"]),
+        Vec::<String>::new()
+    );
+
+    assert_eq!(
+        r.cairn_stdin(&["block", "put"], &block.stdout).expect_ok(),
+        z
+    );
+    r.cairn(&["get", &root, "-o", "out"]).expect_ok();
+    let diff = std::process::Command::new("diff")
+        .arg("-r")
+        .arg(&src)
+        .arg(r.path("out"))
+        .status()
+        .unwrap();
+    assert!(diff.success(), "the re-run got a different tree");
+    assert_eq!(
+        leftovers(r.dir.path(), &["repo", "src", "out"]),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn an_interrupted_get_leaves_nothing() {
+    let r = TestRepo::new();
+    // 50 000 entries sharing one block: little to import, a lot of files to write.
+    let mut b = cairn_tests::Blocks::default();
+    let f = b.raw(b"many copies\n");
+    let entries = (0..50_000).map(|i| (format!("f{i:05}"), f, 12)).collect();
+    let dir = b.sharded_dir(entries);
+    b.import(&r, dir);
+
+    let get = r
+        .command(&["get", &dir.to_string(), "-o", "out"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    cairn_tests::wait_for(60, "the partial output to appear", || {
+        let found = leftovers(r.dir.path(), &["repo"])
+            .iter()
+            .any(|n| n.starts_with(".out.cairn-partial-"));
+        found.then_some(())
+    });
+    cairn_tests::signal(get.id(), libc::SIGINT);
+    let out = get.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "get was not interrupted: {stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(leftovers(r.dir.path(), &["repo"]), Vec::<String>::new());
+}

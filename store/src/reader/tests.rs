@@ -90,14 +90,6 @@ impl Builder {
         self.pb(UnixFsData::new(DataType::Directory), links)
     }
 
-    fn shard(&mut self, links: Vec<PbLink>) -> Cid {
-        let mut fs = UnixFsData::new(DataType::HamtShard);
-        fs.hash_type = Some(0x22);
-        fs.fanout = Some(16);
-        fs.data = Some(Bytes::from_static(&[0xff, 0xff]));
-        self.pb(fs, links)
-    }
-
     fn reader(self) -> DagReader<Mem> {
         DagReader::with_node_cache(Mem(Arc::new(self.0)), 64)
     }
@@ -339,33 +331,328 @@ fn hostile_names_are_refused() {
     }
 }
 
-#[test]
-fn hamt_shards_list_in_stored_order() {
+/// A HAMT shard node with the given fanout, bitfield and links.
+fn shard_node(b: &mut Builder, fanout: u64, bitfield: &[u8], links: Vec<PbLink>) -> Cid {
+    let mut fs = UnixFsData::new(DataType::HamtShard);
+    fs.hash_type = Some(0x22);
+    fs.fanout = Some(fanout);
+    fs.data = (!bitfield.is_empty()).then(|| Bytes::copy_from_slice(bitfield));
+    b.pb(fs, links)
+}
+
+/// A full 256-slot bitfield.
+const ALL_SLOTS: [u8; 32] = [0xff; 32];
+
+/// Builds a valid HAMT with `crate::hamt` and returns its blocks and root.
+fn built_hamt(names: &[String], fanout: u64) -> (Builder, Cid) {
     let mut b = Builder::default();
     let f = b.raw(b"x");
-    let inner = b.shard(vec![link(f, "3Ac"), link(f, "Fb")]);
-    let root = b.shard(vec![link(f, "0zz"), link(inner, "4"), link(f, "Ad")]);
-    let hostile = b.shard(vec![link(f, "0.."), link(f, "1ok")]);
+    let entries = names
+        .iter()
+        .map(|n| crate::hamt::ShardEntry {
+            name: n.clone(),
+            cid: f,
+            tsize: 1,
+        })
+        .collect();
+    let params = crate::hamt::ShardParams {
+        cid_version: 1,
+        hash: HashAlg::Sha2_256,
+        fanout,
+        mode: None,
+        mtime: None,
+    };
+    let (root, _) = crate::hamt::build_shard::<()>(entries, &params, &mut |blk| {
+        let (cid, data) = blk.into_parts();
+        b.0.insert(cid, data);
+        Ok(())
+    })
+    .unwrap();
+    (b, root)
+}
+
+#[test]
+fn hamt_shards_list_in_stored_order() {
+    // Stored order is depth-first slot order, which is the order of the names' hash streams.
+    let names: Vec<String> = (0..300).map(|i| format!("n{i}")).collect();
+    let (b, root) = built_hamt(&names, 16);
     let r = b.reader();
+    let mut want = names.clone();
+    want.sort_by_key(|n| crate::hamt::hamt_hash(n.as_bytes()));
     block_on(async {
-        let names: Vec<_> = r
+        let listed: Vec<_> = r
             .read_dir(&root)
             .await
             .unwrap()
             .into_iter()
             .map(|e| e.name)
             .collect();
-        assert_eq!(names, ["zz", "Ac", "b", "d"]);
-        // This shard is not laid out by hash, so only absence is meaningful here; hashed
-        // lookups are checked against imported shards below.
+        assert_eq!(listed, want);
+        for n in names.iter().step_by(17) {
+            assert!(r.lookup(&root, n).await.unwrap().is_some(), "{n}");
+        }
         assert_eq!(r.lookup(&root, "no such name").await.unwrap(), None);
         let s = r.stat(&root).await.unwrap();
-        assert!(s.is_sharded && s.kind == EntryKind::Directory);
+        assert!(s.is_sharded && s.kind == EntryKind::Directory && s.links > 0);
+    });
+}
+
+#[test]
+fn hamt_with_unsafe_or_huge_names_is_refused() {
+    let mut b = Builder::default();
+    let f = b.raw(b"x");
+    // Slot 0x0 at fanout 16 for both names is not what they hash to, but the name checks come
+    // first and are what this test is about.
+    let hostile = shard_node(&mut b, 16, &[0x03], vec![link(f, "0.."), link(f, "1ok")]);
+    let long = "y".repeat(MAX_NAME_LEN + 1);
+    let huge = b.dir(&[("ok", f), (long.as_str(), f)]);
+    let r = b.reader();
+    block_on(async {
         assert!(matches!(
             r.read_dir(&hostile).await,
             Err(ReadError::UnsafeName { .. })
         ));
+        let e = r.read_dir(&huge).await.unwrap_err();
+        assert!(
+            matches!(e, ReadError::NameTooLong { dir, len, .. } if dir == huge && len == long.len()),
+            "{e}"
+        );
+        assert_eq!(r.lookup(&huge, &long).await.unwrap(), None);
+        // A streamed listing yields what comes before the bad entry, then the error.
+        let mut c = r.dir_cursor(&huge);
+        assert_eq!(c.next_entry().await.unwrap().unwrap().name, "ok");
+        assert!(c.next_entry().await.is_err());
+        assert!(c.next_entry().await.unwrap().is_none());
     });
+}
+
+/// The DAG: 256 links at each level all to the same child shard, 256 entries at the
+/// bottom: 5 blocks claiming 256^4 entries.
+fn repeated_shards(b: &mut Builder, levels: usize) -> Cid {
+    let f = b.raw(b"x");
+    let bottom: Vec<PbLink> = (0..256)
+        .map(|i| link(f, &format!("{i:02X}file-{i}")))
+        .collect();
+    let mut cur = shard_node(b, 256, &ALL_SLOTS, bottom);
+    for _ in 0..levels {
+        let links = (0..256).map(|i| link(cur, &format!("{i:02X}"))).collect();
+        cur = shard_node(b, 256, &ALL_SLOTS, links);
+    }
+    cur
+}
+
+#[test]
+fn hamt_that_repeats_a_shard_is_refused_at_once() {
+    let mut b = Builder::default();
+    let root = repeated_shards(&mut b, 3);
+    assert_eq!(b.0.len(), 5);
+    let r = b.reader();
+    block_on(async {
+        let mut c = r.dir_cursor(&root);
+        let mut n = 0u64;
+        let err = loop {
+            match c.next_entry().await {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => panic!("listed {n} entries of a hostile HAMT"),
+                Err(e) => break e,
+            }
+        };
+        // The bottom shard's entries are not where their names hash to, so at most its first
+        // entries come out before the structure check or the repeat check stops the listing.
+        assert!(n <= 256, "{n} entries before the error");
+        assert!(
+            matches!(
+                err,
+                ReadError::RepeatedShard { .. } | ReadError::Malformed { .. }
+            ),
+            "{err}"
+        );
+        let named = err.cid().unwrap();
+        assert!(
+            r.source().has_local(named),
+            "{err} names one of the 5 blocks"
+        );
+        assert!(err.to_string().contains(&named.to_string()));
+    });
+}
+
+#[test]
+fn repeated_shard_is_named() {
+    // Entries hashed correctly at the bottom, and the same sub-shard twice above them: the
+    // second visit is refused as a repeat.
+    let names: Vec<String> = (0..600).map(|i| format!("r{i}")).collect();
+    let (mut b, inner_root) = built_hamt(&names, 256);
+    let root = shard_node(
+        &mut b,
+        256,
+        &[0x03],
+        vec![link(inner_root, "00"), link(inner_root, "01")],
+    );
+    let r = b.reader();
+    block_on(async {
+        let e = r.read_dir(&root).await.unwrap_err();
+        // The sub-shard's entries do not hash to slot 00 at depth 0 either; whichever check
+        // trips first, nothing is listed twice.
+        assert!(
+            matches!(
+                e,
+                ReadError::RepeatedShard { .. } | ReadError::Malformed { .. }
+            ),
+            "{e}"
+        );
+    });
+    // Without hashing in the way: an empty sub-shard linked from every slot.
+    let mut b = Builder::default();
+    let empty = shard_node(&mut b, 256, &[], vec![]);
+    let links = (0..256).map(|i| link(empty, &format!("{i:02X}"))).collect();
+    let root = shard_node(&mut b, 256, &ALL_SLOTS, links);
+    let r = b.reader();
+    block_on(async {
+        let e = r.read_dir(&root).await.unwrap_err();
+        assert!(
+            matches!(&e, ReadError::RepeatedShard { dir, shard } if *dir == root && **shard == empty),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&empty.to_string()), "{e}");
+    });
+}
+
+#[test]
+fn hamt_structure_violations_are_malformed() {
+    let names: Vec<String> = (0..2).map(|i| format!("v{i}")).collect();
+    let slot = |n: &str| crate::hamt::bucket_index(n.as_bytes(), 0, 8);
+    let mut b = Builder::default();
+    let f = b.raw(b"x");
+    let label = |n: &str| format!("{:02X}{n}", slot(n));
+    let good_bits = {
+        let mut bits = [0u8; 32];
+        for n in &names {
+            let s = slot(n);
+            bits[31 - s / 8] |= 1 << (s % 8);
+        }
+        bits
+    };
+    let good_links = || names.iter().map(|n| link(f, &label(n))).collect::<Vec<_>>();
+    assert_ne!(
+        slot(&names[0]),
+        slot(&names[1]),
+        "fixture needs distinct slots"
+    );
+    let ok = shard_node(&mut b, 256, &good_bits, good_links());
+    let no_bits = shard_node(&mut b, 256, &[], good_links());
+    let wrong_fanout_child = shard_node(&mut b, 16, &[0x01], vec![link(f, "0a")]);
+    let with_bad_child = shard_node(&mut b, 256, &[0x01], vec![link(wrong_fanout_child, "00")]);
+    let misplaced = {
+        let wrong = (slot(&names[0]) + 1) % 256;
+        let mut bits = [0u8; 32];
+        bits[31 - wrong / 8] |= 1 << (wrong % 8);
+        shard_node(
+            &mut b,
+            256,
+            &bits,
+            vec![link(f, &format!("{wrong:02X}{}", names[0]))],
+        )
+    };
+    let two_in_one = shard_node(&mut b, 256, &[0x01], vec![link(f, "00a"), link(f, "00b")]);
+    let bad_label = shard_node(&mut b, 256, &[0x01], vec![link(f, "zz")]);
+    let beyond = shard_node(&mut b, 32, &[0x01], vec![link(f, "3Fa")]);
+    let mut deep = shard_node(&mut b, 256, &[], vec![]);
+    for _ in 0..40 {
+        deep = shard_node(&mut b, 256, &[0x01], vec![link(deep, "00")]);
+    }
+    let r = b.reader();
+    block_on(async {
+        assert_eq!(r.read_dir(&ok).await.unwrap().len(), 2);
+        for (cid, what) in [
+            (no_bits, "bitfield"),
+            (with_bad_child, "fanout"),
+            (misplaced, "hash"),
+            (two_in_one, "two links"),
+            (bad_label, "slot label"),
+            (beyond, "beyond"),
+            (deep, "deeper"),
+        ] {
+            let e = r.read_dir(&cid).await.unwrap_err();
+            assert!(
+                matches!(e, ReadError::Malformed { .. }) && e.to_string().contains(what),
+                "{what}: {e}"
+            );
+            assert!(e.cid().is_some());
+        }
+    });
+}
+
+#[test]
+fn million_entry_hamt_streams() {
+    let names: Vec<String> = (0..1_000_000).map(|i| format!("f{i}")).collect();
+    let (b, root) = built_hamt(&names, 256);
+    let r = b.reader();
+    block_on(async {
+        let mut c = r.dir_cursor(&root);
+        let mut n = 0usize;
+        while let Some(e) = c.next_entry().await.unwrap() {
+            assert!(e.name.starts_with('f'));
+            n += 1;
+        }
+        assert_eq!(n, names.len());
+        for name in names.iter().step_by(99_991) {
+            let e = r.lookup_entry(&root, name).await.unwrap().unwrap();
+            assert_eq!(&e.name, name);
+            assert_eq!(e.tsize, Some(1));
+        }
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Rewiring links of a valid HAMT (a link to another shard, a duplicated link) never makes
+    /// a listing yield more entries than the distinct blocks hold, and never panics.
+    #[test]
+    fn rewired_hamts_stay_bounded(
+        edits in proptest::collection::vec((any::<u16>(), any::<u16>(), any::<bool>()), 1..6),
+    ) {
+        let names: Vec<String> = (0..800).map(|i| format!("p{i}")).collect();
+        let (mut b, root) = built_hamt(&names, 16);
+        let shards: Vec<Cid> = b.0.keys().filter(|c| c.codec() == DAG_PB).copied().collect();
+        let mut root = root;
+        for (from, to, dup) in edits {
+            let victim = if from % 3 == 0 { root } else { shards[from as usize % shards.len()] };
+            let pb = PbNode::decode(&b.0[&victim]).unwrap();
+            let mut links = pb.links.clone();
+            if links.is_empty() {
+                continue;
+            }
+            let at = to as usize % links.len();
+            if dup {
+                let copy = links[at].clone();
+                links.insert(at, copy);
+            } else {
+                links[at].cid = shards[to as usize % shards.len()];
+            }
+            let node = PbNode { links, data: pb.data.clone() };
+            let new = b.put(DAG_PB, node.encode());
+            if victim == root {
+                root = new;
+            }
+        }
+        let distinct_links: usize = b
+            .0
+            .iter()
+            .filter(|(c, _)| c.codec() == DAG_PB)
+            .map(|(_, d)| PbNode::decode(d).unwrap().links.len())
+            .sum();
+        let r = b.reader();
+        let n = block_on(async {
+            let mut c = r.dir_cursor(&root);
+            let mut n = 0usize;
+            while let Ok(Some(_)) = c.next_entry().await {
+                n += 1;
+            }
+            n
+        });
+        prop_assert!(n <= distinct_links, "{} entries from {} links", n, distinct_links);
+    }
 }
 
 #[test]
@@ -499,4 +786,69 @@ fn imported_sharded_directory_lists_and_looks_up() {
         }
         assert_eq!(r.lookup(&root, "entry-99999").await.unwrap(), None);
     });
+}
+
+/// A memory source whose blocks are all "at hand".
+#[derive(Debug, Clone)]
+struct AtHand(Mem);
+
+impl BlockSource for AtHand {
+    fn get(&self, cid: &Cid) -> impl Future<Output = Result<Bytes, GetError>> + Send {
+        self.0.get(cid)
+    }
+    fn has_local(&self, cid: &Cid) -> bool {
+        self.0.has_local(cid)
+    }
+    fn get_now(&self, cid: &Cid) -> Option<Bytes> {
+        self.0 .0.get(cid).cloned()
+    }
+}
+
+#[test]
+fn lookups_without_waiting_agree_with_lookups() {
+    let names: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
+    let (b, root) = built_hamt(&names, 256);
+    let blocks = Arc::new(b.0);
+    // Nothing at hand and nothing cached: it cannot answer.
+    let cold = DagReader::with_node_cache(Mem(blocks.clone()), 1024);
+    assert!(cold.lookup_entry_now(&root, &names[0]).is_none());
+    block_on(async {
+        // Once the listing has passed through the cache, it can.
+        let listed = cold.read_dir(&root).await.unwrap();
+        assert_eq!(listed.len(), names.len());
+    });
+    let hot = DagReader::with_node_cache(AtHand(Mem(blocks)), 1024);
+    for r in [&cold as &dyn LookupNow, &hot] {
+        for n in names.iter().step_by(37) {
+            let now = r.now(&root, n).expect("answerable").unwrap().unwrap();
+            assert_eq!(&now.name, n);
+        }
+        assert!(r
+            .now(&root, "absent")
+            .expect("answerable")
+            .unwrap()
+            .is_none());
+    }
+    block_on(async {
+        for n in names.iter().step_by(101) {
+            let waited = hot.lookup_entry(&root, n).await.unwrap();
+            assert_eq!(hot.lookup_entry_now(&root, n).unwrap().unwrap(), waited);
+            let child = waited.unwrap().cid;
+            assert_eq!(
+                hot.stat_now(&child).unwrap().unwrap(),
+                hot.stat(&child).await.unwrap()
+            );
+        }
+    });
+}
+
+/// `lookup_entry_now` over readers of different sources.
+trait LookupNow {
+    fn now(&self, dir: &Cid, name: &str) -> Option<Result<Option<DirEntry>, ReadError>>;
+}
+
+impl<S: BlockSource> LookupNow for DagReader<S> {
+    fn now(&self, dir: &Cid, name: &str) -> Option<Result<Option<DirEntry>, ReadError>> {
+        self.lookup_entry_now(dir, name)
+    }
 }
