@@ -20,7 +20,7 @@
 //! use cairn_fuzz::{run_target, seeds, Budget, TARGETS};
 //! let corpora = seeds::generate().unwrap();
 //! let t = &TARGETS[0];
-//! let report = run_target(t, &corpora[t.name], Budget { mutants: 100, time: None, seed: 1 });
+//! let report = run_target(t, &[&corpora[t.name]], Budget { mutants: 100, time: None, seed: 1 });
 //! assert!(report.failures.is_empty(), "{}", report.describe(None));
 //! ```
 
@@ -31,6 +31,7 @@ mod targets;
 
 pub use mutate::{mutate, Rng};
 pub use run::{
-    hex, read_inputs, regressions, run_one, run_target, Budget, Failure, Report, MAX_FAILURES,
+    afl_corpus, hex, pack, read_inputs, regressions, run_one, run_target, unpack, Budget, Failure,
+    Report, MAX_FAILURES,
 };
 pub use targets::{bitswap, by_name, car, cid_path, dag_pb, unixfs, Target, TARGETS};

@@ -5,14 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn_fuzz::{by_name, read_inputs, regressions, run_one, run_target, seeds, Budget, TARGETS};
+use cairn_fuzz::{
+    afl_corpus, by_name, read_inputs, regressions, run_one, run_target, seeds, Budget, TARGETS,
+};
 
 const USAGE: &str = "\
 usage:
   cairn-fuzz seeds DIR
-      write every target's seed corpus to DIR/<target>/ (the AFL input directories)
+      write every target's generated seeds and committed corpus to DIR/<target>/ (AFL's inputs)
   cairn-fuzz run [TARGET...] [--mutants N] [--seconds S] [--seed S]
-      seeds and regression inputs, then N mutants per target (default 1000000); exits 1 on a panic
+      seeds, committed corpus and regression inputs, then N mutants per target (default 1000000); exits 1 on a panic
+  cairn-fuzz pack TARGET DIR
+      pack every file in DIR (e.g. afl-cmin output) into fuzz/afl-corpus/TARGET.bin
   cairn-fuzz replay TARGET PATH...
       run TARGET on each file (or each file in each directory); exits 1 if any panics
 targets: dag_pb unixfs car bitswap cid_path";
@@ -22,6 +26,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("seeds") if args.len() == 2 => write_seeds(Path::new(&args[1])),
         Some("run") => run(&args[1..]),
+        Some("pack") if args.len() == 3 => pack(&args[1], Path::new(&args[2])),
         Some("replay") if args.len() >= 3 => replay(&args[1], &args[2..]),
         _ => Err(USAGE.to_string()),
     };
@@ -35,7 +40,10 @@ fn main() -> ExitCode {
 }
 
 fn write_seeds(dir: &Path) -> Result<ExitCode, String> {
-    let corpora = seeds::generate().map_err(|e| format!("cannot generate the seeds: {e}"))?;
+    let mut corpora = seeds::generate().map_err(|e| format!("cannot generate the seeds: {e}"))?;
+    for (target, s) in corpora.iter_mut() {
+        s.extend(afl_corpus(target).map_err(|e| format!("cannot read the committed corpus: {e}"))?);
+    }
     let n = seeds::write(&corpora, dir)
         .map_err(|e| format!("cannot write the seeds under {}: {e}", dir.display()))?;
     for (target, s) in &corpora {
@@ -75,11 +83,12 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     let save_dir = std::env::temp_dir().join("cairn-fuzz-failures");
     let mut failed = false;
     for t in names {
-        let mut inputs = corpora.get(t.name).cloned().unwrap_or_default();
-        inputs.extend(
-            regressions(t.name).map_err(|e| format!("cannot read the regression inputs: {e}"))?,
-        );
-        let report = run_target(t, &inputs, budget);
+        let seeds = corpora.get(t.name).cloned().unwrap_or_default();
+        let corpus =
+            afl_corpus(t.name).map_err(|e| format!("cannot read the committed corpus: {e}"))?;
+        let regressions =
+            regressions(t.name).map_err(|e| format!("cannot read the regression inputs: {e}"))?;
+        let report = run_target(t, &[&seeds, &corpus, &regressions], budget);
         print!("{}", report.describe(Some(&save_dir)));
         failed |= !report.failures.is_empty();
     }
@@ -88,6 +97,26 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn pack(name: &str, dir: &Path) -> Result<ExitCode, String> {
+    let t = by_name(name).ok_or_else(|| format!("unknown target {name:?}\n{USAGE}"))?;
+    let inputs = read_inputs(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("afl-corpus")
+        .join(format!("{}.bin", t.name));
+    let packed = cairn_fuzz::pack(&inputs);
+    std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))
+        .and_then(|()| std::fs::write(&out, &packed))
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!(
+        "{}: {} inputs, {} bytes -> {}",
+        t.name,
+        inputs.len(),
+        packed.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn replay(name: &str, paths: &[String]) -> Result<ExitCode, String> {

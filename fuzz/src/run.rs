@@ -75,7 +75,11 @@ pub fn run_one(target: &Target, input: &[u8]) -> Result<(), String> {
 }
 
 /// Runs every input, then `budget.mutants` mutants of them.
-pub fn run_target(target: &Target, inputs: &[Seed], budget: Budget) -> Report {
+///
+/// `pools` are sets of inputs (generated seeds, the committed corpus, regression inputs): each
+/// mutant starts from an input of a pool picked at random, so a pool of a few valid seeds is not
+/// drowned by a corpus of hundreds of small fragments.
+pub fn run_target(target: &Target, pools: &[&[Seed]], budget: Budget) -> Report {
     let start = Instant::now();
     let mut report = Report {
         target: target.name,
@@ -94,7 +98,8 @@ pub fn run_target(target: &Target, inputs: &[Seed], budget: Budget) -> Report {
         }
         report.failures.len() < MAX_FAILURES
     };
-    for s in inputs {
+    let pools: Vec<&[Seed]> = pools.iter().copied().filter(|p| !p.is_empty()).collect();
+    for s in pools.iter().flat_map(|p| p.iter()) {
         if !check(&mut report, &s.data, &|| format!("input {}", s.name)) {
             break;
         }
@@ -111,8 +116,15 @@ pub fn run_target(target: &Target, inputs: &[Seed], budget: Budget) -> Report {
         if i % 1024 == 0 && budget.time.is_some_and(|t| start.elapsed() >= t) {
             break;
         }
-        let base = inputs.get(rng.below(inputs.len())).unwrap_or(&empty);
-        let other = inputs.get(rng.below(inputs.len())).unwrap_or(&empty);
+        let pick = |rng: &mut Rng| {
+            let pool = pools
+                .get(rng.below(pools.len()))
+                .copied()
+                .unwrap_or_default();
+            pool.get(rng.below(pool.len())).unwrap_or(&empty)
+        };
+        let base = pick(&mut rng);
+        let other = pick(&mut rng);
         let m = mutate(&mut rng, &base.data, &other.data);
         check(&mut report, &m, &|| {
             format!("mutant {i} of {} (--seed {})", base.name, budget.seed)
@@ -171,10 +183,58 @@ fn fnv(bytes: &[u8]) -> String {
 
 /// The committed regression inputs of `target`: every file in `fuzz/regressions/<target>/`.
 pub fn regressions(target: &str) -> io::Result<Vec<Seed>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("regressions")
-        .join(target);
-    read_inputs(&dir)
+    read_inputs(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("regressions")
+            .join(target),
+    )
+}
+
+/// The committed corpus of `target` from the long AFL++ runs, minimised with `afl-cmin`: inputs
+/// that reach code the generated seeds do not. One file per target, `fuzz/afl-corpus/<target>.bin`,
+/// in the format of [`pack`]; a missing file is an empty corpus.
+pub fn afl_corpus(target: &str) -> io::Result<Vec<Seed>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("afl-corpus")
+        .join(format!("{target}.bin"));
+    match std::fs::read(&path) {
+        Ok(packed) => unpack(&packed).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a packed corpus", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Packs inputs into one byte string: for each, its length as a 4-byte little-endian number, then
+/// its bytes. (Thousands of tiny corpus files would swamp the repository.)
+pub fn pack(inputs: &[Seed]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in inputs {
+        let len = u32::try_from(s.data.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&s.data[..len as usize]);
+    }
+    out
+}
+
+/// The inputs of a [`pack`]ed corpus, named `afl-<index>`; `None` if it is cut short.
+pub fn unpack(mut packed: &[u8]) -> Option<Vec<Seed>> {
+    let mut out = Vec::new();
+    while !packed.is_empty() {
+        let (len, rest) = packed.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let data = rest.get(..len)?;
+        out.push(Seed {
+            name: format!("afl-{}", out.len()),
+            data: data.to_vec(),
+        });
+        packed = &rest[len..];
+    }
+    Some(out)
 }
 
 /// Every file in `dir` (sorted by name) as an input; a missing directory has none.
@@ -226,7 +286,7 @@ mod tests {
             time: None,
             seed: 1,
         };
-        let r = run_target(&t, &inputs, budget);
+        let r = run_target(&t, &[&inputs], budget);
         assert!(!r.failures.is_empty(), "the mutator never produced 0x42");
         assert!(r.failures.len() <= MAX_FAILURES);
         assert!(r.failures.iter().all(|f| f.input.contains(&0x42)));
@@ -239,7 +299,7 @@ mod tests {
             r.failures.len()
         );
         // The same seed finds the same inputs.
-        assert_eq!(run_target(&t, &inputs, budget).failures, r.failures);
+        assert_eq!(run_target(&t, &[&inputs], budget).failures, r.failures);
     }
 
     #[test]
@@ -254,9 +314,27 @@ mod tests {
             time: None,
             seed: 2,
         };
-        let r = run_target(&t, &[], budget);
+        let r = run_target(&t, &[&[]], budget);
         assert_eq!(r.executions, 500);
         assert!(r.failures.is_empty());
+    }
+
+    #[test]
+    fn packed_corpora_round_trip_and_every_committed_one_unpacks() {
+        let inputs: Vec<Seed> = [&b""[..], b"a", &[7u8; 300]]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Seed {
+                name: format!("afl-{i}"),
+                data: d.to_vec(),
+            })
+            .collect();
+        let packed = pack(&inputs);
+        assert_eq!(unpack(&packed).unwrap(), inputs);
+        assert_eq!(unpack(&packed[..packed.len() - 1]), None);
+        for t in &crate::TARGETS {
+            afl_corpus(t.name).unwrap();
+        }
     }
 
     #[test]

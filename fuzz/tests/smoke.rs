@@ -1,5 +1,6 @@
-//! The in-CI fuzz run (issue 7): for every decoder, every seed of its generated corpus and every
-//! committed regression input in `fuzz/regressions/<target>/`, then a fixed number of
+//! The in-CI fuzz run (issue 7): for every decoder, every seed of its generated corpus, every
+//! input of the minimised AFL++ corpus in `fuzz/afl-corpus/<target>/` and every committed
+//! regression input in `fuzz/regressions/<target>/`, then a fixed number of
 //! deterministic mutants (bit flips, truncations, splices, varint and length tweaks). Any panic,
 //! broken limit, unverified block or failed `decode(encode(x))` round trip fails the test and
 //! prints the input in hex (also saved under the temp dir, ready to be copied to
@@ -13,7 +14,7 @@
 
 use std::sync::OnceLock;
 
-use cairn_fuzz::{by_name, regressions, run_target, seeds, Budget};
+use cairn_fuzz::{afl_corpus, by_name, regressions, run_target, seeds, Budget};
 
 /// Mutants per target in CI: a few seconds each in a debug build on the CI machine.
 const CI_MUTANTS: u64 = 100_000;
@@ -34,25 +35,26 @@ fn corpora() -> &'static seeds::Corpora {
 
 fn smoke(name: &str) {
     let target = by_name(name).expect("target");
-    let mut inputs = corpora()[name].clone();
-    let seeds = inputs.len();
-    inputs.extend(regressions(name).expect("regression inputs"));
+    let seeds = &corpora()[name];
+    let corpus = afl_corpus(name).expect("committed corpus");
+    let regressions = regressions(name).expect("regression inputs");
+    let inputs = seeds.len() + corpus.len() + regressions.len();
     let budget = Budget {
         mutants: env_u64("CAIRN_FUZZ_MUTANTS", CI_MUTANTS),
         time: None,
         seed: env_u64("CAIRN_FUZZ_SEED", 7),
     };
-    let report = run_target(target, &inputs, budget);
+    let report = run_target(target, &[seeds, &corpus, &regressions], budget);
     let save_dir = std::env::temp_dir().join("cairn-fuzz-failures");
     let text = report.describe(Some(&save_dir));
     eprint!("{text}");
     assert!(report.failures.is_empty(), "{text}");
     assert_eq!(
         report.executions,
-        inputs.len() as u64 + budget.mutants,
+        inputs as u64 + budget.mutants,
         "the run stopped early"
     );
-    assert!(seeds >= 5, "{name}: only {seeds} seeds");
+    assert!(seeds.len() >= 5, "{name}: only {} seeds", seeds.len());
 }
 
 #[test]
