@@ -440,4 +440,55 @@ mod tests {
         assert_eq!(j.pin_count(), 2);
         assert_eq!(j.pin(&b).unwrap().kind, PinKind::Recursive);
     }
+
+    #[test]
+    fn mutated_journals_open_or_fail_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.journal");
+        let cids: Vec<Cid> = (0..10u8)
+            .map(|i| cid_for(1, RAW, HashAlg::Sha2_256, &[i]))
+            .collect();
+        let changes: Vec<Change> = cids
+            .iter()
+            .map(|c| Change::Pin {
+                cid: *c,
+                entry: PinEntry {
+                    kind: PinKind::Recursive,
+                    name: Some("n".into()),
+                },
+            })
+            .chain([
+                Change::Unpin { cid: cids[0] },
+                Change::SetRoot {
+                    name: "r".into(),
+                    cid: cids[1],
+                },
+            ])
+            .collect();
+        Journal::create(&path, true, &changes).unwrap();
+        let good = fs::read(&path).unwrap();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let mut b = good.clone();
+            let at = (next() as usize) % b.len();
+            if next() % 2 == 0 {
+                b[at] ^= 1 << (next() % 8);
+            } else {
+                b.truncate(at);
+            }
+            fs::write(&path, &b).unwrap();
+            if let Ok(j) = Journal::open(&path) {
+                // A damaged record and everything after it are cut off; what is left replays.
+                assert!(j.pin_count() <= 10);
+                drop(j);
+                assert!(Journal::open(&path).is_ok());
+            }
+        }
+    }
 }

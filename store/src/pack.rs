@@ -257,4 +257,53 @@ mod tests {
         assert_eq!(parse_pack_name(&pack_name(0xabc)), Some(0xabc));
         assert_eq!(parse_pack_name("x.pack"), None);
     }
+
+    #[test]
+    fn mutated_packs_never_panic_and_yield_only_valid_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(pack_name(2));
+        let mut good = PACK_MAGIC.to_vec();
+        for i in 0..20u8 {
+            let c = cid_for(1, RAW, HashAlg::Sha2_256, &[i; 33]);
+            encode_record(&mut good, KIND_BLOCK, &c.to_bytes(), &[i; 33]);
+            if i % 5 == 0 {
+                encode_record(&mut good, KIND_TOMBSTONE, &c.to_bytes(), &[]);
+            }
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let mut b = good.clone();
+            for _ in 0..(1 + next() % 8) {
+                let at = (next() as usize) % b.len();
+                match next() % 3 {
+                    0 => b[at] ^= 1 << (next() % 8),
+                    1 => b.truncate(at),
+                    _ => b.insert(at, next() as u8),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            fs::write(&path, &b).unwrap();
+            let mut records = 0;
+            let result = scan(
+                &path,
+                |r, d| {
+                    assert!(r.data_len <= MAX_RECORD_DATA);
+                    assert_eq!(d.map(<[u8]>::len), Some(r.data_len as usize));
+                    records += 1;
+                    Ok(())
+                },
+                true,
+            );
+            assert!(result.is_ok(), "round {round}: {result:?}");
+            assert!(records <= 24);
+        }
+    }
 }

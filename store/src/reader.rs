@@ -101,6 +101,9 @@ pub struct DirEntry {
     pub tsize: Option<u64>,
 }
 
+/// A leaf of a file: its CID, where its bytes start in the file, and how many there are.
+pub type Leaf = (Cid, u64, u64);
+
 /// Why a DAG could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -625,7 +628,7 @@ impl<S: BlockSource> DagReader<S> {
         root: &Cid,
         offset: u64,
         len: u64,
-    ) -> Option<Result<Vec<(Cid, u64, u64)>, ReadError>> {
+    ) -> Option<Result<Vec<Leaf>, ReadError>> {
         let (from, to) = (offset, offset.saturating_add(len));
         let mut out = Vec::new();
         if len == 0 {
