@@ -87,6 +87,19 @@ pub(crate) struct CairnFs<S> {
     pub rt: Handle,
 }
 
+/// The parts of a read as one buffer (no copy for a read inside one leaf).
+fn join(mut parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => {
+            let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            parts.iter().for_each(|p| buf.extend_from_slice(p));
+            buf.freeze()
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single update; a panic cannot leave the state half-changed.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -350,7 +363,7 @@ impl<S: BlockSource + Clone> Shared<S> {
         let end = offset.saturating_add(u64::from(size));
         let leaves = self.reader.leaves(&cid, offset, u64::from(size)).await?;
         let datas = self.leaf_data(&leaves).await?;
-        let mut parts: Vec<Bytes> = leaves
+        let parts: Vec<Bytes> = leaves
             .iter()
             .zip(datas)
             .filter_map(|(&(_, start, len), data)| {
@@ -359,15 +372,7 @@ impl<S: BlockSource + Clone> Shared<S> {
                 (from < to).then(|| data.slice(from as usize..to as usize))
             })
             .collect();
-        let out = match parts.len() {
-            0 => Bytes::new(),
-            1 => parts.swap_remove(0),
-            _ => {
-                let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-                parts.iter().for_each(|p| buf.extend_from_slice(p));
-                buf.freeze()
-            }
-        };
+        let out = join(parts);
         self.readahead(fh, offset, out.len() as u64, &Handle::current());
         Ok(out)
     }
@@ -417,15 +422,7 @@ impl<S: BlockSource + Clone> Shared<S> {
                 parts.push(data.slice(from as usize..to as usize));
             }
         }
-        let out = match parts.len() {
-            0 => Bytes::new(),
-            1 => parts.swap_remove(0),
-            _ => {
-                let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-                parts.iter().for_each(|p| buf.extend_from_slice(p));
-                buf.freeze()
-            }
-        };
+        let out = join(parts);
         self.readahead(fh, offset, out.len() as u64, rt);
         Some(out)
     }

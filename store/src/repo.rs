@@ -178,6 +178,21 @@ fn store_options(config: &Config) -> StoreOptions {
     }
 }
 
+/// Finds the repo at `path`, takes its lock (before anything else is read), tightens its
+/// permissions, and reads its config and identity.
+fn take(path: &Path) -> Result<(PathBuf, RepoLock, Config, [u8; 32]), RepoError> {
+    let dir = path.canonicalize().map_err(|_| RepoError::NotInitialised {
+        path: path.to_path_buf(),
+    })?;
+    if !dir.join(CONFIG).is_file() {
+        return Err(RepoError::NotInitialised { path: dir });
+    }
+    let guard = lock(&dir)?;
+    make_private(&dir);
+    let (config, seed) = read_config_and_identity(&dir)?;
+    Ok((dir, guard, config, seed))
+}
+
 fn read_config_and_identity(dir: &Path) -> Result<(Config, [u8; 32]), RepoError> {
     let config_path = dir.join(CONFIG);
     let text = fs::read_to_string(&config_path).map_err(io_at(&config_path))?;
@@ -332,17 +347,7 @@ impl Repo {
 
     /// Opens the repo at `path`, taking its exclusive lock before anything else.
     pub fn open(path: &Path) -> Result<Repo, RepoError> {
-        let not_repo = || RepoError::NotInitialised {
-            path: path.to_path_buf(),
-        };
-        let dir = path.canonicalize().map_err(|_| not_repo())?;
-        let config_path = dir.join(CONFIG);
-        if !config_path.is_file() {
-            return Err(RepoError::NotInitialised { path: dir });
-        }
-        let guard = lock(&dir)?;
-        make_private(&dir);
-        let (config, seed) = read_config_and_identity(&dir)?;
+        let (dir, guard, config, seed) = take(path)?;
         Self::finish_open(dir, config, seed, guard)
     }
 
@@ -401,16 +406,7 @@ impl Repo {
         path: &Path,
         progress: impl FnMut(u64),
     ) -> Result<(Repo, RepairReport), RepoError> {
-        let dir = path.canonicalize().map_err(|_| RepoError::NotInitialised {
-            path: path.to_path_buf(),
-        })?;
-        let config_path = dir.join(CONFIG);
-        if !config_path.is_file() {
-            return Err(RepoError::NotInitialised { path: dir });
-        }
-        let guard = lock(&dir)?;
-        make_private(&dir);
-        let (config, seed) = read_config_and_identity(&dir)?;
+        let (dir, guard, config, seed) = take(path)?;
         let blocks = dir.join(BLOCKS);
         let (store, index) = SledStore::rebuild(&blocks, store_options(&config), progress)
             .map_err(|source| RepoError::Store {
