@@ -224,7 +224,7 @@ impl<S: BlockSource + Clone> Shared<S> {
             Err(_) => return None,
         };
         let info = match (entry.cid.codec(), entry.tsize) {
-            (RAW, Some(size)) => raw_file(entry.cid, size),
+            (RAW, Some(size)) => NodeInfo::raw_file(entry.cid, size),
             _ => self.reader.stat_now(&entry.cid)?.ok()?,
         };
         let ino = self.remember(parent, name, info.clone());
@@ -258,7 +258,7 @@ impl<S: BlockSource + Clone> Shared<S> {
         tsize: Option<u64>,
     ) -> Result<NodeInfo, ReadError> {
         match (cid.codec(), tsize) {
-            (RAW, Some(size)) => Ok(raw_file(cid, size)),
+            (RAW, Some(size)) => Ok(NodeInfo::raw_file(cid, size)),
             _ => reader.stat(&cid).await,
         }
     }
@@ -573,20 +573,6 @@ impl<S: BlockSource + Clone> CairnFs<S> {
             Some(info) if info.kind == EntryKind::Symlink => Err(Errno::EINVAL),
             _ => Err(Errno::EISDIR),
         }
-    }
-}
-
-/// A raw block as a file of `size` bytes (the size its link gives).
-fn raw_file(cid: Cid, size: u64) -> NodeInfo {
-    NodeInfo {
-        cid,
-        kind: EntryKind::File,
-        size,
-        mode: None,
-        mtime: None,
-        symlink_target: None,
-        is_sharded: false,
-        links: 0,
     }
 }
 

@@ -90,6 +90,22 @@ pub struct NodeInfo {
     pub links: usize,
 }
 
+impl NodeInfo {
+    /// A raw block as a file of `size` bytes (the size its link gives), known without a fetch.
+    pub fn raw_file(cid: Cid, size: u64) -> NodeInfo {
+        NodeInfo {
+            cid,
+            kind: EntryKind::File,
+            size,
+            mode: None,
+            mtime: None,
+            symlink_target: None,
+            is_sharded: false,
+            links: 0,
+        }
+    }
+}
+
 /// One entry of a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {

@@ -520,7 +520,8 @@ impl Repo {
             progress(report.checked, total);
         }
         // The other direction: blocks on disk that the index does not know.
-        let census = self.store.census(true)?;
+        // Indexed blocks were just verified; the census only needs to know what else is there.
+        let census = self.store.census(false)?;
         report.on_disk = census.len();
         report.damaged_records = census.damaged;
         let mut unindexed = 0u64;

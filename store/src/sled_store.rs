@@ -139,6 +139,14 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// This entry with its bytes at `offset` in pack `pack`.
+    fn in_pack(self, pack: u32, offset: u64) -> Entry {
+        Entry {
+            loc: Loc::Pack { pack, offset },
+            ..self
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(24);
         v.extend_from_slice(&self.size.to_le_bytes());
@@ -759,14 +767,7 @@ impl SledStore {
             self.sync_files()?;
             let mut batch = sled::Batch::default();
             for ((key, entry, _), off) in chunk.iter().zip(offsets) {
-                let moved = Entry {
-                    loc: Loc::Pack {
-                        pack: seq,
-                        offset: base + off,
-                    },
-                    ..*entry
-                };
-                batch.insert(prefixed(b'i', key), moved.encode());
+                batch.insert(prefixed(b'i', key), entry.in_pack(seq, base + off).encode());
                 batch.remove(prefixed(b'd', key));
             }
             self.blocks.apply_batch(batch).map_err(db_err)?;
@@ -932,14 +933,10 @@ impl SledStore {
                 let (new_seq, base) = self.append_pack(&mut w, &buf)?;
                 crash_point("compact-copied");
                 for (key, entry, off) in &moves {
-                    let moved = Entry {
-                        loc: Loc::Pack {
-                            pack: new_seq,
-                            offset: base + off,
-                        },
-                        ..*entry
-                    };
-                    batch.insert(prefixed(b'i', key), moved.encode());
+                    batch.insert(
+                        prefixed(b'i', key),
+                        entry.in_pack(new_seq, base + off).encode(),
+                    );
                 }
             }
             self.blocks.apply_batch(batch).map_err(db_err)?;
@@ -1003,7 +1000,7 @@ impl SledStore {
         let mut records = Vec::new();
         for (b, key) in &fresh {
             let data = b.data();
-            let mut entry = Entry {
+            let entry = Entry {
                 size: data.len() as u64,
                 loc: Loc::File,
                 codec: b.cid().codec(),
@@ -1016,11 +1013,7 @@ impl SledStore {
             } else {
                 let start = records.len();
                 let rel = pack::encode_record(&mut records, KIND_BLOCK, &b.cid().to_bytes(), data);
-                entry.loc = Loc::Pack {
-                    pack: 0,
-                    offset: (start + rel) as u64,
-                };
-                packed.push((key, entry));
+                packed.push((key, entry, (start + rel) as u64));
             }
             next.blocks += 1;
             next.bytes += entry.size;
@@ -1028,14 +1021,11 @@ impl SledStore {
         if !records.is_empty() {
             let (seq, base) = self.append_pack(&mut w, &records)?;
             crash_point("pack-appended");
-            for (key, mut entry) in packed {
-                if let Loc::Pack { offset, .. } = entry.loc {
-                    entry.loc = Loc::Pack {
-                        pack: seq,
-                        offset: base + offset,
-                    };
-                }
-                batch.insert(prefixed(b'i', key), entry.encode());
+            for (key, entry, offset) in packed {
+                batch.insert(
+                    prefixed(b'i', key),
+                    entry.in_pack(seq, base + offset).encode(),
+                );
             }
         }
         batch.insert(STATS_KEY, &next.encode()[..]);

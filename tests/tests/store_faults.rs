@@ -458,3 +458,31 @@ fn gc_counts_and_reports_the_unindexed_files_it_removes() {
     assert_cat(&repo, &cid, &data);
     repo.cairn(&["repo", "verify"]).expect_ok();
 }
+
+#[test]
+fn repair_with_a_daemon_running_is_refused_clearly() {
+    let repo = TestRepo::new();
+    repo.use_loopback_network();
+    let mut daemon = repo.daemon();
+    repo.cairn(&["repo", "repair"])
+        .expect_err("needs the repo to itself: stop the daemon");
+    assert_eq!(daemon.stop(), Some(0));
+    repo.cairn(&["repo", "repair"]).expect_ok();
+}
+
+#[test]
+fn a_damaged_pin_journal_header_is_named() {
+    let repo = TestRepo::new();
+    let (cid, data) = add_file(&repo, "f.bin", 10_000, 60);
+    let journal = repo.repo().join("pins.journal");
+    let mut bytes = fs::read(&journal).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&journal, &bytes).unwrap();
+    repo.cairn(&["repo", "stat"])
+        .expect_err("damaged record in");
+    // The rest of the repo is untouched: restoring the header brings everything back.
+    bytes[0] ^= 0xff;
+    fs::write(&journal, &bytes).unwrap();
+    assert_cat(&repo, &cid, &data);
+    repo.cairn(&["pin", "verify"]).expect_ok();
+}

@@ -81,16 +81,7 @@ async fn entry_info<S: BlockSource + Clone>(
     entry: &DirEntry,
 ) -> Result<NodeInfo> {
     if let (RAW, Some(size)) = (entry.cid.codec(), entry.tsize) {
-        return Ok(NodeInfo {
-            cid: entry.cid,
-            kind: EntryKind::File,
-            size,
-            mode: None,
-            mtime: None,
-            symlink_target: None,
-            is_sharded: false,
-            links: 0,
-        });
+        return Ok(NodeInfo::raw_file(entry.cid, size));
     }
     reader
         .stat(&entry.cid)
