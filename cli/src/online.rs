@@ -76,12 +76,14 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
                 .await
                 .with_context(|| format!("cannot resolve {path}"))?;
             // A full disk is said as such, not as the blocks it could not store.
-            let no_space = || {
+            // Received blocks are cached in batches of up to `STORE_BATCH_BYTES`: a pin that failed
+            // while such a batch no longer fits failed for want of space.
+            let no_space = |need: u64| {
                 ctx.repo
-                    .check_space(1 << 20)
+                    .check_space(need)
                     .with_context(|| format!("cannot pin {cid}"))
             };
-            no_space()?;
+            no_space(1 << 20)?;
             // Keep what is fetched safe from a concurrent GC until the pin holds it.
             let _guard = TransientRoot::new(ctx, "pin", cid);
             if direct {
@@ -95,7 +97,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
                 PinKind::Recursive
             };
             if let Err(e) = ctx.repo.pins().add(cid, kind, name.as_deref()) {
-                no_space()?;
+                no_space(cairn_net::STORE_BATCH_BYTES as u64)?;
                 return Err(e.into());
             }
             announce(online, vec![cid], true);

@@ -48,7 +48,8 @@ const COMMAND_BATCH: usize = 64;
 const MAX_STORE_TASKS: usize = 2;
 /// Blocks (and bytes) written by one store task at most.
 const STORE_BATCH_BLOCKS: usize = 256;
-const STORE_BATCH_BYTES: usize = 32 << 20;
+/// Most bytes of received blocks written to the store in one batch.
+pub const STORE_BATCH_BYTES: usize = 32 << 20;
 /// Messages are split before their blocks exceed this.
 const SOFT_MESSAGE_BYTES: usize = MAX_MESSAGE_BYTES - MAX_BLOCK_BYTES / 2;
 

@@ -37,6 +37,7 @@ mod swarm;
 
 pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_KAD_PROTOCOL};
 pub use error::NetError;
+pub use event_loop::STORE_BATCH_BYTES;
 pub use libp2p::{Multiaddr, PeerId};
 pub use memstore::MemoryStore;
 pub use node::{parse_addr, peer_id_from_seed, BitswapStats, Node, ProvideReport, ProviderSearch};
