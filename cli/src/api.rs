@@ -59,7 +59,8 @@ pub mod tag {
     pub const STDOUT: u8 = b'O';
     /// Daemon → client: a JSON [`super::ProgressUpdate`].
     pub const PROGRESS: u8 = b'P';
-    /// Daemon → client: the command failed; payload is the message.
+    /// Daemon → client: the command failed; payload is JSON `{"code": .., "message": ..}`
+    /// (the codes of `error::CODES`).
     pub const ERROR: u8 = b'E';
     /// Daemon → client: the command succeeded; nothing follows.
     pub const DONE: u8 = b'K';
@@ -74,6 +75,9 @@ pub struct Request {
     pub cwd: PathBuf,
     /// Whether the client shows progress bars.
     pub progress: bool,
+    /// Whether the client's stdout is a terminal (binary output is then refused).
+    #[serde(default)]
+    pub stdout_tty: bool,
 }
 
 /// A progress bar's state, as the daemon reports it.

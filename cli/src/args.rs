@@ -28,7 +28,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new repository.
-    Init,
+    Init(InitArgs),
+    /// Read and change the repo's configuration (config.toml).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Add files or directories to the repository.
     Add(AddArgs),
     /// Print the bytes of a file.
@@ -50,7 +53,7 @@ pub enum Command {
     #[command(subcommand)]
     Dag(DagCommand),
     /// Run the network node and the local API; other commands then go through it.
-    Daemon,
+    Daemon(DaemonArgs),
     /// Show this node's peer id and addresses.
     Id,
     /// Peers and connections.
@@ -74,6 +77,65 @@ pub enum Command {
         /// The mount point.
         dir: PathBuf,
     },
+}
+
+/// Settings profiles for `cairn init --profile` and `cairn config profile`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Profile {
+    /// Listen on every interface, TCP and QUIC port 4001 (as Kubo does).
+    Default,
+    /// Loopback only, ports chosen by the OS, no bootstrap peers, no mDNS: tests, several
+    /// nodes on one machine, air-gapped use.
+    Local,
+}
+
+/// `cairn init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Settings to start from.
+    #[arg(long, value_enum, default_value = "default")]
+    pub profile: Profile,
+}
+
+/// `cairn daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Listen on this multiaddr instead of network.listen (repeat for several), e.g.
+    /// /ip4/127.0.0.1/tcp/0 [default: network.listen of the config]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+}
+
+/// `cairn config ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the whole effective configuration (defaults included).
+    Show {
+        /// Describe every key: its value, what it does and the values it takes.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Print one key's value, e.g. `cairn config get network.listen`.
+    Get {
+        /// A key such as network.listen (`cairn config show --keys` lists them).
+        key: String,
+    },
+    /// Change one key, checked first, e.g. `cairn config set network.listen /ip4/127.0.0.1/tcp/4101`.
+    Set {
+        /// A key such as network.listen (`cairn config show --keys` lists them).
+        key: String,
+        /// The value; a list key takes several values, or `[]` for an empty list.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        values: Vec<String>,
+    },
+    /// Apply a settings profile to this repo.
+    Profile {
+        /// The profile.
+        #[arg(value_enum)]
+        profile: Profile,
+    },
+    /// Edit config.toml in $VISUAL or $EDITOR; saved only if it is valid.
+    Edit,
 }
 
 /// `cairn swarm ...`.
@@ -174,16 +236,20 @@ pub struct AddArgs {
 }
 
 /// `cairn cat`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CatArgs {
     /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
     pub path: String,
     /// Byte offset to start at.
     #[arg(long, default_value_t = 0)]
     pub offset: u64,
-    /// Maximum number of bytes to print.
+    /// Maximum number of bytes to print [default: to the end].
     #[arg(long)]
     pub length: Option<u64>,
+    /// Write to this file instead of stdout (`-` for stdout even when it is a terminal and the
+    /// file is binary) [default: stdout].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `cairn get`.
@@ -276,6 +342,10 @@ pub enum BlockCommand {
     Get {
         /// The CID.
         cid: String,
+        /// Write to this file instead of stdout (`-` for stdout even when it is a terminal)
+        /// [default: stdout, refused if it is a terminal].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Store stdin (or a file) as one block and print its CID.
     Put {
@@ -313,6 +383,10 @@ pub enum DagCommand {
     Export {
         /// The root CID.
         cid: String,
+        /// Write to this file instead of stdout (`-` for stdout even when it is a terminal)
+        /// [default: stdout, refused if it is a terminal].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Import CAR v1 files and pin their roots.
     Import {

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::api::{self, ProgressUpdate, Request};
 use crate::progress;
@@ -24,6 +24,7 @@ pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Re
         argv,
         cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         progress: show_progress,
+        stdout_tty: std::io::IsTerminal::is_terminal(&std::io::stdout()),
     };
     let payload = serde_json::to_vec(&request)?;
     if payload.len() > api::MAX_REQUEST {
@@ -36,7 +37,7 @@ pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Re
     if let Err(e) = api::write_frame(&mut stream, api::tag::REQUEST, &payload) {
         // The daemon may have refused the connection before reading it: show why.
         if let Ok(Some((api::tag::ERROR, message))) = api::read_frame(&mut stream) {
-            return Err(anyhow!(String::from_utf8_lossy(&message).into_owned()));
+            return Err(crate::error::from_frame(&message));
         }
         return Err(e).context("cannot send the command to the daemon");
     }
@@ -70,7 +71,7 @@ pub fn run(mut stream: UnixStream, argv: Vec<String>, show_progress: bool) -> Re
                     b.finish_and_clear();
                 }
                 out.flush()?;
-                return Err(anyhow!(String::from_utf8_lossy(&payload).into_owned()));
+                return Err(crate::error::from_frame(&payload));
             }
             api::tag::DONE => {
                 if let Some(b) = bar.take() {

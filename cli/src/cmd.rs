@@ -10,7 +10,7 @@ mod repo;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cairn_store::{CidPath, Repo};
 
 use crate::args::Command;
@@ -40,7 +40,8 @@ impl Ctx<'_> {
 /// Runs a command that needs an open repo (every command but `init`, `daemon` and `add --only-hash`).
 pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
     match command {
-        Command::Init => anyhow::bail!("the repo is already initialised"),
+        Command::Init(_) => anyhow::bail!("the repo is already initialised"),
+        Command::Config(_) => anyhow::bail!("config commands do not run through a daemon"),
         Command::Add(args) => add::run(ctx, &args).map(|_| ()),
         Command::Cat(args) => read::cat(ctx, &args).await,
         Command::Get(args) => read::get(ctx, &args).await,
@@ -49,7 +50,7 @@ pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
         Command::Repo(c) => repo::run(ctx, c),
         Command::Block(c) => block::run(ctx, c),
         Command::Dag(c) => dag::run(ctx, c),
-        Command::Daemon
+        Command::Daemon(_)
         | Command::Id
         | Command::Swarm(_)
         | Command::Routing(_)
@@ -72,12 +73,23 @@ pub fn open(dir: &Path) -> Result<Repo> {
 
 /// Parses `<cid>[/path]` or `/ipfs/<cid>[/path]`.
 pub fn parse_path(text: &str) -> Result<CidPath> {
-    text.parse::<CidPath>()
-        .with_context(|| format!("bad content path {text:?}"))
+    text.parse::<CidPath>().map_err(|e| match e {
+        // Already names the text and says what a CID looks like.
+        cairn_store::PathError::InvalidCid { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("bad content path {text:?}")),
+    })
 }
 
 /// Parses a bare CID.
 pub fn parse_cid(text: &str) -> Result<cairn_store::Cid> {
-    cairn_store::Cid::try_from(text.trim())
-        .map_err(|e| anyhow::anyhow!("invalid CID {text:?}: {e}"))
+    cairn_store::Cid::try_from(text.trim()).map_err(|e| {
+        crate::error::coded(
+            "invalid_input",
+            format!(
+                "invalid CID {text:?}: {}; {}",
+                cairn_store::cid_parse_reason(&e),
+                cairn_store::CID_HINT
+            ),
+        )
+    })
 }

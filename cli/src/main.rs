@@ -6,15 +6,21 @@ mod api;
 mod args;
 mod client;
 mod cmd;
+mod config;
 mod daemon;
+mod error;
+mod local;
 mod mount;
 mod online;
 mod output;
 mod progress;
 mod repo_path;
+mod server;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -24,7 +30,11 @@ use crate::output::Console;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, &argv),
+    };
+    let json = cli.json;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
@@ -57,7 +67,7 @@ fn main() -> ExitCode {
                 // `cairn cat x | head` is not an error.
                 return ExitCode::SUCCESS;
             }
-            eprintln!("Error: {err:#}");
+            error::report(&err, json);
             ExitCode::FAILURE
         }
     }
@@ -68,55 +78,60 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
     let console = Console::local(cli.json, progress::terminal());
     let cwd = std::env::current_dir()?;
     match &cli.command {
-        Command::Init => return cmd::init(&repo_dir, &console),
+        Command::Init(args) => return cmd::init(&repo_dir, &console, args.profile),
+        // The config file is read and written without the repo lock (atomically), so it works
+        // the same whether or not a process owns the repo.
+        Command::Config(c) => {
+            let owned = client::connect(&repo_dir).is_some();
+            return config::run(&repo_dir, &console, c.clone(), owned);
+        }
         Command::Add(args) if args.only_hash => return cmd::only_hash(&console, &cwd, args),
         _ => {}
     }
-    if let Some(probe) = (!matches!(cli.command, Command::Daemon))
-        .then(|| client::connect(&repo_dir))
-        .flatten()
-    {
-        // A daemon owns the repo: it runs the command for us, on the connection that found it.
-        // Stdin is saved first, so that no daemon connection waits while the user types or a
-        // pipe fills (the daemon gives a request 10 s to arrive); then we connect again.
-        let argv = spool_stdin_if_needed(&cli.command, argv, &repo_dir, probe)?;
-        let result = match argv.stream.or_else(|| client::connect(&repo_dir)) {
-            Some(stream) => {
-                tokio::task::block_in_place(|| client::run(stream, argv.argv, progress::terminal()))
-            }
-            None => Err(anyhow::anyhow!(
-                "the daemon of {} went away",
-                repo_dir.display()
-            )),
-        };
-        if let Some(tmp) = argv.spooled {
-            let _ = std::fs::remove_file(tmp);
-        }
-        return result;
+    if let Command::Daemon(args) = &cli.command {
+        return daemon::run(&repo_dir, &console, args).await;
     }
-    match cli.command {
-        Command::Daemon => daemon::run(&repo_dir, &console).await,
-        Command::Mount(args) => mount_foreground(&repo_dir, &console, &args, cli.timeout).await,
-        Command::Unmount { dir } => mount::unmount_foreign(&cwd.join(dir)),
+    let repo = match open_or_forward(&repo_dir).await? {
+        Opened::Forward(stream) => return forward(&cli.command, argv, &repo_dir, stream),
+        Opened::Repo(repo) => Arc::new(repo),
+    };
+    let timeout = Duration::from_secs(cli.timeout.unwrap_or(repo.config().network.fetch_timeout_secs));
+    // While this process holds the repo, other commands on it run here (see `local`).
+    let role = match &cli.command {
+        Command::Mount(_) => "a foreground `cairn mount`".to_string(),
+        other => format!("`cairn {}`", command_name(other)),
+    };
+    let owner = local::Owner::start(&repo_dir, repo.clone(), timeout, role);
+    let result = match cli.command {
+        Command::Mount(args) => mount_foreground(&owner, &console, &args, timeout).await,
+        Command::Unmount { dir } => {
+            let dir = local::canonical(&cwd.join(dir));
+            match owner.local().take_mount(&dir) {
+                Some(h) => h.unmount().with_context(|| format!("cannot unmount {}", dir.display())),
+                None => mount::unmount_foreign(&dir),
+            }
+        }
         Command::Id => {
             // Offline, like `ipfs id` without a daemon: the identity, no addresses.
-            let repo = cmd::open(&repo_dir)?;
             let id = cairn_net::peer_id_from_seed(repo.identity_seed())?;
             let mut out = console.output();
             out.item(
                 &serde_json::json!({ "id": id.to_string(), "addresses": [] }),
                 || format!("peer id: {id}\n(no daemon running: no listen addresses)"),
-            )?;
-            out.finish()
+            )
+            .and_then(|()| out.finish())
         }
         Command::Swarm(_) | Command::Routing(_) | Command::Stat(_) | Command::Status { .. } => {
-            // Without a daemon there is no network node (but a missing repo is said first).
-            cmd::open(&repo_dir)?;
-            anyhow::bail!("this command needs the network: start `cairn daemon` first")
+            Err(anyhow::anyhow!("this command needs the network: start `cairn daemon` first"))
         }
-        Command::Repo(args::RepoCommand::Repair) => cmd::repair(&repo_dir, &console),
+        Command::Repo(args::RepoCommand::Repair) => {
+            // Repair opens the repo its own way (the normal open refuses an index it cannot
+            // trust): give the lock back first.
+            owner.finish(OWNER_GRACE).await;
+            drop(repo);
+            return cmd::repair(&repo_dir, &console);
+        }
         command => {
-            let repo = cmd::open(&repo_dir)?;
             let ctx = cmd::Ctx {
                 repo: &repo,
                 console: &console,
@@ -124,6 +139,88 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             };
             cmd::run_offline(&ctx, command).await
         }
+    };
+    owner.finish(OWNER_GRACE).await;
+    result
+}
+
+/// How long a process that owns the repo waits, at its end, for commands it runs for others.
+const OWNER_GRACE: Duration = Duration::from_secs(600);
+
+/// How long a command waits for a repo held by a process that does not (yet, or any more) serve
+/// its API: one starting up, or finishing.
+const OWNER_WAIT: Duration = Duration::from_secs(5);
+
+enum Opened {
+    /// Another process owns the repo and serves its API: the command runs there.
+    Forward(std::os::unix::net::UnixStream),
+    /// This process now owns the repo.
+    Repo(cairn_store::Repo),
+}
+
+/// Connects to the process that owns the repo, or opens the repo if none does.
+async fn open_or_forward(repo_dir: &std::path::Path) -> Result<Opened> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(stream) = client::connect(repo_dir) {
+            return Ok(Opened::Forward(stream));
+        }
+        match cairn_store::Repo::open(repo_dir) {
+            Ok(repo) => return Ok(Opened::Repo(repo)),
+            Err(cairn_store::RepoError::InUse { .. }) if started.elapsed() < OWNER_WAIT => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs the command in the process behind `probe` (the connection that found it).
+fn forward(
+    command: &Command,
+    argv: Vec<String>,
+    repo_dir: &std::path::Path,
+    probe: std::os::unix::net::UnixStream,
+) -> Result<()> {
+    // Stdin is saved first, so that no daemon connection waits while the user types or a pipe
+    // fills (the daemon gives a request 10 s to arrive); then we connect again.
+    let argv = spool_stdin_if_needed(command, argv, repo_dir, probe)?;
+    let result = match argv.stream.or_else(|| client::connect(repo_dir)) {
+        Some(stream) => {
+            tokio::task::block_in_place(|| client::run(stream, argv.argv, progress::terminal()))
+        }
+        None => Err(anyhow::anyhow!(
+            "the cairn process serving {} went away",
+            repo_dir.display()
+        )),
+    };
+    if let Some(tmp) = argv.spooled {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
+}
+
+/// The subcommand's name, for messages.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Init(_) => "init",
+        Command::Config(_) => "config",
+        Command::Add(_) => "add",
+        Command::Cat(_) => "cat",
+        Command::Get(_) => "get",
+        Command::Ls(_) => "ls",
+        Command::Pin(_) => "pin",
+        Command::Repo(_) => "repo",
+        Command::Block(_) => "block",
+        Command::Dag(_) => "dag",
+        Command::Daemon(_) => "daemon",
+        Command::Id => "id",
+        Command::Swarm(_) => "swarm",
+        Command::Routing(_) => "routing",
+        Command::Stat(_) => "stat",
+        Command::Status { .. } => "status",
+        Command::Mount(_) => "mount",
+        Command::Unmount { .. } => "unmount",
     }
 }
 
@@ -166,20 +263,16 @@ fn spool_stdin_if_needed(
 }
 
 /// `cairn mount` without a daemon: serves the mount from the local repo until Ctrl-C, SIGTERM,
-/// or an external unmount.
+/// `cairn unmount` (which this process runs, see `local`) or an external unmount.
 async fn mount_foreground(
-    repo_dir: &std::path::Path,
+    owner: &local::Owner,
     console: &Console,
     args: &args::MountArgs,
-    timeout: Option<u64>,
+    timeout: Duration,
 ) -> Result<()> {
-    let repo = cmd::open(repo_dir)?;
     let (root, dir) = mount::target(args)?;
-    let dir = std::env::current_dir()?.join(dir);
-    // /proc/mounts lists canonical paths.
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let source = cairn_store::LocalSource::new(repo.store().clone());
-    let timeout = std::time::Duration::from_secs(timeout.unwrap_or(30));
+    let dir = local::canonical(&std::env::current_dir()?.join(dir));
+    let source = cairn_store::LocalSource::new(owner.local().repo().store().clone());
     let handle = mount::start(
         source,
         root,
@@ -190,17 +283,26 @@ async fn mount_foreground(
     )?;
     // Known while mounted: how to tell, after a lazy detach, when the kernel ends the session.
     let device = mount::device_of(&dir).filter(|d| mount::has_connection_info(d));
+    owner.local().add_mount(dir.clone(), handle)?;
     let mut out = console.output();
-    out.text(&format!(
-        "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount",
-        dir.display(),
-        dir.display()
-    ))?;
+    out.item(
+        &serde_json::json!({ "mounted": dir.display().to_string(), "served_by": "local" }),
+        || {
+            format!(
+                "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount \
+                 (other cairn commands on this repo run in this process meanwhile)",
+                dir.display(),
+                dir.display()
+            )
+        },
+    )?;
     out.finish()?;
     let by_signal = tokio::select! {
         _ = daemon::wait_for_signal() => true,
         _ = mount::wait_unmounted(&dir) => false,
     };
+    // Gone from the table if `cairn unmount` unmounted it (through this process).
+    let handle = owner.local().take_mount(&dir);
     if by_signal {
         // As `cairn unmount` does: unmount, or detach lazily while a file is open.
         match mount::unmount_outside(&dir) {
@@ -216,9 +318,11 @@ async fn mount_foreground(
     }
     if mount::is_mounted(&dir) {
         // Still mounted (e.g. fusermount3 is missing): the mount's own unmount.
-        return handle
-            .unmount()
-            .with_context(|| format!("cannot unmount {}", dir.display()));
+        if let Some(handle) = handle {
+            return handle
+                .unmount()
+                .with_context(|| format!("cannot unmount {}", dir.display()));
+        }
     }
     // Unmounted, or detached with files open: the session ends when the kernel drops the
     // connection, after the last open file is closed. Serve those files until then (a second
@@ -233,8 +337,34 @@ async fn mount_foreground(
     // it again (it cannot tell a destroyed session from a live one), failing, or, if someone
     // has mounted something new there meanwhile, unmounting that. The session's threads have
     // ended with the connection; the process exits now.
-    std::mem::forget(handle);
+    if let Some(handle) = handle {
+        std::mem::forget(handle);
+    }
     Ok(())
+}
+
+/// A command line clap refused: its own report (help and version go to stdout, exit 0), or
+/// under `--json` a JSON error with code `usage` (exit 2).
+fn usage_error(e: clap::Error, argv: &[String]) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    let informational = matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !argv.iter().skip(1).any(|a| a == "--json") {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    // clap's message, without its "error: " prefix and usage block: the first line.
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ");
+    let line = serde_json::json!({ "error": { "code": "usage", "message": first } });
+    eprintln!("{line}");
+    ExitCode::from(2)
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

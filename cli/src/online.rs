@@ -38,8 +38,8 @@ const FETCH_WINDOW: usize = 64;
 pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()> {
     let node = &online.daemon.node;
     match command {
-        Command::Init => bail!("the repo is already initialised (a daemon is running on it)"),
-        Command::Daemon => bail!("a daemon is already running on this repo"),
+        Command::Init(_) => bail!("the repo is already initialised (a daemon is running on it)"),
+        Command::Daemon(_) => bail!("a daemon is already running on this repo"),
         Command::Add(args) => {
             let roots = cmd::add_roots(ctx, &args)?;
             if !args.only_hash {
@@ -47,7 +47,25 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             }
             Ok(())
         }
-        Command::Cat(args) => cmd::read::cat_with(&online.reader(), ctx.console, &args).await,
+        Command::Cat(mut args) => {
+            args.output = args.output.map(|o| ctx.path(&o));
+            cmd::read::cat_with(&online.reader(), ctx.console, &args).await
+        }
+        Command::Block(crate::args::BlockCommand::Get { cid, output }) => {
+            // From the network if it is not here, then as offline.
+            let c = cmd::parse_cid(&cid)?;
+            online.source_get(c).await?;
+            let get = crate::args::BlockCommand::Get { cid, output };
+            cmd::run_offline(ctx, Command::Block(get)).await
+        }
+        Command::Dag(crate::args::DagCommand::Export { cid, output }) => {
+            // The whole DAG first (kept from GC meanwhile), then the export, as offline.
+            let c = cmd::parse_cid(&cid)?;
+            let _guard = TransientRoot::new(ctx, "export", c);
+            prefetch(ctx, online, c, false).await?;
+            let export = crate::args::DagCommand::Export { cid, output };
+            cmd::run_offline(ctx, Command::Dag(export)).await
+        }
         Command::Get(args) => {
             // Refuse an occupied output before fetching anything.
             cmd::read::output_path(ctx, &args)?;

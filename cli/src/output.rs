@@ -16,6 +16,8 @@ use crate::progress::Bar;
 pub struct Console {
     json: bool,
     progress: bool,
+    /// Whether the user's stdout is a terminal.
+    stdout_tty: bool,
     remote: Option<Arc<Mutex<UnixStream>>>,
 }
 
@@ -25,16 +27,45 @@ impl Console {
         Console {
             json,
             progress,
+            stdout_tty: io::IsTerminal::is_terminal(&io::stdout()),
             remote: None,
         }
     }
 
-    /// A client's API connection.
-    pub fn remote(json: bool, progress: bool, stream: UnixStream) -> Self {
+    /// A client's API connection (`request` says what the client's terminal is).
+    pub fn remote(json: bool, request: &api::Request, stream: UnixStream) -> Self {
         Console {
             json,
-            progress,
+            progress: request.progress,
+            stdout_tty: request.stdout_tty,
             remote: Some(Arc::new(Mutex::new(stream))),
+        }
+    }
+
+    /// Where a command's binary output goes: `-o FILE` (written beside and renamed into place
+    /// when complete, see [`BinaryOut::finish`]), `-o -` for stdout whatever it is, and
+    /// otherwise stdout, unless it is a terminal and `binary` (the first bytes, or `None` for
+    /// output that is always binary) shows that the data is not text.
+    pub fn binary_out(
+        &self,
+        output: Option<&std::path::Path>,
+        what: &str,
+        first: Option<&[u8]>,
+    ) -> Result<BinaryOut> {
+        match output {
+            Some(p) if p == std::path::Path::new("-") => Ok(BinaryOut::Stdout(self.stdout())),
+            Some(p) => BinaryOut::file(p),
+            None => {
+                let binary = first.is_none_or(looks_binary);
+                if self.stdout_tty && binary {
+                    crate::fail!(
+                        "invalid_input",
+                        "{what} is binary data and stdout is a terminal: write it to a file with \
+                         `-o FILE`, pipe it (`| xxd | less`), or force it with `-o -`"
+                    );
+                }
+                Ok(BinaryOut::Stdout(self.stdout()))
+            }
         }
     }
 
@@ -72,6 +103,91 @@ impl Console {
         Output {
             json: self.json,
             out: self.stdout(),
+        }
+    }
+}
+
+/// Whether bytes (the start of some output) are not text: a NUL, or not UTF-8 (a character
+/// cut at the end of the sample is allowed).
+pub fn looks_binary(bytes: &[u8]) -> bool {
+    if bytes.contains(&0) {
+        return true;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(_) => false,
+        Err(e) => e.error_len().is_some(),
+    }
+}
+
+/// Binary output of a command (see [`Console::binary_out`]).
+pub enum BinaryOut {
+    /// The user's stdout.
+    Stdout(Box<dyn Write + Send>),
+    /// A file being written under a temporary name beside its final one.
+    File {
+        tmp: std::path::PathBuf,
+        dest: std::path::PathBuf,
+        file: io::BufWriter<std::fs::File>,
+    },
+}
+
+impl BinaryOut {
+    fn file(dest: &std::path::Path) -> Result<BinaryOut> {
+        use anyhow::Context;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".to_string());
+        let tmp = dest.with_file_name(format!(".{name}.cairn-partial-{}", std::process::id()));
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(BinaryOut::File {
+            tmp,
+            dest: dest.to_path_buf(),
+            file: io::BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    /// Completes the output: flushes stdout, or syncs the file and renames it into place. Not
+    /// called (dropped) on failure: a partial file is removed, an existing one left as it was.
+    pub fn finish(mut self) -> Result<()> {
+        use anyhow::Context;
+        match &mut self {
+            BinaryOut::Stdout(w) => w.flush()?,
+            BinaryOut::File { tmp, dest, file } => {
+                file.flush()
+                    .and_then(|()| file.get_ref().sync_all())
+                    .and_then(|()| std::fs::rename(&*tmp, &*dest))
+                    .with_context(|| format!("cannot write {}", dest.display()))?;
+                // Renamed: nothing for drop to remove.
+                tmp.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for BinaryOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BinaryOut::Stdout(w) => w.write(buf),
+            BinaryOut::File { file, .. } => file.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            BinaryOut::Stdout(w) => w.flush(),
+            BinaryOut::File { file, .. } => file.flush(),
+        }
+    }
+}
+
+impl Drop for BinaryOut {
+    fn drop(&mut self) {
+        if let BinaryOut::File { tmp, .. } = self {
+            if !tmp.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(&*tmp);
+            }
         }
     }
 }

@@ -85,7 +85,7 @@ pub enum CarError {
         offset: u64,
     },
     /// The DAG to export is incomplete or unreadable.
-    #[error("cannot export")]
+    #[error(transparent)]
     Walk(#[from] WalkError),
     /// The store failed.
     #[error(transparent)]
@@ -149,6 +149,14 @@ pub fn export<B: Blockstore + ?Sized, W: Write>(
     roots: &[Cid],
     mut out: W,
 ) -> Result<CarStats, CarError> {
+    // Every block must be here before the header is written: a DAG that cannot be exported
+    // whole leaves no partial CAR behind (leaves are looked up, not read; the export reads and
+    // verifies everything below).
+    for root in roots {
+        for visit in DagWalk::new(store, *root, WalkMode::Present) {
+            visit?;
+        }
+    }
     let mut stats = CarStats::default();
     let mut prefix = Vec::with_capacity(10);
     let header = encode_header(roots);

@@ -77,7 +77,7 @@ pub use importer::{
     import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError,
     DEFAULT_HAMT_SHARD_THRESHOLD, DEFAULT_MAX_LINKS,
 };
-pub use path::{CidPath, PathError};
+pub use path::{cid_parse_reason, CidPath, PathError, CID_HINT};
 pub use pb::{PbError, PbLink, PbNode, MAX_LINKS};
 pub use pins::{Pin, PinError, PinKind, PinReport, Pins};
 pub use reader::{

@@ -25,13 +25,27 @@ pub enum PathError {
     #[error("empty path: expected <cid>, <cid>/path or /ipfs/<cid>/path")]
     Empty,
     /// The root is not a CID.
-    #[error("invalid CID {text:?}: {reason}")]
+    #[error("invalid CID {text:?}: {reason}; {CID_HINT}")]
     InvalidCid {
         /// The text that should have been a CID.
         text: String,
         /// What the CID parser said.
         reason: String,
     },
+}
+
+/// What a CID looks like, for messages about text that is not one.
+pub const CID_HINT: &str = "a CID looks like bafybei… or bafkrei… (CIDv1, base32, 59 characters) \
+     or Qm… (CIDv0, 46 characters)";
+
+/// The CID parser's complaint, as the middle of a sentence.
+pub fn cid_parse_reason(e: &cid::Error) -> String {
+    let text = e.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
 }
 
 impl CidPath {
@@ -61,7 +75,7 @@ impl FromStr for CidPath {
         let root_text = parts.next().ok_or(PathError::Empty)?;
         let root = Cid::try_from(root_text).map_err(|e| PathError::InvalidCid {
             text: root_text.to_string(),
-            reason: e.to_string(),
+            reason: cid_parse_reason(&e),
         })?;
         Ok(CidPath {
             root,

@@ -94,8 +94,10 @@ fn idle_and_finished_connections_cost_no_threads_and_bounded_descriptors() {
         threads1 <= threads0 + 16,
         "{CONNS} silent connections: {threads0} -> {threads1} threads"
     );
+    // Slack for the descriptors of the command just run (its connection and the clone that
+    // watches it may not be closed yet) and of the node's own sockets.
     assert!(
-        fds1 <= fds0 + MAX_CONNECTIONS + 16,
+        fds1 <= fds0 + MAX_CONNECTIONS + 32,
         "{CONNS} silent connections: {fds0} -> {fds1} descriptors"
     );
     // Past the bound, the oldest silent connection made room, and was told why.

@@ -1,7 +1,7 @@
 //! Crash safety with a real `kill -9`: a `cairn add` or `cairn repo gc` killed at various
 //! moments leaves a repo that opens, verifies, and keeps every pin.
 //!
-//! Builds the `cairn` binary first (same profile as this test) if it is not there.
+//! Uses the `cairn` binary the suite built (see `cairn_tests::cairn_bin`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
@@ -9,19 +9,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn cairn_bin() -> PathBuf {
-    // target/<profile>/deps/crash-<hash> → target/<profile>/cairn
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = dir.join("cairn");
-    let mut build = Command::new(env!("CARGO"));
-    build.args(["build", "-p", "cairn", "--bin", "cairn"]);
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "building the cairn binary failed");
-    assert!(bin.exists(), "no binary at {}", bin.display());
-    bin
+    // The binary the suite built (`cargo build --workspace --bins`), never a build of our own
+    // mid-suite.
+    cairn_tests::cairn_bin()
 }
 
 struct Cli {

@@ -17,15 +17,17 @@ pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
     let repo = ctx.repo;
     let store = repo.store();
     match cmd {
-        BlockCommand::Get { cid } => {
+        BlockCommand::Get { cid, output } => {
             let cid = parse_cid(&cid)?;
-            let data = store
-                .get_verified(&cid)?
-                .with_context(|| format!("block {cid} not found locally"))?;
-            let mut stdout = ctx.console.stdout();
-            stdout.write_all(&data)?;
-            stdout.flush()?;
-            Ok(())
+            let Some(data) = store.get_verified(&cid)? else {
+                crate::fail!("not_found", "block {cid} is not in the local repo");
+            };
+            let output = output.map(|o| ctx.path(&o));
+            let mut out = ctx
+                .console
+                .binary_out(output.as_deref(), &format!("block {cid}"), None)?;
+            out.write_all(&data)?;
+            out.finish()
         }
         BlockCommand::Put {
             file,

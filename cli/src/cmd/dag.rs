@@ -1,6 +1,6 @@
 //! `cairn dag export|import` (CAR v1).
 
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 
 use anyhow::{Context, Result};
 
@@ -12,13 +12,18 @@ use super::{parse_cid, Ctx};
 pub fn run(ctx: &Ctx<'_>, cmd: DagCommand) -> Result<()> {
     let repo = ctx.repo;
     match cmd {
-        DagCommand::Export { cid } => {
+        DagCommand::Export { cid, output } => {
             let cid = parse_cid(&cid)?;
-            let mut w = ctx.console.stdout();
+            let output = output.map(|o| ctx.path(&o));
+            let mut w = ctx.console.binary_out(
+                output.as_deref(),
+                &format!("the CAR of {cid}"),
+                None,
+            )?;
+            // The export checks that the whole DAG is here before it writes a byte.
             repo.export_car(&cid, &mut w)
                 .with_context(|| format!("cannot export {cid}"))?;
-            w.flush()?;
-            Ok(())
+            w.finish()
         }
         DagCommand::Import { files, pin_roots } => {
             let mut out = ctx.console.output();

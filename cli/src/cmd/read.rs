@@ -91,10 +91,13 @@ async fn entry_info<S: BlockSource + Clone>(
 
 /// `cairn cat`.
 pub async fn cat(ctx: &Ctx<'_>, args: &CatArgs) -> Result<()> {
-    cat_with(&local_reader(ctx.repo), ctx.console, args).await
+    let mut args = args.clone();
+    args.output = args.output.map(|o| ctx.path(&o));
+    cat_with(&local_reader(ctx.repo), ctx.console, &args).await
 }
 
-/// `cairn cat` through any block source.
+/// `cairn cat` through any block source (`args.output` already resolved against the user's
+/// working directory).
 pub async fn cat_with<S: BlockSource + Clone>(
     reader: &DagReader<S>,
     console: &Console,
@@ -106,7 +109,7 @@ pub async fn cat_with<S: BlockSource + Clone>(
     }
     let mut left = args.length.unwrap_or(u64::MAX);
     let mut cursor = reader.cursor(&cid, args.offset);
-    let mut out = console.stdout();
+    let mut out: Option<crate::output::BinaryOut> = None;
     while left > 0 {
         let Some(chunk) = cursor
             .next_chunk()
@@ -116,11 +119,26 @@ pub async fn cat_with<S: BlockSource + Clone>(
             break;
         };
         let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        out.write_all(&chunk[..n])?;
+        let w = match &mut out {
+            Some(w) => w,
+            // Text or binary is told by the first bytes (as curl does).
+            None => out.insert(console.binary_out(
+                args.output.as_deref(),
+                &args.path,
+                Some(&chunk[..n.min(4096)]),
+            )?),
+        };
+        w.write_all(&chunk[..n])?;
         left -= n as u64;
     }
-    out.flush()?;
-    Ok(())
+    match out {
+        Some(w) => w.finish(),
+        // Nothing to print (an empty file, or an offset at its end); `-o` still makes the file.
+        None => match args.output.as_deref() {
+            Some(p) => console.binary_out(Some(p), &args.path, Some(b""))?.finish(),
+            None => Ok(()),
+        },
+    }
 }
 
 /// `cairn get`.

@@ -13,8 +13,8 @@ use crate::progress::Bar;
 use super::Ctx;
 
 /// `cairn init`.
-pub fn init(dir: &Path, console: &Console) -> Result<()> {
-    let repo = Repo::init(dir)?;
+pub fn init(dir: &Path, console: &Console, profile: crate::args::Profile) -> Result<()> {
+    let repo = Repo::init_with(dir, crate::config::profile_config(profile)?)?;
     let mut out = console.output();
     let path = repo.path().display().to_string();
     out.item(&serde_json::json!({ "repo": path }), || {
