@@ -8,15 +8,22 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Repository directory (default: $CAIRN_REPO, else ~/.cairn).
+    /// Repository directory [default: $CAIRN_REPO, else ~/.cairn]
     #[arg(long, global = true, env = "CAIRN_REPO", value_name = "PATH")]
     pub repo: Option<PathBuf>,
 
-    /// Print machine-readable JSON for listings and stats.
+    /// Print JSON Lines: one JSON object per result (docs/CLI.md gives each command's shape);
+    /// errors as JSON on stderr.
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Give up on content the network does not deliver within this many seconds (1 to 86400).
+    /// No progress bars and no acknowledgements; results only (`add -Q` prints just the root
+    /// CID).
+    #[arg(short = 'Q', long, global = true)]
+    pub quiet: bool,
+
+    /// Give up on content the network does not deliver within this many seconds, 1 to 86400
+    /// [default: network.fetch_timeout_secs of the config, 30]
     #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: Option<u64>,
 
@@ -28,20 +35,41 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new repository.
+    #[command(
+        after_help = "Examples:\n  cairn init                                 listen on port 4001 (TCP and QUIC)\n  cairn --repo ./r init --profile local      loopback only, OS-chosen ports"
+    )]
     Init(InitArgs),
     /// Read and change the repo's configuration (config.toml).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn config show --keys\n  cairn config get network.listen\n  cairn config set network.listen /ip4/0.0.0.0/tcp/4101 /ip4/0.0.0.0/udp/4101/quic-v1\n  cairn config set network.bootstrap '[]'\n  cairn config profile local"
+    )]
     Config(ConfigCommand),
     /// Add files or directories to the repository.
+    #[command(
+        after_help = "Examples:\n  cairn add notes.txt                        prints: added <cid> notes.txt\n  cairn add -r photos/                       a directory, every file and folder in it\n  cairn add -Q -r photos/                    only the root CID (for scripts)\n  cairn add --cid-version 0 file             the CID Kubo's `ipfs add` gives"
+    )]
     Add(AddArgs),
     /// Print the bytes of a file.
+    #[command(
+        after_help = "Examples:\n  cairn cat bafy.../notes.txt\n  cairn cat /ipfs/bafy.../video.mp4 --offset 1000000 --length 4096 -o part.bin"
+    )]
     Cat(CatArgs),
     /// Write a file or directory tree to disk.
+    #[command(
+        after_help = "Examples:\n  cairn get bafy...                          writes ./bafy...\n  cairn get bafy.../photos -o ~/photos"
+    )]
     Get(GetArgs),
     /// List a directory.
+    #[command(
+        after_help = "Examples:\n  cairn ls bafy...\n  cairn --json ls bafy.../photos | jq -r .name"
+    )]
     Ls(LsArgs),
     /// Pin content so garbage collection keeps it.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn pin add bafy...                      fetches what is missing (with a daemon), then pins\n  cairn pin ls --type recursive\n  cairn pin rm bafy..."
+    )]
     Pin(PinCommand),
     /// Repository maintenance.
     #[command(subcommand)]
@@ -53,6 +81,9 @@ pub enum Command {
     #[command(subcommand)]
     Dag(DagCommand),
     /// Run the network node and the local API; other commands then go through it.
+    #[command(
+        after_help = "Examples:\n  cairn daemon\n  cairn daemon --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1"
+    )]
     Daemon(DaemonArgs),
     /// Show this node's peer id and addresses.
     Id,
@@ -71,12 +102,38 @@ pub enum Command {
         path: String,
     },
     /// Mount a DAG (or every CID, with --namespace) read-only with FUSE.
+    #[command(
+        after_help = "Examples:\n  cairn mount bafy... ~/mnt                  through the daemon if one runs, else in the foreground\n  cairn mount --namespace /ipfs              every CID at /ipfs/<cid>/...\n  cairn unmount ~/mnt"
+    )]
     Mount(MountArgs),
     /// Unmount a cairn mount.
     Unmount {
         /// The mount point.
         dir: PathBuf,
     },
+    /// Print a shell completion script, e.g. `cairn completions bash > /etc/bash_completion.d/cairn`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write man pages (cairn.1 and one per subcommand) generated from this help.
+    Man {
+        /// The directory to write them to (created if missing).
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+    },
+}
+
+/// Shells `cairn completions` writes scripts for.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Shell {
+    /// GNU Bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// Settings profiles for `cairn init --profile` and `cairn config profile`.
@@ -200,30 +257,30 @@ pub struct AddArgs {
     /// Add directories recursively.
     #[arg(short, long)]
     pub recursive: bool,
-    /// CID version: 0 (Kubo's default import) or 1.
+    /// CID version: 0 (Kubo's default import) or 1 [default: import.cid_version of the
+    /// config, 1]
     #[arg(long, value_name = "0|1", value_parser = clap::value_parser!(u8).range(0..=1))]
     pub cid_version: Option<u8>,
-    /// Store leaves as raw blocks (default: on for CIDv1, off for CIDv0).
+    /// Store leaves as raw blocks [default: import.raw_leaves of the config (true); with
+    /// --cid-version: true for 1, false for 0]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub raw_leaves: Option<bool>,
-    /// Chunker: size-N (fixed, N ≤ 1 MiB) or fastcdc-MIN-AVG-MAX.
+    /// Chunker: size-N (fixed, N ≤ 1048576) or fastcdc-MIN-AVG-MAX [default: import.chunker of
+    /// the config, size-262144]
     #[arg(long, value_name = "SPEC")]
     pub chunker: Option<String>,
-    /// Hash function: sha2-256 or blake3.
-    #[arg(long, value_name = "NAME")]
+    /// Hash function: sha2-256 or blake3 [default: import.hash of the config, sha2-256]
+    #[arg(long, value_name = "NAME", value_parser = ["sha2-256", "blake3"])]
     pub hash: Option<String>,
     /// Pin the added content (recursively).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", value_name = "BOOL")]
     pub pin: bool,
-    /// Name for the pin.
+    /// Name for the pin [default: none]
     #[arg(long, value_name = "NAME")]
     pub pin_name: Option<String>,
     /// Only compute the CIDs; store nothing.
     #[arg(short = 'n', long)]
     pub only_hash: bool,
-    /// Print only the final root CID.
-    #[arg(short = 'Q', long)]
-    pub quiet: bool,
     /// Show a progress bar even when the input is small.
     #[arg(long)]
     pub progress: bool,
@@ -240,7 +297,7 @@ pub struct AddArgs {
 pub struct CatArgs {
     /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
     pub path: String,
-    /// Byte offset to start at.
+    /// Byte offset to start at
     #[arg(long, default_value_t = 0)]
     pub offset: u64,
     /// Maximum number of bytes to print [default: to the end].
@@ -257,12 +314,10 @@ pub struct CatArgs {
 pub struct GetArgs {
     /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
     pub path: String,
-    /// Where to write (default: the CID or last path segment in the current directory).
+    /// Where to write; never over something that exists [default: the last path segment, or
+    /// the CID, in the current directory].
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(short = 'Q', long)]
-    pub quiet: bool,
 }
 
 /// `cairn ls`.
@@ -295,12 +350,9 @@ pub enum PinCommand {
         /// Pin only the root block.
         #[arg(long)]
         direct: bool,
-        /// A name for the pin.
+        /// A name for the pin [default: none].
         #[arg(long)]
         name: Option<String>,
-        /// No progress output.
-        #[arg(short = 'Q', long)]
-        quiet: bool,
     },
     /// Remove a pin.
     Rm {
@@ -321,11 +373,7 @@ pub enum PinCommand {
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
     /// Delete every block not reachable from a pin.
-    Gc {
-        /// Print only totals.
-        #[arg(short = 'Q', long)]
-        quiet: bool,
-    },
+    Gc,
     /// Size and count statistics.
     Stat,
     /// Check every block on disk against its CID, and the index against the block files.
@@ -351,11 +399,11 @@ pub enum BlockCommand {
     Put {
         /// A file to read instead of stdin.
         file: Option<PathBuf>,
-        /// Codec: raw or dag-pb.
-        #[arg(long, default_value = "raw")]
+        /// Codec of the block
+        #[arg(long, default_value = "raw", value_parser = ["raw", "dag-pb"])]
         format: String,
-        /// Hash function: sha2-256 or blake3.
-        #[arg(long, default_value = "sha2-256")]
+        /// Hash function
+        #[arg(long, default_value = "sha2-256", value_parser = ["sha2-256", "blake3"])]
         hash: String,
         /// CID version (dag-pb + sha2-256 allows 0).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]

@@ -57,13 +57,16 @@ pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
         | Command::Stat(_)
         | Command::Status { .. }
         | Command::Mount(_)
-        | Command::Unmount { .. } => {
+        | Command::Unmount { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             anyhow::bail!("this command needs the network: start `cairn daemon` first")
         }
     }
 }
 
 pub use add::{only_hash, run as add_roots};
+pub use pin::pin_json;
 pub use repo::{init, repair};
 
 /// Opens the repository for exclusive use by this process.

@@ -347,7 +347,11 @@ pub fn validate(config: &Config) -> Result<()> {
         let texts: Vec<String> = match v {
             toml::Value::Array(items) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
                 .collect(),
             toml::Value::String(s) => vec![s.clone()],
             other => vec![other.to_string()],
@@ -369,11 +373,11 @@ fn read_text(repo_dir: &Path) -> Result<String> {
     let path = path_of(repo_dir);
     match std::fs::read_to_string(&path) {
         Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow::Error::new(
-            cairn_store::RepoError::NotInitialised {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(cairn_store::RepoError::NotInitialised {
                 path: repo_dir.to_path_buf(),
-            },
-        )),
+            }))
+        }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
@@ -507,7 +511,11 @@ fn text_of(v: Option<&toml::Value>) -> String {
         Some(toml::Value::String(s)) => s.clone(),
         Some(toml::Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| i.to_string())
+            })
             .collect::<Vec<_>>()
             .join("\n"),
         Some(other) => other.to_string(),
@@ -578,7 +586,9 @@ pub fn run(repo_dir: &Path, console: &Console, cmd: ConfigCommand, owner: bool) 
         }
         ConfigCommand::Profile { profile } => {
             apply_profile(repo_dir, profile)?;
-            let name = profile.to_possible_value().map(|v| v.get_name().to_string());
+            let name = profile
+                .to_possible_value()
+                .map(|v| v.get_name().to_string());
             let name = name.unwrap_or_default();
             out.item(&serde_json::json!({ "profile": name }), || {
                 let mut s = format!("applied profile {name}");
@@ -616,7 +626,11 @@ fn edit(repo_dir: &Path) -> Result<()> {
     let editor = std::env::var("VISUAL")
         .ok()
         .filter(|e| !e.trim().is_empty())
-        .or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.trim().is_empty()))
+        .or_else(|| {
+            std::env::var("EDITOR")
+                .ok()
+                .filter(|e| !e.trim().is_empty())
+        })
         .unwrap_or_else(|| "vi".to_string());
     // Like git: the editor variable may hold arguments, so a shell runs it.
     let status = std::process::Command::new("sh")
@@ -688,11 +702,18 @@ mod tests {
         };
         assert!(v("network.dht_mode", &["server"]).is_ok());
         let e = v("network.dht_mode", &["fast"]).unwrap_err().to_string();
-        assert!(e.contains("network.dht_mode") && e.contains("auto, client or server"), "{e}");
+        assert!(
+            e.contains("network.dht_mode") && e.contains("auto, client or server"),
+            "{e}"
+        );
         assert!(v("import.cid_version", &["2"]).is_err());
         assert!(v("import.chunker", &["size-0"]).is_err());
         assert!(v("import.chunker", &["fastcdc-1000-4000-16000"]).is_ok());
-        assert!(v("network.listen", &["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]).is_ok());
+        assert!(v(
+            "network.listen",
+            &["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]
+        )
+        .is_ok());
         assert!(v("network.listen", &["[\"/ip4/127.0.0.1/tcp/0\"]"]).is_ok());
         assert!(v("network.listen", &["127.0.0.1:4001"]).is_err());
         assert!(v("network.bootstrap", &["/ip4/1.2.3.4/tcp/4001"]).is_err());

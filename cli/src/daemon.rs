@@ -15,9 +15,9 @@ use tokio::sync::oneshot;
 
 use crate::api::Request;
 use crate::args::Cli;
-use crate::server;
 use crate::cmd::{self, Ctx};
 use crate::output::Console;
+use crate::server;
 
 /// What the daemon's command threads share.
 pub struct Daemon {
@@ -74,8 +74,9 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     let mut cfg = net_config(&repo)?;
     if !args.listen.is_empty() {
         for addr in &args.listen {
-            addr.parse::<cairn_net::Multiaddr>()
-                .map_err(|e| anyhow::anyhow!("invalid --listen {addr:?}: {e} (e.g. /ip4/127.0.0.1/tcp/4001)"))?;
+            addr.parse::<cairn_net::Multiaddr>().map_err(|e| {
+                anyhow::anyhow!("invalid --listen {addr:?}: {e} (e.g. /ip4/127.0.0.1/tcp/4001)")
+            })?;
         }
         cfg.listen_addrs = args.listen.clone();
     }
@@ -96,15 +97,29 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
         provide,
     });
     let mut out = console.output();
-    out.text(&format!("peer id: {}", node.peer_id()))?;
-    for addr in node.listen_addrs().await.unwrap_or_default() {
-        out.text(&format!(
-            "listening on {}",
-            crate::online::with_peer_id(&addr, node.peer_id())
-        ))?;
-    }
-    out.text(&format!("API on {}", listener.path().display()))?;
-    out.text("daemon is ready")?;
+    let addrs: Vec<String> = node
+        .listen_addrs()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|a| crate::online::with_peer_id(a, node.peer_id()))
+        .collect();
+    let api_path = listener.path().display().to_string();
+    out.ack(
+        &serde_json::json!({
+            "peer_id": node.peer_id().to_string(),
+            "addresses": addrs,
+            "api": api_path,
+        }),
+        || {
+            let mut text = format!("peer id: {}", node.peer_id());
+            for a in &addrs {
+                text.push_str(&format!("\nlistening on {a}"));
+            }
+            text.push_str(&format!("\nAPI on {api_path}\ndaemon is ready"));
+            text
+        },
+    )?;
     out.finish()?;
 
     let accept = listener.serve(daemon.clone());
@@ -193,7 +208,7 @@ impl server::Host for Daemon {
         cli: Cli,
         gone: oneshot::Receiver<()>,
     ) -> Result<()> {
-        let console = Console::remote(cli.json, request, stream.try_clone()?);
+        let console = Console::remote(cli.json, cli.quiet, request, stream.try_clone()?);
         let timeout = cli.timeout.map(Duration::from_secs).unwrap_or(self.timeout);
         let ctx = Ctx {
             repo: &self.repo,

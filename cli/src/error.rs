@@ -10,7 +10,10 @@ use cairn_store::{GetError, ReadError, RepoError, StoreError};
 
 /// The stable error codes, with what each means (for docs/CLI.md and the tests).
 pub const CODES: &[(&str, &str)] = &[
-    ("usage", "the command line is wrong (unknown option, missing argument)"),
+    (
+        "usage",
+        "the command line is wrong (unknown option, missing argument)",
+    ),
     (
         "invalid_input",
         "an argument or value is malformed: a CID, a path, a config value",
@@ -28,8 +31,14 @@ pub const CODES: &[(&str, &str)] = &[
         "repo_busy",
         "the repo is held by another process, or its daemon is too busy",
     ),
-    ("needs_daemon", "the command needs the network: start `cairn daemon`"),
-    ("no_space", "the disk is full (or the free-space reserve is reached)"),
+    (
+        "needs_daemon",
+        "the command needs the network: start `cairn daemon`",
+    ),
+    (
+        "no_space",
+        "the disk is full (or the free-space reserve is reached)",
+    ),
     (
         "corrupt",
         "stored or received data failed verification, or a DAG is malformed or hostile",
@@ -103,7 +112,14 @@ pub fn code(err: &anyhow::Error) -> &'static str {
                 _ => {}
             }
         }
-        if let Some(e) = cause.downcast_ref::<GetError>() {
+        let get = cause.downcast_ref::<GetError>().or_else(|| {
+            // `ReadError::Get` is transparent: the chain holds the ReadError, not its GetError.
+            match cause.downcast_ref::<ReadError>() {
+                Some(ReadError::Get(g)) => Some(g),
+                _ => None,
+            }
+        });
+        if let Some(e) = get {
             match e {
                 GetError::NotFoundLocally(_) => return "not_found",
                 GetError::Timeout { .. } | GetError::Network { .. } => return "unreachable",
@@ -133,6 +149,17 @@ pub fn code(err: &anyhow::Error) -> &'static str {
                 _ => {}
             }
         }
+        let walk = cause.downcast_ref::<cairn_store::WalkError>().or_else(|| {
+            cause
+                .downcast_ref::<Box<cairn_store::WalkError>>()
+                .map(|b| &**b)
+        });
+        if let Some(w) = walk {
+            return match w {
+                cairn_store::WalkError::Missing { .. } => "not_found",
+                _ => "corrupt",
+            };
+        }
         if cause.downcast_ref::<cairn_store::PathError>().is_some() {
             return "invalid_input";
         }
@@ -147,6 +174,61 @@ pub fn code(err: &anyhow::Error) -> &'static str {
         }
     }
     "error"
+}
+
+/// Says more about an error of a command run without a network (no daemon): content not in the
+/// local repo could come from the network.
+pub fn offline(err: anyhow::Error) -> anyhow::Error {
+    use cairn_store::WalkError;
+    let missing = err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<GetError>(),
+            Some(GetError::NotFoundLocally(_))
+        ) || matches!(
+            c.downcast_ref::<ReadError>(),
+            Some(ReadError::Get(GetError::NotFoundLocally(_)))
+        ) || matches!(
+            c.downcast_ref::<WalkError>(),
+            Some(WalkError::Missing { .. })
+        ) || matches!(
+            c.downcast_ref::<Box<WalkError>>().map(|b| &**b),
+            Some(WalkError::Missing { .. })
+        )
+    });
+    if !missing {
+        return err;
+    }
+    coded(
+        "not_found",
+        format!(
+            "{err:#} (no daemon is running: \
+             `cairn daemon` would fetch it from the network)"
+        ),
+    )
+}
+
+/// Names the repo in "no repo" errors as the user gave it (`--repo P` or `$CAIRN_REPO`).
+pub fn with_repo_hint(err: anyhow::Error, given: Option<&std::path::Path>) -> anyhow::Error {
+    let Some(given) = given else {
+        return err;
+    };
+    let missing = err
+        .chain()
+        .find_map(|c| match c.downcast_ref::<RepoError>() {
+            Some(RepoError::NotInitialised { path }) => Some(path.clone()),
+            _ => None,
+        });
+    match missing {
+        Some(path) => coded(
+            "no_repo",
+            format!(
+                "no cairn repo at {}; run `cairn init --repo {}` to create one",
+                path.display(),
+                given.display()
+            ),
+        ),
+        None => err,
+    }
 }
 
 /// An error that a daemon (or another process owning the repo) reported for a command it ran.

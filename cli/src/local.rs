@@ -113,29 +113,29 @@ impl Local {
                 match self.take_mount(&dir) {
                     Some(h) => h
                         .unmount()
-                        .with_context(|| format!("cannot unmount {}", dir.display())),
-                    None => crate::mount::unmount_foreign(&dir),
+                        .with_context(|| format!("cannot unmount {}", dir.display()))?,
+                    None => crate::mount::unmount_foreign(&dir)?,
                 }
+                crate::mount::say_unmounted(ctx.console, &dir)
             }
             Command::Id => {
                 // As without a daemon: the identity, no addresses.
                 let id = cairn_net::peer_id_from_seed(self.repo.identity_seed())?;
                 let mut out = ctx.console.output();
                 out.item(
-                    &serde_json::json!({ "id": id.to_string(), "addresses": [] }),
+                    &serde_json::json!({ "peer_id": id.to_string(), "addresses": [] }),
                     || format!("peer id: {id}\n(no daemon running: no listen addresses)"),
                 )?;
                 out.finish()
             }
-            Command::Swarm(_)
-            | Command::Routing(_)
-            | Command::Stat(_)
-            | Command::Status { .. } => bail!(
+            Command::Swarm(_) | Command::Routing(_) | Command::Stat(_) | Command::Status { .. } => {
+                bail!(
                 "this command needs the network, and the repo is held by {} (pid {}), which has \
                  none: stop it and start `cairn daemon` (it serves mounts too)",
                 self.role,
                 std::process::id()
-            ),
+            )
+            }
             Command::Daemon(_) => bail!(
                 "the repo is held by {} (pid {}): stop it before starting the daemon",
                 self.role,
@@ -154,6 +154,7 @@ impl Local {
     fn mount(&self, ctx: &Ctx<'_>, args: &MountArgs) -> Result<()> {
         let (root, dir) = crate::mount::target(args)?;
         let dir = canonical(&ctx.path(&dir));
+        let json = crate::mount::mounted_json(&dir, &root, "local");
         let handle = crate::mount::start(
             LocalSource::new(self.repo.store().clone()),
             root,
@@ -164,19 +165,16 @@ impl Local {
         )?;
         self.add_mount(dir.clone(), handle)?;
         let mut out = ctx.console.output();
-        out.item(
-            &serde_json::json!({ "mounted": dir.display().to_string(), "served_by": "local" }),
-            || {
-                format!(
-                    "mounted at {} from the local repo, served by {} (pid {}) until it ends; \
+        out.ack(&json, || {
+            format!(
+                "mounted at {} from the local repo, served by {} (pid {}) until it ends; \
                      `cairn unmount {}` to remove",
-                    dir.display(),
-                    self.role,
-                    std::process::id(),
-                    dir.display()
-                )
-            },
-        )?;
+                dir.display(),
+                self.role,
+                std::process::id(),
+                dir.display()
+            )
+        })?;
         out.finish()
     }
 }
@@ -189,7 +187,7 @@ impl Host for Local {
         cli: Cli,
         gone: oneshot::Receiver<()>,
     ) -> Result<()> {
-        let console = Console::remote(cli.json, request, stream.try_clone()?);
+        let console = Console::remote(cli.json, cli.quiet, request, stream.try_clone()?);
         let ctx = Ctx {
             repo: &self.repo,
             console: &console,
@@ -197,7 +195,7 @@ impl Host for Local {
         };
         self.runtime.block_on(async {
             tokio::select! {
-                r = self.command(&ctx, cli.command) => r,
+                r = self.command(&ctx, cli.command) => r.map_err(crate::error::offline),
                 _ = gone => bail!("the client went away"),
             }
         })

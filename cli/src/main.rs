@@ -8,6 +8,7 @@ mod client;
 mod cmd;
 mod config;
 mod daemon;
+mod docs;
 mod error;
 mod local;
 mod mount;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e, &argv),
     };
     let json = cli.json;
+    let given_repo = cli.repo.clone();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
@@ -67,7 +69,7 @@ fn main() -> ExitCode {
                 // `cairn cat x | head` is not an error.
                 return ExitCode::SUCCESS;
             }
-            error::report(&err, json);
+            error::report(&error::with_repo_hint(err, given_repo.as_deref()), json);
             ExitCode::FAILURE
         }
     }
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
     let repo_dir = repo_path::resolve(cli.repo.clone())?;
-    let console = Console::local(cli.json, progress::terminal());
+    let console = Console::local(cli.json, cli.quiet, progress::terminal());
     let cwd = std::env::current_dir()?;
     match &cli.command {
         Command::Init(args) => return cmd::init(&repo_dir, &console, args.profile),
@@ -86,6 +88,8 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             return config::run(&repo_dir, &console, c.clone(), owned);
         }
         Command::Add(args) if args.only_hash => return cmd::only_hash(&console, &cwd, args),
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Man { output } => return docs::man_pages(&cwd.join(output), &console),
         _ => {}
     }
     if let Command::Daemon(args) = &cli.command {
@@ -95,7 +99,10 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         Opened::Forward(stream) => return forward(&cli.command, argv, &repo_dir, stream),
         Opened::Repo(repo) => Arc::new(repo),
     };
-    let timeout = Duration::from_secs(cli.timeout.unwrap_or(repo.config().network.fetch_timeout_secs));
+    let timeout = Duration::from_secs(
+        cli.timeout
+            .unwrap_or(repo.config().network.fetch_timeout_secs),
+    );
     // While this process holds the repo, other commands on it run here (see `local`).
     let role = match &cli.command {
         Command::Mount(_) => "a foreground `cairn mount`".to_string(),
@@ -106,24 +113,27 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         Command::Mount(args) => mount_foreground(&owner, &console, &args, timeout).await,
         Command::Unmount { dir } => {
             let dir = local::canonical(&cwd.join(dir));
-            match owner.local().take_mount(&dir) {
-                Some(h) => h.unmount().with_context(|| format!("cannot unmount {}", dir.display())),
+            let done = match owner.local().take_mount(&dir) {
+                Some(h) => h
+                    .unmount()
+                    .with_context(|| format!("cannot unmount {}", dir.display())),
                 None => mount::unmount_foreign(&dir),
-            }
+            };
+            done.and_then(|()| mount::say_unmounted(&console, &dir))
         }
         Command::Id => {
             // Offline, like `ipfs id` without a daemon: the identity, no addresses.
             let id = cairn_net::peer_id_from_seed(repo.identity_seed())?;
             let mut out = console.output();
             out.item(
-                &serde_json::json!({ "id": id.to_string(), "addresses": [] }),
+                &serde_json::json!({ "peer_id": id.to_string(), "addresses": [] }),
                 || format!("peer id: {id}\n(no daemon running: no listen addresses)"),
             )
             .and_then(|()| out.finish())
         }
-        Command::Swarm(_) | Command::Routing(_) | Command::Stat(_) | Command::Status { .. } => {
-            Err(anyhow::anyhow!("this command needs the network: start `cairn daemon` first"))
-        }
+        Command::Swarm(_) | Command::Routing(_) | Command::Stat(_) | Command::Status { .. } => Err(
+            anyhow::anyhow!("this command needs the network: start `cairn daemon` first"),
+        ),
         Command::Repo(args::RepoCommand::Repair) => {
             // Repair opens the repo its own way (the normal open refuses an index it cannot
             // trust): give the lock back first.
@@ -141,7 +151,7 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         }
     };
     owner.finish(OWNER_GRACE).await;
-    result
+    result.map_err(error::offline)
 }
 
 /// How long a process that owns the repo waits, at its end, for commands it runs for others.
@@ -221,6 +231,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Status { .. } => "status",
         Command::Mount(_) => "mount",
         Command::Unmount { .. } => "unmount",
+        Command::Completions { .. } => "completions",
+        Command::Man { .. } => "man",
     }
 }
 
@@ -273,6 +285,7 @@ async fn mount_foreground(
     let (root, dir) = mount::target(args)?;
     let dir = local::canonical(&std::env::current_dir()?.join(dir));
     let source = cairn_store::LocalSource::new(owner.local().repo().store().clone());
+    let json = mount::mounted_json(&dir, &root, "local");
     let handle = mount::start(
         source,
         root,
@@ -285,17 +298,14 @@ async fn mount_foreground(
     let device = mount::device_of(&dir).filter(|d| mount::has_connection_info(d));
     owner.local().add_mount(dir.clone(), handle)?;
     let mut out = console.output();
-    out.item(
-        &serde_json::json!({ "mounted": dir.display().to_string(), "served_by": "local" }),
-        || {
-            format!(
-                "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount \
+    out.ack(&json, || {
+        format!(
+            "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount \
                  (other cairn commands on this repo run in this process meanwhile)",
-                dir.display(),
-                dir.display()
-            )
-        },
-    )?;
+            dir.display(),
+            dir.display()
+        )
+    })?;
     out.finish()?;
     let by_signal = tokio::select! {
         _ = daemon::wait_for_signal() => true,

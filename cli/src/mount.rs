@@ -28,6 +28,29 @@ pub fn target(args: &MountArgs) -> Result<(MountRoot, PathBuf)> {
     }
 }
 
+/// What `cairn unmount` prints once the mount is gone.
+pub fn say_unmounted(console: &crate::output::Console, dir: &Path) -> Result<()> {
+    let mut out = console.output();
+    out.ack(
+        &serde_json::json!({ "unmounted": dir.display().to_string() }),
+        || format!("unmounted {}", dir.display()),
+    )?;
+    out.finish()
+}
+
+/// What `cairn mount` prints under `--json`, wherever the mount is served.
+pub fn mounted_json(dir: &Path, root: &MountRoot, served_by: &str) -> serde_json::Value {
+    let root = match root {
+        MountRoot::Cid(c) => Some(c.to_string()),
+        _ => None,
+    };
+    serde_json::json!({
+        "mountpoint": dir.display().to_string(),
+        "root": root,
+        "served_by": served_by,
+    })
+}
+
 /// Mounts `root` at `dir`, reading through `source`.
 pub fn start<S: BlockSource + Clone>(
     source: S,

@@ -62,7 +62,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             // The whole DAG first (kept from GC meanwhile), then the export, as offline.
             let c = cmd::parse_cid(&cid)?;
             let _guard = TransientRoot::new(ctx, "export", c);
-            prefetch(ctx, online, c, false).await?;
+            prefetch(ctx, online, c).await?;
             let export = crate::args::DagCommand::Export { cid, output };
             cmd::run_offline(ctx, Command::Dag(export)).await
         }
@@ -77,16 +77,11 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
                 .with_context(|| format!("cannot resolve {}", args.path))?;
             // Keep what is fetched safe from a concurrent GC until it is written out.
             let _guard = TransientRoot::new(ctx, "get", cid);
-            prefetch(ctx, online, cid, args.quiet).await?;
+            prefetch(ctx, online, cid).await?;
             cmd::read::get_with(&reader, ctx, &args).await
         }
         Command::Ls(args) => cmd::read::ls_with(&online.reader(), ctx.console, &args).await,
-        Command::Pin(PinCommand::Add {
-            path,
-            direct,
-            name,
-            quiet,
-        }) => {
+        Command::Pin(PinCommand::Add { path, direct, name }) => {
             let p = cmd::parse_path(&path)?;
             let reader = online.reader();
             let cid = reader
@@ -107,7 +102,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             if direct {
                 online.source_get(cid).await?;
             } else {
-                prefetch(ctx, online, cid, quiet).await?;
+                prefetch(ctx, online, cid).await?;
             }
             let kind = if direct {
                 PinKind::Direct
@@ -120,7 +115,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             }
             announce(online, vec![cid], true);
             let mut out = ctx.console.output();
-            out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
+            out.ack(&cmd::pin_json(cid, kind.as_str(), name.as_deref()), || {
                 format!("pinned {cid} {}", kind.as_str())
             })?;
             out.finish()
@@ -130,7 +125,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             let id = node.peer_id();
             let mut out = ctx.console.output();
             let json = serde_json::json!({
-                "id": id.to_string(),
+                "peer_id": id.to_string(),
                 "addresses": addrs.iter().map(|a| with_peer_id(a, id)).collect::<Vec<_>>(),
             });
             out.item(&json, || {
@@ -182,9 +177,10 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             match handle {
                 Some(h) => h
                     .unmount()
-                    .with_context(|| format!("cannot unmount {}", dir.display())),
-                None => crate::mount::unmount_foreign(&dir),
+                    .with_context(|| format!("cannot unmount {}", dir.display()))?,
+                None => crate::mount::unmount_foreign(&dir)?,
             }
+            crate::mount::say_unmounted(ctx.console, &dir)
         }
         other => cmd::run_offline(ctx, other).await,
     }
@@ -232,8 +228,8 @@ fn announce(online: &Online, roots: Vec<Cid>, pinned: bool) {
 }
 
 /// Fetches the whole DAG below `cid` with a window of parallel wants, showing progress.
-async fn prefetch(ctx: &Ctx<'_>, online: &Online, cid: Cid, quiet: bool) -> Result<()> {
-    let show = ctx.console.progress(quiet);
+async fn prefetch(ctx: &Ctx<'_>, online: &Online, cid: Cid) -> Result<()> {
+    let show = ctx.console.progress();
     let mut bar = ctx.console.bar(show, None, &format!("fetching {cid}"));
     let source = online.source();
     let done = fetch_dag(&source, cid, FETCH_WINDOW, |p| bar.set_position(p.bytes))
@@ -375,6 +371,7 @@ async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
 async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
     let (root, dir) = crate::mount::target(args)?;
     let dir = mount_key(&ctx.path(&dir));
+    let json = crate::mount::mounted_json(&dir, &root, "daemon");
     // The mount runs its own readahead, sized by what the kernel reads: no DAG-order prefetch
     // below it, so a small read moves only the blocks that cover it.
     let handle = crate::mount::start(
@@ -392,16 +389,13 @@ async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
         .insert(dir.clone(), handle);
     let mut out = ctx.console.output();
-    out.item(
-        &serde_json::json!({ "mounted": dir.display().to_string() }),
-        || {
-            format!(
-                "mounted at {} (served by the daemon; `cairn unmount {}` to remove)",
-                dir.display(),
-                dir.display()
-            )
-        },
-    )?;
+    out.ack(&json, || {
+        format!(
+            "mounted at {} (served by the daemon; `cairn unmount {}` to remove)",
+            dir.display(),
+            dir.display()
+        )
+    })?;
     out.finish()
 }
 

@@ -15,6 +15,8 @@ use crate::progress::Bar;
 #[derive(Clone)]
 pub struct Console {
     json: bool,
+    /// `-Q/--quiet`: no progress, no acknowledgements (see [`Output`]).
+    quiet: bool,
     progress: bool,
     /// Whether the user's stdout is a terminal.
     stdout_tty: bool,
@@ -23,9 +25,10 @@ pub struct Console {
 
 impl Console {
     /// This process's own stdout; progress shown when `progress` (see [`crate::progress::wanted`]).
-    pub fn local(json: bool, progress: bool) -> Self {
+    pub fn local(json: bool, quiet: bool, progress: bool) -> Self {
         Console {
             json,
+            quiet,
             progress,
             stdout_tty: io::IsTerminal::is_terminal(&io::stdout()),
             remote: None,
@@ -33,9 +36,10 @@ impl Console {
     }
 
     /// A client's API connection (`request` says what the client's terminal is).
-    pub fn remote(json: bool, request: &api::Request, stream: UnixStream) -> Self {
+    pub fn remote(json: bool, quiet: bool, request: &api::Request, stream: UnixStream) -> Self {
         Console {
             json,
+            quiet,
             progress: request.progress,
             stdout_tty: request.stdout_tty,
             remote: Some(Arc::new(Mutex::new(stream))),
@@ -75,8 +79,13 @@ impl Console {
     }
 
     /// Whether progress bars should be drawn (a terminal, and not quiet).
-    pub fn progress(&self, quiet: bool) -> bool {
-        self.progress && !quiet
+    pub fn progress(&self) -> bool {
+        self.progress && !self.quiet
+    }
+
+    /// Whether `-Q/--quiet` was given.
+    pub fn quiet(&self) -> bool {
+        self.quiet
     }
 
     /// A buffered writer for the user's stdout.
@@ -102,6 +111,7 @@ impl Console {
     pub fn output(&self) -> Output {
         Output {
             json: self.json,
+            quiet: self.quiet,
             out: self.stdout(),
         }
     }
@@ -210,9 +220,14 @@ impl Write for FrameWriter {
     }
 }
 
-/// Writes one JSON value per line, or human text.
+/// Writes one JSON value per line (JSON Lines), or human text.
+///
+/// Three kinds of lines: [`Output::item`] is a command's result (a listing entry, a CID, a
+/// report), always printed; [`Output::ack`] acknowledges a change ("pinned X"), left out with
+/// `--quiet`; [`Output::text`] is a human note, left out with `--quiet` and with `--json`.
 pub struct Output {
     json: bool,
+    quiet: bool,
     out: Box<dyn Write + Send>,
 }
 
@@ -230,9 +245,17 @@ impl Output {
         Ok(())
     }
 
-    /// Prints a human line only (nothing in JSON mode).
+    /// Prints `value` (JSON) or `human` (text) unless `--quiet`: the acknowledgement of a change.
+    pub fn ack<T: Serialize>(&mut self, value: &T, human: impl FnOnce() -> String) -> Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        self.item(value, human)
+    }
+
+    /// Prints a human line only (nothing in JSON mode or with `--quiet`).
     pub fn text(&mut self, line: &str) -> Result<()> {
-        if !self.json {
+        if !self.json && !self.quiet {
             self.out.write_all(line.as_bytes())?;
             self.out.write_all(b"\n")?;
         }

@@ -91,8 +91,8 @@ impl Listener {
         listener
             .set_nonblocking(true)
             .context("cannot set up the API socket")?;
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .context("cannot set up the API socket")?;
+        let listener =
+            tokio::net::UnixListener::from_std(listener).context("cannot set up the API socket")?;
         Ok(Listener {
             path: socket,
             listener,
@@ -410,4 +410,3 @@ fn run_command(
     // for the client now.
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
-

@@ -390,10 +390,16 @@ pub fn decode_header(buf: &[u8]) -> Result<Vec<Cid>, CarError> {
 
 /// Reads a CAR v1 stream into `sink`, verifying each block against its CID first. Returns the
 /// header's roots. Blocks before an error may have been stored (unpinned; GC removes them).
-pub fn import<R: Read, S: BlockSink + ?Sized>(
+pub fn import<R: Read, S: BlockSink + ?Sized>(input: R, sink: &S) -> Result<Vec<Cid>, CarError> {
+    import_counted(input, sink).map(|(roots, _)| roots)
+}
+
+/// [`import`], also saying how many blocks (and bytes of the stream) it read.
+pub fn import_counted<R: Read, S: BlockSink + ?Sized>(
     mut input: R,
     sink: &S,
-) -> Result<Vec<Cid>, CarError> {
+) -> Result<(Vec<Cid>, CarStats), CarError> {
+    let mut stats = CarStats::default();
     let (len, n) = read_varint(&mut input, "header", 0)?.ok_or(CarError::Truncated {
         what: "header",
         offset: 0,
@@ -427,6 +433,7 @@ pub fn import<R: Read, S: BlockSink + ?Sized>(
             return Err(CarError::Mismatch { cid, offset });
         }
         batch_bytes += data.len();
+        stats.blocks += 1;
         batch.push(Block::trusted(cid, data));
         if batch.len() >= BATCH_BLOCKS || batch_bytes >= BATCH_BYTES {
             sink.put_blocks(std::mem::take(&mut batch))?;
@@ -437,7 +444,8 @@ pub fn import<R: Read, S: BlockSink + ?Sized>(
     if !batch.is_empty() {
         sink.put_blocks(batch)?;
     }
-    Ok(roots)
+    stats.bytes = offset;
+    Ok((roots, stats))
 }
 
 #[cfg(test)]

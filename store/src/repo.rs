@@ -546,14 +546,24 @@ impl Repo {
     /// Reads a CAR v1 stream, verifying every block before storing it, and returns its roots.
     /// With `pin_roots`, pins them all (recursively) once every block is in, or none.
     pub fn import_car<R: io::Read>(&self, input: R, pin_roots: bool) -> Result<Vec<Cid>, CarError> {
+        self.import_car_counted(input, pin_roots)
+            .map(|(roots, _)| roots)
+    }
+
+    /// [`Repo::import_car`], also saying how many blocks and bytes were read.
+    pub fn import_car_counted<R: io::Read>(
+        &self,
+        input: R,
+        pin_roots: bool,
+    ) -> Result<(Vec<Cid>, car::CarStats), CarError> {
         let session = self.session();
-        let roots = car::import(input, &session)?;
+        let (roots, stats) = car::import_counted(input, &session)?;
         if pin_roots {
             session.pin_all(&roots)?;
         } else {
             session.commit()?;
         }
-        Ok(roots)
+        Ok((roots, stats))
     }
 }
 

@@ -104,7 +104,10 @@ fn network_commands_need_a_daemon() {
     let a = TestRepo::new();
     let id = a.cairn(&["--json", "id"]).expect_ok();
     let id: serde_json::Value = serde_json::from_str(&id).unwrap();
-    assert!(id["id"].as_str().unwrap().starts_with("12D3Koo"), "{id}");
+    assert!(
+        id["peer_id"].as_str().unwrap().starts_with("12D3Koo"),
+        "{id}"
+    );
     for args in [
         &["swarm", "peers"][..],
         &["stat", "bitswap"],

@@ -109,7 +109,8 @@ fn add(
             );
         }
     }
-    let show = console.progress(args.quiet) || (args.progress && !args.quiet);
+    let quiet = console.quiet();
+    let show = console.progress() || (args.progress && !quiet);
     let mut out = console.output();
     let mut roots = Vec::new();
     for (path, shown) in paths.iter().zip(&args.paths) {
@@ -126,9 +127,8 @@ fn add(
                 let imported = import_path(path, &opts, &session as &dyn BlockSink, &mut on_event)
                     .with_context(|| format!("cannot add {}", shown.display()))?;
                 if args.pin {
-                    session
-                        .pin(imported.cid, args.pin_name.as_deref())
-                        .with_context(|| format!("cannot pin {}", imported.cid))?;
+                    // The error names the pin ("cannot pin <cid>: …").
+                    session.pin(imported.cid, args.pin_name.as_deref())?;
                 } else {
                     session.commit()?;
                 }
@@ -138,7 +138,7 @@ fn add(
                 .with_context(|| format!("cannot hash {}", shown.display()))?,
         };
         bar.finish();
-        if !args.quiet {
+        if !quiet {
             for (cid, name, size) in &lines {
                 out.item(
                     &Added {
@@ -152,7 +152,7 @@ fn add(
         }
         roots.push(imported.cid);
     }
-    if args.quiet {
+    if quiet {
         if let Some(root) = roots.last() {
             out.item(&serde_json::json!({ "cid": root.to_string() }), || {
                 root.to_string()

@@ -23,9 +23,9 @@ pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
                 crate::fail!("not_found", "block {cid} is not in the local repo");
             };
             let output = output.map(|o| ctx.path(&o));
-            let mut out = ctx
-                .console
-                .binary_out(output.as_deref(), &format!("block {cid}"), None)?;
+            let mut out =
+                ctx.console
+                    .binary_out(output.as_deref(), &format!("block {cid}"), None)?;
             out.write_all(&data)?;
             out.finish()
         }
@@ -81,20 +81,20 @@ pub fn run(ctx: &Ctx<'_>, cmd: BlockCommand) -> Result<()> {
                 bail!("{cid} is pinned: `cairn pin rm {cid}` first, or use --force");
             }
             if !store.delete(&cid)? {
-                bail!("block {cid} not found locally");
+                crate::fail!("not_found", "block {cid} is not in the local repo");
             }
             store.flush()?;
             let mut out = ctx.console.output();
-            out.item(&serde_json::json!({ "removed": cid.to_string() }), || {
+            out.ack(&serde_json::json!({ "removed": cid.to_string() }), || {
                 format!("removed {cid}")
             })?;
             out.finish()
         }
         BlockCommand::Stat { cid } => {
             let cid = parse_cid(&cid)?;
-            let size = store
-                .size(&cid)?
-                .with_context(|| format!("block {cid} not found locally"))?;
+            let Some(size) = store.size(&cid)? else {
+                crate::fail!("not_found", "block {cid} is not in the local repo");
+            };
             let mut out = ctx.console.output();
             out.item(
                 &serde_json::json!({ "cid": cid.to_string(), "size": size }),

@@ -7,17 +7,17 @@ use crate::args::{PinCommand, PinTypeArg};
 
 use super::{parse_cid, parse_path, Ctx};
 
+/// A pin as every `pin` command prints it under `--json`.
+pub fn pin_json(cid: cairn_store::Cid, kind: &str, name: Option<&str>) -> serde_json::Value {
+    serde_json::json!({ "cid": cid.to_string(), "type": kind, "name": name })
+}
+
 /// `cairn pin ...` on a repo this process owns.
 pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
     let repo = ctx.repo;
     let mut out = ctx.console.output();
     match cmd {
-        PinCommand::Add {
-            path,
-            direct,
-            name,
-            quiet: _,
-        } => {
+        PinCommand::Add { path, direct, name } => {
             let p = parse_path(&path)?;
             let cid = if p.segments.is_empty() {
                 p.root
@@ -35,18 +35,28 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
             };
             // The error already names the pin ("cannot pin <cid>: …").
             repo.pins().add(cid, kind, name.as_deref())?;
-            out.item(&serde_json::json!({ "pinned": cid.to_string() }), || {
+            out.ack(&pin_json(cid, kind.as_str(), name.as_deref()), || {
                 format!("pinned {cid} {}", kind.as_str())
             })?;
         }
         PinCommand::Rm { cid } => {
             let cid = parse_cid(&cid)?;
+            let Some(pin) = repo.pins().get(&cid)? else {
+                crate::fail!(
+                    "not_found",
+                    "{cid} is not pinned (`cairn pin ls` lists the pins)"
+                );
+            };
             if !repo.pins().remove(&cid)? {
-                bail!("{cid} is not pinned");
+                crate::fail!(
+                    "not_found",
+                    "{cid} is not pinned (`cairn pin ls` lists the pins)"
+                );
             }
-            out.item(&serde_json::json!({ "unpinned": cid.to_string() }), || {
-                format!("unpinned {cid}")
-            })?;
+            out.ack(
+                &pin_json(cid, pin.kind.as_str(), pin.name.as_deref()),
+                || format!("unpinned {cid}"),
+            )?;
         }
         PinCommand::Ls { kind } => {
             for pin in repo.pins().list()? {
@@ -61,11 +71,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
                 }
                 let name = pin.name.clone().unwrap_or_default();
                 out.item(
-                    &serde_json::json!({
-                        "cid": pin.cid.to_string(),
-                        "type": pin.kind.as_str(),
-                        "name": pin.name,
-                    }),
+                    &pin_json(pin.cid, pin.kind.as_str(), pin.name.as_deref()),
                     || {
                         format!("{} {} {}", pin.cid, pin.kind.as_str(), name)
                             .trim_end()
@@ -76,10 +82,9 @@ pub async fn run(ctx: &Ctx<'_>, cmd: PinCommand) -> Result<()> {
             if kind == PinTypeArg::Indirect || kind == PinTypeArg::All {
                 // Indirect pins are every block below a recursive pin.
                 for cid in repo.pins().indirect()? {
-                    out.item(
-                        &serde_json::json!({ "cid": cid.to_string(), "type": "indirect" }),
-                        || format!("{cid} indirect"),
-                    )?;
+                    out.item(&pin_json(cid, "indirect", None), || {
+                        format!("{cid} indirect")
+                    })?;
                 }
             }
         }

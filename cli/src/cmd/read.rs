@@ -155,19 +155,55 @@ pub async fn get_with<S: BlockSource + Clone>(
     let out = output_path(ctx, args)?;
     let (cid, info) = resolve_stat(reader, &args.path).await?;
     let size = measure(reader, &info).await?;
-    let show = ctx.console.progress(args.quiet);
+    let show = ctx.console.progress();
     let mut bar = ctx
         .console
         .bar(show, Some(size.bytes), &format!("getting {cid}"));
+    let mut printer = ctx.console.output();
+    printer.text(&format!("saving {cid} to {}", out.display()))?;
+    printer.finish()?;
     let mut partial = Partial::beside(&out)?;
     let work = write_node(reader, info, partial.path(), &mut bar);
-    tokio::select! {
+    let written = tokio::select! {
         r = work => r?,
         _ = tokio::signal::ctrl_c() => bail!("interrupted; nothing was left at {}", out.display()),
-    }
+    };
     partial.commit(&out)?;
     bar.finish();
-    Ok(())
+    let mut printer = ctx.console.output();
+    let path = out.display().to_string();
+    printer.ack(
+        &serde_json::json!({
+            "cid": cid.to_string(),
+            "path": path,
+            "files": written.files,
+            "directories": written.directories,
+            "symlinks": written.symlinks,
+            "bytes": written.bytes,
+        }),
+        || {
+            format!(
+                "saved {path}: {} file{}, {} director{}, {} symlink{}, {} bytes",
+                written.files,
+                if written.files == 1 { "" } else { "s" },
+                written.directories,
+                if written.directories == 1 { "y" } else { "ies" },
+                written.symlinks,
+                if written.symlinks == 1 { "" } else { "s" },
+                written.bytes
+            )
+        },
+    )?;
+    printer.finish()
+}
+
+/// What a `get` wrote.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    files: u64,
+    directories: u64,
+    symlinks: u64,
+    bytes: u64,
 }
 
 /// Where `cairn get` writes: `-o OUT`, else the last path segment or the CID in the working
@@ -402,13 +438,14 @@ async fn write_node<S: BlockSource + Clone>(
     root: NodeInfo,
     dest: &Path,
     bar: &mut crate::progress::Bar,
-) -> Result<()> {
+) -> Result<Written> {
     // Depth-first with one listing cursor per open directory (at most MAX_DIR_DEPTH, as
     // `measure` checked): hostile DAGs cannot blow the stack, and no listing is held whole.
     let mut w = Writer {
         reader,
         bar,
         written: 0,
+        counts: Written::default(),
         yielder: Yielder::default(),
     };
     let mut stack = Vec::new();
@@ -443,7 +480,8 @@ async fn write_node<S: BlockSource + Clone>(
             stack.push(sub);
         }
     }
-    Ok(())
+    w.counts.bytes = w.written;
+    Ok(w.counts)
 }
 
 /// Writes single nodes for [`write_node`].
@@ -453,6 +491,7 @@ struct Writer<'a, S> {
     /// File bytes written so far (`measure` bounded them; a raw leaf's size came from its
     /// link, so they are counted again here).
     written: u64,
+    counts: Written,
     yielder: Yielder,
 }
 
@@ -490,12 +529,14 @@ impl<S: BlockSource + Clone> Writer<'_, S> {
                 w.flush()
                     .with_context(|| format!("cannot write {}", dest.display()))?;
                 set_mode(&dest, info.mode)?;
+                self.counts.files += 1;
                 self.yielder.step().await;
                 Ok(None)
             }
             EntryKind::Directory => {
                 std::fs::create_dir(&dest)
                     .with_context(|| format!("cannot create {}", dest.display()))?;
+                self.counts.directories += 1;
                 self.yielder.step().await;
                 Ok(Some((self.reader.dir_cursor(&cid), dest)))
             }
@@ -503,6 +544,7 @@ impl<S: BlockSource + Clone> Writer<'_, S> {
                 let target = info.symlink_target.unwrap_or_default();
                 std::os::unix::fs::symlink(&target, &dest)
                     .with_context(|| format!("cannot create symlink {}", dest.display()))?;
+                self.counts.symlinks += 1;
                 self.yielder.step().await;
                 Ok(None)
             }
@@ -525,6 +567,7 @@ struct LsEntry {
     name: String,
     cid: String,
     size: u64,
+    #[serde(rename = "type")]
     kind: String,
 }
 

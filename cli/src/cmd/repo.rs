@@ -17,9 +17,14 @@ pub fn init(dir: &Path, console: &Console, profile: crate::args::Profile) -> Res
     let repo = Repo::init_with(dir, crate::config::profile_config(profile)?)?;
     let mut out = console.output();
     let path = repo.path().display().to_string();
-    out.item(&serde_json::json!({ "repo": path }), || {
-        format!("initialized cairn repo at {path}")
-    })?;
+    let peer_id = cairn_net::peer_id_from_seed(repo.identity_seed())?.to_string();
+    let profile = clap::ValueEnum::to_possible_value(&profile)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    out.ack(
+        &serde_json::json!({ "repo": path, "peer_id": peer_id, "profile": profile }),
+        || format!("initialized cairn repo at {path} (profile {profile})\npeer id: {peer_id}"),
+    )?;
     out.finish()
 }
 
@@ -38,9 +43,9 @@ pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
     let json = ctx.console.json();
     let mut out = ctx.console.output();
     match cmd {
-        RepoCommand::Gc { quiet } => {
+        RepoCommand::Gc => {
             let report = repo.gc()?;
-            if !quiet && !json {
+            if !ctx.console.quiet() && !json {
                 for cid in &report.removed {
                     out.item(&(), || format!("removed {cid}"))?;
                 }
@@ -95,21 +100,18 @@ pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
         RepoCommand::Verify => {
             let report = repo.verify()?;
             for bad in &report.corrupt {
-                out.item(&serde_json::json!({ "corrupt": bad.to_string() }), || {
-                    format!("corrupt block {bad}")
-                })?;
+                out.text(&format!("corrupt block {bad}"))?;
             }
             for bad in &report.undecodable {
-                out.item(
-                    &serde_json::json!({ "undecodable": bad.to_string() }),
-                    || format!("undecodable dag-pb block {bad}"),
-                )?;
+                out.text(&format!("undecodable dag-pb block {bad}"))?;
             }
+            let names =
+                |v: &[cairn_store::Cid]| v.iter().map(|c| c.to_string()).collect::<Vec<_>>();
             out.item(
                 &serde_json::json!({
-                    "checked": report.checked,
-                    "corrupt": report.corrupt.len(),
-                    "undecodable": report.undecodable.len(),
+                    "verified": report.checked,
+                    "corrupt": names(&report.corrupt),
+                    "undecodable": names(&report.undecodable),
                     "on_disk": report.on_disk,
                     "unindexed": report.unindexed,
                     "damaged_records": report.damaged_records,
@@ -161,7 +163,7 @@ pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
 /// `cairn repo repair`: rebuilds the index without opening the repo the normal way (which
 /// refuses an index it cannot trust).
 pub fn repair(dir: &Path, console: &Console) -> Result<()> {
-    let mut bar = Bar::local(console.progress(false), None, "reading blocks");
+    let mut bar = Bar::local(console.progress(), None, "reading blocks");
     let (repo, report) = Repo::repair(dir, |n| bar.set_position(n))?;
     bar.finish();
     let mut out = console.output();
