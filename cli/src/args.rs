@@ -240,7 +240,7 @@ pub struct MountArgs {
     /// The mount point (an existing, empty directory).
     #[arg(value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Mount every CID lazily: DIR/<cid>/path, like Kubo's /ipfs.
+    /// Mount every CID lazily: DIR/<cid>/path, like Kubo's /ipfs [default: off, mount one CID]
     #[arg(long, value_name = "DIR", conflicts_with = "cid")]
     pub namespace: Option<PathBuf>,
     /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root).

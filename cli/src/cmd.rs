@@ -60,7 +60,10 @@ pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
         | Command::Unmount { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => {
-            anyhow::bail!("this command needs the network: start `cairn daemon` first")
+            crate::fail!(
+                "needs_daemon",
+                "this command needs the network: start `cairn daemon` first"
+            )
         }
     }
 }

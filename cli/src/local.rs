@@ -136,7 +136,8 @@ impl Local {
                 std::process::id()
             )
             }
-            Command::Daemon(_) => bail!(
+            Command::Daemon(_) => crate::fail!(
+                "repo_busy",
                 "the repo is held by {} (pid {}): stop it before starting the daemon",
                 self.role,
                 std::process::id()

@@ -95,9 +95,17 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
     if let Command::Daemon(args) = &cli.command {
         return daemon::run(&repo_dir, &console, args).await;
     }
-    let repo = match open_or_forward(&repo_dir).await? {
+    if let Command::Repo(args::RepoCommand::Repair) = &cli.command {
+        // Repair opens the repo its own way (the normal open refuses an index it cannot trust);
+        // a process that owns the repo says why it cannot run.
+        return match client::connect(&repo_dir) {
+            Some(stream) => forward(&cli.command, argv, &repo_dir, stream),
+            None => cmd::repair(&repo_dir, &console),
+        };
+    }
+    let repo: Arc<cairn_store::Repo> = match open_or_forward(&repo_dir).await? {
         Opened::Forward(stream) => return forward(&cli.command, argv, &repo_dir, stream),
-        Opened::Repo(repo) => Arc::new(repo),
+        Opened::Repo(repo) => Arc::from(repo),
     };
     let timeout = Duration::from_secs(
         cli.timeout
@@ -131,15 +139,11 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
             )
             .and_then(|()| out.finish())
         }
-        Command::Swarm(_) | Command::Routing(_) | Command::Stat(_) | Command::Status { .. } => Err(
-            anyhow::anyhow!("this command needs the network: start `cairn daemon` first"),
-        ),
-        Command::Repo(args::RepoCommand::Repair) => {
-            // Repair opens the repo its own way (the normal open refuses an index it cannot
-            // trust): give the lock back first.
-            owner.finish(OWNER_GRACE).await;
-            drop(repo);
-            return cmd::repair(&repo_dir, &console);
+        Command::Swarm(_) | Command::Routing(_) | Command::Stat(_) | Command::Status { .. } => {
+            Err(error::coded(
+                "needs_daemon",
+                "this command needs the network: start `cairn daemon` first",
+            ))
         }
         command => {
             let ctx = cmd::Ctx {
@@ -165,7 +169,7 @@ enum Opened {
     /// Another process owns the repo and serves its API: the command runs there.
     Forward(std::os::unix::net::UnixStream),
     /// This process now owns the repo.
-    Repo(cairn_store::Repo),
+    Repo(Box<cairn_store::Repo>),
 }
 
 /// Connects to the process that owns the repo, or opens the repo if none does.
@@ -176,7 +180,7 @@ async fn open_or_forward(repo_dir: &std::path::Path) -> Result<Opened> {
             return Ok(Opened::Forward(stream));
         }
         match cairn_store::Repo::open(repo_dir) {
-            Ok(repo) => return Ok(Opened::Repo(repo)),
+            Ok(repo) => return Ok(Opened::Repo(Box::new(repo))),
             Err(cairn_store::RepoError::InUse { .. }) if started.elapsed() < OWNER_WAIT => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

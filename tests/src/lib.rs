@@ -208,7 +208,12 @@ impl TestRepo {
 
     /// Starts `cairn daemon` on this repo and waits until it is ready.
     pub fn daemon(&self) -> Daemon {
-        Daemon::start(self)
+        Daemon::start(self, &[])
+    }
+
+    /// Starts `cairn daemon <args>` (e.g. `--listen ADDR`) and waits until it is ready.
+    pub fn daemon_with(&self, args: &[&str]) -> Daemon {
+        Daemon::start(self, args)
     }
 }
 
@@ -220,10 +225,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn start(repo: &TestRepo) -> Daemon {
+    fn start(repo: &TestRepo, args: &[&str]) -> Daemon {
         use std::io::BufRead;
+        let mut argv = vec!["daemon"];
+        argv.extend_from_slice(args);
         let mut child = repo
-            .command(&["daemon"])
+            .command(&argv)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -623,6 +630,22 @@ impl Mount {
     /// The process serving the mount.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Waits up to `secs` for the process to end by itself (e.g. after `cairn unmount`) and
+    /// returns its exit code and what it logged; `None` if it is still running.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<(Option<i32>, String)> {
+        let child = self.child.as_mut()?;
+        let status = wait_for(secs, "the mount process to exit", || {
+            child.try_wait().ok().flatten()
+        });
+        self.child = None;
+        let log = self
+            .log
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        Some((status.code(), log))
     }
 
     /// Stops the mount (SIGINT, as Ctrl-C) and returns what the process logged.

@@ -126,8 +126,8 @@ fn offline_mount_serves_the_tree_and_sigint_unmounts() {
     // Writes are refused: the mount is read-only.
     let err = std::fs::write(mnt.join("new"), b"no").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
-    // The repo is owned by the mount process: other commands say so.
-    r.cairn(&["repo", "stat"]).expect_err("in use");
+    // The mount's process serves the repo's other commands meanwhile.
+    assert!(r.cairn(&["repo", "stat"]).expect_ok().contains("blocks:"));
 
     signal(fg.child.id(), libc::SIGINT);
     let status = fg.child.wait().unwrap();

@@ -113,6 +113,7 @@ fn add(
     let show = console.progress() || (args.progress && !quiet);
     let mut out = console.output();
     let mut roots = Vec::new();
+    let mut last_root: Option<(String, String, u64)> = None;
     for (path, shown) in paths.iter().zip(&args.paths) {
         let total = if show { Some(total_bytes(path)) } else { None };
         let mut bar = console.bar(show, total, &format!("adding {}", shown.display()));
@@ -150,13 +151,24 @@ fn add(
                 )?;
             }
         }
+        let root = imported.cid.to_string();
+        last_root = Some(match lines.iter().rev().find(|(cid, _, _)| *cid == root) {
+            Some((cid, name, size)) => (cid.clone(), name.clone(), *size),
+            None => (root, shown.display().to_string(), 0),
+        });
         roots.push(imported.cid);
     }
     if quiet {
-        if let Some(root) = roots.last() {
-            out.item(&serde_json::json!({ "cid": root.to_string() }), || {
-                root.to_string()
-            })?;
+        // Only the last root, in the same shape as every `added` line.
+        if let Some((cid, name, size)) = last_root {
+            out.item(
+                &Added {
+                    cid: cid.clone(),
+                    name: &name,
+                    size,
+                },
+                || cid.clone(),
+            )?;
         }
     }
     out.finish()?;
