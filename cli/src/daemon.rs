@@ -75,13 +75,21 @@ pub fn net_config(repo: &Repo) -> Result<NetConfig> {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let repo = Arc::new(cmd::open(repo_dir)?);
-    let cfg = net_config(&repo)?;
+    let mut cfg = net_config(&repo)?;
     let timeout = cfg.fetch_timeout;
     let provide = cfg.provide_strategy;
+    // The reprovider below announces (and re-announces) what the strategy selects; the node's
+    // own reprovide of every record it ever announced would disagree with it.
+    let reprovide_every = cfg.reprovide_interval.take();
+    let has_bootstrap = !cfg.bootstrap.is_empty();
     let store: Arc<dyn Blockstore> = repo.store().clone();
-    let node = Node::start(cfg, *repo.identity_seed(), store)
-        .await
-        .context("cannot start the network node")?;
+    let node = match Node::start(cfg, *repo.identity_seed(), store).await {
+        Ok(node) => node,
+        Err(e @ cairn_net::NetError::AddrInUse { .. }) => bail!(
+            "cannot start the network node: {e}; stop that process, or listen elsewhere (network.listen in the repo config)"
+        ),
+        Err(e) => return Err(e).context("cannot start the network node"),
+    };
     let socket = api::socket_path(repo_dir);
     // A private directory first: the socket never exists with looser permissions than 0700 allows.
     let socket_dir = repo_dir.join(api::SOCKET_DIR);
@@ -135,10 +143,18 @@ pub async fn run(repo_dir: &Path, console: &Console) -> Result<()> {
     let accept = tokio::spawn(accept_loop(listener, server));
 
     let auto_gc = tokio::spawn(auto_gc(repo.clone()));
+    let reprovider = tokio::spawn(crate::reprovide::run(
+        repo.clone(),
+        node.clone(),
+        provide,
+        reprovide_every,
+        has_bootstrap,
+    ));
 
     wait_for_signal().await;
     accept.abort();
     auto_gc.abort();
+    reprovider.abort();
     tracing::info!("shutting down");
     let mounts: Vec<_> = match daemon.mounts.lock() {
         Ok(mut m) => m.drain().collect(),

@@ -12,6 +12,7 @@ mod online;
 mod output;
 mod progress;
 mod repo_path;
+mod reprovide;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;

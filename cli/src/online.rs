@@ -235,9 +235,32 @@ async fn swarm(ctx: &Ctx<'_>, online: &Online, c: SwarmCommand) -> Result<()> {
     let mut out = ctx.console.output();
     match c {
         SwarmCommand::Peers => {
-            for p in node.peers().await? {
-                out.item(&serde_json::json!({ "peer": p.to_string() }), || {
-                    p.to_string()
+            for p in node.peer_infos().await? {
+                let latency_ms = p.latency.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
+                let json = serde_json::json!({
+                    "peer": p.peer.to_string(),
+                    "address": p.address.to_string(),
+                    "direction": p.direction.as_str(),
+                    "latency_ms": latency_ms,
+                    "transport": p.transport,
+                    "protocols": p.protocols,
+                });
+                out.item(&json, || {
+                    let latency =
+                        latency_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"));
+                    let protocols = p
+                        .protocols
+                        .as_ref()
+                        .map_or_else(|| "-".to_string(), |ps| ps.join(","));
+                    format!(
+                        "{} {} {} {} {} {}",
+                        p.peer,
+                        p.address,
+                        p.direction.as_str(),
+                        latency,
+                        p.transport,
+                        protocols
+                    )
                 })?;
             }
         }
@@ -246,6 +269,13 @@ async fn swarm(ctx: &Ctx<'_>, online: &Online, c: SwarmCommand) -> Result<()> {
             out.item(
                 &serde_json::json!({ "connected": peer.to_string() }),
                 || format!("connected to {peer}"),
+            )?;
+        }
+        SwarmCommand::Disconnect { peer } => {
+            let gone = node.disconnect(&peer).await?;
+            out.item(
+                &serde_json::json!({ "disconnected": gone.to_string() }),
+                || format!("disconnected from {gone}"),
             )?;
         }
         SwarmCommand::Addrs => {
@@ -293,10 +323,16 @@ async fn routing(ctx: &Ctx<'_>, online: &Online, c: RoutingCommand) -> Result<()
                     if n == 1 { "" } else { "s" }
                 );
             }
-            for p in search.providers {
-                out.item(&serde_json::json!({ "provider": p.to_string() }), || {
-                    p.to_string()
-                })?;
+            for p in &search.providers {
+                let addresses: Vec<String> = search
+                    .addresses
+                    .get(p)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.to_string())
+                    .collect();
+                let json = serde_json::json!({ "provider": p.to_string(), "addresses": addresses });
+                out.item(&json, || p.to_string())?;
             }
         }
     }

@@ -19,7 +19,7 @@ use libp2p::kad::store::RecordStore;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{identify, identity, kad, mdns, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{identify, identity, kad, mdns, ping, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -30,7 +30,9 @@ use crate::bitswap::protocol::{
 use crate::bitswap::{self};
 use crate::config::NetConfig;
 use crate::error::NetError;
-use crate::node::{BitswapStats, Command, ProvideReport, ProviderSearch, Reply};
+use crate::node::{
+    BitswapStats, Command, Direction, PeerInfo as PeerView, ProvideReport, ProviderSearch, Reply,
+};
 use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
 
 /// How often deadlines and retries are checked.
@@ -297,6 +299,38 @@ impl Engine {
         }
     }
 
+    /// Whether nobody is left to ask for `cid`: no block request out, no HAVE waiting, and
+    /// every connected Bitswap peer asked (and said DONT_HAVE, or left).
+    fn exhausted(&self, cid: &Cid) -> bool {
+        let Some(w) = self.wants.get(cid) else {
+            return false;
+        };
+        w.block_from.is_none()
+            && w.haves.is_empty()
+            && self.peers.iter().all(|(p, i)| {
+                i.bitswap == Some(false)
+                    || self.banned.contains_key(p)
+                    || (w.asked.contains(p) && w.dont_have.contains(p))
+            })
+    }
+
+    /// A DHT search for `cid` ran to completion after `peers_queried` peers without finding
+    /// a provider: if nobody else is left to ask, the readers are told so now rather than
+    /// after their deadline.
+    fn on_search_empty(&mut self, cid: Cid, peers_queried: u32) {
+        if peers_queried == 0 || !self.exhausted(&cid) {
+            // A DHT that knows no peer yet (bootstrap under way) is no answer: keep waiting.
+            return;
+        }
+        if let Some(w) = self.retire(cid, None) {
+            for x in w.waiters {
+                let _ = x
+                    .reply
+                    .send(Err(NetError::NoProviders { cid, peers_queried }));
+            }
+        }
+    }
+
     /// Forgets the want-block at `peer` (it failed, left, or said DONT_HAVE).
     fn release(&mut self, cid: &Cid, peer: &PeerId) -> bool {
         let Some(w) = self.wants.get_mut(cid) else {
@@ -549,6 +583,24 @@ impl Engine {
     }
 }
 
+/// One open connection, for `swarm peers`.
+struct Conn {
+    id: ConnectionId,
+    address: Multiaddr,
+    direction: Direction,
+    rtt: Option<Duration>,
+}
+
+/// A `disconnect` waiting for the peer's last connection to close.
+struct PendingDisconnect {
+    peer: PeerId,
+    reply: Reply<PeerId>,
+    deadline: Instant,
+}
+
+/// How long a `disconnect` waits for the connections to close before it answers anyway.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(5);
+
 struct PendingDial {
     addr: String,
     reply: Reply<PeerId>,
@@ -586,6 +638,13 @@ pub(crate) struct EventLoop {
     bootstrap_peers: HashSet<PeerId>,
     bootstrapped: bool,
     dials: HashMap<ConnectionId, PendingDial>,
+    /// Open connections per peer, oldest first.
+    conns: HashMap<PeerId, Vec<Conn>>,
+    /// Protocols each connected peer announced (identify).
+    protocols: HashMap<PeerId, Vec<String>>,
+    /// Listen addresses each connected peer announced (identify).
+    listen_of: HashMap<PeerId, Vec<Multiaddr>>,
+    disconnects: Vec<PendingDisconnect>,
     finds: HashMap<kad::QueryId, Find>,
     searches: usize,
     provide_jobs: HashMap<u64, ProvideJob>,
@@ -597,6 +656,50 @@ pub(crate) struct EventLoop {
     store_tasks: JoinSet<Vec<(Cid, Bytes)>>,
     /// Verified blocks waiting for a store task (bounded by the wants they answer).
     to_store: VecDeque<(Cid, Bytes)>,
+}
+
+/// A listen failure as the user should read it: "address already in use", or the whole chain
+/// of causes (libp2p's transport errors display as an empty string).
+fn listen_error(addr: &str, e: &(dyn std::error::Error + 'static)) -> NetError {
+    if crate::error::has_io_kind(e, std::io::ErrorKind::AddrInUse) {
+        return NetError::AddrInUse {
+            addr: addr.to_string(),
+        };
+    }
+    NetError::Listen {
+        addr: addr.to_string(),
+        reason: crate::error::chain(e),
+    }
+}
+
+/// Fails with [`NetError::AddrInUse`] if something listens on the fixed TCP or UDP port of
+/// `addr` already, by binding a plain socket there and closing it again just before libp2p
+/// binds. Two reasons:
+/// - libp2p binds its TCP listeners with `SO_REUSEPORT`, so a second daemon of the same user
+///   would bind the same port too and silently share its connections with the first. A plain
+///   socket (`SO_REUSEADDR` as std sets it, no `SO_REUSEPORT`) cannot bind a port a listener
+///   holds.
+/// - QUIC's own bind does fail, but libp2p wraps the I/O error in layers whose `source()` skips
+///   it, so its kind is lost; the probe's error keeps it.
+fn check_port(text: &str, addr: &Multiaddr) -> Result<(), NetError> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let probe = match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
+        Some(Protocol::Udp(port)) if port != 0 => std::net::UdpSocket::bind((ip, port)).map(drop),
+        _ => return Ok(()),
+    };
+    match probe {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(NetError::AddrInUse {
+            addr: text.to_string(),
+        }),
+        // Anything else (no such local address, a privileged port) is for libp2p to report.
+        _ => Ok(()),
+    }
 }
 
 fn p2p_id(addr: &Multiaddr) -> Option<PeerId> {
@@ -624,14 +727,18 @@ impl EventLoop {
                 }
             })?;
 
-        let mut listeners = HashSet::new();
+        let mut parsed = Vec::with_capacity(cfg.listen_addrs.len());
         for a in &cfg.listen_addrs {
-            let addr = crate::node::parse_addr(a)?;
-            let id = swarm.listen_on(addr).map_err(|e| NetError::Listen {
-                addr: a.clone(),
-                reason: e.to_string(),
-            })?;
-            listeners.insert(id);
+            parsed.push((a, crate::node::parse_addr(a)?));
+        }
+        // Every fixed port is checked before any is bound (see `check_port`).
+        for (text, addr) in &parsed {
+            check_port(text, addr)?;
+        }
+        let mut listeners = HashMap::new();
+        for (text, addr) in parsed {
+            let id = swarm.listen_on(addr).map_err(|e| listen_error(text, &e))?;
+            listeners.insert(id, text.clone());
         }
         let mut listen_addrs = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -648,18 +755,24 @@ impl EventLoop {
                     listen_addrs.push(address);
                 }
                 Ok(SwarmEvent::ListenerClosed {
-                    addresses, reason, ..
+                    listener_id,
+                    addresses,
+                    reason,
                 }) => {
-                    let addr = addresses
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let reason = match reason {
-                        Err(e) => e.to_string(),
-                        Ok(()) => "listener closed".to_string(),
-                    };
-                    return Err(NetError::Listen { addr, reason });
+                    let addr = listeners.get(&listener_id).cloned().unwrap_or_else(|| {
+                        addresses
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
+                    return Err(match reason {
+                        Err(e) => listen_error(&addr, &e),
+                        Ok(()) => NetError::Listen {
+                            addr,
+                            reason: "the listener closed".into(),
+                        },
+                    });
                 }
                 Ok(other) => tracing::trace!(?other, "event before start"),
                 Err(_) => {
@@ -696,6 +809,10 @@ impl EventLoop {
             bootstrap_peers,
             bootstrapped: false,
             dials: HashMap::new(),
+            conns: HashMap::new(),
+            protocols: HashMap::new(),
+            listen_of: HashMap::new(),
+            disconnects: Vec::new(),
             finds: HashMap::new(),
             searches: 0,
             provide_jobs: HashMap::new(),
@@ -793,9 +910,53 @@ impl EventLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(Ok(self.swarm.connected_peers().copied().collect()));
             }
+            Command::PeerInfos { reply } => {
+                let mut infos: Vec<PeerView> = self
+                    .conns
+                    .iter()
+                    .filter_map(|(peer, conns)| {
+                        let c = conns.first()?;
+                        Some(PeerView {
+                            peer: *peer,
+                            address: c
+                                .address
+                                .iter()
+                                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                                .collect(),
+                            direction: c.direction,
+                            latency: c.rtt,
+                            transport: crate::node::transport_name(&c.address),
+                            protocols: self.protocols.get(peer).cloned(),
+                        })
+                    })
+                    .collect();
+                infos.sort_by_key(|i| i.peer.to_bytes());
+                let _ = reply.send(Ok(infos));
+            }
+            Command::Disconnect { target, reply } => self.disconnect(target, reply),
             Command::Provide { cids, reply } => {
                 let keys = cids.iter().map(provider_key).collect();
                 self.start_provide_job(keys, Some(reply));
+            }
+            Command::ProvidedKeys { reply } => {
+                let keys = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .provided()
+                    .map(|r| r.key.to_vec())
+                    .collect();
+                let _ = reply.send(Ok(keys));
+            }
+            Command::StopProviding { keys, reply } => {
+                for k in keys {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .stop_providing(&kad::RecordKey::new(&k));
+                }
+                let _ = reply.send(Ok(()));
             }
             Command::FindProviders {
                 cid,
@@ -871,6 +1032,41 @@ impl EventLoop {
                 }));
             }
         }
+    }
+
+    fn disconnect(&mut self, target: Multiaddr, reply: Reply<PeerId>) {
+        let by_addr = |a: &Multiaddr| -> Multiaddr {
+            a.iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect()
+        };
+        let peer = match p2p_id(&target) {
+            Some(p) => self.conns.contains_key(&p).then_some(p),
+            None => {
+                let want = by_addr(&target);
+                self.conns
+                    .iter()
+                    .find(|(_, cs)| cs.iter().any(|c| by_addr(&c.address) == want))
+                    .map(|(p, _)| *p)
+            }
+        };
+        let Some(peer) = peer else {
+            let _ = reply.send(Err(NetError::NotConnected {
+                target: target.to_string(),
+            }));
+            return;
+        };
+        if self.swarm.disconnect_peer_id(peer).is_err() {
+            let _ = reply.send(Err(NetError::NotConnected {
+                target: target.to_string(),
+            }));
+            return;
+        }
+        self.disconnects.push(PendingDisconnect {
+            peer,
+            reply,
+            deadline: Instant::now() + DISCONNECT_WAIT,
+        });
     }
 
     // ----- DHT provide -----
@@ -1000,9 +1196,12 @@ impl EventLoop {
         let Some(f) = self.finds.remove(&id) else {
             return;
         };
+        let empty = f.found.is_empty();
         if let Some(r) = f.reply {
+            let addresses = f.found.iter().map(|p| (*p, self.known_addrs(p))).collect();
             let _ = r.send(Ok(ProviderSearch {
                 providers: f.found,
+                addresses,
                 peers_queried: f.peers_queried,
                 timed_out: f.timed_out,
             }));
@@ -1014,8 +1213,38 @@ impl EventLoop {
             if w.search == Some(id) {
                 w.search = None;
                 w.last_search = Some(Instant::now());
+                if empty && !f.timed_out {
+                    self.engine.on_search_empty(f.cid, f.peers_queried);
+                }
             }
         }
+    }
+
+    /// The addresses this node knows for `peer`: its DHT routing table entry, the listen
+    /// addresses it announced, and the address of an outbound connection to it.
+    fn known_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        let mut add = |a: &Multiaddr| {
+            if !addrs.contains(a) {
+                addrs.push(a.clone());
+            }
+        };
+        if let Some(entry) = self.swarm.behaviour_mut().kad.kbucket(*peer) {
+            if let Some(e) = entry.iter().find(|e| e.node.key.preimage() == peer) {
+                for a in e.node.value.iter() {
+                    add(a);
+                }
+            }
+        }
+        for a in self.listen_of.get(peer).into_iter().flatten() {
+            add(a);
+        }
+        for c in self.conns.get(peer).into_iter().flatten() {
+            if c.direction == Direction::Outbound {
+                add(&c.address);
+            }
+        }
+        addrs
     }
 
     fn on_kad(&mut self, ev: kad::Event) {
@@ -1088,6 +1317,13 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                let mut protocols: Vec<String> =
+                    info.protocols.iter().map(|p| p.to_string()).collect();
+                protocols.sort();
+                if self.conns.contains_key(&peer_id) {
+                    self.protocols.insert(peer_id, protocols);
+                    self.listen_of.insert(peer_id, info.listen_addrs.clone());
+                }
                 if info.protocols.contains(&self.kad_protocol) {
                     for a in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
@@ -1117,6 +1353,21 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            })) => {
+                if let Ok(rtt) = result {
+                    if let Some(c) = self
+                        .conns
+                        .get_mut(&peer)
+                        .and_then(|cs| cs.iter_mut().find(|c| c.id == connection))
+                    {
+                        c.rtt = Some(rtt);
+                    }
+                }
+            }
             SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
             SwarmEvent::NewListenAddr { address, .. } => {
                 if self.engine.cfg.announce_listen_addrs {
@@ -1132,8 +1383,19 @@ impl EventLoop {
                 peer_id,
                 connection_id,
                 num_established,
+                endpoint,
                 ..
             } => {
+                self.conns.entry(peer_id).or_default().push(Conn {
+                    id: connection_id,
+                    address: endpoint.get_remote_address().clone(),
+                    direction: if endpoint.is_dialer() {
+                        Direction::Outbound
+                    } else {
+                        Direction::Inbound
+                    },
+                    rtt: None,
+                });
                 if let Some(d) = self.dials.remove(&connection_id) {
                     let _ = d.reply.send(Ok(peer_id));
                 }
@@ -1149,11 +1411,25 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                if let Some(cs) = self.conns.get_mut(&peer_id) {
+                    cs.retain(|c| c.id != connection_id);
+                }
                 if num_established == 0 {
+                    self.conns.remove(&peer_id);
+                    self.protocols.remove(&peer_id);
+                    self.listen_of.remove(&peer_id);
                     self.engine.on_peer_gone(peer_id, true);
+                    let (done, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.disconnects)
+                        .into_iter()
+                        .partition(|d| d.peer == peer_id);
+                    self.disconnects = wait;
+                    for d in done {
+                        let _ = d.reply.send(Ok(peer_id));
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1272,6 +1548,15 @@ impl EventLoop {
                     secs: self.engine.cfg.dial_timeout.as_secs(),
                 }));
             }
+        }
+
+        let (late, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.disconnects)
+            .into_iter()
+            .partition(|d| d.deadline <= now);
+        self.disconnects = wait;
+        for d in late {
+            // The connections are closing; say so rather than keep the caller waiting.
+            let _ = d.reply.send(Ok(d.peer));
         }
 
         let late: Vec<kad::QueryId> = self

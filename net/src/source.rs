@@ -76,6 +76,9 @@ impl NetSource {
 fn to_get_error(cid: Cid, e: NetError) -> GetError {
     match e {
         NetError::FetchTimeout { cid, secs } => GetError::Timeout { cid, secs },
+        NetError::NoProviders { cid, peers_queried } => {
+            GetError::NoProviders { cid, peers_queried }
+        }
         other => GetError::Network {
             cid,
             reason: other.to_string(),
