@@ -47,7 +47,11 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             }
             Ok(())
         }
-        Command::Cat(args) => cmd::read::cat_with(&online.reader(), ctx.console, &args).await,
+        Command::Cat(args) => {
+            // Readahead fetches only the blocks covering the bytes asked for.
+            let source = online.source().with_file_range(args.offset, args.length);
+            cmd::read::cat_with(&DagReader::new(source), ctx.console, &args).await
+        }
         Command::Get(args) => {
             // Refuse an occupied output before fetching anything.
             cmd::read::output_path(ctx, &args)?;

@@ -31,7 +31,8 @@ use crate::bitswap::{self};
 use crate::config::NetConfig;
 use crate::error::NetError;
 use crate::node::{
-    BitswapStats, Command, Direction, PeerInfo as PeerView, ProvideReport, ProviderSearch, Reply,
+    BitswapStats, Command, Direction, Fetched, PeerInfo as PeerView, ProvideReport, ProviderSearch,
+    Reply,
 };
 use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
 
@@ -60,7 +61,7 @@ fn provider_key(cid: &Cid) -> kad::RecordKey {
 }
 
 struct Waiter {
-    reply: Reply<Bytes>,
+    reply: Reply<Fetched>,
     deadline: Instant,
     secs: u64,
 }
@@ -73,6 +74,9 @@ struct Want {
     /// Peers that said HAVE, not yet asked for the block.
     haves: VecDeque<PeerId>,
     dont_have: HashSet<PeerId>,
+    /// Peers whose want-block went unanswered too long (counted with `dont_have` for routing,
+    /// but not as a "no": the block may still come).
+    stalled: HashSet<PeerId>,
     /// Peers the DHT named as providers.
     providers: HashSet<PeerId>,
     /// The peer asked for the block, and since when.
@@ -89,6 +93,7 @@ impl Want {
             asked: HashSet::new(),
             haves: VecDeque::new(),
             dont_have: HashSet::new(),
+            stalled: HashSet::new(),
             providers: HashSet::new(),
             block_from: None,
             created: now,
@@ -136,7 +141,9 @@ struct Engine {
     wants: HashMap<Cid, Want>,
     /// Verified blocks being written to the store, with their waiting readers.
     storing: HashMap<Cid, Vec<Waiter>>,
-    recent: HashSet<Cid>,
+    /// CIDs wanted recently, and whether their block arrived (`false`: the want was
+    /// cancelled or expired first).
+    recent: HashMap<Cid, bool>,
     recent_order: VecDeque<Cid>,
     outbox: HashMap<PeerId, Vec<Message>>,
     banned: HashMap<PeerId, Instant>,
@@ -162,7 +169,7 @@ impl Engine {
             peers: HashMap::new(),
             wants: HashMap::new(),
             storing: HashMap::new(),
-            recent: HashSet::new(),
+            recent: HashMap::new(),
             recent_order: VecDeque::new(),
             outbox: HashMap::new(),
             banned: HashMap::new(),
@@ -205,7 +212,16 @@ impl Engine {
 
     // ----- client: wants -----
 
-    fn fetch(&mut self, cid: Cid, timeout: Duration, reply: Reply<Bytes>) {
+    fn fetch(&mut self, cid: Cid, timeout: Duration, may_be_stored: bool, reply: Reply<Fetched>) {
+        if may_be_stored
+            && self.recent.get(&cid) == Some(&true)
+            && !self.wants.contains_key(&cid)
+            && !self.storing.contains_key(&cid)
+        {
+            // Received and stored since the caller looked in the store.
+            let _ = reply.send(Ok(Fetched::Stored));
+            return;
+        }
         let waiter = Waiter {
             reply,
             deadline: far_deadline(timeout),
@@ -310,16 +326,16 @@ impl Engine {
             && self.peers.iter().all(|(p, i)| {
                 i.bitswap == Some(false)
                     || self.banned.contains_key(p)
-                    || (w.asked.contains(p) && w.dont_have.contains(p))
+                    || (w.asked.contains(p) && w.dont_have.contains(p) && !w.stalled.contains(p))
             })
     }
 
-    /// A DHT search for `cid` ran to completion after `peers_queried` peers without finding
-    /// a provider: if nobody else is left to ask, the readers are told so now rather than
-    /// after their deadline.
+    /// A DHT search for `cid` ran to completion after `peers_queried` peers (at least one of
+    /// which answered) without finding a provider: if nobody else is left to ask, the readers
+    /// are told so now rather than after their deadline. (A query that no peer answered, e.g.
+    /// while the node knows no DHT peer yet, is no answer: the want waits and searches again.)
     fn on_search_empty(&mut self, cid: Cid, peers_queried: u32) {
         if peers_queried == 0 || !self.exhausted(&cid) {
-            // A DHT that knows no peer yet (bootstrap under way) is no answer: keep waiting.
             return;
         }
         if let Some(w) = self.retire(cid, None) {
@@ -346,8 +362,10 @@ impl Engine {
         false
     }
 
-    fn remember(&mut self, cid: Cid) {
-        if self.recent.insert(cid) {
+    fn remember(&mut self, cid: Cid, delivered: bool) {
+        let known = self.recent.get(&cid).copied();
+        self.recent.insert(cid, delivered || known == Some(true));
+        if known.is_none() {
             self.recent_order.push_back(cid);
             if self.recent_order.len() > RECENT_BLOCKS {
                 if let Some(old) = self.recent_order.pop_front() {
@@ -358,10 +376,10 @@ impl Engine {
     }
 
     /// Drops a want: cancels it at every peer asked. The CID stays "recent", so a block already
-    /// on its way when the cancel left is a duplicate, not a forgery.
+    /// on its way when the cancel left is taken as a late block, not a forgery.
     fn retire(&mut self, cid: Cid, except: Option<PeerId>) -> Option<Want> {
         let w = self.wants.remove(&cid)?;
-        self.remember(cid);
+        self.remember(cid, false);
         if let Some((p, _)) = w.block_from {
             if let Some(i) = self.peers.get_mut(&p) {
                 i.outstanding = i.outstanding.saturating_sub(1);
@@ -383,7 +401,7 @@ impl Engine {
             .filter(|(c, _)| {
                 !(self.wants.contains_key(c)
                     || self.storing.contains_key(c)
-                    || self.recent.contains(c))
+                    || self.recent.contains_key(c))
             })
             .count();
         if bad > 0 {
@@ -401,10 +419,19 @@ impl Engine {
                     i.delivered += 1;
                     i.bitswap = Some(true);
                 }
-                self.remember(cid);
+                self.remember(cid, true);
                 self.storing.insert(cid, w.waiters);
                 fresh.push((cid, data));
+            } else if self.recent.get(&cid) == Some(&false) && !self.storing.contains_key(&cid) {
+                // Wanted a moment ago and cancelled before it came (the reader left): the first
+                // copy is no duplicate. It is kept, as any received block is.
+                self.stats.blocks_received += 1;
+                self.stats.bytes_received += data.len() as u64;
+                self.remember(cid, true);
+                self.storing.insert(cid, Vec::new());
+                fresh.push((cid, data));
             } else {
+                // Received before (or being stored now): the same block a second time.
                 self.stats.dup_blocks += 1;
                 self.stats.dup_bytes += data.len() as u64;
             }
@@ -427,6 +454,7 @@ impl Engine {
             }
             Presence::DontHave => {
                 w.dont_have.insert(peer);
+                w.stalled.remove(&peer);
                 w.haves.retain(|h| *h != peer);
                 self.release(&cid, &peer);
             }
@@ -478,6 +506,7 @@ impl Engine {
                     // Known peer, perhaps asked before it had the block: ask again.
                     w.asked.remove(&p);
                     w.dont_have.remove(&p);
+                    w.stalled.remove(&p);
                     connected = true;
                 } else {
                     to_dial.push(p);
@@ -571,6 +600,7 @@ impl Engine {
             self.release(&cid, &p);
             if let Some(w) = self.wants.get_mut(&cid) {
                 w.dont_have.insert(p);
+                w.stalled.insert(p);
             }
             self.dispatch(cid);
         }
@@ -617,6 +647,8 @@ struct Find {
     deadline: Option<Instant>,
     /// Peers the query has sent requests to so far.
     peers_queried: u32,
+    /// Peers that answered them.
+    peers_answered: u32,
     /// Ended by a deadline rather than run to completion.
     timed_out: bool,
 }
@@ -977,6 +1009,7 @@ impl EventLoop {
                         found: Vec::new(),
                         deadline: Some(far_deadline(timeout)),
                         peers_queried: 0,
+                        peers_answered: 0,
                         timed_out: false,
                     },
                 );
@@ -984,8 +1017,9 @@ impl EventLoop {
             Command::Fetch {
                 cid,
                 timeout,
+                may_be_stored,
                 reply,
-            } => self.engine.fetch(cid, timeout, reply),
+            } => self.engine.fetch(cid, timeout, may_be_stored, reply),
             Command::Stats { reply } => {
                 let mut s = self.engine.stats;
                 s.peers = self.swarm.connected_peers().count();
@@ -1187,6 +1221,7 @@ impl EventLoop {
                 found: Vec::new(),
                 deadline: None,
                 peers_queried: 0,
+                peers_answered: 0,
                 timed_out: false,
             },
         );
@@ -1213,7 +1248,7 @@ impl EventLoop {
             if w.search == Some(id) {
                 w.search = None;
                 w.last_search = Some(Instant::now());
-                if empty && !f.timed_out {
+                if empty && !f.timed_out && f.peers_answered > 0 {
                     self.engine.on_search_empty(f.cid, f.peers_queried);
                 }
             }
@@ -1258,6 +1293,7 @@ impl EventLoop {
                 if let Some(f) = self.finds.get_mut(&id) {
                     // Cumulative over the query's steps.
                     f.peers_queried = stats.num_requests();
+                    f.peers_answered = stats.num_successes();
                     if let kad::QueryResult::GetProviders(Err(kad::GetProvidersError::Timeout {
                         ..
                     })) = &result
@@ -1507,7 +1543,7 @@ impl EventLoop {
         for (cid, data) in blocks {
             if let Some(ws) = self.engine.storing.remove(&cid) {
                 for w in ws {
-                    let _ = w.reply.send(Ok(data.clone()));
+                    let _ = w.reply.send(Ok(Fetched::Block(data.clone())));
                 }
             }
         }
@@ -1746,8 +1782,8 @@ mod tests {
         let (cid, data) = block(1);
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(5), tx1);
-        e.fetch(cid, Duration::from_secs(5), tx2);
+        e.fetch(cid, Duration::from_secs(5), true, tx1);
+        e.fetch(cid, Duration::from_secs(5), true, tx2);
         assert_eq!(e.wants.len(), 1);
         assert_eq!(e.wants[&cid].waiters.len(), 2);
         for p in &peers {
@@ -1776,7 +1812,7 @@ mod tests {
         let (mut e, peers) = engine_with_peers(2);
         let (cid, data) = block(2);
         let (tx, _rx) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(5), tx);
+        e.fetch(cid, Duration::from_secs(5), true, tx);
         let (other, junk) = block(3);
         assert!(e.on_blocks(peers[0], vec![(other, junk)]).is_empty());
         assert_eq!(e.actions.ban, vec![peers[0]]);
@@ -1789,11 +1825,71 @@ mod tests {
     }
 
     #[test]
+    fn a_block_arriving_after_its_cancel_is_late_not_a_duplicate() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, data) = block(6);
+        let (tx, rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), true, tx);
+        // The reader leaves; the want is cancelled at the next tick.
+        drop(rx);
+        e.tick(Instant::now(), 16);
+        assert!(e.wants.is_empty());
+        // The block was already on its way.
+        assert_eq!(e.on_blocks(peers[0], vec![(cid, data.clone())]).len(), 1);
+        assert_eq!((e.stats.blocks_received, e.stats.dup_blocks), (1, 0));
+        assert!(e.actions.ban.is_empty());
+        // A second copy is a duplicate.
+        assert!(e.on_blocks(peers[0], vec![(cid, data)]).is_empty());
+        assert_eq!((e.stats.blocks_received, e.stats.dup_blocks), (1, 1));
+    }
+
+    #[test]
+    fn an_empty_dht_answer_ends_a_want_only_when_nobody_is_left_to_ask() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, _) = block(7);
+        let (tx, mut rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), true, tx);
+        e.on_presence(peers[0], cid, Presence::DontHave);
+        // One peer has not answered yet.
+        e.on_search_empty(cid, 2);
+        assert!(rx.try_recv().is_err() && e.wants.contains_key(&cid));
+        e.on_presence(peers[1], cid, Presence::DontHave);
+        // A DHT that asked nobody (no routing table yet) is no answer.
+        e.on_search_empty(cid, 0);
+        assert!(rx.try_recv().is_err() && e.wants.contains_key(&cid));
+        e.on_search_empty(cid, 2);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(NetError::NoProviders {
+                peers_queried: 2,
+                ..
+            }))
+        ));
+        assert!(e.wants.is_empty());
+    }
+
+    #[test]
+    fn a_stalled_peer_is_not_a_no() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, _) = block(8);
+        let (tx, mut rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(60), true, tx);
+        e.on_presence(peers[0], cid, Presence::Have);
+        assert!(e.wants[&cid].block_from.is_some());
+        // The want-block goes unanswered past the block request timeout.
+        e.tick(Instant::now() + e.cfg.block_request_timeout, 16);
+        assert!(e.wants[&cid].block_from.is_none());
+        e.on_search_empty(cid, 1);
+        assert!(rx.try_recv().is_err(), "the slow peer may still deliver");
+        assert!(e.wants.contains_key(&cid));
+    }
+
+    #[test]
     fn all_dont_have_triggers_a_dht_search() {
         let (mut e, peers) = engine_with_peers(2);
         let (cid, _) = block(4);
         let (tx, _rx) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(5), tx);
+        e.fetch(cid, Duration::from_secs(5), true, tx);
         assert!(e.actions.search.is_empty());
         e.on_presence(peers[0], cid, Presence::DontHave);
         assert!(e.actions.search.is_empty());
@@ -1806,7 +1902,7 @@ mod tests {
         let (mut e, peers) = engine_with_peers(1);
         let (cid, _) = block(5);
         let (tx, mut rx) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(0), tx);
+        e.fetch(cid, Duration::from_secs(0), true, tx);
         e.outbox.clear();
         e.tick(Instant::now() + Duration::from_millis(1), 16);
         assert!(matches!(

@@ -117,6 +117,16 @@ pub fn transport_name(addr: &Multiaddr) -> String {
     name.to_string()
 }
 
+/// What a fetch from the network yields.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    /// The block, verified and stored.
+    Block(Bytes),
+    /// It arrived for another want moments before this fetch asked and has been stored: read
+    /// it from the store (asking the peers again would move it twice).
+    Stored,
+}
+
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 
 /// What a [`Node`] asks of the event loop.
@@ -159,7 +169,9 @@ pub(crate) enum Command {
     Fetch {
         cid: Cid,
         timeout: Duration,
-        reply: Reply<Bytes>,
+        /// `Fetched::Stored` is an acceptable answer (not when the store just missed it).
+        may_be_stored: bool,
+        reply: Reply<Fetched>,
     },
     Stats {
         reply: Reply<BitswapStats>,
@@ -381,12 +393,28 @@ impl Node {
 
     /// [`Node::fetch`] with an explicit deadline.
     pub async fn fetch_with_timeout(&self, cid: Cid, timeout: Duration) -> Result<Bytes, NetError> {
-        self.ask(|reply| Command::Fetch {
-            cid,
-            timeout,
-            reply,
-        })
-        .await
+        let fetch = |may_be_stored| {
+            self.ask(move |reply| Command::Fetch {
+                cid,
+                timeout,
+                may_be_stored,
+                reply,
+            })
+        };
+        match fetch(true).await? {
+            Fetched::Block(b) => return Ok(b),
+            Fetched::Stored => {
+                if let Ok(Some(b)) = cairn_store::read_verified(&self.store, &cid).await {
+                    return Ok(b);
+                }
+            }
+        }
+        // Stored and gone again (a failed write, a GC): from the network after all.
+        match fetch(false).await? {
+            Fetched::Block(b) => Ok(b),
+            // Never: a fetch that may not be answered from the store is not.
+            Fetched::Stored => Err(NetError::Shutdown),
+        }
     }
 
     /// Bitswap counters.

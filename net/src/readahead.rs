@@ -45,6 +45,8 @@ pub(crate) struct Readahead {
     node: Node,
     timeout: Duration,
     window: usize,
+    /// Only file blocks overlapping this are planned.
+    range: Range,
     state: Mutex<State>,
 }
 
@@ -54,6 +56,21 @@ struct Planned {
     cid: Cid,
     group: u32,
     index: u32,
+    /// In a file group: the file offset of the block's first byte.
+    start: u64,
+}
+
+/// The part of a file a reader wants: `start..end` (`end` `None`: to the end of the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Range {
+    pub(crate) start: u64,
+    pub(crate) end: Option<u64>,
+}
+
+impl Range {
+    fn overlaps(&self, start: u64, len: u64) -> bool {
+        start.saturating_add(len) > self.start && self.end.is_none_or(|end| start < end)
+    }
 }
 
 /// The links of one node.
@@ -114,17 +131,36 @@ impl State {
         }
     }
 
-    /// Adds a group for the links of `cid` (in the group `parent`, if any) and returns its
-    /// entries, or nothing if `cid` was expanded already or has no links to follow.
-    fn expand(&mut self, cid: Cid, data: &Bytes, parent: Option<u32>) -> Vec<Planned> {
+    /// Adds a group for the links of `cid` (in the group `parent`, if any; `start` is its file
+    /// offset when it is a piece of a file) and returns its entries: for a file node, the pieces
+    /// overlapping `range`. Nothing if `cid` was expanded already or has no links to follow.
+    fn expand(
+        &mut self,
+        cid: Cid,
+        data: &Bytes,
+        parent: Option<u32>,
+        start: u64,
+        range: Range,
+    ) -> Vec<Planned> {
         if self.groups.len() >= MAX_PLAN || !self.expanded.insert(cid) {
             return Vec::new();
         }
-        let Some((file, mut links)) = links(&cid, data) else {
+        let Some(links) = links(&cid, data) else {
             return Vec::new();
         };
-        links.truncate(MAX_PLAN.saturating_sub(self.plan.len()));
-        if links.is_empty() {
+        let file = links.file;
+        let room = MAX_PLAN.saturating_sub(self.plan.len());
+        let entries: Vec<(usize, Cid, u64)> = links
+            .pieces
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, (cid, rel, len))| {
+                let at = start.saturating_add(rel);
+                (!file || range.overlaps(at, len)).then_some((i, cid, at))
+            })
+            .take(room)
+            .collect();
+        if entries.is_empty() {
             return Vec::new();
         }
         // A file node met inside an open file group: the reader is walking that file.
@@ -141,13 +177,13 @@ impl State {
                 last: None,
             },
         );
-        links
+        entries
             .into_iter()
-            .enumerate()
-            .map(|(i, cid)| Planned {
+            .map(|(i, cid, start)| Planned {
                 cid,
                 group,
                 index: u32::try_from(i).unwrap_or(u32::MAX),
+                start,
             })
             .collect()
     }
@@ -166,32 +202,60 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The links of a dag-pb block worth following, and whether it is a UnixFS file: all links of
-/// a file node; the dag-pb links of a directory or HAMT shard (entries a listing stats, shards
-/// it enters; raw entries are files a listing does not read). `None` for anything else (raw
-/// blocks, symlinks, blocks that do not decode: the reader reports those).
-fn links(cid: &Cid, data: &Bytes) -> Option<(bool, Vec<Cid>)> {
+/// The links of a node worth following.
+#[derive(Debug, PartialEq, Eq)]
+struct Links {
+    /// The node is a UnixFS file: its links are the file's pieces.
+    file: bool,
+    /// (child, offset of its bytes from the node's first byte, their length); offsets and
+    /// lengths only mean something for a file.
+    pieces: Vec<(Cid, u64, u64)>,
+}
+
+/// The links of a dag-pb block worth following: all links of a file node, with their byte
+/// ranges; the dag-pb links of a directory or HAMT shard (entries a listing stats, shards it
+/// enters; raw entries are files a listing does not read). `None` for anything else (raw
+/// blocks, symlinks, blocks that do not decode or whose sizes disagree: the reader reports
+/// those).
+fn links(cid: &Cid, data: &Bytes) -> Option<Links> {
     if cid.codec() != DAG_PB {
         return None;
     }
     let node = PbNode::decode(data).ok()?;
     let fs = UnixFsData::decode(&node.data.clone().unwrap_or_default()).ok()?;
-    let all = node.links.into_iter().map(|l| l.cid);
     match fs.kind {
-        DataType::File | DataType::Raw => Some((true, all.collect())),
-        DataType::Directory | DataType::HamtShard => {
-            Some((false, all.filter(|c| c.codec() == DAG_PB).collect()))
+        DataType::File | DataType::Raw => {
+            if fs.blocksizes.len() != node.links.len() {
+                return None;
+            }
+            let mut at = fs.data.as_ref().map_or(0, |d| d.len() as u64);
+            let mut pieces = Vec::with_capacity(node.links.len());
+            for (l, &size) in node.links.iter().zip(&fs.blocksizes) {
+                pieces.push((l.cid, at, size));
+                at = at.checked_add(size)?;
+            }
+            Some(Links { file: true, pieces })
         }
+        DataType::Directory | DataType::HamtShard => Some(Links {
+            file: false,
+            pieces: node
+                .links
+                .iter()
+                .filter(|l| l.cid.codec() == DAG_PB)
+                .map(|l| (l.cid, 0, 0))
+                .collect(),
+        }),
         DataType::Symlink | DataType::Metadata => None,
     }
 }
 
 impl Readahead {
-    pub(crate) fn new(node: Node, timeout: Duration, window: usize) -> Arc<Self> {
+    pub(crate) fn new(node: Node, timeout: Duration, window: usize, range: Range) -> Arc<Self> {
         Arc::new(Readahead {
             node,
             timeout,
             window,
+            range,
             state: Mutex::new(State::default()),
         })
     }
@@ -240,7 +304,8 @@ impl Readahead {
             }
         }
         if let Some(data) = data {
-            let planned = s.expand(cid, data, taken.map(|t| t.group));
+            let (group, start) = taken.map_or((None, 0), |t| (Some(t.group), t.start));
+            let planned = s.expand(cid, data, group, start, self.range);
             for p in planned.into_iter().rev() {
                 s.plan.push_front(p);
             }
@@ -294,8 +359,8 @@ impl Readahead {
             // Leave it to the reader, which will report the error.
             return;
         };
-        let group = s.plan[i].group;
-        let planned = s.expand(cid, &data, Some(group));
+        let (group, start) = (s.plan[i].group, s.plan[i].start);
+        let planned = s.expand(cid, &data, Some(group), start, self.range);
         for (k, p) in planned.into_iter().enumerate() {
             s.plan.insert(i + 1 + k, p);
         }
@@ -338,7 +403,10 @@ mod tests {
         let file = pb(DataType::File, vec![link(*leaf.cid()), link(*other.cid())]);
         assert_eq!(
             links(file.cid(), file.data()),
-            Some((true, vec![*leaf.cid(), *other.cid()]))
+            Some(Links {
+                file: true,
+                pieces: vec![(*leaf.cid(), 0, 1), (*other.cid(), 1, 1)]
+            })
         );
         let dir = pb(
             DataType::Directory,
@@ -346,29 +414,35 @@ mod tests {
         );
         assert_eq!(
             links(dir.cid(), dir.data()),
-            Some((false, vec![*file.cid()]))
+            Some(Links {
+                file: false,
+                pieces: vec![(*file.cid(), 0, 0)]
+            })
         );
+    }
+
+    fn leaves(n: u8) -> Vec<Block> {
+        (0..n)
+            .map(|n| Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![n])))
+            .collect()
     }
 
     #[test]
     fn groups_open_after_two_reads_in_order_and_file_groups_open_upwards() {
+        let all = Range::default();
         let mut s = State::default();
-        let leaves: Vec<Block> = (0..4u8)
-            .map(|n| Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(vec![n])))
-            .collect();
         let mid = pb(
             DataType::File,
-            leaves.iter().map(|b| link(*b.cid())).collect(),
+            leaves(4).iter().map(|b| link(*b.cid())).collect(),
         );
         let root = pb(DataType::File, vec![link(*mid.cid()), link(*mid.cid())]);
-        let top = s.expand(*root.cid(), root.data(), None);
+        let top = s.expand(*root.cid(), root.data(), None, 0, all);
         assert_eq!(top.len(), 2);
         let g_root = top[0].group;
         assert!(!s.is_open(g_root));
-        let below = s.expand(*mid.cid(), mid.data(), Some(g_root));
+        let below = s.expand(*mid.cid(), mid.data(), Some(g_root), 0, all);
         let g_mid = below[0].group;
         assert!(!s.is_open(g_mid), "a stat or small read opens nothing");
-        s.groups.get_mut(&g_mid).unwrap().last = Some(0);
         s.open(g_mid);
         assert!(
             s.is_open(g_mid) && s.is_open(g_root),
@@ -377,9 +451,9 @@ mod tests {
 
         let mut d = State::default();
         let dir = pb(DataType::Directory, vec![link(*root.cid())]);
-        let entries = d.expand(*dir.cid(), dir.data(), None);
+        let entries = d.expand(*dir.cid(), dir.data(), None, 0, all);
         let g_dir = entries[0].group;
-        let inner = d.expand(*root.cid(), root.data(), Some(g_dir));
+        let inner = d.expand(*root.cid(), root.data(), Some(g_dir), 0, all);
         d.open(g_dir);
         assert!(d.is_open(g_dir));
         assert!(
@@ -388,5 +462,41 @@ mod tests {
         );
         d.open(inner[0].group);
         assert!(d.is_open(inner[0].group));
+        assert!(
+            d.is_open(g_dir),
+            "a file group never opens a directory group"
+        );
+    }
+
+    #[test]
+    fn a_range_plans_only_the_pieces_that_cover_it() {
+        // Two middle nodes of 4 one-byte leaves each: bytes 0..4 and 4..8.
+        let ls = leaves(8);
+        let m1 = pb(
+            DataType::File,
+            ls[..4].iter().map(|b| link(*b.cid())).collect(),
+        );
+        let m2 = pb(
+            DataType::File,
+            ls[4..].iter().map(|b| link(*b.cid())).collect(),
+        );
+        let mut fs = UnixFsData::new(DataType::File);
+        fs.blocksizes = vec![4, 4];
+        let node = PbNode {
+            links: vec![link(*m1.cid()), link(*m2.cid())],
+            data: Some(Bytes::from(fs.encode())),
+        };
+        let root = Block::encode(1, DAG_PB, HashAlg::Sha2_256, Bytes::from(node.encode()));
+        let range = Range {
+            start: 5,
+            end: Some(7),
+        };
+        let mut s = State::default();
+        let top = s.expand(*root.cid(), root.data(), None, 0, range);
+        assert_eq!(top.len(), 1);
+        assert_eq!((top[0].cid, top[0].start), (*m2.cid(), 4));
+        let below = s.expand(*m2.cid(), m2.data(), Some(top[0].group), 4, range);
+        let got: Vec<(Cid, u64)> = below.iter().map(|p| (p.cid, p.start)).collect();
+        assert_eq!(got, vec![(*ls[5].cid(), 5), (*ls[6].cid(), 6)]);
     }
 }
