@@ -51,7 +51,9 @@ fn nodes_without_mtime_show_the_mount_start_and_recorded_mtimes_stay() {
     }
     // The same for the whole life of the mount (`make` and backup tools compare times).
     let first = std::fs::metadata(m.dir.join("plain.txt")).unwrap().mtime();
-    let again = std::fs::metadata(m.dir.join("sub/deep.txt")).unwrap().mtime();
+    let again = std::fs::metadata(m.dir.join("sub/deep.txt"))
+        .unwrap()
+        .mtime();
     assert_eq!(first, again);
     m.stop();
 
