@@ -114,7 +114,7 @@ struct PeerInfo {
     /// HAVEs this peer sent us.
     haves: u64,
     /// Its wants we have not answered yet.
-    ledger: HashSet<Cid>,
+    ledger: HashMap<Cid, WantType>,
 }
 
 /// What a serve task found for one want entry.
@@ -533,8 +533,21 @@ impl Engine {
         for e in entries {
             if e.cancel {
                 info.ledger.remove(&e.cid);
-            } else if info.ledger.len() < max && info.ledger.insert(e.cid) {
-                job.push(e);
+                continue;
+            }
+            match info.ledger.get(&e.cid) {
+                // A want-block for a CID whose want-have is still being looked up: the block
+                // is what is wanted now (the HAVE answer, when it comes, is dropped).
+                Some(WantType::Have) if e.want_type == WantType::Block => {
+                    info.ledger.insert(e.cid, WantType::Block);
+                    job.push(e);
+                }
+                Some(_) => {}
+                None if info.ledger.len() < max => {
+                    info.ledger.insert(e.cid, e.want_type);
+                    job.push(e);
+                }
+                None => {}
             }
         }
         job
@@ -542,10 +555,14 @@ impl Engine {
 
     fn on_answers(&mut self, peer: PeerId, answers: Vec<(WantEntry, Answer)>) {
         for (e, a) in answers {
-            let still_wanted = self
-                .peers
-                .get_mut(&peer)
-                .is_some_and(|i| i.ledger.remove(&e.cid));
+            let still_wanted = self.peers.get_mut(&peer).is_some_and(|i| {
+                // Answer only what is still wanted, and as it is wanted now.
+                let now = i.ledger.get(&e.cid) == Some(&e.want_type);
+                if now {
+                    i.ledger.remove(&e.cid);
+                }
+                now
+            });
             if !still_wanted {
                 continue;
             }
@@ -1935,6 +1952,30 @@ mod tests {
             vec![want_entry(first, WantType::Block, true)],
         );
         assert!(job.is_empty());
-        assert!(!e.peers[&peers[0]].ledger.contains(&first));
+        assert!(!e.peers[&peers[0]].ledger.contains_key(&first));
+    }
+
+    #[test]
+    fn a_want_block_upgrades_a_pending_want_have() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, data) = block(9);
+        let have = e.on_wantlist(
+            peers[0],
+            false,
+            vec![want_entry(cid, WantType::Have, false)],
+        );
+        assert_eq!(have.len(), 1);
+        // The want-block arrives while the want-have is still being looked up.
+        let block = e.on_wantlist(
+            peers[0],
+            false,
+            vec![want_entry(cid, WantType::Block, false)],
+        );
+        assert_eq!(block.len(), 1, "the upgrade is looked up too");
+        e.on_answers(peers[0], vec![(have[0].clone(), Answer::Have)]);
+        assert!(e.outbox.is_empty(), "the stale HAVE is not sent");
+        e.on_answers(peers[0], vec![(block[0].clone(), Answer::Block(data))]);
+        let sent: usize = e.outbox[&peers[0]].iter().map(|m| m.blocks.len()).sum();
+        assert_eq!(sent, 1);
     }
 }
