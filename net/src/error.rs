@@ -177,3 +177,38 @@ impl From<tokio::sync::oneshot::error::RecvError> for NetError {
         NetError::Shutdown
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// An error that displays as nothing, like libp2p's `TransportError::Other`.
+    #[derive(Debug)]
+    struct Silent(std::io::Error);
+
+    impl std::fmt::Display for Silent {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            Ok(())
+        }
+    }
+
+    impl std::error::Error for Silent {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_chain_skips_empty_and_repeated_messages_and_finds_io_kinds() {
+        let inner = std::io::Error::from(std::io::ErrorKind::AddrNotAvailable);
+        let text = inner.to_string();
+        // io::Error wrapping another error: `source()` would skip the wrapped one.
+        let wrapped = Silent(std::io::Error::other(Silent(inner)));
+        assert_eq!(chain(&wrapped), text);
+        assert!(has_io_kind(&wrapped, std::io::ErrorKind::AddrNotAvailable));
+        assert!(!has_io_kind(&wrapped, std::io::ErrorKind::AddrInUse));
+        let empty = Silent(std::io::Error::other(Silent(std::io::Error::other(""))));
+        assert_eq!(chain(&empty), "no reason given");
+    }
+}
