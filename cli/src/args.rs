@@ -198,12 +198,18 @@ pub enum ConfigCommand {
 /// `cairn swarm ...`.
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {
-    /// Connected peers.
+    /// Connected peers: peer id, address, direction, latency (ping), transport and protocols.
     Peers,
     /// Connect to a peer by multiaddr (with /p2p/<peer id>).
     Connect {
-        /// The address.
+        /// The address, e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...
         addr: String,
+    },
+    /// Close the connections to a peer.
+    Disconnect {
+        /// A peer id (12D3KooW...), or a multiaddr: with /p2p/<peer id> it names the peer,
+        /// without it the connections to that address are closed.
+        peer: String,
     },
     /// Our listen addresses.
     Addrs,

@@ -82,10 +82,20 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     }
     let timeout = cfg.fetch_timeout;
     let provide = cfg.provide_strategy;
+    // The reprovider below announces (and re-announces) what the strategy selects; the node's
+    // own reprovide of every record it ever announced would disagree with it.
+    let reprovide_every = cfg.reprovide_interval.take();
+    let has_bootstrap = !cfg.bootstrap.is_empty();
     let store: Arc<dyn Blockstore> = repo.store().clone();
-    let node = Node::start(cfg, *repo.identity_seed(), store)
-        .await
-        .context("cannot start the network node")?;
+    let node = match Node::start(cfg, *repo.identity_seed(), store).await {
+        Ok(node) => node,
+        Err(e @ cairn_net::NetError::AddrInUse { .. }) => crate::fail!(
+            "repo_busy",
+            "cannot start the network node: {e}; stop that process, or listen elsewhere \
+             (`cairn daemon --listen ADDR`, or `cairn config set network.listen ADDR...`)"
+        ),
+        Err(e) => return Err(e).context("cannot start the network node"),
+    };
     let listener = server::Listener::bind(repo_dir)?;
 
     let daemon = Arc::new(Daemon {
@@ -125,10 +135,18 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     let accept = listener.serve(daemon.clone());
 
     let auto_gc = tokio::spawn(auto_gc(repo.clone()));
+    let reprovider = tokio::spawn(crate::reprovide::run(
+        repo.clone(),
+        node.clone(),
+        provide,
+        reprovide_every,
+        has_bootstrap,
+    ));
 
     wait_for_signal().await;
     auto_gc.abort();
     accept.close();
+    reprovider.abort();
     tracing::info!("shutting down");
     let mounts: Vec<_> = match daemon.mounts.lock() {
         Ok(mut m) => m.drain().collect(),

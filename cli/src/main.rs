@@ -16,6 +16,7 @@ mod online;
 mod output;
 mod progress;
 mod repo_path;
+mod reprovide;
 mod server;
 
 use std::io::ErrorKind;

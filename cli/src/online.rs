@@ -49,7 +49,9 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
         }
         Command::Cat(mut args) => {
             args.output = args.output.map(|o| ctx.path(&o));
-            cmd::read::cat_with(&online.reader(), ctx.console, &args).await
+            // Readahead fetches only the blocks covering the bytes asked for.
+            let source = online.source().with_file_range(args.offset, args.length);
+            cmd::read::cat_with(&DagReader::new(source), ctx.console, &args).await
         }
         Command::Block(crate::args::BlockCommand::Get { cid, output }) => {
             // From the network if it is not here, then as offline.
@@ -249,24 +251,54 @@ async fn swarm(ctx: &Ctx<'_>, online: &Online, c: SwarmCommand) -> Result<()> {
     let mut out = ctx.console.output();
     match c {
         SwarmCommand::Peers => {
-            for p in node.peers().await? {
-                out.item(&serde_json::json!({ "peer": p.to_string() }), || {
-                    p.to_string()
+            for p in node.peer_infos().await? {
+                let latency_ms = p.latency.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
+                let json = serde_json::json!({
+                    "peer": p.peer.to_string(),
+                    "address": p.address.to_string(),
+                    "direction": p.direction.as_str(),
+                    "latency_ms": latency_ms,
+                    "transport": p.transport,
+                    "protocols": p.protocols,
+                });
+                out.item(&json, || {
+                    let latency =
+                        latency_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"));
+                    let protocols = p
+                        .protocols
+                        .as_ref()
+                        .map_or_else(|| "-".to_string(), |ps| ps.join(","));
+                    format!(
+                        "{} {} {} {} {} {}",
+                        p.peer,
+                        p.address,
+                        p.direction.as_str(),
+                        latency,
+                        p.transport,
+                        protocols
+                    )
                 })?;
             }
         }
         SwarmCommand::Connect { addr } => {
             let peer = node.connect(&addr).await?;
-            out.item(
+            out.ack(
                 &serde_json::json!({ "connected": peer.to_string() }),
                 || format!("connected to {peer}"),
+            )?;
+        }
+        SwarmCommand::Disconnect { peer } => {
+            let gone = node.disconnect(&peer).await?;
+            out.ack(
+                &serde_json::json!({ "disconnected": gone.to_string() }),
+                || format!("disconnected from {gone}"),
             )?;
         }
         SwarmCommand::Addrs => {
             let id = node.peer_id();
             for a in node.listen_addrs().await? {
                 let a = with_peer_id(&a, id);
-                out.item(&serde_json::json!({ "addr": a }), || a.clone())?;
+                out.item(&serde_json::json!({ "address": a }), || a.clone())?;
             }
         }
     }
@@ -286,7 +318,7 @@ async fn routing(ctx: &Ctx<'_>, online: &Online, c: RoutingCommand) -> Result<()
             if report.ok == 0 {
                 bail!("could not announce {cid}: no DHT peer accepted the record");
             }
-            out.item(&serde_json::json!({ "provided": cid.to_string() }), || {
+            out.ack(&serde_json::json!({ "provided": cid.to_string() }), || {
                 format!("provided {cid}")
             })?;
         }
@@ -307,10 +339,16 @@ async fn routing(ctx: &Ctx<'_>, online: &Online, c: RoutingCommand) -> Result<()
                     if n == 1 { "" } else { "s" }
                 );
             }
-            for p in search.providers {
-                out.item(&serde_json::json!({ "provider": p.to_string() }), || {
-                    p.to_string()
-                })?;
+            for p in &search.providers {
+                let addresses: Vec<String> = search
+                    .addresses
+                    .get(p)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.to_string())
+                    .collect();
+                let json = serde_json::json!({ "provider": p.to_string(), "addresses": addresses });
+                out.item(&json, || p.to_string())?;
             }
         }
     }

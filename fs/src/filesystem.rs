@@ -66,6 +66,8 @@ pub(crate) struct Shared<S> {
     pub namespace: bool,
     pub uid: u32,
     pub gid: u32,
+    /// The times of nodes without a UnixFS mtime (and of synthetic directories).
+    pub default_mtime: SystemTime,
 }
 
 /// Readahead state of one open file.
@@ -137,7 +139,10 @@ impl<S: BlockSource + Clone> Shared<S> {
         uid: u32,
         gid: u32,
     ) -> Self {
+        // Content without a recorded mtime shows when it appeared here rather than 1970.
+        let default_mtime = options.default_mtime.unwrap_or_else(SystemTime::now);
         Shared {
+            default_mtime,
             reader,
             inodes: Mutex::new(table),
             cache: LeafCache::new(options.cache_bytes),
@@ -162,7 +167,7 @@ impl<S: BlockSource + Clone> Shared<S> {
 
     fn attr(&self, ino: Ino, node: Option<&NodeInfo>) -> FileAttr {
         let (kind, size, perm, mtime) = match node {
-            None => (FileType::Directory, 0, 0o555, UNIX_EPOCH),
+            None => (FileType::Directory, 0, 0o555, self.default_mtime),
             Some(info) => {
                 let default = match info.kind {
                     EntryKind::File => 0o444,
@@ -175,7 +180,7 @@ impl<S: BlockSource + Clone> Shared<S> {
                     file_type(info.kind),
                     info.size,
                     perm,
-                    info.mtime.map_or(UNIX_EPOCH, system_time),
+                    info.mtime.map_or(self.default_mtime, system_time),
                 )
             }
         };

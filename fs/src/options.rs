@@ -1,6 +1,6 @@
 //! What to mount and how.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cairn_store::Cid;
 
@@ -30,6 +30,10 @@ pub struct MountOptions {
     pub attr_ttl: Duration,
     /// Let other users see the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
     pub allow_other: bool,
+    /// The modification (and access, change) time of nodes whose UnixFS data records no mtime,
+    /// and of the mount's synthetic directories: the time the content was added, when the
+    /// caller knows it; `None` (the default): the time the mount started. Never the epoch.
+    pub default_mtime: Option<SystemTime>,
 }
 
 impl Default for MountOptions {
@@ -41,6 +45,7 @@ impl Default for MountOptions {
             cache_bytes: 64 << 20,
             attr_ttl: Duration::from_secs(24 * 60 * 60),
             allow_other: false,
+            default_mtime: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use libp2p::kad::store::RecordStore;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{identify, identity, kad, mdns, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{identify, identity, kad, mdns, ping, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -30,7 +30,10 @@ use crate::bitswap::protocol::{
 use crate::bitswap::{self};
 use crate::config::NetConfig;
 use crate::error::NetError;
-use crate::node::{BitswapStats, Command, ProvideReport, ProviderSearch, Reply};
+use crate::node::{
+    BitswapStats, Command, Direction, Fetched, PeerInfo as PeerView, ProvideReport, ProviderSearch,
+    Reply,
+};
 use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
 
 /// How often deadlines and retries are checked.
@@ -58,7 +61,7 @@ fn provider_key(cid: &Cid) -> kad::RecordKey {
 }
 
 struct Waiter {
-    reply: Reply<Bytes>,
+    reply: Reply<Fetched>,
     deadline: Instant,
     secs: u64,
 }
@@ -71,6 +74,9 @@ struct Want {
     /// Peers that said HAVE, not yet asked for the block.
     haves: VecDeque<PeerId>,
     dont_have: HashSet<PeerId>,
+    /// Peers whose want-block went unanswered too long (counted with `dont_have` for routing,
+    /// but not as a "no": the block may still come).
+    stalled: HashSet<PeerId>,
     /// Peers the DHT named as providers.
     providers: HashSet<PeerId>,
     /// The peer asked for the block, and since when.
@@ -87,6 +93,7 @@ impl Want {
             asked: HashSet::new(),
             haves: VecDeque::new(),
             dont_have: HashSet::new(),
+            stalled: HashSet::new(),
             providers: HashSet::new(),
             block_from: None,
             created: now,
@@ -107,7 +114,7 @@ struct PeerInfo {
     /// HAVEs this peer sent us.
     haves: u64,
     /// Its wants we have not answered yet.
-    ledger: HashSet<Cid>,
+    ledger: HashMap<Cid, WantType>,
 }
 
 /// What a serve task found for one want entry.
@@ -134,7 +141,9 @@ struct Engine {
     wants: HashMap<Cid, Want>,
     /// Verified blocks being written to the store, with their waiting readers.
     storing: HashMap<Cid, Vec<Waiter>>,
-    recent: HashSet<Cid>,
+    /// CIDs wanted recently, and whether their block arrived (`false`: the want was
+    /// cancelled or expired first).
+    recent: HashMap<Cid, bool>,
     recent_order: VecDeque<Cid>,
     outbox: HashMap<PeerId, Vec<Message>>,
     banned: HashMap<PeerId, Instant>,
@@ -160,7 +169,7 @@ impl Engine {
             peers: HashMap::new(),
             wants: HashMap::new(),
             storing: HashMap::new(),
-            recent: HashSet::new(),
+            recent: HashMap::new(),
             recent_order: VecDeque::new(),
             outbox: HashMap::new(),
             banned: HashMap::new(),
@@ -203,7 +212,16 @@ impl Engine {
 
     // ----- client: wants -----
 
-    fn fetch(&mut self, cid: Cid, timeout: Duration, reply: Reply<Bytes>) {
+    fn fetch(&mut self, cid: Cid, timeout: Duration, may_be_stored: bool, reply: Reply<Fetched>) {
+        if may_be_stored
+            && self.recent.get(&cid) == Some(&true)
+            && !self.wants.contains_key(&cid)
+            && !self.storing.contains_key(&cid)
+        {
+            // Received and stored since the caller looked in the store.
+            let _ = reply.send(Ok(Fetched::Stored));
+            return;
+        }
         let waiter = Waiter {
             reply,
             deadline: far_deadline(timeout),
@@ -297,6 +315,38 @@ impl Engine {
         }
     }
 
+    /// Whether nobody is left to ask for `cid`: no block request out, no HAVE waiting, and
+    /// every connected Bitswap peer asked (and said DONT_HAVE, or left).
+    fn exhausted(&self, cid: &Cid) -> bool {
+        let Some(w) = self.wants.get(cid) else {
+            return false;
+        };
+        w.block_from.is_none()
+            && w.haves.is_empty()
+            && self.peers.iter().all(|(p, i)| {
+                i.bitswap == Some(false)
+                    || self.banned.contains_key(p)
+                    || (w.asked.contains(p) && w.dont_have.contains(p) && !w.stalled.contains(p))
+            })
+    }
+
+    /// A DHT search for `cid` ran to completion after `peers_queried` peers (at least one of
+    /// which answered) without finding a provider: if nobody else is left to ask, the readers
+    /// are told so now rather than after their deadline. (A query that no peer answered, e.g.
+    /// while the node knows no DHT peer yet, is no answer: the want waits and searches again.)
+    fn on_search_empty(&mut self, cid: Cid, peers_queried: u32) {
+        if peers_queried == 0 || !self.exhausted(&cid) {
+            return;
+        }
+        if let Some(w) = self.retire(cid, None) {
+            for x in w.waiters {
+                let _ = x
+                    .reply
+                    .send(Err(NetError::NoProviders { cid, peers_queried }));
+            }
+        }
+    }
+
     /// Forgets the want-block at `peer` (it failed, left, or said DONT_HAVE).
     fn release(&mut self, cid: &Cid, peer: &PeerId) -> bool {
         let Some(w) = self.wants.get_mut(cid) else {
@@ -312,8 +362,10 @@ impl Engine {
         false
     }
 
-    fn remember(&mut self, cid: Cid) {
-        if self.recent.insert(cid) {
+    fn remember(&mut self, cid: Cid, delivered: bool) {
+        let known = self.recent.get(&cid).copied();
+        self.recent.insert(cid, delivered || known == Some(true));
+        if known.is_none() {
             self.recent_order.push_back(cid);
             if self.recent_order.len() > RECENT_BLOCKS {
                 if let Some(old) = self.recent_order.pop_front() {
@@ -324,10 +376,10 @@ impl Engine {
     }
 
     /// Drops a want: cancels it at every peer asked. The CID stays "recent", so a block already
-    /// on its way when the cancel left is a duplicate, not a forgery.
+    /// on its way when the cancel left is taken as a late block, not a forgery.
     fn retire(&mut self, cid: Cid, except: Option<PeerId>) -> Option<Want> {
         let w = self.wants.remove(&cid)?;
-        self.remember(cid);
+        self.remember(cid, false);
         if let Some((p, _)) = w.block_from {
             if let Some(i) = self.peers.get_mut(&p) {
                 i.outstanding = i.outstanding.saturating_sub(1);
@@ -349,7 +401,7 @@ impl Engine {
             .filter(|(c, _)| {
                 !(self.wants.contains_key(c)
                     || self.storing.contains_key(c)
-                    || self.recent.contains(c))
+                    || self.recent.contains_key(c))
             })
             .count();
         if bad > 0 {
@@ -367,10 +419,19 @@ impl Engine {
                     i.delivered += 1;
                     i.bitswap = Some(true);
                 }
-                self.remember(cid);
+                self.remember(cid, true);
                 self.storing.insert(cid, w.waiters);
                 fresh.push((cid, data));
+            } else if self.recent.get(&cid) == Some(&false) && !self.storing.contains_key(&cid) {
+                // Wanted a moment ago and cancelled before it came (the reader left): the first
+                // copy is no duplicate. It is kept, as any received block is.
+                self.stats.blocks_received += 1;
+                self.stats.bytes_received += data.len() as u64;
+                self.remember(cid, true);
+                self.storing.insert(cid, Vec::new());
+                fresh.push((cid, data));
             } else {
+                // Received before (or being stored now): the same block a second time.
                 self.stats.dup_blocks += 1;
                 self.stats.dup_bytes += data.len() as u64;
             }
@@ -393,6 +454,7 @@ impl Engine {
             }
             Presence::DontHave => {
                 w.dont_have.insert(peer);
+                w.stalled.remove(&peer);
                 w.haves.retain(|h| *h != peer);
                 self.release(&cid, &peer);
             }
@@ -444,6 +506,7 @@ impl Engine {
                     // Known peer, perhaps asked before it had the block: ask again.
                     w.asked.remove(&p);
                     w.dont_have.remove(&p);
+                    w.stalled.remove(&p);
                     connected = true;
                 } else {
                     to_dial.push(p);
@@ -470,8 +533,21 @@ impl Engine {
         for e in entries {
             if e.cancel {
                 info.ledger.remove(&e.cid);
-            } else if info.ledger.len() < max && info.ledger.insert(e.cid) {
-                job.push(e);
+                continue;
+            }
+            match info.ledger.get(&e.cid) {
+                // A want-block for a CID whose want-have is still being looked up: the block
+                // is what is wanted now (the HAVE answer, when it comes, is dropped).
+                Some(WantType::Have) if e.want_type == WantType::Block => {
+                    info.ledger.insert(e.cid, WantType::Block);
+                    job.push(e);
+                }
+                Some(_) => {}
+                None if info.ledger.len() < max => {
+                    info.ledger.insert(e.cid, e.want_type);
+                    job.push(e);
+                }
+                None => {}
             }
         }
         job
@@ -479,10 +555,14 @@ impl Engine {
 
     fn on_answers(&mut self, peer: PeerId, answers: Vec<(WantEntry, Answer)>) {
         for (e, a) in answers {
-            let still_wanted = self
-                .peers
-                .get_mut(&peer)
-                .is_some_and(|i| i.ledger.remove(&e.cid));
+            let still_wanted = self.peers.get_mut(&peer).is_some_and(|i| {
+                // Answer only what is still wanted, and as it is wanted now.
+                let now = i.ledger.get(&e.cid) == Some(&e.want_type);
+                if now {
+                    i.ledger.remove(&e.cid);
+                }
+                now
+            });
             if !still_wanted {
                 continue;
             }
@@ -537,6 +617,7 @@ impl Engine {
             self.release(&cid, &p);
             if let Some(w) = self.wants.get_mut(&cid) {
                 w.dont_have.insert(p);
+                w.stalled.insert(p);
             }
             self.dispatch(cid);
         }
@@ -548,6 +629,24 @@ impl Engine {
         self.actions.search.extend(to_search);
     }
 }
+
+/// One open connection, for `swarm peers`.
+struct Conn {
+    id: ConnectionId,
+    address: Multiaddr,
+    direction: Direction,
+    rtt: Option<Duration>,
+}
+
+/// A `disconnect` waiting for the peer's last connection to close.
+struct PendingDisconnect {
+    peer: PeerId,
+    reply: Reply<PeerId>,
+    deadline: Instant,
+}
+
+/// How long a `disconnect` waits for the connections to close before it answers anyway.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(5);
 
 struct PendingDial {
     addr: String,
@@ -565,6 +664,8 @@ struct Find {
     deadline: Option<Instant>,
     /// Peers the query has sent requests to so far.
     peers_queried: u32,
+    /// Peers that answered them.
+    peers_answered: u32,
     /// Ended by a deadline rather than run to completion.
     timed_out: bool,
 }
@@ -586,6 +687,13 @@ pub(crate) struct EventLoop {
     bootstrap_peers: HashSet<PeerId>,
     bootstrapped: bool,
     dials: HashMap<ConnectionId, PendingDial>,
+    /// Open connections per peer, oldest first.
+    conns: HashMap<PeerId, Vec<Conn>>,
+    /// Protocols each connected peer announced (identify).
+    protocols: HashMap<PeerId, Vec<String>>,
+    /// Listen addresses each connected peer announced (identify).
+    listen_of: HashMap<PeerId, Vec<Multiaddr>>,
+    disconnects: Vec<PendingDisconnect>,
     finds: HashMap<kad::QueryId, Find>,
     searches: usize,
     provide_jobs: HashMap<u64, ProvideJob>,
@@ -597,6 +705,50 @@ pub(crate) struct EventLoop {
     store_tasks: JoinSet<Vec<(Cid, Bytes)>>,
     /// Verified blocks waiting for a store task (bounded by the wants they answer).
     to_store: VecDeque<(Cid, Bytes)>,
+}
+
+/// A listen failure as the user should read it: "address already in use", or the whole chain
+/// of causes (libp2p's transport errors display as an empty string).
+fn listen_error(addr: &str, e: &(dyn std::error::Error + 'static)) -> NetError {
+    if crate::error::has_io_kind(e, std::io::ErrorKind::AddrInUse) {
+        return NetError::AddrInUse {
+            addr: addr.to_string(),
+        };
+    }
+    NetError::Listen {
+        addr: addr.to_string(),
+        reason: crate::error::chain(e),
+    }
+}
+
+/// Fails with [`NetError::AddrInUse`] if something listens on the fixed TCP or UDP port of
+/// `addr` already, by binding a plain socket there and closing it again just before libp2p
+/// binds. Two reasons:
+/// - libp2p binds its TCP listeners with `SO_REUSEPORT`, so a second daemon of the same user
+///   would bind the same port too and silently share its connections with the first. A plain
+///   socket (`SO_REUSEADDR` as std sets it, no `SO_REUSEPORT`) cannot bind a port a listener
+///   holds.
+/// - QUIC's own bind does fail, but libp2p wraps the I/O error in layers whose `source()` skips
+///   it, so its kind is lost; the probe's error keeps it.
+fn check_port(text: &str, addr: &Multiaddr) -> Result<(), NetError> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let probe = match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
+        Some(Protocol::Udp(port)) if port != 0 => std::net::UdpSocket::bind((ip, port)).map(drop),
+        _ => return Ok(()),
+    };
+    match probe {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(NetError::AddrInUse {
+            addr: text.to_string(),
+        }),
+        // Anything else (no such local address, a privileged port) is for libp2p to report.
+        _ => Ok(()),
+    }
 }
 
 fn p2p_id(addr: &Multiaddr) -> Option<PeerId> {
@@ -624,14 +776,18 @@ impl EventLoop {
                 }
             })?;
 
-        let mut listeners = HashSet::new();
+        let mut parsed = Vec::with_capacity(cfg.listen_addrs.len());
         for a in &cfg.listen_addrs {
-            let addr = crate::node::parse_addr(a)?;
-            let id = swarm.listen_on(addr).map_err(|e| NetError::Listen {
-                addr: a.clone(),
-                reason: e.to_string(),
-            })?;
-            listeners.insert(id);
+            parsed.push((a, crate::node::parse_addr(a)?));
+        }
+        // Every fixed port is checked before any is bound (see `check_port`).
+        for (text, addr) in &parsed {
+            check_port(text, addr)?;
+        }
+        let mut listeners = HashMap::new();
+        for (text, addr) in parsed {
+            let id = swarm.listen_on(addr).map_err(|e| listen_error(text, &e))?;
+            listeners.insert(id, text.clone());
         }
         let mut listen_addrs = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -648,18 +804,24 @@ impl EventLoop {
                     listen_addrs.push(address);
                 }
                 Ok(SwarmEvent::ListenerClosed {
-                    addresses, reason, ..
+                    listener_id,
+                    addresses,
+                    reason,
                 }) => {
-                    let addr = addresses
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let reason = match reason {
-                        Err(e) => e.to_string(),
-                        Ok(()) => "listener closed".to_string(),
-                    };
-                    return Err(NetError::Listen { addr, reason });
+                    let addr = listeners.get(&listener_id).cloned().unwrap_or_else(|| {
+                        addresses
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
+                    return Err(match reason {
+                        Err(e) => listen_error(&addr, &e),
+                        Ok(()) => NetError::Listen {
+                            addr,
+                            reason: "the listener closed".into(),
+                        },
+                    });
                 }
                 Ok(other) => tracing::trace!(?other, "event before start"),
                 Err(_) => {
@@ -696,6 +858,10 @@ impl EventLoop {
             bootstrap_peers,
             bootstrapped: false,
             dials: HashMap::new(),
+            conns: HashMap::new(),
+            protocols: HashMap::new(),
+            listen_of: HashMap::new(),
+            disconnects: Vec::new(),
             finds: HashMap::new(),
             searches: 0,
             provide_jobs: HashMap::new(),
@@ -793,9 +959,53 @@ impl EventLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(Ok(self.swarm.connected_peers().copied().collect()));
             }
+            Command::PeerInfos { reply } => {
+                let mut infos: Vec<PeerView> = self
+                    .conns
+                    .iter()
+                    .filter_map(|(peer, conns)| {
+                        let c = conns.first()?;
+                        Some(PeerView {
+                            peer: *peer,
+                            address: c
+                                .address
+                                .iter()
+                                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                                .collect(),
+                            direction: c.direction,
+                            latency: c.rtt,
+                            transport: crate::node::transport_name(&c.address),
+                            protocols: self.protocols.get(peer).cloned(),
+                        })
+                    })
+                    .collect();
+                infos.sort_by_key(|i| i.peer.to_bytes());
+                let _ = reply.send(Ok(infos));
+            }
+            Command::Disconnect { target, reply } => self.disconnect(target, reply),
             Command::Provide { cids, reply } => {
                 let keys = cids.iter().map(provider_key).collect();
                 self.start_provide_job(keys, Some(reply));
+            }
+            Command::ProvidedKeys { reply } => {
+                let keys = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .provided()
+                    .map(|r| r.key.to_vec())
+                    .collect();
+                let _ = reply.send(Ok(keys));
+            }
+            Command::StopProviding { keys, reply } => {
+                for k in keys {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .stop_providing(&kad::RecordKey::new(&k));
+                }
+                let _ = reply.send(Ok(()));
             }
             Command::FindProviders {
                 cid,
@@ -816,6 +1026,7 @@ impl EventLoop {
                         found: Vec::new(),
                         deadline: Some(far_deadline(timeout)),
                         peers_queried: 0,
+                        peers_answered: 0,
                         timed_out: false,
                     },
                 );
@@ -823,8 +1034,9 @@ impl EventLoop {
             Command::Fetch {
                 cid,
                 timeout,
+                may_be_stored,
                 reply,
-            } => self.engine.fetch(cid, timeout, reply),
+            } => self.engine.fetch(cid, timeout, may_be_stored, reply),
             Command::Stats { reply } => {
                 let mut s = self.engine.stats;
                 s.peers = self.swarm.connected_peers().count();
@@ -871,6 +1083,41 @@ impl EventLoop {
                 }));
             }
         }
+    }
+
+    fn disconnect(&mut self, target: Multiaddr, reply: Reply<PeerId>) {
+        let by_addr = |a: &Multiaddr| -> Multiaddr {
+            a.iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect()
+        };
+        let peer = match p2p_id(&target) {
+            Some(p) => self.conns.contains_key(&p).then_some(p),
+            None => {
+                let want = by_addr(&target);
+                self.conns
+                    .iter()
+                    .find(|(_, cs)| cs.iter().any(|c| by_addr(&c.address) == want))
+                    .map(|(p, _)| *p)
+            }
+        };
+        let Some(peer) = peer else {
+            let _ = reply.send(Err(NetError::NotConnected {
+                target: target.to_string(),
+            }));
+            return;
+        };
+        if self.swarm.disconnect_peer_id(peer).is_err() {
+            let _ = reply.send(Err(NetError::NotConnected {
+                target: target.to_string(),
+            }));
+            return;
+        }
+        self.disconnects.push(PendingDisconnect {
+            peer,
+            reply,
+            deadline: Instant::now() + DISCONNECT_WAIT,
+        });
     }
 
     // ----- DHT provide -----
@@ -991,6 +1238,7 @@ impl EventLoop {
                 found: Vec::new(),
                 deadline: None,
                 peers_queried: 0,
+                peers_answered: 0,
                 timed_out: false,
             },
         );
@@ -1000,9 +1248,12 @@ impl EventLoop {
         let Some(f) = self.finds.remove(&id) else {
             return;
         };
+        let empty = f.found.is_empty();
         if let Some(r) = f.reply {
+            let addresses = f.found.iter().map(|p| (*p, self.known_addrs(p))).collect();
             let _ = r.send(Ok(ProviderSearch {
                 providers: f.found,
+                addresses,
                 peers_queried: f.peers_queried,
                 timed_out: f.timed_out,
             }));
@@ -1014,8 +1265,38 @@ impl EventLoop {
             if w.search == Some(id) {
                 w.search = None;
                 w.last_search = Some(Instant::now());
+                if empty && !f.timed_out && f.peers_answered > 0 {
+                    self.engine.on_search_empty(f.cid, f.peers_queried);
+                }
             }
         }
+    }
+
+    /// The addresses this node knows for `peer`: its DHT routing table entry, the listen
+    /// addresses it announced, and the address of an outbound connection to it.
+    fn known_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        let mut add = |a: &Multiaddr| {
+            if !addrs.contains(a) {
+                addrs.push(a.clone());
+            }
+        };
+        if let Some(entry) = self.swarm.behaviour_mut().kad.kbucket(*peer) {
+            if let Some(e) = entry.iter().find(|e| e.node.key.preimage() == peer) {
+                for a in e.node.value.iter() {
+                    add(a);
+                }
+            }
+        }
+        for a in self.listen_of.get(peer).into_iter().flatten() {
+            add(a);
+        }
+        for c in self.conns.get(peer).into_iter().flatten() {
+            if c.direction == Direction::Outbound {
+                add(&c.address);
+            }
+        }
+        addrs
     }
 
     fn on_kad(&mut self, ev: kad::Event) {
@@ -1029,6 +1310,7 @@ impl EventLoop {
                 if let Some(f) = self.finds.get_mut(&id) {
                     // Cumulative over the query's steps.
                     f.peers_queried = stats.num_requests();
+                    f.peers_answered = stats.num_successes();
                     if let kad::QueryResult::GetProviders(Err(kad::GetProvidersError::Timeout {
                         ..
                     })) = &result
@@ -1088,6 +1370,13 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                let mut protocols: Vec<String> =
+                    info.protocols.iter().map(|p| p.to_string()).collect();
+                protocols.sort();
+                if self.conns.contains_key(&peer_id) {
+                    self.protocols.insert(peer_id, protocols);
+                    self.listen_of.insert(peer_id, info.listen_addrs.clone());
+                }
                 if info.protocols.contains(&self.kad_protocol) {
                     for a in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
@@ -1117,6 +1406,21 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result,
+            })) => {
+                if let Ok(rtt) = result {
+                    if let Some(c) = self
+                        .conns
+                        .get_mut(&peer)
+                        .and_then(|cs| cs.iter_mut().find(|c| c.id == connection))
+                    {
+                        c.rtt = Some(rtt);
+                    }
+                }
+            }
             SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
             SwarmEvent::NewListenAddr { address, .. } => {
                 if self.engine.cfg.announce_listen_addrs {
@@ -1132,8 +1436,19 @@ impl EventLoop {
                 peer_id,
                 connection_id,
                 num_established,
+                endpoint,
                 ..
             } => {
+                self.conns.entry(peer_id).or_default().push(Conn {
+                    id: connection_id,
+                    address: endpoint.get_remote_address().clone(),
+                    direction: if endpoint.is_dialer() {
+                        Direction::Outbound
+                    } else {
+                        Direction::Inbound
+                    },
+                    rtt: None,
+                });
                 if let Some(d) = self.dials.remove(&connection_id) {
                     let _ = d.reply.send(Ok(peer_id));
                 }
@@ -1149,11 +1464,25 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                if let Some(cs) = self.conns.get_mut(&peer_id) {
+                    cs.retain(|c| c.id != connection_id);
+                }
                 if num_established == 0 {
+                    self.conns.remove(&peer_id);
+                    self.protocols.remove(&peer_id);
+                    self.listen_of.remove(&peer_id);
                     self.engine.on_peer_gone(peer_id, true);
+                    let (done, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.disconnects)
+                        .into_iter()
+                        .partition(|d| d.peer == peer_id);
+                    self.disconnects = wait;
+                    for d in done {
+                        let _ = d.reply.send(Ok(peer_id));
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1231,7 +1560,7 @@ impl EventLoop {
         for (cid, data) in blocks {
             if let Some(ws) = self.engine.storing.remove(&cid) {
                 for w in ws {
-                    let _ = w.reply.send(Ok(data.clone()));
+                    let _ = w.reply.send(Ok(Fetched::Block(data.clone())));
                 }
             }
         }
@@ -1272,6 +1601,15 @@ impl EventLoop {
                     secs: self.engine.cfg.dial_timeout.as_secs(),
                 }));
             }
+        }
+
+        let (late, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.disconnects)
+            .into_iter()
+            .partition(|d| d.deadline <= now);
+        self.disconnects = wait;
+        for d in late {
+            // The connections are closing; say so rather than keep the caller waiting.
+            let _ = d.reply.send(Ok(d.peer));
         }
 
         let late: Vec<kad::QueryId> = self
@@ -1461,8 +1799,8 @@ mod tests {
         let (cid, data) = block(1);
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(5), tx1);
-        e.fetch(cid, Duration::from_secs(5), tx2);
+        e.fetch(cid, Duration::from_secs(5), true, tx1);
+        e.fetch(cid, Duration::from_secs(5), true, tx2);
         assert_eq!(e.wants.len(), 1);
         assert_eq!(e.wants[&cid].waiters.len(), 2);
         for p in &peers {
@@ -1491,7 +1829,7 @@ mod tests {
         let (mut e, peers) = engine_with_peers(2);
         let (cid, data) = block(2);
         let (tx, _rx) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(5), tx);
+        e.fetch(cid, Duration::from_secs(5), true, tx);
         let (other, junk) = block(3);
         assert!(e.on_blocks(peers[0], vec![(other, junk)]).is_empty());
         assert_eq!(e.actions.ban, vec![peers[0]]);
@@ -1504,11 +1842,71 @@ mod tests {
     }
 
     #[test]
+    fn a_block_arriving_after_its_cancel_is_late_not_a_duplicate() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, data) = block(6);
+        let (tx, rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), true, tx);
+        // The reader leaves; the want is cancelled at the next tick.
+        drop(rx);
+        e.tick(Instant::now(), 16);
+        assert!(e.wants.is_empty());
+        // The block was already on its way.
+        assert_eq!(e.on_blocks(peers[0], vec![(cid, data.clone())]).len(), 1);
+        assert_eq!((e.stats.blocks_received, e.stats.dup_blocks), (1, 0));
+        assert!(e.actions.ban.is_empty());
+        // A second copy is a duplicate.
+        assert!(e.on_blocks(peers[0], vec![(cid, data)]).is_empty());
+        assert_eq!((e.stats.blocks_received, e.stats.dup_blocks), (1, 1));
+    }
+
+    #[test]
+    fn an_empty_dht_answer_ends_a_want_only_when_nobody_is_left_to_ask() {
+        let (mut e, peers) = engine_with_peers(2);
+        let (cid, _) = block(7);
+        let (tx, mut rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(5), true, tx);
+        e.on_presence(peers[0], cid, Presence::DontHave);
+        // One peer has not answered yet.
+        e.on_search_empty(cid, 2);
+        assert!(rx.try_recv().is_err() && e.wants.contains_key(&cid));
+        e.on_presence(peers[1], cid, Presence::DontHave);
+        // A DHT that asked nobody (no routing table yet) is no answer.
+        e.on_search_empty(cid, 0);
+        assert!(rx.try_recv().is_err() && e.wants.contains_key(&cid));
+        e.on_search_empty(cid, 2);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(NetError::NoProviders {
+                peers_queried: 2,
+                ..
+            }))
+        ));
+        assert!(e.wants.is_empty());
+    }
+
+    #[test]
+    fn a_stalled_peer_is_not_a_no() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, _) = block(8);
+        let (tx, mut rx) = oneshot::channel();
+        e.fetch(cid, Duration::from_secs(60), true, tx);
+        e.on_presence(peers[0], cid, Presence::Have);
+        assert!(e.wants[&cid].block_from.is_some());
+        // The want-block goes unanswered past the block request timeout.
+        e.tick(Instant::now() + e.cfg.block_request_timeout, 16);
+        assert!(e.wants[&cid].block_from.is_none());
+        e.on_search_empty(cid, 1);
+        assert!(rx.try_recv().is_err(), "the slow peer may still deliver");
+        assert!(e.wants.contains_key(&cid));
+    }
+
+    #[test]
     fn all_dont_have_triggers_a_dht_search() {
         let (mut e, peers) = engine_with_peers(2);
         let (cid, _) = block(4);
         let (tx, _rx) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(5), tx);
+        e.fetch(cid, Duration::from_secs(5), true, tx);
         assert!(e.actions.search.is_empty());
         e.on_presence(peers[0], cid, Presence::DontHave);
         assert!(e.actions.search.is_empty());
@@ -1521,7 +1919,7 @@ mod tests {
         let (mut e, peers) = engine_with_peers(1);
         let (cid, _) = block(5);
         let (tx, mut rx) = oneshot::channel();
-        e.fetch(cid, Duration::from_secs(0), tx);
+        e.fetch(cid, Duration::from_secs(0), true, tx);
         e.outbox.clear();
         e.tick(Instant::now() + Duration::from_millis(1), 16);
         assert!(matches!(
@@ -1554,6 +1952,30 @@ mod tests {
             vec![want_entry(first, WantType::Block, true)],
         );
         assert!(job.is_empty());
-        assert!(!e.peers[&peers[0]].ledger.contains(&first));
+        assert!(!e.peers[&peers[0]].ledger.contains_key(&first));
+    }
+
+    #[test]
+    fn a_want_block_upgrades_a_pending_want_have() {
+        let (mut e, peers) = engine_with_peers(1);
+        let (cid, data) = block(9);
+        let have = e.on_wantlist(
+            peers[0],
+            false,
+            vec![want_entry(cid, WantType::Have, false)],
+        );
+        assert_eq!(have.len(), 1);
+        // The want-block arrives while the want-have is still being looked up.
+        let block = e.on_wantlist(
+            peers[0],
+            false,
+            vec![want_entry(cid, WantType::Block, false)],
+        );
+        assert_eq!(block.len(), 1, "the upgrade is looked up too");
+        e.on_answers(peers[0], vec![(have[0].clone(), Answer::Have)]);
+        assert!(e.outbox.is_empty(), "the stale HAVE is not sent");
+        e.on_answers(peers[0], vec![(block[0].clone(), Answer::Block(data))]);
+        let sent: usize = e.outbox[&peers[0]].iter().map(|m| m.blocks.len()).sum();
+        assert_eq!(sent, 1);
     }
 }

@@ -40,5 +40,8 @@ pub use error::NetError;
 pub use event_loop::STORE_BATCH_BYTES;
 pub use libp2p::{Multiaddr, PeerId};
 pub use memstore::MemoryStore;
-pub use node::{parse_addr, peer_id_from_seed, BitswapStats, Node, ProvideReport, ProviderSearch};
+pub use node::{
+    parse_addr, peer_id_from_seed, transport_name, BitswapStats, Direction, Node, PeerInfo,
+    ProvideReport, ProviderSearch,
+};
 pub use source::{fetch_dag, fetch_many, DagError, DagProgress, NetSource};

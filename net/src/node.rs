@@ -51,11 +51,80 @@ pub struct ProvideReport {
 pub struct ProviderSearch {
     /// Providers found (never this node).
     pub providers: Vec<PeerId>,
+    /// The addresses this node knows for each provider (its routing table, identify, open
+    /// connections); possibly none.
+    pub addresses: std::collections::HashMap<PeerId, Vec<Multiaddr>>,
     /// Peers the DHT query sent a request to before it ended.
     pub peers_queried: u32,
     /// The query was still running when the deadline (the caller's, or the DHT's own query
     /// timeout) ended it; otherwise it ran to completion.
     pub timed_out: bool,
+}
+
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The peer dialled us.
+    Inbound,
+    /// We dialled the peer.
+    Outbound,
+}
+
+impl Direction {
+    /// `"inbound"` or `"outbound"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// A connected peer, as [`Node::peer_infos`] describes it (its oldest connection open now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer.
+    pub peer: PeerId,
+    /// The peer's address on that connection (for an inbound one, the port it dialled from).
+    pub address: Multiaddr,
+    /// Who opened the connection.
+    pub direction: Direction,
+    /// The last ping round trip on it, once a ping has been answered.
+    pub latency: Option<Duration>,
+    /// The transport: `tcp`, `quic-v1`, ...
+    pub transport: String,
+    /// The protocols the peer announced (identify), once it has.
+    pub protocols: Option<Vec<String>>,
+}
+
+/// The transport a multiaddr uses, as a short name (`tcp`, `quic-v1`, `quic`, `udp`, ...).
+pub fn transport_name(addr: &Multiaddr) -> String {
+    use libp2p::multiaddr::Protocol;
+    let mut name = "unknown";
+    for p in addr.iter() {
+        match p {
+            Protocol::Tcp(_) => name = "tcp",
+            Protocol::Udp(_) => name = "udp",
+            Protocol::QuicV1 => name = "quic-v1",
+            Protocol::Quic => name = "quic",
+            Protocol::Ws(_) => name = "ws",
+            Protocol::Wss(_) => name = "wss",
+            Protocol::WebTransport => name = "webtransport",
+            Protocol::WebRTCDirect => name = "webrtc-direct",
+            _ => {}
+        }
+    }
+    name.to_string()
+}
+
+/// What a fetch from the network yields.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    /// The block, verified and stored.
+    Block(Bytes),
+    /// It arrived for another want moments before this fetch asked and has been stored: read
+    /// it from the store (asking the peers again would move it twice).
+    Stored,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NetError>>;
@@ -72,9 +141,25 @@ pub(crate) enum Command {
     Peers {
         reply: Reply<Vec<PeerId>>,
     },
+    PeerInfos {
+        reply: Reply<Vec<PeerInfo>>,
+    },
+    Disconnect {
+        target: Multiaddr,
+        reply: Reply<PeerId>,
+    },
     Provide {
         cids: Vec<Cid>,
         reply: Reply<ProvideReport>,
+    },
+    /// The keys of the provider records this node announces (multihash bytes).
+    ProvidedKeys {
+        reply: Reply<Vec<Vec<u8>>>,
+    },
+    /// Stop announcing these keys (multihash bytes).
+    StopProviding {
+        keys: Vec<Vec<u8>>,
+        reply: Reply<()>,
     },
     FindProviders {
         cid: Cid,
@@ -84,7 +169,9 @@ pub(crate) enum Command {
     Fetch {
         cid: Cid,
         timeout: Duration,
-        reply: Reply<Bytes>,
+        /// `Fetched::Stored` is an acceptable answer (not when the store just missed it).
+        may_be_stored: bool,
+        reply: Reply<Fetched>,
     },
     Stats {
         reply: Reply<BitswapStats>,
@@ -129,6 +216,32 @@ pub fn peer_id_from_seed(seed: &[u8; 32]) -> Result<PeerId, NetError> {
     let key =
         identity::Keypair::ed25519_from_bytes(&mut seed).map_err(|_| NetError::BadIdentity)?;
     Ok(key.public().to_peer_id())
+}
+
+/// Whether the store holds a block with this multihash (as a raw or dag-pb block, CIDv1 or v0).
+/// A store that cannot say counts as holding it: nothing is withdrawn on a read error.
+fn stored(store: &dyn Blockstore, multihash: &[u8]) -> bool {
+    let v1 = |codec: u8| {
+        let mut bytes = vec![1, codec];
+        bytes.extend_from_slice(multihash);
+        Cid::try_from(bytes.as_slice()).ok()
+    };
+    // Both codecs are below 0x80, so each is one varint byte; a 34-byte sha2-256 multihash
+    // alone is a CIDv0.
+    let candidates = [
+        v1(cairn_store::RAW as u8),
+        v1(cairn_store::DAG_PB as u8),
+        Cid::try_from(multihash).ok(),
+    ];
+    let mut any = false;
+    for c in candidates.iter().flatten() {
+        any = true;
+        if store.has(c).unwrap_or(true) {
+            return true;
+        }
+    }
+    // A key that is no CID at all was not announced for a block: leave it alone.
+    !any
 }
 
 impl Node {
@@ -200,11 +313,52 @@ impl Node {
         self.ask(|reply| Command::Peers { reply }).await
     }
 
+    /// Every connected peer with its address, latency, transport and protocols, sorted by peer id.
+    pub async fn peer_infos(&self) -> Result<Vec<PeerInfo>, NetError> {
+        self.ask(|reply| Command::PeerInfos { reply }).await
+    }
+
+    /// Closes the connections to a peer, given as a peer id or as a multiaddr (one ending in
+    /// `/p2p/<id>` names the peer; otherwise the connections with that remote address are
+    /// closed). Returns the peer once its connections are closed; [`NetError::NotConnected`]
+    /// if there were none.
+    pub async fn disconnect(&self, target: &str) -> Result<PeerId, NetError> {
+        let target = match target.trim().parse::<PeerId>() {
+            Ok(peer) => Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer)),
+            Err(_) => parse_addr(target).map_err(|_| NetError::BadPeer {
+                text: target.to_string(),
+            })?,
+        };
+        self.ask(|reply| Command::Disconnect { target, reply })
+            .await
+    }
+
     /// Announces to the DHT that this node provides `cids`. Announcements run with a bounded
     /// number of DHT queries in flight; the call returns when all have finished. The CIDs are
     /// re-announced every `reprovide_interval`.
     pub async fn provide(&self, cids: Vec<Cid>) -> Result<ProvideReport, NetError> {
         self.ask(|reply| Command::Provide { cids, reply }).await
+    }
+
+    /// Stops announcing blocks that are no longer in the store: their provider records leave
+    /// this node's DHT store (so it stops naming itself for them) and are not re-announced.
+    /// Returns how many were withdrawn. The store is consulted on a blocking thread.
+    pub async fn withdraw_missing(&self) -> Result<usize, NetError> {
+        let keys = self.ask(|reply| Command::ProvidedKeys { reply }).await?;
+        let store = self.store.clone();
+        let gone = tokio::task::spawn_blocking(move || {
+            keys.into_iter()
+                .filter(|k| !stored(&*store, k))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| NetError::Shutdown)?;
+        let n = gone.len();
+        if n > 0 {
+            self.ask(|reply| Command::StopProviding { keys: gone, reply })
+                .await?;
+        }
+        Ok(n)
     }
 
     /// Peers the DHT knows as providers of `cid`, gathered for at most `timeout`.
@@ -239,12 +393,28 @@ impl Node {
 
     /// [`Node::fetch`] with an explicit deadline.
     pub async fn fetch_with_timeout(&self, cid: Cid, timeout: Duration) -> Result<Bytes, NetError> {
-        self.ask(|reply| Command::Fetch {
-            cid,
-            timeout,
-            reply,
-        })
-        .await
+        let fetch = |may_be_stored| {
+            self.ask(move |reply| Command::Fetch {
+                cid,
+                timeout,
+                may_be_stored,
+                reply,
+            })
+        };
+        match fetch(true).await? {
+            Fetched::Block(b) => return Ok(b),
+            Fetched::Stored => {
+                if let Ok(Some(b)) = cairn_store::read_verified(&self.store, &cid).await {
+                    return Ok(b);
+                }
+            }
+        }
+        // Stored and gone again (a failed write, a GC): from the network after all.
+        match fetch(false).await? {
+            Fetched::Block(b) => Ok(b),
+            // Never: a fetch that may not be answered from the store is not.
+            Fetched::Stored => Err(NetError::Shutdown),
+        }
     }
 
     /// Bitswap counters.

@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use crate::error::NetError;
 use crate::node::Node;
-use crate::readahead::Readahead;
+use crate::readahead::{Range, Readahead};
 
 /// Reads blocks from the node's local store, fetching missing ones from the network (and
 /// caching them in the store). Every block returned has been verified against its CID.
@@ -25,6 +25,7 @@ pub struct NetSource {
     node: Node,
     timeout: Duration,
     window: usize,
+    range: Range,
     ahead: Option<Arc<Readahead>>,
 }
 
@@ -43,28 +44,41 @@ impl NetSource {
     pub fn new(node: Node) -> Self {
         let timeout = node.fetch_timeout();
         let window = node.readahead_blocks();
-        NetSource::build(node, timeout, window)
+        NetSource::build(node, timeout, window, Range::default())
     }
 
-    fn build(node: Node, timeout: Duration, window: usize) -> Self {
-        let ahead = (window > 0).then(|| Readahead::new(node.clone(), timeout, window));
+    fn build(node: Node, timeout: Duration, window: usize, range: Range) -> Self {
+        let ahead = (window > 0).then(|| Readahead::new(node.clone(), timeout, window, range));
         NetSource {
             node,
             timeout,
             window,
+            range,
             ahead,
         }
     }
 
     /// The same source with another per-block deadline.
     pub fn with_timeout(self, timeout: Duration) -> Self {
-        NetSource::build(self.node, timeout, self.window)
+        NetSource::build(self.node, timeout, self.window, self.range)
     }
 
     /// The same source fetching at most `window` blocks ahead of a sequential reader
     /// (0: no readahead).
     pub fn with_readahead(self, window: usize) -> Self {
-        NetSource::build(self.node, self.timeout, window)
+        NetSource::build(self.node, self.timeout, window, self.range)
+    }
+
+    /// The same source for a reader of bytes `offset..offset + len` of a file (`len` `None`:
+    /// to its end), such as `cat --offset --length`: the readahead fetches only the blocks of
+    /// files that overlap that range, so a bounded read moves the blocks that cover it and no
+    /// others.
+    pub fn with_file_range(self, offset: u64, len: Option<u64>) -> Self {
+        let range = Range {
+            start: offset,
+            end: len.map(|l| offset.saturating_add(l)),
+        };
+        NetSource::build(self.node, self.timeout, self.window, range)
     }
 
     /// The node behind this source.
@@ -76,6 +90,9 @@ impl NetSource {
 fn to_get_error(cid: Cid, e: NetError) -> GetError {
     match e {
         NetError::FetchTimeout { cid, secs } => GetError::Timeout { cid, secs },
+        NetError::NoProviders { cid, peers_queried } => {
+            GetError::NoProviders { cid, peers_queried }
+        }
         other => GetError::Network {
             cid,
             reason: other.to_string(),

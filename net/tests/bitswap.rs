@@ -7,8 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cairn_net::{fetch_dag, MemoryStore, NetError, NetSource};
-use cairn_store::{BlockSource, Blockstore, GetError};
+use cairn_store::{Block, BlockSource, Blockstore, Cid, GetError, StoreError, StoreStats};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,27 +68,110 @@ async fn concurrent_readers_of_one_cid_share_one_want() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_cid_times_out_within_the_deadline() {
+async fn unknown_cid_ends_with_no_providers_once_every_peer_and_the_dht_said_no() {
     let (a, _) = start_mem(test_config()).await;
     let (b, _) = start_mem(test_config()).await;
     b.connect(&addr(&a).await).await.unwrap();
+    // A must be in B's DHT table (identify) for the DHT query to ask it.
+    wait_until(10, "A to enter B's routing table", || async {
+        b.search_providers(*raw_block(1, 1).cid(), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .peers_queried
+            > 0
+    })
+    .await;
     let missing = raw_block(77, 10);
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.fetch_with_timeout(*missing.cid(), Duration::from_secs(60)),
+    )
+    .await
+    .expect("the fetch ends when the DHT query does, not at its deadline");
+    assert!(
+        matches!(r, Err(NetError::NoProviders { cid, peers_queried: 1 }) if cid == *missing.cid()),
+        "{r:?}"
+    );
+
+    // Through the BlockSource trait the same answer is GetError::NoProviders.
+    let source = NetSource::new(b.clone()).with_timeout(Duration::from_secs(60));
+    let r = source.get(missing.cid()).await;
+    assert!(
+        matches!(
+            r,
+            Err(GetError::NoProviders {
+                peers_queried: 1,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        b.bitswap_stats().await.unwrap().wants,
+        0,
+        "answered wants are dropped"
+    );
+}
+
+/// A store that says it has every block but takes `delay` to read any (a slow peer).
+struct Slow {
+    delay: Duration,
+}
+
+impl Blockstore for Slow {
+    fn put(&self, _: &Block) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn get(&self, _: &Cid) -> Result<Option<Bytes>, StoreError> {
+        std::thread::sleep(self.delay);
+        Ok(None)
+    }
+    fn get_verified(&self, cid: &Cid) -> Result<Option<Bytes>, StoreError> {
+        self.get(cid)
+    }
+    fn has(&self, _: &Cid) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    fn size(&self, _: &Cid) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    fn delete(&self, _: &Cid) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn cids(&self) -> Box<dyn Iterator<Item = Result<Cid, StoreError>> + Send + '_> {
+        Box::new(std::iter::empty())
+    }
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(StoreStats::default())
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_a_peer_does_not_deliver_in_time_times_out_within_the_deadline() {
+    let slow = Arc::new(Slow {
+        delay: Duration::from_secs(3),
+    });
+    let a = start(slow, test_config()).await;
+    let (b, _) = start_mem(test_config()).await;
+    b.connect(&addr(&a).await).await.unwrap();
+    let missing = raw_block(78, 10);
     let t = Instant::now();
     let r = tokio::time::timeout(
         Duration::from_secs(6),
-        b.fetch_with_timeout(*missing.cid(), Duration::from_secs(2)),
+        b.fetch_with_timeout(*missing.cid(), Duration::from_secs(1)),
     )
     .await
     .expect("fetch must end by its own deadline");
     assert!(
-        matches!(r, Err(NetError::FetchTimeout { cid, secs: 2 }) if cid == *missing.cid()),
+        matches!(r, Err(NetError::FetchTimeout { cid, secs: 1 }) if cid == *missing.cid()),
         "{r:?}"
     );
-    assert!(t.elapsed() >= Duration::from_secs(2));
-
-    // Through the BlockSource trait the same failure is GetError::Timeout.
+    assert!(t.elapsed() >= Duration::from_secs(1));
     let source = NetSource::new(b.clone()).with_timeout(Duration::from_secs(1));
-    let r = source.get(missing.cid()).await;
+    let r = source.get(raw_block(79, 10).cid()).await;
     assert!(matches!(r, Err(GetError::Timeout { secs: 1, .. })), "{r:?}");
     assert_eq!(
         b.bitswap_stats().await.unwrap().wants,

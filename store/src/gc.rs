@@ -202,6 +202,11 @@ impl Roots {
         Ok(t || d)
     }
 
+    /// The durable roots only (those [`Roots::set`] registered), by name.
+    pub fn durable(&self) -> Vec<(String, Cid)> {
+        self.journal.roots()
+    }
+
     /// Every root, by name.
     pub fn list(&self) -> Result<Vec<(String, Cid)>, StoreError> {
         let mut out: Vec<(String, Cid)> = self

@@ -37,6 +37,15 @@ pub enum GetError {
         /// The deadline that passed, in seconds.
         secs: u64,
     },
+    /// Asked the network: no connected peer has it, and a DHT query that ran to completion
+    /// found no provider.
+    #[error("no providers found for block {cid} (the DHT query ended after {peers_queried} peer{})", if *.peers_queried == 1 { "" } else { "s" })]
+    NoProviders {
+        /// The block.
+        cid: Cid,
+        /// Peers the DHT query asked.
+        peers_queried: u32,
+    },
     /// The block exists locally but its bytes do not match its CID.
     #[error("corrupt block {0}: content does not match its CID")]
     Corrupt(Cid),
@@ -61,7 +70,9 @@ impl GetError {
     pub fn cid(&self) -> Option<&Cid> {
         match self {
             GetError::NotFoundLocally(c) | GetError::Corrupt(c) | GetError::Cancelled(c) => Some(c),
-            GetError::Timeout { cid, .. } | GetError::Network { cid, .. } => Some(cid),
+            GetError::Timeout { cid, .. }
+            | GetError::NoProviders { cid, .. }
+            | GetError::Network { cid, .. } => Some(cid),
             GetError::Store(StoreError::Corrupt { cid }) => Some(cid),
             GetError::Store(_) => None,
         }

@@ -693,6 +693,7 @@ fn every_json_command_prints_its_documented_shape() {
     // Through a daemon: the network commands, mount and unmount.
     let d = r.daemon();
     json_lines(&r, &["id"], &[("peer_id", "s"), ("addresses", "a")]);
+    json_lines(&r, &["swarm", "addrs"], &[("address", "s")]);
     json_lines(
         &r,
         &["status", &root],
