@@ -76,10 +76,11 @@ impl Run {
             "stderr does not mention {needle:?}: {}",
             self.stderr
         );
+        // One `Error:` line, or one JSON error object under `--json`.
         let lines = self
             .stderr
             .lines()
-            .filter(|l| l.starts_with("Error:"))
+            .filter(|l| l.starts_with("Error:") || l.starts_with("{\"error\":"))
             .count();
         assert_eq!(lines, 1, "expected one Error: line: {}", self.stderr);
     }
