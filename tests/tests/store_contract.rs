@@ -708,7 +708,12 @@ fn cairn_store_header(roots: &[Cid]) -> Vec<u8> {
     // export, which checks the DAG before it writes); only the header is kept.
     for root in roots {
         store
-            .put(&Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from_static(b"absent")))
+            .put(&Block::encode(
+                1,
+                RAW,
+                HashAlg::Sha2_256,
+                Bytes::from_static(b"absent"),
+            ))
             .unwrap();
         assert_eq!(*root, cid_for(1, RAW, HashAlg::Sha2_256, b"absent"));
     }
