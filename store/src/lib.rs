@@ -27,6 +27,7 @@
 //! - `car`: CAR v1 export and import (`car::export`, `car::import`).
 //! - `walk`: [`links`] of a block and the [`DagWalk`] depth-first walker.
 //! - `path`: [`CidPath`], `<cid>/a/b` and `/ipfs/<cid>/a/b` content paths.
+//! - `ipns`: share keys ([`ShareKey`]), IPNS names ([`IpnsName`]) and signed records ([`IpnsRecord`]).
 //!
 //! ```
 //! use cairn_store::{cid_for, HashAlg, RAW};
@@ -44,6 +45,7 @@ mod gc;
 mod hamt;
 mod hash;
 mod importer;
+mod ipns;
 mod journal;
 mod murmur3;
 mod pack;
@@ -76,6 +78,12 @@ pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_P
 pub use importer::{
     import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError,
     DEFAULT_HAMT_SHARD_THRESHOLD, DEFAULT_MAX_LINKS,
+};
+pub use ipns::{
+    CborError, CborValue, Ed25519PublicKey, IpnsName, IpnsRecord, KeyError, NameError,
+    PublicKeyError, RecordError, RecordFields, RecordValue, ShareKey, CBOR_MAX_DEPTH,
+    DEFAULT_TTL as IPNS_DEFAULT_TTL, KEY_TYPE_ED25519, LIBP2P_KEY,
+    MAX_RECORD_SIZE as IPNS_MAX_RECORD_SIZE, SIGNATURE_V2_PREFIX as IPNS_SIGNATURE_V2_PREFIX,
 };
 pub use path::{cid_parse_reason, CidPath, PathError, CID_HINT};
 pub use pb::{PbError, PbLink, PbNode, MAX_LINKS};
