@@ -74,6 +74,12 @@ pub enum Command {
     /// Repository maintenance.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Shared folders: each a share id (an IPNS name) whose versions are signed records.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn share new notes                      an empty folder; prints its share id (k51…)\n  cairn share new photos --from ~/photos     starts from a folder on disk (or a CID)\n  cairn share log notes\n  cairn share diff notes 3 5\n  cairn share restore notes 3\n  cairn mount notes ~/notes"
+    )]
+    Share(ShareCommand),
     /// Raw block access.
     #[command(subcommand)]
     Block(BlockCommand),
@@ -195,6 +201,61 @@ pub enum ConfigCommand {
     Edit,
 }
 
+/// `cairn share ...`.
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Create a shared folder with a new key; prints its share id.
+    New {
+        /// A local name for it (letters, digits, '.', '_', '-').
+        label: String,
+        /// Start from this directory on disk, or `<cid>[/path]` of a directory in the repo
+        /// [default: an empty folder]
+        #[arg(long, value_name = "PATH|CID")]
+        from: Option<String>,
+    },
+    /// List the shares of this repo.
+    Ls,
+    /// Forget a share: its key and head go, its versions are unpinned.
+    Rm {
+        /// Label or share id.
+        share: String,
+    },
+    /// List a share's versions, newest first.
+    Log {
+        /// Label or share id.
+        share: String,
+    },
+    /// Paths added, removed or modified between two versions.
+    Diff {
+        /// Label or share id.
+        share: String,
+        /// The older version (sequence number or root CID; any directory CID in the repo)
+        /// [default: the version before TO]
+        from: Option<String>,
+        /// The newer version, as FROM [default: the head]
+        to: Option<String>,
+    },
+    /// Make an old version the new head (a new version; history is kept).
+    Restore {
+        /// Label or share id.
+        share: String,
+        /// The version (sequence number or root CID).
+        #[arg(value_name = "VERSION")]
+        which: String,
+    },
+    /// Show or change how many versions a share keeps.
+    Retention {
+        /// Label or share id.
+        share: String,
+        /// Keep the newest N versions [default: unchanged; 100 for a new share]
+        #[arg(long, value_name = "N")]
+        versions: Option<u64>,
+        /// Also keep every version younger than SECS seconds [default: unchanged; 0, off]
+        #[arg(long, value_name = "SECS")]
+        secs: Option<u64>,
+    },
+}
+
 /// `cairn swarm ...`.
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {
@@ -240,8 +301,8 @@ pub enum StatCommand {
 /// `cairn mount`.
 #[derive(Debug, Args)]
 pub struct MountArgs {
-    /// The CID to mount (omit with --namespace).
-    #[arg(value_name = "CID")]
+    /// The CID to mount, or a share's label or share id (omit with --namespace).
+    #[arg(value_name = "CID|SHARE")]
     pub cid: Option<String>,
     /// The mount point (an existing, empty directory).
     #[arg(value_name = "DIR")]

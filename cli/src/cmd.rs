@@ -7,6 +7,7 @@ mod dag;
 mod pin;
 pub mod read;
 mod repo;
+pub mod share;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,7 @@ pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
         Command::Pin(c) => pin::run(ctx, c).await,
         Command::Repo(c) => repo::run(ctx, c),
         Command::Block(c) => block::run(ctx, c),
+        Command::Share(c) => share::run(ctx, c).await,
         Command::Dag(c) => dag::run(ctx, c),
         Command::Daemon(_)
         | Command::Id

@@ -153,7 +153,7 @@ impl Local {
     }
 
     fn mount(&self, ctx: &Ctx<'_>, args: &MountArgs) -> Result<()> {
-        let (root, dir) = crate::mount::target(args)?;
+        let (root, dir) = crate::mount::target(args, &self.repo)?;
         let dir = canonical(&ctx.path(&dir));
         let json = crate::mount::mounted_json(&dir, &root, "local");
         let handle = crate::mount::start(

@@ -227,6 +227,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Pin(_) => "pin",
         Command::Repo(_) => "repo",
         Command::Block(_) => "block",
+        Command::Share(_) => "share",
         Command::Dag(_) => "dag",
         Command::Daemon(_) => "daemon",
         Command::Id => "id",
@@ -287,7 +288,7 @@ async fn mount_foreground(
     args: &args::MountArgs,
     timeout: Duration,
 ) -> Result<()> {
-    let (root, dir) = mount::target(args)?;
+    let (root, dir) = mount::target(args, owner.local().repo())?;
     let dir = local::canonical(&std::env::current_dir()?.join(dir));
     let source = cairn_store::LocalSource::new(owner.local().repo().store().clone());
     let json = mount::mounted_json(&dir, &root, "local");

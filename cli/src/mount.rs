@@ -9,11 +9,24 @@ use cairn_store::BlockSource;
 
 use crate::args::MountArgs;
 
-/// What to mount and where, from the arguments.
-pub fn target(args: &MountArgs) -> Result<(MountRoot, PathBuf)> {
+/// What to mount and where, from the arguments: a CID, or a share of `repo` by label or share
+/// id (its head, read-only).
+pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(MountRoot, PathBuf)> {
     match (&args.namespace, &args.cid, &args.dir) {
         (Some(dir), None, None) => Ok((MountRoot::Namespace, dir.clone())),
         (None, Some(cid), Some(dir)) => {
+            if cid.parse::<cairn_store::CidPath>().is_err() {
+                if let Ok(share) = repo.shares().find(cid) {
+                    let Some(head) = share.head else {
+                        crate::fail!(
+                            "corrupt",
+                            "share {} has no valid head record to mount",
+                            share.name
+                        );
+                    };
+                    return Ok((MountRoot::Cid(head.root), dir.clone()));
+                }
+            }
             let path = crate::cmd::parse_path(cid)?;
             if !path.segments.is_empty() {
                 bail!(

@@ -407,7 +407,7 @@ async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
 }
 
 async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
-    let (root, dir) = crate::mount::target(args)?;
+    let (root, dir) = crate::mount::target(args, ctx.repo)?;
     let dir = mount_key(&ctx.path(&dir));
     let json = crate::mount::mounted_json(&dir, &root, "daemon");
     // The mount runs its own readahead, sized by what the kernel reads: no DAG-order prefetch

@@ -183,6 +183,36 @@ impl Roots {
         Ok(())
     }
 
+    /// Registers (or moves) several durable roots in one journal record (all or none).
+    pub fn set_many(&self, roots: &[(String, Cid)]) -> Result<(), StoreError> {
+        let changes: Vec<Change> = roots
+            .iter()
+            .map(|(name, cid)| Change::SetRoot {
+                name: name.clone(),
+                cid: *cid,
+            })
+            .collect();
+        self.journal.commit(&changes)?;
+        for (_, cid) in roots {
+            self.live.root_added(*cid);
+        }
+        Ok(())
+    }
+
+    /// Removes several durable roots in one journal record; names that are not roots are
+    /// skipped.
+    pub fn remove_many(&self, names: &[String]) -> Result<(), StoreError> {
+        let changes: Vec<Change> = names
+            .iter()
+            .filter(|n| self.journal.has_root(n))
+            .map(|n| Change::RemoveRoot { name: n.clone() })
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.journal.commit(&changes)
+    }
+
     /// Registers (or moves) a root that is forgotten when the repo is closed.
     pub fn set_transient(&self, name: &str, root: Cid) {
         // Insert first, then tell a running GC: a GC that starts in between lists it.

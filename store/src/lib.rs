@@ -54,6 +54,7 @@ mod pb;
 mod pins;
 mod reader;
 mod repo;
+mod share;
 mod sink;
 mod sled_store;
 mod source;
@@ -95,6 +96,9 @@ pub use reader::{
 pub use repo::{
     Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, RepairReport, Repo, RepoError,
     RepoLock, StoreConfig, VerifyReport,
+};
+pub use share::{
+    check_label, record_cid, Retention, Share, ShareError, Shares, Version, SHARES_DIR,
 };
 pub use sink::{BlockSink, NullSink, StoreSink};
 pub use sled_store::{RebuildReport, SledStore, StoreOptions};

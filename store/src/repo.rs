@@ -163,6 +163,7 @@ pub struct Repo {
     store: Arc<SledStore>,
     pins: Pins,
     roots: Roots,
+    shares: crate::share::Shares,
     live: Arc<Live>,
     gc_lock: Mutex<()>,
     // Last, so it is released after sled has closed.
@@ -386,7 +387,9 @@ impl Repo {
         let live = Arc::new(Live::default());
         let pins = Pins::new(store.clone(), live.clone(), journal.clone());
         let roots = Roots::new(journal, live.clone());
+        let shares = crate::share::Shares::new(&dir, store.clone(), roots.clone());
         Ok(Repo {
+            shares,
             path: dir,
             config,
             identity,
@@ -458,6 +461,11 @@ impl Repo {
     /// The pin set.
     pub fn pins(&self) -> &Pins {
         &self.pins
+    }
+
+    /// The shared folders of this repo.
+    pub fn shares(&self) -> &crate::share::Shares {
+        &self.shares
     }
 
     /// Extra GC roots (MFS, mounts).

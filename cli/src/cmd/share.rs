@@ -1,0 +1,408 @@
+//! `cairn share new|ls|rm|log|diff|restore|retention`: shared folders, each an IPNS name whose
+//! versions are signed records (see `cairn_store::share`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use cairn_store::{
+    import_path, BlockSink, Blockstore, Cid, DagReader, EntryKind, ImportOptions, LocalSource,
+    NodeInfo, PbNode, Repo, Retention, Share, ShareError, Version, DAG_PB,
+};
+use serde_json::json;
+
+use crate::args::ShareCommand;
+
+use super::Ctx;
+
+/// `cairn share ...`.
+pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
+    let shares = ctx.repo.shares();
+    let mut out = ctx.console.output();
+    match cmd {
+        ShareCommand::New { label, from } => {
+            cairn_store::check_label(&label)?;
+            match shares.find(&label) {
+                Err(ShareError::NotFound(_)) => {}
+                Ok(_) => return Err(ShareError::LabelTaken(label).into()),
+                Err(e) => return Err(e.into()),
+            }
+            let share = match from {
+                None => {
+                    let block = empty_dir();
+                    ctx.repo.store().put(&block)?;
+                    ctx.repo.store().flush()?;
+                    shares.create(&label, *block.cid(), 0)?
+                }
+                // Created while an import's blocks are still held from GC.
+                Some(from) => {
+                    initial_root(ctx, &from, |root, size| shares.create(&label, root, size)).await?
+                }
+            };
+            let root = share
+                .head
+                .as_ref()
+                .map(|v| v.root.to_string())
+                .unwrap_or_default();
+            out.ack(&share_json(&share), || {
+                format!(
+                    "created share {} ({}), version 1 = {root}\nshare id: {}",
+                    share.label, share.name, share.name
+                )
+            })?;
+        }
+        ShareCommand::Ls => {
+            for share in shares.list()? {
+                out.item(&share_json(&share), || {
+                    let head = match &share.head {
+                        Some(v) => format!(
+                            "v{} {} {} bytes {}",
+                            v.sequence,
+                            v.root,
+                            v.size,
+                            time_text(v.time)
+                        ),
+                        None => "no valid head".to_string(),
+                    };
+                    format!(
+                        "{} {} {} {head}",
+                        share.label,
+                        share.name,
+                        if share.writable { "rw" } else { "ro" }
+                    )
+                })?;
+            }
+        }
+        ShareCommand::Rm { share } => {
+            let s = shares.find(&share)?;
+            shares.remove(&s.name)?;
+            out.ack(&json!({ "removed": s.name.to_string(), "label": s.label }), || {
+                format!(
+                    "removed share {} ({}); its versions are unpinned and go at the next `cairn repo gc`",
+                    s.label, s.name
+                )
+            })?;
+        }
+        ShareCommand::Log { share } => {
+            let s = shares.find(&share)?;
+            for v in shares.log(&s.name)? {
+                out.item(&version_json(&v), || {
+                    format!(
+                        "v{:<5} {}  {}  {:>12} bytes  {} changed",
+                        v.sequence,
+                        time_text(v.time),
+                        v.root,
+                        v.size,
+                        v.changed
+                    )
+                })?;
+            }
+        }
+        ShareCommand::Diff { share, from, to } => {
+            let s = shares.find(&share)?;
+            let log = shares.log(&s.name)?;
+            // A version (sequence number, root or record CID), or any directory CID here.
+            let root_of = |which: &str| -> Result<(Cid, u64)> {
+                match shares.version(&s.name, which) {
+                    Ok(v) => Ok((v.root, v.sequence)),
+                    Err(e @ ShareError::NoVersion { .. }) => match Cid::try_from(which) {
+                        Ok(cid) => Ok((cid, u64::MAX)),
+                        Err(_) => Err(e.into()),
+                    },
+                    Err(e) => Err(e.into()),
+                }
+            };
+            let (to_root, to_seq) = match &to {
+                Some(t) => root_of(t)?,
+                None => (log[0].root, log[0].sequence),
+            };
+            let from_root = match &from {
+                Some(f) => Some(root_of(f)?.0),
+                // Against the version before `to`.
+                None => log.iter().find(|v| v.sequence < to_seq).map(|v| v.root),
+            };
+            for change in diff(ctx.repo, from_root, to_root).await? {
+                out.item(
+                    &json!({ "change": change.0, "path": change.1, "type": change.2 }),
+                    || {
+                        let mark = match change.0 {
+                            "added" => "+",
+                            "removed" => "-",
+                            _ => "M",
+                        };
+                        format!("{mark} {}", change.1)
+                    },
+                )?;
+            }
+        }
+        ShareCommand::Restore { share, which } => {
+            let s = shares.find(&share)?;
+            let old = shares.version(&s.name, &which)?;
+            let head = shares.log(&s.name)?.remove(0);
+            let changed = diff(ctx.repo, Some(head.root), old.root).await?.len() as u64;
+            let v = shares.commit(&s.name, old.root, old.size, changed, &[])?;
+            out.ack(&version_json(&v), || {
+                format!(
+                    "restored v{} of {} as v{} ({})",
+                    old.sequence, s.label, v.sequence, v.root
+                )
+            })?;
+        }
+        ShareCommand::Retention {
+            share,
+            versions,
+            secs,
+        } => {
+            let s = shares.find(&share)?;
+            let mut r = s.retention;
+            if versions.is_some() || secs.is_some() {
+                r = Retention {
+                    keep_versions: versions.unwrap_or(r.keep_versions).max(1),
+                    keep_secs: secs.unwrap_or(r.keep_secs),
+                };
+                shares.set_retention(&s.name, r)?;
+            }
+            out.item(
+                &json!({ "name": s.name.to_string(), "keep_versions": r.keep_versions, "keep_secs": r.keep_secs }),
+                || {
+                    format!(
+                        "{}: keeps the newest {} versions{}",
+                        s.label,
+                        r.keep_versions,
+                        if r.keep_secs > 0 {
+                            format!(" and every version younger than {} s", r.keep_secs)
+                        } else {
+                            String::new()
+                        }
+                    )
+                },
+            )?;
+        }
+    }
+    out.finish()
+}
+
+/// The empty UnixFS directory (the same block as Kubo's).
+fn empty_dir() -> cairn_store::Block {
+    // UnixFS Data { Type: Directory }, no links.
+    let node = PbNode {
+        links: Vec::new(),
+        data: Some(cairn_store::Bytes::from_static(&[8, 1])),
+    };
+    cairn_store::Block::encode(
+        1,
+        DAG_PB,
+        cairn_store::HashAlg::Sha2_256,
+        cairn_store::Bytes::from(node.encode()),
+    )
+}
+
+/// The first version of a new share from `--from`: a directory on disk (imported with the
+/// repo's import settings) or `<cid>[/path]` of a directory in the repo. `create` runs while
+/// an import's blocks are still held from GC.
+async fn initial_root(
+    ctx: &Ctx<'_>,
+    from: &str,
+    create: impl FnOnce(Cid, u64) -> Result<Share, ShareError>,
+) -> Result<Share> {
+    let on_disk = ctx.path(Path::new(from));
+    if let Ok(path) = from.parse::<cairn_store::CidPath>() {
+        if !on_disk.exists() {
+            let reader = DagReader::new(LocalSource::new(ctx.repo.store().clone()));
+            let cid = reader
+                .resolve(&path.root, &path.segments)
+                .await
+                .with_context(|| format!("cannot resolve {from}"))?;
+            let info = reader
+                .stat(&cid)
+                .await
+                .with_context(|| format!("cannot read {cid}"))?;
+            if info.kind != EntryKind::Directory {
+                crate::fail!("invalid_input", "--from {from} is not a directory");
+            }
+            let size = dag_size(ctx.repo, &cid)?;
+            return Ok(create(cid, size)?);
+        }
+    }
+    let meta = std::fs::metadata(&on_disk)
+        .with_context(|| format!("--from {from}: not a CID in this repo nor a directory"))?;
+    if !meta.is_dir() {
+        crate::fail!("invalid_input", "--from {from} is not a directory");
+    }
+    let cfg = &ctx.repo.config().import;
+    let mut opts = ImportOptions::with_cid_version(cfg.cid_version);
+    opts.raw_leaves = cfg.raw_leaves;
+    opts.chunker = cfg
+        .chunker
+        .parse()
+        .context("import.chunker in the config")?;
+    opts.hash = cfg.hash.parse()?;
+    let session = ctx.repo.session();
+    let imported = import_path(&on_disk, &opts, &session as &dyn BlockSink, &mut |_| {})
+        .with_context(|| format!("cannot import {from}"))?;
+    let share = create(imported.cid, imported.size)?;
+    session.commit()?;
+    Ok(share)
+}
+
+/// The cumulative size of a DAG as its root records it (its block plus its links' sizes).
+fn dag_size(repo: &Repo, root: &Cid) -> Result<u64> {
+    let Some(data) = repo.store().get(root)? else {
+        return Ok(0);
+    };
+    let node = PbNode::decode(&data).ok();
+    Ok(data.len() as u64
+        + node
+            .map(|n| n.links.iter().filter_map(|l| l.tsize).sum::<u64>())
+            .unwrap_or(0))
+}
+
+fn time_text(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    utc(secs)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (proleptic Gregorian, UTC).
+pub fn utc(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Days to civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn share_json(s: &Share) -> serde_json::Value {
+    json!({
+        "label": s.label,
+        "name": s.name.to_string(),
+        "writable": s.writable,
+        "sequence": s.head.as_ref().map(|v| v.sequence),
+        "root": s.head.as_ref().map(|v| v.root.to_string()),
+        "size": s.head.as_ref().map(|v| v.size),
+        "time": s.head.as_ref().map(|v| time_text(v.time)),
+    })
+}
+
+fn version_json(v: &Version) -> serde_json::Value {
+    json!({
+        "sequence": v.sequence,
+        "time": time_text(v.time),
+        "root": v.root.to_string(),
+        "record": v.record.to_string(),
+        "size": v.size,
+        "changed": v.changed,
+    })
+}
+
+/// What changed from `from` (none: everything is new) to `to`: `(added|removed|modified, path,
+/// type)`, sorted by path. Unchanged subtrees (same CID) are not read; an added or removed
+/// directory is one entry.
+pub async fn diff(
+    repo: &Repo,
+    from: Option<Cid>,
+    to: Cid,
+) -> Result<Vec<(&'static str, String, &'static str)>> {
+    let reader = DagReader::new(LocalSource::new(repo.store().clone()));
+    let mut out = Vec::new();
+    let mut stack: Vec<(String, Option<Cid>, Option<Cid>)> = vec![(String::new(), from, Some(to))];
+    while let Some((path, a, b)) = stack.pop() {
+        if a == b {
+            continue;
+        }
+        let stat = |c: Option<Cid>| {
+            let reader = reader.clone();
+            async move {
+                match c {
+                    Some(c) => reader
+                        .stat(&c)
+                        .await
+                        .map(Some)
+                        .with_context(|| format!("cannot read {c}")),
+                    None => Ok(None),
+                }
+            }
+        };
+        let (ia, ib) = (stat(a).await?, stat(b).await?);
+        match (&ia, &ib) {
+            (Some(x), Some(y))
+                if x.kind == EntryKind::Directory && y.kind == EntryKind::Directory =>
+            {
+                let ea = entries(&reader, x).await?;
+                let eb = entries(&reader, y).await?;
+                let names: std::collections::BTreeSet<&String> =
+                    ea.keys().chain(eb.keys()).collect();
+                for name in names.into_iter().rev() {
+                    let child = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}/{name}")
+                    };
+                    stack.push((child, ea.get(name).copied(), eb.get(name).copied()));
+                }
+            }
+            (None, Some(y)) if path.is_empty() => {
+                // Everything is new: list the top level.
+                for (name, cid) in entries(&reader, y).await?.into_iter().rev() {
+                    stack.push((name, None, Some(cid)));
+                }
+            }
+            (None, Some(y)) => out.push(("added", path, kind_name(y))),
+            (Some(x), None) => out.push(("removed", path, kind_name(x))),
+            (Some(_), Some(y)) => out.push(("modified", path, kind_name(y))),
+            (None, None) => {}
+        }
+    }
+    out.sort_by(|x, y| x.1.cmp(&y.1));
+    Ok(out)
+}
+
+async fn entries(
+    reader: &DagReader<LocalSource<cairn_store::SledStore>>,
+    dir: &NodeInfo,
+) -> Result<BTreeMap<String, Cid>> {
+    let mut cursor = reader.dir_cursor(&dir.cid);
+    let mut out = BTreeMap::new();
+    while let Some(e) = cursor
+        .next_entry()
+        .await
+        .with_context(|| format!("cannot list {}", dir.cid))?
+    {
+        out.insert(e.name, e.cid);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_times() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_796_083_199), "2026-11-30T23:59:59Z");
+    }
+}
+
+fn kind_name(info: &NodeInfo) -> &'static str {
+    match info.kind {
+        EntryKind::File => "file",
+        EntryKind::Directory => "directory",
+        EntryKind::Symlink => "symlink",
+    }
+}

@@ -1,0 +1,676 @@
+//! Shared folders in the repo: each share is an IPNS name (its Ed25519 key's `k51…` name) whose
+//! versions are signed IPNS records. The head (the newest version) is the record in
+//! `<repo>/shares/<name>/head`; every version's record is also stored as a raw block, and each
+//! record links the previous one's block (`_cairn_prev`), so the whole history is a
+//! content-addressed chain that a peer holding only the head can walk.
+//!
+//! # On disk
+//! ```text
+//! <repo>/shares/<k51 name>/share.toml   label, creation time, retention (written atomically)
+//! <repo>/shares/<k51 name>/key          the Ed25519 seed, 0600 (writable shares only)
+//! <repo>/shares/<k51 name>/head         the head record's protobuf bytes (replaced atomically)
+//! ```
+//! Durable GC roots (the pin journal) keep what retention keeps: `share/<name>/v<seq>` is the
+//! root directory of version `seq`, `share/<name>/r<seq>` its record block.
+//!
+//! # A commit, and the crash argument
+//! 1. the new root DAG is in the store (the caller flushed it);
+//! 2. the new record (sequence one above every sequence this share has used) is signed and
+//!    stored as a raw block, and the store is flushed;
+//! 3. the two roots of the new version are journaled in one fsynced record;
+//! 4. the head file is replaced (written beside, fsynced, renamed, directory fsynced): the
+//!    commit point;
+//! 5. retention drops the roots of versions it no longer keeps.
+//!
+//! A crash before 4 leaves the previous head; a version whose roots were journaled but whose
+//! head never landed is not shown (versions are read from the head's chain) and its roots go at
+//! the next commit's retention. A crash after 4 leaves the new head, perhaps with versions that
+//! retention would have dropped. The head is verified (signature against the share's name) on
+//! every load; a missing or damaged head file is replaced by the newest valid record among the
+//! version roots, so the head is rebuildable from blocks and the journal alone.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::gc::Roots;
+use crate::ipns::{
+    CborValue, IpnsName, IpnsRecord, KeyError, RecordError, RecordFields, RecordValue, ShareKey,
+};
+use crate::{cid_for, Block, Blockstore, Bytes, Cid, HashAlg, SledStore, StoreError, RAW};
+
+/// The directory of shares inside the repo.
+pub const SHARES_DIR: &str = "shares";
+/// Extra record field: the CID of the previous version's record block.
+pub const FIELD_PREV: &str = "_cairn_prev";
+/// Extra record field: when the version was made, milliseconds since the Unix epoch.
+pub const FIELD_TIME: &str = "_cairn_time";
+/// Extra record field: the version's size in bytes (the sum of its files).
+pub const FIELD_SIZE: &str = "_cairn_size";
+/// Extra record field: how many paths the version changed against the previous one.
+pub const FIELD_CHANGED: &str = "_cairn_changed";
+/// How long a record is valid. The head on this node is trusted by its signature whatever its
+/// age; validity matters to peers, and publishing re-signs before it runs out.
+pub const RECORD_VALIDITY: Duration = Duration::from_secs(48 * 3600);
+/// How long peers may cache a record before asking again.
+pub const RECORD_TTL: Duration = Duration::from_secs(60);
+/// Versions kept by default.
+pub const DEFAULT_KEEP_VERSIONS: u64 = 100;
+/// The longest label.
+pub const MAX_LABEL_LEN: usize = 64;
+
+/// Why a share operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// No share has this label or name.
+    #[error("no share {0:?} in this repo (`cairn share ls` lists them)")]
+    NotFound(String),
+    /// A share with this label exists.
+    #[error("a share labelled {0:?} exists already")]
+    LabelTaken(String),
+    /// The label cannot be used.
+    #[error("invalid share label {label:?}: {why}")]
+    BadLabel {
+        /// The label.
+        label: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The share's key is not in this repo: it can be read, not changed.
+    #[error("share {0} is read-only here: its key is not in this repo")]
+    ReadOnly(IpnsName),
+    /// The share has no valid head.
+    #[error("share {name} has no valid head record ({why}); its versions cannot be read")]
+    NoHead {
+        /// The share.
+        name: IpnsName,
+        /// What was found.
+        why: String,
+    },
+    /// A version asked for is not in the share's history.
+    #[error("share {name} has no version {version}")]
+    NoVersion {
+        /// The share.
+        name: IpnsName,
+        /// The version.
+        version: String,
+    },
+    /// The share's key file failed to load or save.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A record could not be made or read.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The block store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A share file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `share.toml` is damaged.
+    #[error("{path} is damaged: {why}")]
+    BadMeta {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        why: String,
+    },
+}
+
+impl ShareError {
+    /// Whether the failure was a full disk.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            ShareError::Store(e) => e.is_no_space(),
+            ShareError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ShareError + '_ {
+    move |source| ShareError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One version of a share, as its record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The record's sequence number (1 for the first version).
+    pub sequence: u64,
+    /// The root directory.
+    pub root: Cid,
+    /// The record's block.
+    pub record: Cid,
+    /// The previous version's record block (none for the first).
+    pub prev: Option<Cid>,
+    /// When it was made.
+    pub time: SystemTime,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Paths changed against the previous version.
+    pub changed: u64,
+}
+
+impl Version {
+    fn from_record(record: &IpnsRecord) -> Result<Version, RecordError> {
+        let RecordValue::Ipfs(path) = record.value() else {
+            return Err(RecordError::Malformed(
+                "a share version's value must be /ipfs/<root>",
+            ));
+        };
+        if !path.segments.is_empty() {
+            return Err(RecordError::Malformed(
+                "a share version's value must be /ipfs/<root>",
+            ));
+        }
+        let extra = record.extra();
+        let int = |k: &str| match extra.get(k) {
+            Some(CborValue::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        let prev = match extra.get(FIELD_PREV) {
+            Some(CborValue::Link(c)) => Some(*c),
+            _ => None,
+        };
+        Ok(Version {
+            sequence: record.sequence(),
+            root: path.root,
+            record: record_cid(record.as_bytes()),
+            prev,
+            time: UNIX_EPOCH + Duration::from_millis(int(FIELD_TIME)),
+            size: int(FIELD_SIZE),
+            changed: int(FIELD_CHANGED),
+        })
+    }
+}
+
+/// The CID of a record's block.
+pub fn record_cid(bytes: &[u8]) -> Cid {
+    cid_for(1, RAW, HashAlg::Sha2_256, bytes)
+}
+
+/// How many versions a share keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Retention {
+    /// Keep at least the newest this many versions (the head always).
+    pub keep_versions: u64,
+    /// Also keep every version younger than this many seconds (0: none by age).
+    pub keep_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_versions: DEFAULT_KEEP_VERSIONS,
+            keep_secs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Meta {
+    label: String,
+    /// Milliseconds since the Unix epoch.
+    created: u64,
+    #[serde(default)]
+    retention: Retention,
+}
+
+/// A share as this repo knows it.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// Its IPNS name (the share id).
+    pub name: IpnsName,
+    /// Its local label.
+    pub label: String,
+    /// Whether this repo holds its key.
+    pub writable: bool,
+    /// The newest version, if any is valid here.
+    pub head: Option<Version>,
+    /// What retention keeps.
+    pub retention: Retention,
+}
+
+/// The shares of a repo. Cheap to clone; commits of one repo are serialised.
+#[derive(Clone)]
+pub struct Shares {
+    dir: PathBuf,
+    store: Arc<SledStore>,
+    roots: Roots,
+    lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Shares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shares").field("dir", &self.dir).finish()
+    }
+}
+
+fn now_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn root_name(name: &IpnsName, kind: char, seq: u64) -> String {
+    format!("share/{name}/{kind}{seq:020}")
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one.
+fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ShareError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_at(path)(e));
+    }
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(dir))?;
+    }
+    Ok(())
+}
+
+/// Checks a label: 1 to 64 letters, digits, `.`, `_` or `-`, not a share id.
+pub fn check_label(label: &str) -> Result<(), ShareError> {
+    let bad = |why| {
+        Err(ShareError::BadLabel {
+            label: label.to_string(),
+            why,
+        })
+    };
+    if label.is_empty() || label.len() > MAX_LABEL_LEN {
+        return bad("labels are 1 to 64 characters");
+    }
+    if !label
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return bad("use letters, digits, '.', '_' and '-'");
+    }
+    if label.starts_with('.') || label.starts_with('-') {
+        return bad("a label starts with a letter or a digit");
+    }
+    if label.parse::<IpnsName>().is_ok() {
+        return bad("it reads as a share id");
+    }
+    Ok(())
+}
+
+impl Shares {
+    pub(crate) fn new(repo: &Path, store: Arc<SledStore>, roots: Roots) -> Shares {
+        Shares {
+            dir: repo.join(SHARES_DIR),
+            store,
+            roots,
+            lock: Arc::default(),
+        }
+    }
+
+    fn share_dir(&self, name: &IpnsName) -> PathBuf {
+        self.dir.join(name.to_string())
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_meta(&self, name: &IpnsName) -> Result<Meta, ShareError> {
+        let path = self.share_dir(name).join("share.toml");
+        let text = fs::read_to_string(&path).map_err(io_at(&path))?;
+        toml::from_str(&text).map_err(|e| ShareError::BadMeta {
+            path,
+            why: e.to_string(),
+        })
+    }
+
+    fn write_meta(&self, name: &IpnsName, meta: &Meta) -> Result<(), ShareError> {
+        let path = self.share_dir(name).join("share.toml");
+        let text = toml::to_string(meta).map_err(|e| ShareError::BadMeta {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        replace_file(&path, text.as_bytes(), 0o600)
+    }
+
+    /// Every share, by label.
+    pub fn list(&self) -> Result<Vec<Share>, ShareError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_at(&self.dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_at(&self.dir))?;
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpnsName>().ok())
+            else {
+                continue;
+            };
+            out.push(self.load(&name)?);
+        }
+        out.sort_by(|a, b| a.label.cmp(&b.label));
+        Ok(out)
+    }
+
+    /// The share with this label or share id (`k51…`, `/ipns/k51…`).
+    pub fn find(&self, label_or_name: &str) -> Result<Share, ShareError> {
+        if let Ok(name) = label_or_name.parse::<IpnsName>() {
+            if self.share_dir(&name).join("share.toml").exists() {
+                return self.load(&name);
+            }
+            return Err(ShareError::NotFound(label_or_name.to_string()));
+        }
+        self.list()?
+            .into_iter()
+            .find(|s| s.label == label_or_name)
+            .ok_or_else(|| ShareError::NotFound(label_or_name.to_string()))
+    }
+
+    fn load(&self, name: &IpnsName) -> Result<Share, ShareError> {
+        let meta = self.read_meta(name)?;
+        let writable = self.share_dir(name).join("key").exists();
+        let head = self.head_record(name).ok().map(|(v, _)| v);
+        Ok(Share {
+            name: *name,
+            label: meta.label,
+            writable,
+            head,
+            retention: meta.retention,
+        })
+    }
+
+    fn key(&self, name: &IpnsName) -> Result<ShareKey, ShareError> {
+        let path = self.share_dir(name).join("key");
+        if !path.exists() {
+            return Err(ShareError::ReadOnly(*name));
+        }
+        Ok(ShareKey::load(&path)?)
+    }
+
+    /// A verified record from a block, if the block is here and the record is the share's.
+    fn record_from_block(&self, name: &IpnsName, cid: &Cid) -> Option<IpnsRecord> {
+        let data = self.store.get_verified(cid).ok()??;
+        IpnsRecord::verify(&data, name).ok()
+    }
+
+    /// The head: the head file's record, verified against the share's name, or (if that file
+    /// is missing or damaged) the newest valid record among the version roots.
+    pub fn head_record(&self, name: &IpnsName) -> Result<(Version, IpnsRecord), ShareError> {
+        let path = self.share_dir(name).join("head");
+        let from_file = match fs::read(&path) {
+            Ok(bytes) => IpnsRecord::verify(&bytes, name).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let record = match from_file {
+            Ok(r) => r,
+            Err(why) => {
+                let mut best: Option<IpnsRecord> = None;
+                for (_, cid) in self.version_roots(name, 'r') {
+                    if let Some(r) = self.record_from_block(name, &cid) {
+                        if best.as_ref().is_none_or(|b| r.supersedes(b)) {
+                            best = Some(r);
+                        }
+                    }
+                }
+                match best {
+                    Some(r) => {
+                        tracing::warn!(share = %name, %why, "head file unusable; using the newest stored version");
+                        r
+                    }
+                    None => {
+                        return Err(ShareError::NoHead {
+                            name: *name,
+                            why,
+                        })
+                    }
+                }
+            }
+        };
+        Ok((Version::from_record(&record)?, record))
+    }
+
+    /// `(sequence, cid)` of the share's roots of `kind` (`v` root, `r` record), oldest first.
+    fn version_roots(&self, name: &IpnsName, kind: char) -> Vec<(u64, Cid)> {
+        let prefix = format!("share/{name}/{kind}");
+        let mut out: Vec<(u64, Cid)> = self
+            .roots
+            .durable()
+            .into_iter()
+            .filter_map(|(n, cid)| Some((n.strip_prefix(&prefix)?.parse().ok()?, cid)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Creates a share labelled `label` whose first version is the directory `root` (in the
+    /// store already), with a new key.
+    pub fn create(&self, label: &str, root: Cid, size: u64) -> Result<Share, ShareError> {
+        check_label(label)?;
+        let _g = self.guard();
+        if self.list()?.iter().any(|s| s.label == label) {
+            return Err(ShareError::LabelTaken(label.to_string()));
+        }
+        let key = ShareKey::generate()?;
+        let name = key.name();
+        let dir = self.share_dir(&name);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .create(&dir)
+            .map_err(io_at(&dir))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_at(&dir))?;
+        key.save(&dir.join("key"))?;
+        let meta = Meta {
+            label: label.to_string(),
+            created: now_ms(SystemTime::now()),
+            retention: Retention::default(),
+        };
+        self.write_meta(&name, &meta)?;
+        self.commit_locked(&name, &key, None, root, size, 0, &[])?;
+        self.load(&name)
+    }
+
+    /// Makes `root` (in the store already, flushed) the share's new head version.
+    /// `protected` lists roots that retention must keep (versions mounted now).
+    pub fn commit(
+        &self,
+        name: &IpnsName,
+        root: Cid,
+        size: u64,
+        changed: u64,
+        protected: &[Cid],
+    ) -> Result<Version, ShareError> {
+        let _g = self.guard();
+        let key = self.key(name)?;
+        let head = self.head_record(name).ok().map(|(v, _)| v);
+        self.commit_locked(name, &key, head.as_ref(), root, size, changed, protected)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_locked(
+        &self,
+        name: &IpnsName,
+        key: &ShareKey,
+        head: Option<&Version>,
+        root: Cid,
+        size: u64,
+        changed: u64,
+        protected: &[Cid],
+    ) -> Result<Version, ShareError> {
+        // Above every sequence used, also by a version whose head never landed.
+        let used = self
+            .version_roots(name, 'r')
+            .last()
+            .map(|(s, _)| *s)
+            .unwrap_or(0);
+        let sequence = used.max(head.map_or(0, |h| h.sequence)) + 1;
+        let now = SystemTime::now();
+        let mut fields =
+            RecordFields::new(RecordValue::ipfs(root), sequence, now + RECORD_VALIDITY);
+        fields.ttl = RECORD_TTL;
+        let mut extra = BTreeMap::new();
+        if let Some(h) = head {
+            extra.insert(FIELD_PREV.to_string(), CborValue::Link(h.record));
+        }
+        extra.insert(
+            FIELD_TIME.to_string(),
+            CborValue::Int(i128::from(now_ms(now))),
+        );
+        extra.insert(FIELD_SIZE.to_string(), CborValue::Int(i128::from(size)));
+        extra.insert(
+            FIELD_CHANGED.to_string(),
+            CborValue::Int(i128::from(changed)),
+        );
+        fields.extra = extra;
+        let record = IpnsRecord::create(key, &fields)?;
+        let block = Block::encode(
+            1,
+            RAW,
+            HashAlg::Sha2_256,
+            Bytes::copy_from_slice(record.as_bytes()),
+        );
+        self.store.put(&block)?;
+        self.store.flush()?;
+        crate::fault::crash_point("share-record-stored");
+        self.roots.set_many(&[
+            (root_name(name, 'v', sequence), root),
+            (root_name(name, 'r', sequence), *block.cid()),
+        ])?;
+        crate::fault::crash_point("share-roots-journaled");
+        replace_file(&self.share_dir(name).join("head"), record.as_bytes(), 0o600)?;
+        crate::fault::crash_point("share-head-written");
+        let version = Version::from_record(&record)?;
+        if let Err(e) = self.retain(name, sequence, protected) {
+            tracing::warn!(share = %name, error = %e, "retention failed; old versions stay for now");
+        }
+        Ok(version)
+    }
+
+    /// Drops the roots of versions retention no longer keeps (and of versions above the head,
+    /// which a crash left without a head).
+    fn retain(&self, name: &IpnsName, head_seq: u64, protected: &[Cid]) -> Result<(), ShareError> {
+        let retention = self.read_meta(name)?.retention;
+        let roots = self.version_roots(name, 'v');
+        let records: BTreeMap<u64, Cid> = self.version_roots(name, 'r').into_iter().collect();
+        let keep_n = retention.keep_versions.max(1);
+        let newest_kept = head_seq.saturating_sub(keep_n - 1);
+        let cutoff = (retention.keep_secs > 0)
+            .then(|| SystemTime::now() - Duration::from_secs(retention.keep_secs));
+        let mut drop = Vec::new();
+        for (seq, root) in roots {
+            let keep = if seq > head_seq {
+                false
+            } else if seq >= newest_kept || protected.contains(&root) {
+                true
+            } else {
+                match (cutoff, records.get(&seq)) {
+                    (Some(cut), Some(rc)) => self
+                        .record_from_block(name, rc)
+                        .and_then(|r| Version::from_record(&r).ok())
+                        .is_some_and(|v| v.time >= cut),
+                    _ => false,
+                }
+            };
+            if !keep {
+                drop.push(root_name(name, 'v', seq));
+                drop.push(root_name(name, 'r', seq));
+            }
+        }
+        if !drop.is_empty() {
+            self.roots.remove_many(&drop)?;
+        }
+        Ok(())
+    }
+
+    /// The versions reachable from the head through the record chain, newest first, as far as
+    /// their record blocks are here.
+    pub fn log(&self, name: &IpnsName) -> Result<Vec<Version>, ShareError> {
+        let (head, _) = self.head_record(name)?;
+        let mut out = vec![head];
+        while let Some(prev) = out.last().and_then(|v| v.prev) {
+            let Some(record) = self.record_from_block(name, &prev) else {
+                break;
+            };
+            let v = Version::from_record(&record)?;
+            // The chain goes strictly down; anything else is not history.
+            if out.last().is_some_and(|last| v.sequence >= last.sequence) {
+                break;
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// A version by sequence number, or the version whose root or record is `cid`.
+    pub fn version(&self, name: &IpnsName, which: &str) -> Result<Version, ShareError> {
+        let log = self.log(name)?;
+        let found = match which.parse::<u64>() {
+            Ok(seq) => log.into_iter().find(|v| v.sequence == seq),
+            Err(_) => {
+                let cid = Cid::try_from(which).ok();
+                log.into_iter()
+                    .find(|v| Some(v.root) == cid || Some(v.record) == cid)
+            }
+        };
+        found.ok_or_else(|| ShareError::NoVersion {
+            name: *name,
+            version: which.to_string(),
+        })
+    }
+
+    /// Changes what retention keeps.
+    pub fn set_retention(&self, name: &IpnsName, retention: Retention) -> Result<(), ShareError> {
+        let _g = self.guard();
+        let mut meta = self.read_meta(name)?;
+        meta.retention = retention;
+        self.write_meta(name, &meta)
+    }
+
+    /// Forgets a share: its key, head and settings go, and its versions are unpinned (their
+    /// blocks stay until a GC).
+    pub fn remove(&self, name: &IpnsName) -> Result<(), ShareError> {
+        let _g = self.guard();
+        let dir = self.share_dir(name);
+        if !dir.join("share.toml").exists() {
+            return Err(ShareError::NotFound(name.to_string()));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for kind in ['v', 'r'] {
+            names.extend(
+                self.version_roots(name, kind)
+                    .into_iter()
+                    .map(|(seq, _)| root_name(name, kind, seq)),
+            );
+        }
+        if !names.is_empty() {
+            self.roots.remove_many(&names)?;
+        }
+        fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! Shared folders through the real binary: creating shares (keys, share ids, the first signed
+//! version), the version chain (log, diff, restore), retention with GC, mounting a share's head,
+//! a damaged head file, and `kill -9` at every step of a commit.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+
+use cairn_store::{IpnsName, IpnsRecord, FAULT_ENV};
+use cairn_tests::TestRepo;
+use serde_json::Value;
+
+fn json(r: &TestRepo, args: &[&str]) -> Vec<Value> {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    r.cairn(&full)
+        .expect_ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn share_dir(r: &TestRepo, name: &str) -> PathBuf {
+    r.repo().join("shares").join(name)
+}
+
+fn tree(r: &TestRepo, files: &[(&str, &str)]) -> PathBuf {
+    let dir = r.path("src");
+    let _ = fs::remove_dir_all(&dir);
+    for (path, text) in files {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_new_share_is_an_ipns_name_with_a_private_key_and_a_signed_first_version() {
+    let r = TestRepo::new();
+    let created = &json(&r, &["share", "new", "notes"])[0];
+    let name = created["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with("k51"), "{created}");
+    assert_eq!(created["sequence"], 1);
+    assert_eq!(created["writable"], true);
+    // The share id is the IPNS name of the key in the repo, and the head is signed by it.
+    let parsed: IpnsName = name.parse().unwrap();
+    assert_eq!(parsed.to_string(), name);
+    let dir = share_dir(&r, &name);
+    for f in ["key", "head", "share.toml"] {
+        let mode = fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let head = fs::read(dir.join("head")).unwrap();
+    let record = IpnsRecord::verify(&head, &parsed).unwrap();
+    assert_eq!(record.sequence(), 1);
+    assert_eq!(
+        record.value().to_string(),
+        format!("/ipfs/{}", created["root"].as_str().unwrap())
+    );
+    // The first version of a share made from nothing is the empty directory.
+    assert_eq!(
+        r.cairn(&["ls", created["root"].as_str().unwrap()])
+            .expect_ok(),
+        ""
+    );
+
+    // Listed by label and by id, with one shape.
+    let listed = json(&r, &["share", "ls"]);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0], *created);
+    // Labels are unique and checked.
+    r.cairn(&["share", "new", "notes"])
+        .expect_err("exists already");
+    r.cairn(&["share", "new", "a/b"])
+        .expect_err("invalid share label");
+    r.cairn(&["share", "new", &name])
+        .expect_err("reads as a share id");
+    r.cairn(&["share", "log", "nope"])
+        .expect_err("no share \"nope\"");
+
+    // rm forgets it; its versions go at the next GC.
+    r.cairn(&["share", "rm", &name]).expect_ok();
+    assert!(!dir.exists());
+    assert!(json_or_empty(&r, &["share", "ls"]).is_empty());
+}
+
+fn json_or_empty(r: &TestRepo, args: &[&str]) -> Vec<Value> {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    r.cairn(&full)
+        .expect_ok()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn versions_chain_diff_restore_and_retention_with_gc() {
+    let r = TestRepo::new();
+    let src = tree(&r, &[("a.txt", "alpha\n"), ("sub/b.txt", "beta\n")]);
+    let v1 = &json(
+        &r,
+        &["share", "new", "docs", "--from", src.to_str().unwrap()],
+    )[0];
+    let name = v1["name"].as_str().unwrap().to_string();
+    assert_eq!(v1["size"], 11);
+    // A second tree (in the repo by CID) to compare versions against, and a share from it.
+    let src2 = tree(
+        &r,
+        &[
+            ("a.txt", "alpha\n"),
+            ("sub/b.txt", "BETA\n"),
+            ("c.txt", "gamma\n"),
+        ],
+    );
+    let root2 = r
+        .cairn(&["add", "-r", "-Q", src2.to_str().unwrap()])
+        .expect_ok();
+    let other = &json(&r, &["share", "new", "docs2", "--from", &root2])[0];
+    assert_eq!(other["root"], root2.as_str());
+
+    // History: restore v1 gives v2, linking v1.
+    let v2 = &json(&r, &["share", "restore", "docs", "1"])[0];
+    assert_eq!(v2["sequence"], 2);
+    assert_eq!(v2["root"], v1["root"]);
+    let log = json(&r, &["share", "log", &name]);
+    let seqs: Vec<u64> = log
+        .iter()
+        .map(|v| v["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 1]);
+    for v in &log {
+        for key in ["sequence", "time", "root", "record", "size", "changed"] {
+            assert!(v.get(key).is_some(), "{key} missing: {v}");
+        }
+    }
+
+    // Diff: a first version against nothing lists the top level as added; a version against
+    // another tree lists exactly what differs, unchanged subtrees unread.
+    let changes = |args: &[&str]| -> Vec<(String, String, String)> {
+        json_or_empty(&r, args)
+            .iter()
+            .map(|c| {
+                (
+                    c["change"].as_str().unwrap().to_string(),
+                    c["path"].as_str().unwrap().to_string(),
+                    c["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        changes(&["share", "diff", "docs2"]),
+        [
+            s("added", "a.txt", "file"),
+            s("added", "c.txt", "file"),
+            s("added", "sub", "directory")
+        ]
+    );
+    assert_eq!(
+        changes(&["share", "diff", "docs", "1", &root2]),
+        [
+            s("added", "c.txt", "file"),
+            s("modified", "sub/b.txt", "file")
+        ]
+    );
+    assert_eq!(
+        changes(&["share", "diff", "docs", &root2, "2"]),
+        [
+            s("removed", "c.txt", "file"),
+            s("modified", "sub/b.txt", "file")
+        ]
+    );
+    assert!(changes(&["share", "diff", "docs", "1", "2"]).is_empty());
+
+    // Retention: keep 1 version; after the next commit and a GC, only the head's blocks stay
+    // pinned by the share, and the log is just the head.
+    r.cairn(&["share", "retention", "docs", "--versions", "1"])
+        .expect_ok();
+    let v3 = &json(&r, &["share", "restore", "docs", "2"])[0];
+    assert_eq!(v3["sequence"], 3);
+    r.cairn(&["repo", "gc"]).expect_ok();
+    let log = json(&r, &["share", "log", "docs"]);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["sequence"], 3);
+    // The head's tree survived the GC.
+    let root = v3["root"].as_str().unwrap();
+    assert_eq!(
+        r.cairn(&["cat", &format!("{root}/sub/b.txt")]).expect_ok(),
+        "beta"
+    );
+    r.cairn(&["repo", "verify"]).expect_ok();
+    r.cairn(&["share", "restore", "docs", "1"])
+        .expect_err("has no version 1");
+}
+
+#[test]
+fn a_share_mounts_by_label_and_its_head_survives_a_damaged_head_file() {
+    let r = TestRepo::new();
+    let src = tree(&r, &[("hello.txt", "hello\n")]);
+    let v1 = &json(
+        &r,
+        &["share", "new", "site", "--from", src.to_str().unwrap()],
+    )[0];
+    let name = v1["name"].as_str().unwrap().to_string();
+    r.cairn(&["share", "restore", "site", "1"]).expect_ok();
+
+    let mnt = r.path("mnt");
+    let m = r.mount("site", &mnt);
+    assert_eq!(fs::read(m.dir.join("hello.txt")).unwrap(), b"hello\n");
+    drop(m);
+
+    // A damaged head file: the newest valid stored version (v2) takes its place.
+    let head = share_dir(&r, &name).join("head");
+    let mut bytes = fs::read(&head).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&head, &bytes).unwrap();
+    let listed = &json(&r, &["share", "ls"])[0];
+    assert_eq!(listed["sequence"], 2, "{listed}");
+    // A head signed by another key is not this share's head.
+    let other = &json(&r, &["share", "new", "other"])[0];
+    let foreign = fs::read(share_dir(&r, other["name"].as_str().unwrap()).join("head")).unwrap();
+    fs::write(&head, foreign).unwrap();
+    let listed = json(&r, &["share", "ls"]);
+    let site = listed.iter().find(|s| s["label"] == "site").unwrap();
+    assert_eq!(site["sequence"], 2, "{site}");
+    // The next commit writes a valid head again, above every sequence used.
+    let v3 = &json(&r, &["share", "restore", "site", "1"])[0];
+    assert_eq!(v3["sequence"], 3);
+    IpnsRecord::verify(&fs::read(&head).unwrap(), &name.parse().unwrap()).unwrap();
+}
+
+/// Runs `args` with the crash point armed; returns whether it was killed there.
+fn killed_at(r: &TestRepo, point: &str, args: &[&str]) -> bool {
+    let out = r.command(args).env(FAULT_ENV, point).output().unwrap();
+    out.status.signal() == Some(libc::SIGKILL)
+}
+
+#[test]
+fn kill_9_at_every_step_of_a_commit_leaves_a_valid_head() {
+    let r = TestRepo::new();
+    let src = tree(&r, &[("f", "one\n")]);
+    let v1 = &json(&r, &["share", "new", "k", "--from", src.to_str().unwrap()])[0];
+    let name: IpnsName = v1["name"].as_str().unwrap().parse().unwrap();
+    let head_path = share_dir(&r, &name.to_string()).join("head");
+    let mut last = 1;
+    for point in [
+        "share-record-stored",
+        "share-roots-journaled",
+        "share-head-written",
+    ] {
+        assert!(
+            killed_at(&r, point, &["share", "restore", "k", "1"]),
+            "not killed at {point}"
+        );
+        let listed = &json(&r, &["share", "ls"])[0];
+        let seq = listed["sequence"].as_u64().unwrap();
+        // Before the head is written the old head stays; after, the new one is there.
+        if point == "share-head-written" {
+            assert_eq!(seq, last + 1, "{point}");
+        } else {
+            assert_eq!(seq, last, "{point}");
+        }
+        let record = IpnsRecord::verify(&fs::read(&head_path).unwrap(), &name).unwrap();
+        assert_eq!(record.sequence(), seq);
+        r.cairn(&["repo", "verify"]).expect_ok();
+        r.cairn(&["pin", "verify"]).expect_ok();
+        // The next commit works and goes above every sequence used so far.
+        let next = &json(&r, &["share", "restore", "k", "1"])[0];
+        assert!(next["sequence"].as_u64().unwrap() > seq, "{point}: {next}");
+        last = next["sequence"].as_u64().unwrap();
+    }
+    // History reads back through the chain, strictly decreasing.
+    let log = json(&r, &["share", "log", "k"]);
+    let seqs: Vec<u64> = log
+        .iter()
+        .map(|v| v["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
+    assert_eq!(seqs[0], last);
+}
