@@ -442,12 +442,7 @@ impl Shares {
                         tracing::warn!(share = %name, %why, "head file unusable; using the newest stored version");
                         r
                     }
-                    None => {
-                        return Err(ShareError::NoHead {
-                            name: *name,
-                            why,
-                        })
-                    }
+                    None => return Err(ShareError::NoHead { name: *name, why }),
                 }
             }
         };

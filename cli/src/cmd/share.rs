@@ -389,6 +389,14 @@ async fn entries(
     Ok(out)
 }
 
+fn kind_name(info: &NodeInfo) -> &'static str {
+    match info.kind {
+        EntryKind::File => "file",
+        EntryKind::Directory => "directory",
+        EntryKind::Symlink => "symlink",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -396,13 +404,5 @@ mod tests {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::utc(1_796_083_199), "2026-11-30T23:59:59Z");
-    }
-}
-
-fn kind_name(info: &NodeInfo) -> &'static str {
-    match info.kind {
-        EntryKind::File => "file",
-        EntryKind::Directory => "directory",
-        EntryKind::Symlink => "symlink",
     }
 }
