@@ -37,7 +37,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 apt_install ${need_apt[@]+"${need_apt[@]}"}
 
 # npm packages of the independent IPFS implementations used by the interop tests.
-for dir in tests/interop net/tests/helia; do
+for dir in tests/interop tests/interop/ipns net/tests/helia; do
   if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
     echo "deps: npm ci in $dir" >&2
     (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)

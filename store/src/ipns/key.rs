@@ -270,10 +270,7 @@ impl ShareKey {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
-            .map_err(|source| KeyError::Io {
-                path: tmp.clone(),
-                source,
-            })?;
+            .map_err(io_err)?;
         let written = (|| {
             // The umask can only have taken bits away; make it exactly 0600.
             f.set_permissions(fs::Permissions::from_mode(0o600))?;
@@ -307,7 +304,12 @@ impl ShareKey {
             path: path.to_path_buf(),
             source,
         };
-        let f = fs::File::open(path).map_err(io_err)?;
+        // O_NONBLOCK: a FIFO put in the key's place must not hang the open.
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err)?;
         let meta = f.metadata().map_err(io_err)?;
         if !meta.is_file() {
             return Err(KeyError::NotAFile {
@@ -484,6 +486,21 @@ mod tests {
         assert!(matches!(
             ShareKey::load(dir.path()),
             Err(KeyError::NotAFile { .. })
+        ));
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            ShareKey::load(&fifo),
+            Err(KeyError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            ShareKey::generate().unwrap().save(&dir.path().join("no/such/dir/k")),
+            Err(KeyError::Io { path, .. }) if path.ends_with("no/such/dir/k")
         ));
         assert!(matches!(
             ShareKey::load(&dir.path().join("missing")),
