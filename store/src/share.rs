@@ -45,7 +45,7 @@ use crate::{cid_for, Block, Blockstore, Bytes, Cid, HashAlg, SledStore, StoreErr
 
 /// The directory of shares inside the repo.
 pub const SHARES_DIR: &str = "shares";
-/// Extra record field: the CID of the previous version's record block.
+/// Extra record field: the CID (binary, as a byte string) of the previous version's record block.
 pub const FIELD_PREV: &str = "_cairn_prev";
 /// Extra record field: when the version was made, milliseconds since the Unix epoch.
 pub const FIELD_TIME: &str = "_cairn_time";
@@ -180,7 +180,9 @@ impl Version {
             Some(CborValue::Int(n)) => u64::try_from(*n).unwrap_or(0),
             _ => 0,
         };
+        // Bytes, not a tag-42 link: js-ipns (Helia) refuses records whose data holds tags.
         let prev = match extra.get(FIELD_PREV) {
+            Some(CborValue::Bytes(b)) => Cid::try_from(b.as_slice()).ok(),
             Some(CborValue::Link(c)) => Some(*c),
             _ => None,
         };
@@ -530,7 +532,10 @@ impl Shares {
         fields.ttl = RECORD_TTL;
         let mut extra = BTreeMap::new();
         if let Some(h) = head {
-            extra.insert(FIELD_PREV.to_string(), CborValue::Link(h.record));
+            extra.insert(
+                FIELD_PREV.to_string(),
+                CborValue::Bytes(h.record.to_bytes()),
+            );
         }
         extra.insert(
             FIELD_TIME.to_string(),

@@ -356,3 +356,23 @@ fn js_records_pass_cairn_and_match_byte_for_byte() {
         "the higher sequence wins, whatever the validity"
     );
 }
+
+#[test]
+fn a_shares_head_records_pass_js_ipns() {
+    // Versions 1 and 2 of a real share, as `cairn share` writes them (2 links 1 in its data).
+    let r = cairn_tests::TestRepo::new();
+    let created = r.cairn(&["--json", "share", "new", "site"]).expect_ok();
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let name: IpnsName = s(&created, "name").parse().unwrap();
+    let head = r.repo().join("shares").join(name.to_string()).join("head");
+    let first = fs::read(&head).unwrap();
+    r.cairn(&["share", "restore", "site", "1"]).expect_ok();
+    let second = fs::read(&head).unwrap();
+    let jobs = [validate_job(&name, &first), validate_job(&name, &second)];
+    let Some(out) = js(&jobs) else { return };
+    for (js, seq) in out.iter().zip(["1", "2"]) {
+        assert_eq!(js["ok"], true, "js-ipns refused a share head: {js}");
+        assert_eq!(s(js, "sequence"), seq);
+        assert_eq!(s(js, "value"), format!("/ipfs/{}", s(&created, "root")));
+    }
+}
