@@ -34,4 +34,6 @@ pub use run::{
     afl_corpus, hex, pack, read_inputs, regressions, run_one, run_target, unpack, Budget, Failure,
     Report, MAX_FAILURES,
 };
-pub use targets::{bitswap, by_name, car, cid_path, dag_pb, unixfs, Target, TARGETS};
+pub use targets::{
+    bitswap, by_name, car, cid_path, dag_pb, fuzz_share_key, ipns_record, unixfs, Target, TARGETS,
+};

@@ -19,7 +19,7 @@ usage:
       pack every file in DIR (e.g. afl-cmin output) into fuzz/afl-corpus/TARGET.bin
   cairn-fuzz replay TARGET PATH...
       run TARGET on each file (or each file in each directory); exits 1 if any panics
-targets: dag_pb unixfs car bitswap cid_path";
+targets: dag_pb unixfs car bitswap cid_path ipns_record";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -399,6 +399,58 @@ fn bitswap_seeds(dags: &[Dag]) -> Vec<Seed> {
     seeds
 }
 
+fn ipns_seeds(dags: &[Dag]) -> Vec<Seed> {
+    use cairn_store::{CborValue, IpnsRecord, RecordFields, RecordValue};
+    let mut seeds = Vec::new();
+    let mut seen = BTreeSet::new();
+    let key = crate::targets::fuzz_share_key();
+    let validity = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
+    let root = dags[0].root;
+    for (i, (v1, extra)) in [(true, false), (false, false), (true, true), (false, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut f = RecordFields::new(RecordValue::ipfs(root), i as u64 + 1, validity);
+        f.v1_compatible = v1;
+        if extra {
+            f.extra
+                .insert("_cairn_prev".into(), CborValue::Bytes(root.to_bytes()));
+            f.extra
+                .insert("_cairn_time".into(), CborValue::Int(1_764_000_000_000));
+            f.extra
+                .insert("_cairn_note".into(), CborValue::Text("a commit".into()));
+        }
+        if let Ok(r) = IpnsRecord::create(&key, &f) {
+            push(
+                &mut seeds,
+                &mut seen,
+                format!("record-{i}.pb"),
+                r.as_bytes().to_vec(),
+            );
+        }
+    }
+    let name = key.name();
+    push(
+        &mut seeds,
+        &mut seen,
+        "name.txt".into(),
+        name.to_string().into_bytes(),
+    );
+    push(
+        &mut seeds,
+        &mut seen,
+        "peer-id.txt".into(),
+        name.to_peer_id_string().into_bytes(),
+    );
+    push(
+        &mut seeds,
+        &mut seen,
+        "routing-key.bin".into(),
+        name.routing_key(),
+    );
+    seeds
+}
+
 fn cid_path_seeds(dags: &[Dag]) -> Vec<Seed> {
     let mut seeds = Vec::new();
     let mut seen = BTreeSet::new();
@@ -452,6 +504,7 @@ pub fn generate() -> io::Result<Corpora> {
     corpora.insert("car", car_seeds(&dags)?);
     corpora.insert("bitswap", bitswap_seeds(&dags));
     corpora.insert("cid_path", cid_path_seeds(&dags));
+    corpora.insert("ipns_record", ipns_seeds(&dags));
     Ok(corpora)
 }
 

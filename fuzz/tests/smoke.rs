@@ -81,3 +81,8 @@ fn bitswap_decoder_survives_mutated_messages() {
 fn cid_and_path_parsers_survive_mutated_text() {
     smoke("cid_path");
 }
+
+#[test]
+fn ipns_record_verification_survives_mutated_records() {
+    smoke("ipns_record");
+}
