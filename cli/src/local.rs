@@ -29,6 +29,9 @@ pub struct Local {
     timeout: Duration,
     /// What this process is, for messages ("`cairn mount` at /mnt", "`cairn add`").
     role: String,
+    /// Whether it lives as long as a mount (a foreground `cairn mount`): only then does it take
+    /// more mounts; a command that ends on its own would take them down with it.
+    serves_mounts: bool,
 }
 
 /// A running owner: the API it serves, until [`Owner::finish`].
@@ -41,13 +44,20 @@ impl Owner {
     /// Serves the API of the repo at `dir` (which this process has open) for as long as it lives.
     /// Serving is a convenience: if the socket cannot be made (e.g. a read-only repo directory),
     /// the command still runs, and others wait for the lock as before.
-    pub fn start(dir: &Path, repo: Arc<Repo>, timeout: Duration, role: String) -> Owner {
+    pub fn start(
+        dir: &Path,
+        repo: Arc<Repo>,
+        timeout: Duration,
+        role: String,
+        serves_mounts: bool,
+    ) -> Owner {
         let local = Arc::new(Local {
             repo,
             mounts: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
             timeout,
             role,
+            serves_mounts,
         });
         let serving = match server::Listener::bind(dir) {
             Ok(listener) => Some(listener.serve(local.clone())),
@@ -107,6 +117,13 @@ impl Local {
 
     async fn command(&self, ctx: &Ctx<'_>, command: Command) -> Result<()> {
         match command {
+            Command::Mount(_) if !self.serves_mounts => crate::fail!(
+                "repo_busy",
+                "the repo is held by {} (pid {}), which ends soon and would take a mount with it: \
+                 mount when it is done, or start `cairn daemon` (it serves mounts)",
+                self.role,
+                std::process::id()
+            ),
             Command::Mount(args) => self.mount(ctx, &args),
             Command::Unmount { dir } => {
                 let dir = canonical(&ctx.path(&dir));

@@ -117,7 +117,8 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
         Command::Mount(_) => "a foreground `cairn mount`".to_string(),
         other => format!("`cairn {}`", command_name(other)),
     };
-    let owner = local::Owner::start(&repo_dir, repo.clone(), timeout, role);
+    let is_mount = matches!(cli.command, Command::Mount(_));
+    let owner = local::Owner::start(&repo_dir, repo.clone(), timeout, role, is_mount);
     let result = match cli.command {
         Command::Mount(args) => mount_foreground(&owner, &console, &args, timeout).await,
         Command::Unmount { dir } => {

@@ -832,3 +832,47 @@ fn the_main_jobs_setup_installs_only_fuse() {
     }
     assert!(trace.contains("fusermount3"), "{trace}");
 }
+
+#[test]
+fn a_command_that_holds_the_repo_serves_others_but_takes_no_mounts() {
+    use std::io::Write;
+    let r = TestRepo::new();
+    std::fs::write(r.path("a.txt"), b"alpha\n").unwrap();
+    let cid = r
+        .cairn(&["add", "-Q", r.path("a.txt").to_str().unwrap()])
+        .expect_ok();
+    let car = r.path("a.car");
+    r.cairn(&["dag", "export", &cid, "-o", car.to_str().unwrap()])
+        .expect_ok();
+    // `dag import` from stdin holds the repo for as long as its input stays open.
+    let mut importer = r
+        .command(&["dag", "import"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once it serves the API, other commands run in it.
+    let socket = r.repo().join("api/api.sock");
+    cairn_tests::wait_for(30, "the importer to serve the API", || {
+        socket.exists().then_some(())
+    });
+    assert_eq!(r.cairn(&["cat", &cid]).expect_ok(), "alpha");
+    let mnt = r.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let run = r.cairn(&["mount", &cid, mnt.to_str().unwrap()]);
+    run.expect_err("would take a mount with it");
+    assert!(!is_mounted(&mnt));
+    // Its input ends: it imports and exits 0.
+    let mut stdin = importer.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&car).unwrap()).unwrap();
+    drop(stdin);
+    let out = importer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 1 blocks"));
+    assert!(!socket.exists());
+}
