@@ -177,7 +177,7 @@ impl Local {
             LocalSource::new(self.repo.store().clone()),
             root,
             &dir,
-            args.allow_other,
+            (args.allow_other, self.repo.path()),
             self.timeout,
             self.runtime.clone(),
         )?;

@@ -297,7 +297,7 @@ async fn mount_foreground(
         source,
         root,
         &dir,
-        args.allow_other,
+        (args.allow_other, owner.local().repo().path()),
         timeout,
         tokio::runtime::Handle::current(),
     )?;

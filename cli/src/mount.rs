@@ -64,18 +64,20 @@ pub fn mounted_json(dir: &Path, root: &MountRoot, served_by: &str) -> serde_json
     })
 }
 
-/// Mounts `root` at `dir`, reading through `source`.
+/// Mounts `root` at `dir`, reading through `source`; `statfs` on the mount reports the disk
+/// of `repo` (the repo's own directory).
 pub fn start<S: BlockSource + Clone>(
     source: S,
     root: MountRoot,
     dir: &Path,
-    allow_other: bool,
+    (allow_other, repo): (bool, &Path),
     timeout: Duration,
     runtime: tokio::runtime::Handle,
 ) -> Result<MountHandle> {
     let options = MountOptions {
         timeout,
         allow_other,
+        space_of: Some(repo.to_path_buf()),
         ..MountOptions::default()
     };
     cairn_fs::mount(source, root, dir, options, runtime)

@@ -416,7 +416,7 @@ async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
         online.source().with_readahead(0),
         root,
         &dir,
-        args.allow_other,
+        (args.allow_other, ctx.repo.path()),
         online.timeout,
         online.daemon.runtime.clone(),
     )?;

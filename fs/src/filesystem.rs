@@ -196,6 +196,44 @@ impl<S: BlockSource + Clone> CairnFs<S> {
     }
 }
 
+/// The longest name a mount shows (and, writable, accepts).
+pub(crate) const NAME_MAX: u32 = 255;
+
+/// The space of the filesystem holding `path`, in `bsize` units.
+struct DiskSpace {
+    blocks: u64,
+    bfree: u64,
+    bavail: u64,
+    ffree: u64,
+    bsize: u32,
+}
+
+#[allow(unsafe_code)] // statvfs(3): no safe wrapper in this crate's dependencies.
+fn disk_space(path: &Path) -> Option<DiskSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` a properly sized, writable statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize
+    } else {
+        st.f_bsize
+    };
+    Some(DiskSpace {
+        blocks: st.f_blocks,
+        bfree: st.f_bfree,
+        bavail: st.f_bavail,
+        ffree: st.f_ffree,
+        bsize: u32::try_from(frsize).unwrap_or(4096),
+    })
+}
+
 /// The errno for a failed request, with a warning naming the CID when content failed.
 fn to_errno(cid: Option<Cid>, e: FsError) -> Errno {
     if e.is_content_failure() {
@@ -448,7 +486,19 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let files = lock(&self.shared.inodes).len() as u64;
-        reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096);
+        match self.shared.options.space_of.as_deref().and_then(disk_space) {
+            Some(s) => reply.statfs(
+                s.blocks,
+                s.bfree,
+                s.bavail,
+                files,
+                s.ffree,
+                s.bsize,
+                crate::filesystem::NAME_MAX,
+                s.bsize,
+            ),
+            None => reply.statfs(0, 0, 0, files, 0, 4096, NAME_MAX, 4096),
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

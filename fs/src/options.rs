@@ -34,6 +34,9 @@ pub struct MountOptions {
     /// and of the mount's synthetic directories: the time the content was added, when the
     /// caller knows it; `None` (the default): the time the mount started. Never the epoch.
     pub default_mtime: Option<SystemTime>,
+    /// `statfs` on the mount reports the filesystem holding this path (the repo's), so `df`
+    /// shows the space the content lives on; `None`: a size of 0, as for a pseudo-filesystem.
+    pub space_of: Option<std::path::PathBuf>,
 }
 
 impl Default for MountOptions {
@@ -46,6 +49,7 @@ impl Default for MountOptions {
             attr_ttl: Duration::from_secs(24 * 60 * 60),
             allow_other: false,
             default_mtime: None,
+            space_of: None,
         }
     }
 }

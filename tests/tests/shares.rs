@@ -213,6 +213,16 @@ fn a_share_mounts_by_label_and_its_head_survives_a_damaged_head_file() {
     let mnt = r.path("mnt");
     let m = r.mount("site", &mnt);
     assert_eq!(fs::read(m.dir.join("hello.txt")).unwrap(), b"hello\n");
+    // statfs on the mount reports the repo's disk (total size and block size), as `df` shows.
+    let fs_of = |p: &std::path::Path| {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%b %S %l"])
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(fs_of(&m.dir), fs_of(&r.repo()));
     drop(m);
 
     // A damaged head file: the newest valid stored version (v2) takes its place.
