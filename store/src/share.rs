@@ -373,7 +373,20 @@ impl Shares {
             else {
                 continue;
             };
-            out.push(self.load(&name)?);
+            match self.load(&name) {
+                Ok(share) => out.push(share),
+                // One damaged share does not hide the others: it is listed, without a head.
+                Err(e) => {
+                    tracing::warn!(share = %name, error = %e, "share unreadable");
+                    out.push(Share {
+                        name,
+                        label: format!("({e})"),
+                        writable: self.share_dir(&name).join("key").exists(),
+                        head: None,
+                        retention: Retention::default(),
+                    });
+                }
+            }
         }
         out.sort_by(|a, b| a.label.cmp(&b.label));
         Ok(out)

@@ -240,6 +240,12 @@ fn a_share_mounts_by_label_and_its_head_survives_a_damaged_head_file() {
     let listed = json(&r, &["share", "ls"]);
     let site = listed.iter().find(|s| s["label"] == "site").unwrap();
     assert_eq!(site["sequence"], 2, "{site}");
+    // A damaged share.toml of one share does not hide the others.
+    let other_dir = share_dir(&r, other["name"].as_str().unwrap());
+    fs::write(other_dir.join("share.toml"), "label = [").unwrap();
+    let listed = json(&r, &["share", "ls"]);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().any(|s| s["label"] == "site"));
     // The next commit writes a valid head again, above every sequence used.
     let v3 = &json(&r, &["share", "restore", "site", "1"])[0];
     assert_eq!(v3["sequence"], 3);
