@@ -137,6 +137,26 @@ const KEYS: &[Key] = &[
         needs_restart: true,
     },
     Key {
+        name: "shares.keep_versions",
+        kind: Kind::Int {
+            min: 1,
+            max: u64::MAX,
+        },
+        allowed: "versions, at least 1",
+        help: "how many versions a new share keeps (`cairn share retention` changes one share)",
+        needs_restart: false,
+    },
+    Key {
+        name: "shares.keep_secs",
+        kind: Kind::Int {
+            min: 0,
+            max: u64::MAX,
+        },
+        allowed: "seconds, 0 = none by age",
+        help: "a new share also keeps every version younger than this",
+        needs_restart: false,
+    },
+    Key {
         name: "network.listen",
         kind: Kind::List(check_listen_addr),
         allowed: "multiaddrs such as /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1 (port 0: the OS picks one)",

@@ -95,7 +95,7 @@ pub use reader::{
 };
 pub use repo::{
     Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, RepairReport, Repo, RepoError,
-    RepoLock, StoreConfig, VerifyReport,
+    RepoLock, SharesConfig, StoreConfig, VerifyReport,
 };
 pub use share::{
     check_label, record_cid, Retention, Share, ShareError, Shares, Version, SHARES_DIR,

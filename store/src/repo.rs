@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use cid::Cid;
 
-pub use config::{Config, GcConfig, ImportConfig, NetworkConfig, StoreConfig};
+pub use config::{Config, GcConfig, ImportConfig, NetworkConfig, SharesConfig, StoreConfig};
 pub use lock::RepoLock;
 pub use session::ImportSession;
 
@@ -387,7 +387,11 @@ impl Repo {
         let live = Arc::new(Live::default());
         let pins = Pins::new(store.clone(), live.clone(), journal.clone());
         let roots = Roots::new(journal, live.clone());
-        let shares = crate::share::Shares::new(&dir, store.clone(), roots.clone());
+        let retention = crate::share::Retention {
+            keep_versions: config.shares.keep_versions.max(1),
+            keep_secs: config.shares.keep_secs,
+        };
+        let shares = crate::share::Shares::new(&dir, store.clone(), roots.clone(), retention);
         Ok(Repo {
             shares,
             path: dir,

@@ -250,6 +250,8 @@ pub struct Share {
 #[derive(Clone)]
 pub struct Shares {
     dir: PathBuf,
+    /// What a new share keeps (`[shares]` in the config).
+    default_retention: Retention,
     store: Arc<SledStore>,
     roots: Roots,
     lock: Arc<Mutex<()>>,
@@ -321,8 +323,14 @@ pub fn check_label(label: &str) -> Result<(), ShareError> {
 }
 
 impl Shares {
-    pub(crate) fn new(repo: &Path, store: Arc<SledStore>, roots: Roots) -> Shares {
+    pub(crate) fn new(
+        repo: &Path,
+        store: Arc<SledStore>,
+        roots: Roots,
+        default_retention: Retention,
+    ) -> Shares {
         Shares {
+            default_retention,
             dir: repo.join(SHARES_DIR),
             store,
             roots,
@@ -498,7 +506,7 @@ impl Shares {
         let meta = Meta {
             label: label.to_string(),
             created: now_ms(SystemTime::now()),
-            retention: Retention::default(),
+            retention: self.default_retention,
         };
         self.write_meta(&name, &meta)?;
         self.commit_locked(&name, &key, None, root, size, 0, &[])?;

@@ -686,6 +686,7 @@ fn every_json_command_prints_its_documented_shape() {
             ("gc", "o"),
             ("store", "o"),
             ("network", "o"),
+            ("shares", "o"),
         ],
     );
     assert!(show[0]["network"]["listen"].is_array());

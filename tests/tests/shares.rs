@@ -197,6 +197,18 @@ fn versions_chain_diff_restore_and_retention_with_gc() {
     r.cairn(&["repo", "verify"]).expect_ok();
     r.cairn(&["share", "restore", "docs", "1"])
         .expect_err("has no version 1");
+
+    // New shares take their retention from the config.
+    r.cairn(&["config", "set", "shares.keep_versions", "2"])
+        .expect_ok();
+    r.cairn(&["share", "new", "later"]).expect_ok();
+    let kept = &json(&r, &["share", "retention", "later"])[0];
+    assert_eq!(kept["keep_versions"], 2, "{kept}");
+    for _ in 0..3 {
+        r.cairn(&["share", "restore", "later", "1"]).ok();
+    }
+    r.cairn(&["repo", "gc"]).expect_ok();
+    assert_eq!(json(&r, &["share", "log", "later"]).len(), 2);
 }
 
 #[test]

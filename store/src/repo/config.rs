@@ -16,6 +16,27 @@ pub struct Config {
     pub store: StoreConfig,
     /// libp2p node settings.
     pub network: NetworkConfig,
+    /// Shared folders.
+    pub shares: SharesConfig,
+}
+
+/// Defaults for shared folders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SharesConfig {
+    /// Versions a new share keeps (at least the newest this many).
+    pub keep_versions: u64,
+    /// A new share also keeps every version younger than this many seconds (0: none by age).
+    pub keep_secs: u64,
+}
+
+impl Default for SharesConfig {
+    fn default() -> Self {
+        SharesConfig {
+            keep_versions: crate::share::DEFAULT_KEEP_VERSIONS,
+            keep_secs: 0,
+        }
+    }
 }
 
 /// Defaults for importing files.
