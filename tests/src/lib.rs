@@ -689,3 +689,50 @@ impl Drop for Mount {
         self.shutdown();
     }
 }
+
+/// One entry of a tree as a local filesystem shows it: what the differential tests compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEntry {
+    /// A directory with its permission bits.
+    Dir { mode: u32 },
+    /// A file: permission bits, modification time (seconds) and content.
+    File {
+        mode: u32,
+        mtime: i64,
+        data: Vec<u8>,
+    },
+    /// A symlink and its target.
+    Symlink { target: PathBuf },
+}
+
+/// Every entry below `root` (relative paths, sorted), without following symlinks.
+pub fn read_tree(root: &Path) -> std::collections::BTreeMap<PathBuf, TreeEntry> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let entry = entry.expect("dir entry");
+            let path = entry.path();
+            let rel = path.strip_prefix(root).expect("below root").to_path_buf();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let mode = meta.permissions().mode() & 0o7777;
+            let e = if meta.file_type().is_symlink() {
+                TreeEntry::Symlink {
+                    target: std::fs::read_link(&path).expect("readlink"),
+                }
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                TreeEntry::Dir { mode }
+            } else {
+                TreeEntry::File {
+                    mode,
+                    mtime: meta.mtime(),
+                    data: std::fs::read(&path).expect("read file"),
+                }
+            };
+            out.insert(rel, e);
+        }
+    }
+    out
+}

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 
 use cairn_store::{IpnsName, IpnsRecord, FAULT_ENV};
-use cairn_tests::TestRepo;
+use cairn_tests::{TestRepo, TreeEntry};
 use serde_json::Value;
 
 fn json(r: &TestRepo, args: &[&str]) -> Vec<Value> {
@@ -312,4 +312,61 @@ fn kill_9_at_every_step_of_a_commit_leaves_a_valid_head() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] > w[1]), "{seqs:?}");
     assert_eq!(seqs[0], last);
+}
+
+#[test]
+fn a_share_made_from_a_folder_mounts_as_that_folder() {
+    use std::os::unix::fs::symlink;
+    let r = TestRepo::new();
+    let src = r.path("folder");
+    fs::create_dir_all(src.join("bin")).unwrap();
+    fs::create_dir_all(src.join("docs/deep/er")).unwrap();
+    fs::create_dir_all(src.join("empty")).unwrap();
+    fs::write(src.join("README"), "read me\n").unwrap();
+    fs::write(src.join("bin/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(src.join("bin/run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(
+        src.join("docs/deep/er/notes.txt"),
+        cairn_tests::pseudo_random(300_000, 3),
+    )
+    .unwrap();
+    fs::write(src.join("docs/ünï cødé.md"), "名前\n").unwrap();
+    fs::set_permissions(
+        src.join("docs/ünï cødé.md"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    symlink("../README", src.join("docs/readme-link")).unwrap();
+    symlink("/nowhere/at/all", src.join("dangling")).unwrap();
+    // A fixed, old mtime, as `touch -d` leaves it.
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(src.join("README"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    r.cairn(&["share", "new", "work", "--from", src.to_str().unwrap()])
+        .expect_ok();
+    let m = r.mount("work", &r.path("mnt"));
+    // The head mounts read-only (for now): write bits are not shown, everything else is as
+    // in the folder: names, bytes, read and execute bits, mtimes, symlink targets.
+    let read_only = |mut t: std::collections::BTreeMap<std::path::PathBuf, TreeEntry>| {
+        for e in t.values_mut() {
+            match e {
+                TreeEntry::Dir { mode } | TreeEntry::File { mode, .. } => *mode &= 0o555,
+                TreeEntry::Symlink { .. } => {}
+            }
+        }
+        t
+    };
+    let mine = read_only(cairn_tests::read_tree(&src));
+    let theirs = read_only(cairn_tests::read_tree(&m.dir));
+    assert_eq!(
+        mine.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (path, e) in &mine {
+        assert_eq!(e, &theirs[path], "{}", path.display());
+    }
 }

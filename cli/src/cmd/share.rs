@@ -238,6 +238,10 @@ async fn initial_root(
         .parse()
         .context("import.chunker in the config")?;
     opts.hash = cfg.hash.parse()?;
+    // A share is a folder people work in: modes (git's executable bits) and mtimes (make,
+    // rsync) are kept, as on a local disk.
+    opts.preserve_mode = true;
+    opts.preserve_mtime = true;
     let session = ctx.repo.session();
     let imported = import_path(&on_disk, &opts, &session as &dyn BlockSink, &mut |_| {})
         .with_context(|| format!("cannot import {from}"))?;
