@@ -162,9 +162,11 @@ fn versions_chain_diff_restore_and_retention_with_gc() {
             s("added", "sub", "directory")
         ]
     );
+    // a.txt was written again (same bytes, a new mtime, which a share keeps): modified too.
     assert_eq!(
         changes(&["share", "diff", "docs", "1", &root2]),
         [
+            s("modified", "a.txt", "file"),
             s("added", "c.txt", "file"),
             s("modified", "sub/b.txt", "file")
         ]
@@ -172,6 +174,7 @@ fn versions_chain_diff_restore_and_retention_with_gc() {
     assert_eq!(
         changes(&["share", "diff", "docs", &root2, "2"]),
         [
+            s("modified", "a.txt", "file"),
             s("removed", "c.txt", "file"),
             s("modified", "sub/b.txt", "file")
         ]
