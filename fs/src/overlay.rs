@@ -50,8 +50,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_store::{
-    BlockSource, Cid, DagReader, DirCursor, EntryKind, ImportError, NodeInfo, ReadError,
-    UnixTime, UpdateError, RAW,
+    BlockSource, Cid, DagReader, DirCursor, EntryKind, ImportError, NodeInfo, ReadError, UnixTime,
+    UpdateError, RAW,
 };
 
 pub use commit::CommitStats;
@@ -211,10 +211,10 @@ pub enum OverlayError {
     HeadMoved {
         /// The journal.
         path: PathBuf,
-        /// The version the changes were made on.
-        journal_base: Cid,
+        /// The version the changes were made on (boxed: two CIDs would make every error big).
+        journal_base: Box<Cid>,
         /// The version given to open.
-        head: Cid,
+        head: Box<Cid>,
     },
     /// The committed root is not a directory.
     #[error("the committed root {0} is not a directory")]
@@ -261,7 +261,9 @@ impl OverlayError {
     pub fn is_no_space(&self) -> bool {
         match self {
             OverlayError::Io { source, .. } => no_space(source),
-            OverlayError::Read(e) => matches!(&**e, ReadError::Get(cairn_store::GetError::Store(s)) if s.is_no_space()),
+            OverlayError::Read(e) => {
+                matches!(&**e, ReadError::Get(cairn_store::GetError::Store(s)) if s.is_no_space())
+            }
             OverlayError::Import(ImportError::Store(s)) => s.is_no_space(),
             OverlayError::Update(UpdateError::Store(s)) => s.is_no_space(),
             _ => false,
@@ -305,7 +307,10 @@ fn now() -> UnixTime {
 
 fn unix_time(t: SystemTime) -> UnixTime {
     let (seconds, nanos) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos()),
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
         Err(e) => {
             let d = e.duration();
             let s = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
@@ -354,7 +359,9 @@ fn check_target(target: &OsStr) -> Result<String, OverlayError> {
         return Err(OverlayError::NotFound);
     }
     if b.contains(&0) {
-        return Err(OverlayError::InvalidName(String::from_utf8_lossy(b).into_owned()));
+        return Err(OverlayError::InvalidName(
+            String::from_utf8_lossy(b).into_owned(),
+        ));
     }
     std::str::from_utf8(b)
         .map(str::to_string)
@@ -407,8 +414,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
                 (r.base, r.records, Some(r.valid_len), r.next_id)
             }
             Some(r) => {
-                let is_head =
-                    |rec: &Record| matches!(rec, Record::Committed { root } if *root == committed_root);
+                let is_head = |rec: &Record| matches!(rec, Record::Committed { root } if *root == committed_root);
                 if r.records.last().is_some_and(|(rec, _)| is_head(rec)) {
                     (committed_root, Vec::new(), None, r.next_id)
                 } else if r.records.iter().any(|(rec, _)| is_head(rec)) {
@@ -417,8 +423,8 @@ impl<S: BlockSource + Clone> Overlay<S> {
                 } else {
                     return Err(OverlayError::HeadMoved {
                         path,
-                        journal_base: r.base,
-                        head: committed_root,
+                        journal_base: Box::new(r.base),
+                        head: Box::new(committed_root),
                     });
                 }
             }
@@ -690,8 +696,14 @@ impl<S: BlockSource + Clone> Overlay<S> {
         name: impl AsRef<OsStr>,
         mode: u32,
     ) -> Result<Attr, OverlayError> {
-        self.make(parent, name.as_ref(), EntryKind::Directory, mode, String::new())
-            .await
+        self.make(
+            parent,
+            name.as_ref(),
+            EntryKind::Directory,
+            mode,
+            String::new(),
+        )
+        .await
     }
 
     /// Creates a symlink to `target`.
@@ -707,7 +719,12 @@ impl<S: BlockSource + Clone> Overlay<S> {
     }
 
     /// Hard links are refused: a node has one parent, as UnixFS has no link count.
-    pub fn link(&mut self, _id: NodeId, _parent: NodeId, _name: &OsStr) -> Result<Attr, OverlayError> {
+    pub fn link(
+        &mut self,
+        _id: NodeId,
+        _parent: NodeId,
+        _name: &OsStr,
+    ) -> Result<Attr, OverlayError> {
         Err(OverlayError::NoHardLinks)
     }
 
@@ -830,13 +847,17 @@ impl<S: BlockSource + Clone> Overlay<S> {
         }
         let src_dir = self.node(src)?.kind() == EntryKind::Directory;
         if src_dir && self.tree.is_ancestor(src, dst_parent) {
-            return Err(OverlayError::Invalid("a directory cannot move below itself"));
+            return Err(OverlayError::Invalid(
+                "a directory cannot move below itself",
+            ));
         }
         if let Some(d) = dst {
             let dst_dir = self.node(d)?.kind() == EntryKind::Directory;
             if exchange {
                 if dst_dir && self.tree.is_ancestor(d, src_parent) {
-                    return Err(OverlayError::Invalid("a directory cannot move below itself"));
+                    return Err(OverlayError::Invalid(
+                        "a directory cannot move below itself",
+                    ));
                 }
             } else if src_dir && !dst_dir {
                 return Err(OverlayError::NotADirectory);
@@ -897,7 +918,12 @@ impl<S: BlockSource + Clone> Overlay<S> {
 
     /// Writes the first `len` bytes of committed file `cid` into `id`'s staging file (all-zero
     /// chunks stay holes) and makes it durable.
-    async fn copy_committed(&mut self, id: NodeId, cid: &Cid, len: u64) -> Result<(), OverlayError> {
+    async fn copy_committed(
+        &mut self,
+        id: NodeId,
+        cid: &Cid,
+        len: u64,
+    ) -> Result<(), OverlayError> {
         let path = self.data.path(id);
         self.data.remove(id).map_err(io_at(&path))?;
         let mut cursor = self.reader.cursor(cid, 0);
@@ -906,7 +932,9 @@ impl<S: BlockSource + Clone> Overlay<S> {
             let Some(chunk) = cursor.next_chunk().await? else {
                 break;
             };
-            let take = chunk.len().min(usize::try_from(len - pos).unwrap_or(usize::MAX));
+            let take = chunk
+                .len()
+                .min(usize::try_from(len - pos).unwrap_or(usize::MAX));
             let piece = &chunk[..take];
             if piece.iter().any(|&b| b != 0) {
                 self.data.write_at(id, pos, piece).map_err(io_at(&path))?;
@@ -935,7 +963,12 @@ impl<S: BlockSource + Clone> Overlay<S> {
     }
 
     /// Writes `data` at `offset` of file `id`; returns the bytes written.
-    pub async fn write(&mut self, id: NodeId, offset: u64, data: &[u8]) -> Result<usize, OverlayError> {
+    pub async fn write(
+        &mut self,
+        id: NodeId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, OverlayError> {
         let (size, _) = self.file_size(id)?;
         let end = offset
             .checked_add(data.len() as u64)
@@ -952,7 +985,12 @@ impl<S: BlockSource + Clone> Overlay<S> {
     }
 
     /// Up to `len` bytes of file `id` from `offset` (fewer at the end of the file).
-    pub async fn read(&mut self, id: NodeId, offset: u64, len: usize) -> Result<Bytes, OverlayError> {
+    pub async fn read(
+        &mut self,
+        id: NodeId,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes, OverlayError> {
         let (size, staged) = self.file_size(id)?;
         if offset >= size || len == 0 {
             return Ok(Bytes::new());
@@ -961,7 +999,9 @@ impl<S: BlockSource + Clone> Overlay<S> {
         if staged {
             let mut buf = vec![0u8; n];
             let path = self.data.path(id);
-            self.data.read_at(id, offset, &mut buf).map_err(io_at(&path))?;
+            self.data
+                .read_at(id, offset, &mut buf)
+                .map_err(io_at(&path))?;
             return Ok(buf.into());
         }
         let Some(cid) = self.node(id)?.base.as_ref().map(|b| b.cid) else {
@@ -1050,7 +1090,9 @@ impl<S: BlockSource + Clone> Overlay<S> {
             };
             let path = self.data.path(id);
             self.data.sync_file(id).map_err(io_at(&path))?;
-            self.journal.append(&rec).map_err(io_at(self.journal.path()))?;
+            self.journal
+                .append(&rec)
+                .map_err(io_at(self.journal.path()))?;
             self.tree.apply(&rec).map_err(|e| self.bug(e))?;
         }
         let dir = self.data.dir().to_path_buf();

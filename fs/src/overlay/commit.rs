@@ -403,7 +403,10 @@ impl<S: BlockSource + Clone> Overlay<S> {
         let sharded_base = n.base.as_ref().filter(|b| b.sharded).map(|b| b.cid);
         if let Some(base) = sharded_base {
             if self.neutral(&base, &overrides).await? {
-                if let Some(node) = self.update_hamt(&base, &changes, mode, mtime, opts, sink).await? {
+                if let Some(node) = self
+                    .update_hamt(&base, &changes, mode, mtime, opts, sink)
+                    .await?
+                {
                     return Ok(Built::dir(node, true, field, mtime));
                 }
             }
@@ -435,7 +438,10 @@ impl<S: BlockSource + Clone> Overlay<S> {
         let children: Vec<DirChild> = full.into_values().map(|(c, _)| c).collect();
         let nonempty = !children.is_empty();
         if let (true, Some(base)) = (shard, sharded_base) {
-            if let Some(node) = self.update_hamt(&base, &changes, mode, mtime, opts, sink).await? {
+            if let Some(node) = self
+                .update_hamt(&base, &changes, mode, mtime, opts, sink)
+                .await?
+            {
                 return Ok(Built::dir(node, nonempty, field, mtime));
             }
         }
@@ -613,7 +619,10 @@ impl<S: BlockSource + Clone> Overlay<S> {
             let same_dir = match new {
                 Side::Node(id) => {
                     let n = self.node(id)?;
-                    n.base.as_ref().is_some_and(|b| b.cid == old).then_some((id, n))
+                    n.base
+                        .as_ref()
+                        .is_some_and(|b| b.cid == old)
+                        .then_some((id, n))
                 }
                 _ => None,
             };

@@ -74,7 +74,12 @@ impl DataFiles {
             Err(e) => return Err(e),
         };
         if self.open.len() >= MAX_OPEN {
-            if let Some(oldest) = self.open.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .open
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
                 self.open.remove(&oldest);
             }
         }

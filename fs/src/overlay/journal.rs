@@ -332,7 +332,9 @@ impl Record {
     /// The record as it is appended: length, CRC, payload.
     pub(super) fn encode(&self) -> Vec<u8> {
         let payload = self.payload();
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let len = u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&len);
         crc.update(&payload);
@@ -787,13 +789,20 @@ mod tests {
             assert_eq!(r.records.len(), recs.len() - 1, "cut at {cut}");
             assert_eq!(r.valid_len as usize, full.len() - last);
             let mut j = Journal::open(&path, r.valid_len).unwrap();
-            j.append(&Record::Committed { root: base }).unwrap();
+            // Shorter than the torn record, so a tail that was not cut would show behind it.
+            let added = Record::Stage {
+                id: NodeId(3),
+                copied: 1,
+            };
+            j.append(&added).unwrap();
+            assert_eq!(
+                fs::metadata(&path).unwrap().len(),
+                r.valid_len + added.encode().len() as u64,
+                "nothing of the torn record is left behind the new one"
+            );
             let again = read(&path).unwrap().unwrap();
             assert_eq!(again.records.len(), recs.len());
-            assert_eq!(
-                again.records.last().unwrap().0,
-                Record::Committed { root: base }
-            );
+            assert_eq!(again.records.last().unwrap().0, added);
         }
         fs::write(&path, b"CAIRNOV2").unwrap();
         assert!(matches!(read(&path), Err(JournalError::Bad { .. })));

@@ -221,13 +221,7 @@ pub(super) struct Tree {
 impl Tree {
     /// A tree of the committed root directory alone.
     pub(super) fn new(root: Base, default_time: UnixTime) -> Tree {
-        let mut node = Node::committed(
-            NodeId::ROOT,
-            "",
-            EntryKind::Directory,
-            root,
-            default_time,
-        );
+        let mut node = Node::committed(NodeId::ROOT, "", EntryKind::Directory, root, default_time);
         node.parent = None;
         node.bound = true;
         node.lookups = 1;

@@ -168,13 +168,7 @@ impl Walk<'_, '_> {
             size += bytes;
             children.push(child);
         }
-        let built = directory_into(
-            children,
-            self.mode(md),
-            self.mtime(md),
-            self.opts,
-            self.out,
-        )?;
+        let built = directory_into(children, self.mode(md), self.mtime(md), self.opts, self.out)?;
         let (cid, tsize) = (built.cid, built.tsize);
         self.dir_events.push(ImportEvent::Added {
             cid,

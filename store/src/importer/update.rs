@@ -65,7 +65,7 @@ pub struct DirNode {
 pub enum UpdateError {
     /// A shard could not be read.
     #[error(transparent)]
-    Read(#[from] ReadError),
+    Read(Box<ReadError>),
     /// The sink failed.
     #[error("storing blocks failed")]
     Store(#[from] StoreError),
@@ -78,6 +78,12 @@ pub enum UpdateError {
         /// What is unusual about it.
         reason: &'static str,
     },
+}
+
+impl From<ReadError> for UpdateError {
+    fn from(e: ReadError) -> Self {
+        UpdateError::Read(Box::new(e))
+    }
 }
 
 /// The JS importer's `links-bytes` rule (what `cairn add` applies): shard when the running
@@ -243,6 +249,8 @@ pub fn import_file<R: Read + Send>(
 
 /// The occupied slots of one decoded shard, in slot order.
 type Slots = Vec<(usize, ShardLink)>;
+/// A changed name and its new entry (`None`: removed).
+type Change<'a> = (&'a str, Option<(Cid, u64)>);
 
 /// Reads and checks one shard: a `HAMTShard` of fanout 256 hashed with murmur3, whose links are
 /// labelled with increasing slots.
@@ -257,13 +265,14 @@ async fn load_shard<S: BlockSource>(
     let bytes = reader.source().get(cid).await.map_err(ReadError::from)?;
     let node = PbNode::decode(&bytes).map_err(|source| ReadError::Pb { cid: *cid, source })?;
     let data = node.data.clone().unwrap_or_default();
-    let fs =
-        UnixFsData::decode(&data).map_err(|source| ReadError::UnixFs { cid: *cid, source })?;
+    let fs = UnixFsData::decode(&data).map_err(|source| ReadError::UnixFs { cid: *cid, source })?;
     if fs.kind != DataType::HamtShard {
         return Err(not("not a HAMT shard"));
     }
     if fs.fanout != Some(hamt::DEFAULT_FANOUT) || fs.hash_type != Some(hamt::HAMT_HASH_TYPE) {
-        return Err(not("fanout or hash function differs from cairn's (256, murmur3)"));
+        return Err(not(
+            "fanout or hash function differs from cairn's (256, murmur3)",
+        ));
     }
     let mut slots: Slots = Vec::with_capacity(node.links.len());
     for link in node.links {
@@ -271,8 +280,7 @@ async fn load_shard<S: BlockSource>(
         let Some((slot, rest)) = hamt::split_link_name(&name, hamt::DEFAULT_FANOUT) else {
             return Err(not("a link name does not start with a slot label"));
         };
-        if slot >= hamt::DEFAULT_FANOUT as usize || slots.last().is_some_and(|(s, _)| *s >= slot)
-        {
+        if slot >= hamt::DEFAULT_FANOUT as usize || slots.last().is_some_and(|(s, _)| *s >= slot) {
             return Err(not("link slots are not in increasing order"));
         }
         let tsize = link.tsize.unwrap_or(0);
@@ -337,16 +345,14 @@ pub async fn update_sharded_directory<S: BlockSource>(
                     reason: "shards nest deeper than a name's hash can address",
                 });
             }
-            if !shards.contains_key(&child) {
-                let (slots, _) = load_shard(reader, &child).await?;
-                shards.insert(child, slots);
+            if let std::collections::hash_map::Entry::Vacant(slot) = shards.entry(child) {
+                slot.insert(load_shard(reader, &child).await?.0);
             }
             at = child;
         }
     }
     let params = shard_params(opts, mode, mtime);
-    let changes: Vec<(&str, Option<(Cid, u64)>)> =
-        changes.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    let changes: Vec<Change> = changes.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     let mut out = Batcher::new(sink);
     let outcome = update_level(base, 0, changes, &shards, bits, &params, true, &mut out)?;
     out.flush()?;
@@ -378,7 +384,7 @@ enum Outcome {
 fn update_level(
     cid: &Cid,
     depth: usize,
-    changes: Vec<(&str, Option<(Cid, u64)>)>,
+    changes: Vec<Change>,
     shards: &HashMap<Cid, Slots>,
     bits: u32,
     params: &ShardParams,
@@ -392,7 +398,7 @@ fn update_level(
         });
     };
     let mut slots: BTreeMap<usize, ShardLink> = current.iter().cloned().collect();
-    let mut groups: BTreeMap<usize, Vec<(&str, Option<(Cid, u64)>)>> = BTreeMap::new();
+    let mut groups: BTreeMap<usize, Vec<Change>> = BTreeMap::new();
     for (name, change) in changes {
         let slot = hamt::bucket_index(name.as_bytes(), depth, bits);
         groups.entry(slot).or_default().push((name, change));
@@ -432,7 +438,7 @@ fn update_level(
 /// The new content of a slot that held `existing` entries (none or one) after `changes`.
 fn rebuild_slot(
     existing: Vec<ShardEntry>,
-    changes: Vec<(&str, Option<(Cid, u64)>)>,
+    changes: Vec<Change>,
     depth: usize,
     bits: u32,
     params: &ShardParams,
@@ -548,9 +554,9 @@ mod tests {
         assert!(base.sharded);
         let reader = DagReader::new(mem.clone());
         let cases: Vec<(Vec<u64>, Vec<u64>, Vec<u64>)> = vec![
-            (vec![], vec![7], vec![]),             // one entry changes its CID
+            (vec![], vec![7], vec![]),                // one entry changes its CID
             (vec![3000, 3001, 3002], vec![], vec![]), // names added
-            (vec![], vec![], (0..2900).collect()), // most removed: shards collapse
+            (vec![], vec![], (0..2900).collect()),    // most removed: shards collapse
             (vec![5000], vec![1, 2], vec![10, 11, 12, 13]),
         ];
         for (add, modify, remove) in cases {
@@ -589,9 +595,18 @@ mod tests {
             ))
             .unwrap();
             let new_blocks = *mem.1.lock().unwrap() - before;
-            assert_eq!(updated, fresh, "add {add:?} modify {modify:?} remove {} names", remove.len());
+            assert_eq!(
+                updated,
+                fresh,
+                "add {add:?} modify {modify:?} remove {} names",
+                remove.len()
+            );
             if changes.len() <= 3 {
-                assert!(new_blocks <= 3 * changes.len() + 1, "{new_blocks} blocks for {} changes", changes.len());
+                assert!(
+                    new_blocks <= 3 * changes.len() + 1,
+                    "{new_blocks} blocks for {} changes",
+                    changes.len()
+                );
             }
         }
     }
@@ -599,8 +614,8 @@ mod tests {
     #[test]
     fn foreign_layouts_are_refused_not_misread() {
         let mem = Mem::default();
-        let plain = build_directory(listing(3, &[]), None, None, &ImportOptions::default(), &mem)
-            .unwrap();
+        let plain =
+            build_directory(listing(3, &[]), None, None, &ImportOptions::default(), &mem).unwrap();
         assert!(!plain.sharded);
         let err = block_on(update_sharded_directory(
             &DagReader::new(mem.clone()),
