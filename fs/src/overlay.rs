@@ -387,11 +387,12 @@ impl<S: BlockSource + Clone> Overlay<S> {
     /// directory `committed_root` (the share's head), replaying the journal there: the tree
     /// is as it was at the last record written (at least at the last [`Overlay::sync`]).
     ///
-    /// A journal made on another version is replayed only when it is known to be safe: when
-    /// its last record says it was committed as `committed_root` (the reset after that commit
-    /// did not happen: it is discarded), or when changes followed such a commit (they are
-    /// replayed over the journal's own base, which the head contains). Otherwise
-    /// [`OverlayError::HeadMoved`].
+    /// A journal made on another version is used only when that is known to be safe: it is
+    /// discarded when it stages no change, or when its last record says it was committed as
+    /// `committed_root` (the reset after that commit did not happen); when changes followed
+    /// such a commit, they are all replayed over the journal's own base (which the head
+    /// contains), and [`Overlay::base`] says so. Otherwise [`OverlayError::HeadMoved`]: the
+    /// head moved under staged changes, and the caller decides.
     pub async fn open(
         stage_dir: &Path,
         committed_root: Cid,
@@ -415,10 +416,17 @@ impl<S: BlockSource + Clone> Overlay<S> {
             }
             Some(r) => {
                 let is_head = |rec: &Record| matches!(rec, Record::Committed { root } if *root == committed_root);
-                if r.records.last().is_some_and(|(rec, _)| is_head(rec)) {
+                let changes_nothing = r
+                    .records
+                    .iter()
+                    .all(|(rec, _)| matches!(rec, Record::Bind { .. } | Record::Committed { .. }));
+                if changes_nothing || r.records.last().is_some_and(|(rec, _)| is_head(rec)) {
                     (committed_root, Vec::new(), None, r.next_id)
                 } else if r.records.iter().any(|(rec, _)| is_head(rec)) {
-                    tracing::warn!(journal = %path.display(), base = %r.base, head = %committed_root, "changes followed a commit whose reset did not happen; replaying them over the earlier version");
+                    tracing::warn!(
+                        journal = %path.display(), base = %r.base, head = %committed_root,
+                        "changes followed a commit whose reset did not happen; replaying them over the earlier version"
+                    );
                     (r.base, r.records, Some(r.valid_len), r.next_id)
                 } else {
                     return Err(OverlayError::HeadMoved {

@@ -1688,7 +1688,16 @@ fn interrupted_commits_reopen_on_either_head() {
     w.head = old;
     let again = w.commit();
     assert_eq!(again.root, w.add_model(&model));
-    // A journal made on some other version is refused, not replayed.
+    // A journal that stages nothing is dropped when the head moved; one that stages changes
+    // made on another version is refused, not replayed over the wrong tree.
+    let f = w.resolve(&p("n")).unwrap();
+    w.ov().bind(f).unwrap();
+    w.ov = None;
+    let fresh = w.reopen_at(&w.stage.clone(), old).unwrap();
+    assert_eq!(fresh.base(), old);
+    drop(fresh);
+    w.head = again.root;
+    w.reopen();
     w.apply(&Op::Create(p("pending"), 0o644)).unwrap();
     w.ov = None;
     let err = w.reopen_at(&w.stage.clone(), old).unwrap_err();
