@@ -567,8 +567,13 @@ impl<S: BlockSource + Clone> Overlay<S> {
         Ok(())
     }
 
-    /// Makes the journal name `id` (and its ancestors) before a record about it.
+    /// Makes the journal name `id` (and its ancestors) before a record about it. Nodes out of
+    /// the tree are not journaled (see [`Overlay::log`]), so they need no name.
     fn bind(&mut self, id: NodeId) -> Result<(), OverlayError> {
+        if !self.tree.in_tree(id) {
+            self.node(id)?;
+            return Ok(());
+        }
         let mut chain = Vec::new();
         let mut at = id;
         loop {
@@ -1055,10 +1060,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
             }
         }
         if set.mode.is_some() || set.mtime.is_some() {
-            self.node(id)?;
-            if self.tree.in_tree(id) {
-                self.bind(id)?;
-            }
+            self.bind(id)?;
             let t = now();
             let (mtime, explicit) = match set.mtime {
                 None => (None, false),

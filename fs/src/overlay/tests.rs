@@ -1235,6 +1235,27 @@ fn an_unlinked_file_stays_usable_until_forgotten() {
         .block_on(w.ov().read_dir(NodeId::ROOT))
         .unwrap()
         .is_empty());
+    // A committed file unlinked while open, after another commit, is staged on its next write.
+    w.apply(&Op::Create(p("g"), 0o644)).unwrap();
+    w.apply(&Op::Write(p("g"), 0, 10, 3)).unwrap();
+    w.commit();
+    let g = w.resolve(&p("g")).unwrap();
+    w.apply(&Op::Unlink(p("g"))).unwrap();
+    w.commit();
+    rt.block_on(w.ov().write(g, 10, b"!")).unwrap();
+    let set = SetAttr {
+        size: Some(5),
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    rt.block_on(w.ov().setattr(g, set)).unwrap();
+    assert_eq!(rt.block_on(w.ov().read(g, 0, 100)).unwrap(), data(3, 5));
+    w.ov().sync().unwrap();
+    w.reopen();
+    assert!(rt
+        .block_on(w.ov().read_dir(NodeId::ROOT))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
