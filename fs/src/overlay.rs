@@ -17,10 +17,10 @@
 //! # Durability
 //! Every tree operation appends one journal record before it changes memory (one `pwrite`;
 //! writes of file content append nothing). [`Overlay::sync`] (FUSE `fsync`/`fdatasync`) then
-//! makes everything durable in this order: `fdatasync` of each staging file written since the
-//! last sync, `fsync` of `data/` if a staging file was created, a record of the mtime each of
-//! those files got, `fdatasync` of the journal; only then are the staging files of removed
-//! nodes deleted. So whatever `sync` returned for survives `kill -9` and power loss: opening
+//! makes everything durable in this order: a record of the mtime each staging file written
+//! since the last sync got, `fdatasync` of each of those files and `fsync` of `data/` if a
+//! staging file was created (or one `syncfs` when there are many), `fdatasync` of the journal;
+//! only then are the staging files of removed nodes deleted. So whatever `sync` returned for survives `kill -9` and power loss: opening
 //! replays the intact prefix of the journal over the base (a torn tail is cut, never applied)
 //! and takes each staged file's content and length from its staging file.
 //!
@@ -1082,15 +1082,18 @@ impl<S: BlockSource + Clone> Overlay<S> {
     /// Makes every change so far durable (FUSE `fsync`, `fdatasync`, `fsyncdir`): the
     /// staging files written since the last sync, then the journal (see the module doc).
     pub fn sync(&mut self) -> Result<(), OverlayError> {
-        let mut dirty: Vec<NodeId> = self.data.dirty.iter().copied().collect();
+        let mut dirty: Vec<NodeId> = self
+            .data
+            .dirty
+            .iter()
+            .copied()
+            .filter(|id| self.tree.node(*id).is_some_and(Node::staged) && self.tree.in_tree(*id))
+            .collect();
         dirty.sort();
-        for id in dirty {
+        for &id in &dirty {
             let Some(n) = self.tree.node(id) else {
                 continue;
             };
-            if !n.staged() || !self.tree.in_tree(id) {
-                continue;
-            }
             let rec = Record::SetAttr {
                 id,
                 mode: None,
@@ -1098,15 +1101,21 @@ impl<S: BlockSource + Clone> Overlay<S> {
                 explicit: false,
                 ctime: n.ctime,
             };
-            let path = self.data.path(id);
-            self.data.sync_file(id).map_err(io_at(&path))?;
             self.journal
                 .append(&rec)
                 .map_err(io_at(self.journal.path()))?;
             self.tree.apply(&rec).map_err(|e| self.bug(e))?;
         }
         let dir = self.data.dir().to_path_buf();
-        self.data.sync_dir().map_err(io_at(&dir))?;
+        if dirty.len() > data::SYNCFS_AFTER {
+            self.data.sync_everything().map_err(io_at(&dir))?;
+        } else {
+            for &id in &dirty {
+                let path = self.data.path(id);
+                self.data.sync_file(id).map_err(io_at(&path))?;
+            }
+            self.data.sync_dir().map_err(io_at(&dir))?;
+        }
         self.journal.sync().map_err(io_at(self.journal.path()))?;
         self.data.dirty.clear();
         for id in std::mem::take(&mut self.tree.doomed) {

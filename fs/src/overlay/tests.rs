@@ -1734,6 +1734,14 @@ fn sync_makes_written_data_and_mtimes_durable() {
     let mut w = World::new(ImportOptions::default(), None);
     w.apply(&Op::Create(p("f"), 0o644)).unwrap();
     w.apply(&Op::Write(p("f"), 0, 4000, 5)).unwrap();
+    // Enough files for the sync to be one `syncfs`.
+    w.apply(&Op::Mkdir(p("many"), 0o755)).unwrap();
+    for i in 0..(data::SYNCFS_AFTER + 5) {
+        w.apply(&Op::Create(p(&format!("many/{i}")), 0o644))
+            .unwrap();
+        w.apply(&Op::Write(p(&format!("many/{i}")), 0, 10, i as u8))
+            .unwrap();
+    }
     let id = w.resolve(&p("f")).unwrap();
     let mtime = w.ov().getattr(id).unwrap().mtime;
     w.ov().sync().unwrap();
@@ -1757,6 +1765,13 @@ fn sync_makes_written_data_and_mtimes_durable() {
         rt().block_on(w.ov().read(id, 0, 5000)).unwrap(),
         data(5, 4000)
     );
+    for i in 0..(data::SYNCFS_AFTER + 5) {
+        let id = w.resolve(&p(&format!("many/{i}"))).unwrap();
+        assert_eq!(
+            rt().block_on(w.ov().read(id, 0, 100)).unwrap(),
+            data(i as u8, 10)
+        );
+    }
 }
 
 #[test]
