@@ -1823,3 +1823,24 @@ fn a_subdirectory_that_fills_can_unshard_its_parent() {
         assert_eq!(sharded, step != 1, "step {step}");
     }
 }
+
+/// The operations' futures can run as tasks on a multi-threaded runtime (FUSE hands replies to
+/// tasks).
+#[test]
+fn operation_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let mut w = World::new(ImportOptions::default(), None);
+    let mem = w.mem.clone();
+    let opts = ImportOptions::default();
+    let ov = w.ov();
+    send(&ov.lookup(NodeId::ROOT, "x"));
+    send(&ov.write(NodeId::ROOT, 0, b"x"));
+    send(&ov.read(NodeId::ROOT, 0, 1));
+    send(&ov.rename(NodeId::ROOT, "a", NodeId::ROOT, "b", 0));
+    send(&ov.setattr(NodeId::ROOT, SetAttr::default()));
+    send(&ov.commit(&mem, &opts, 0));
+    send(&ov.dir_cursor(NodeId::ROOT).unwrap().next_entry());
+    send(&ov.read_dir(NodeId::ROOT));
+    let owned: Overlay<Mem> = w.ov.take().unwrap();
+    send(&owned);
+}
