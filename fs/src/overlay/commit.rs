@@ -16,7 +16,7 @@
 //! the committed node or other than the default (0644, 0755), an mtime recorded in the
 //! committed node or set explicitly (`touch -d`, `utimes`). Symlinks record neither.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::sync::{Mutex, PoisonError};
@@ -70,6 +70,23 @@ impl Built {
             sharded: b.sharded,
             mode: b.mode,
             mtime: b.mtime,
+        }
+    }
+
+    /// The base node `n` has once this commit is the head.
+    fn base(&self, n: &Node) -> Base {
+        Base {
+            cid: self.cid,
+            tsize: self.tsize,
+            size: self.size,
+            mode: self.mode,
+            mtime: self.mtime,
+            nonempty: self.nonempty,
+            sharded: self.sharded,
+            target: match &n.content {
+                Content::Symlink(t) => Some(t.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -657,6 +674,19 @@ impl<S: BlockSource + Clone> Overlay<S> {
     /// point of the staging area), staging files of committed content are deleted, and every
     /// node keeps its id.
     pub fn committed(&mut self, new_root: Cid) -> Result<(), OverlayError> {
+        self.committed_keeping(new_root, &HashSet::new())
+    }
+
+    /// [`Overlay::committed`], keeping the staging files of the files in `open` (those the
+    /// caller has open for writing): each is then a copy of its committed content, synced and
+    /// named by the new journal, so that the next write to it does not copy the file again.
+    /// Any other staging file of a file in the tree is deleted, so a kept copy lasts only as
+    /// long as the caller keeps naming it.
+    pub fn committed_keeping(
+        &mut self,
+        new_root: Cid,
+        open: &HashSet<NodeId>,
+    ) -> Result<(), OverlayError> {
         let pending = match self.pending.take() {
             Some(p) if p.root == new_root => p,
             other => {
@@ -664,49 +694,101 @@ impl<S: BlockSource + Clone> Overlay<S> {
                 return Err(OverlayError::NotPending(new_root));
             }
         };
+        let built = &pending.built;
+        let mut kept: Vec<NodeId> = open
+            .iter()
+            .copied()
+            .filter(|id| self.tree.node(*id).is_some_and(Node::staged) && self.tree.in_tree(*id))
+            .collect();
+        kept.sort();
+        // The copies are durable before a journal says they hold committed content.
+        for &id in &kept {
+            let path = self.data.path(id);
+            self.data.sync_file(id).map_err(io_at(&path))?;
+        }
+        let dir = self.data.dir().to_path_buf();
+        self.data.sync_dir().map_err(io_at(&dir))?;
+        // The new journal: binds along each kept file's path (with the bases after this commit),
+        // then its stage record. Written before memory changes, so a failure changes nothing.
+        let base_after = |id: NodeId| -> Option<Base> {
+            let n = self.tree.node(id)?;
+            match built.get(&id) {
+                Some(b) => Some(b.base(n)),
+                None => n.base.clone(),
+            }
+        };
+        let mut records = Vec::new();
+        let mut bound: HashSet<NodeId> = HashSet::from([NodeId::ROOT]);
+        for &id in &kept {
+            let mut chain = Vec::new();
+            let mut at = id;
+            while !bound.contains(&at) {
+                chain.push(at);
+                match self.tree.node(at).and_then(|n| n.parent) {
+                    Some(p) => at = p,
+                    None => break,
+                }
+            }
+            for c in chain.into_iter().rev() {
+                let (Some(n), Some(base)) = (self.tree.node(c), base_after(c)) else {
+                    return Err(self.bug(super::tree::Inconsistent("a kept file off the tree")));
+                };
+                let Some(parent) = n.parent else {
+                    return Err(self.bug(super::tree::Inconsistent("a kept file off the tree")));
+                };
+                records.push(Record::Bind {
+                    parent,
+                    id: c,
+                    name: n.name.clone(),
+                    kind: n.kind(),
+                    base,
+                });
+                bound.insert(c);
+            }
+            let size = match self.tree.node(id).map(|n| &n.content) {
+                Some(Content::File { size, .. }) => *size,
+                _ => 0,
+            };
+            records.push(Record::Stage { id, copied: size });
+        }
         let path = self.journal.path().to_path_buf();
-        self.journal = Journal::create(&path, new_root, self.tree.next_id)?;
+        self.journal = Journal::create_with(&path, new_root, self.tree.next_id, &records)?;
         let mut committed_files = Vec::new();
-        for (id, b) in &pending.built {
+        for (id, b) in built {
             let Some(n) = self.tree.node_mut(*id) else {
                 continue;
             };
-            let target = match &n.content {
-                Content::Symlink(t) => Some(t.clone()),
-                _ => None,
-            };
-            n.base = Some(Base {
-                cid: b.cid,
-                tsize: b.tsize,
-                size: b.size,
-                mode: b.mode,
-                mtime: b.mtime,
-                nonempty: b.nonempty,
-                sharded: b.sharded,
-                target,
-            });
+            n.base = Some(b.base(n));
             n.dirty = false;
             n.attr_dirty = false;
             n.mtime_explicit |= b.mtime.is_some();
-            match &mut n.content {
-                Content::File { staged, .. } => {
-                    if *staged {
-                        committed_files.push(*id);
-                    }
-                    *staged = false;
-                }
-                Content::Dir(d) => {
-                    for (name, slot) in std::mem::take(&mut d.changes) {
-                        if let Slot::Node(c) = slot {
-                            d.known.insert(name, c);
-                        }
+            if let Content::Dir(d) = &mut n.content {
+                for (name, slot) in std::mem::take(&mut d.changes) {
+                    if let Slot::Node(c) = slot {
+                        d.known.insert(name, c);
                     }
                 }
-                Content::Symlink(_) => {}
             }
         }
         for (id, n) in self.tree.nodes.iter_mut() {
-            n.bound = *id == NodeId::ROOT;
+            n.bound = bound.contains(id);
+        }
+        // Staged files in the tree that are not kept go back to their committed content.
+        let in_tree: Vec<NodeId> = self
+            .tree
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.staged() && !bound.contains(id))
+            .map(|(id, _)| *id)
+            .filter(|id| self.tree.in_tree(*id))
+            .collect();
+        for id in in_tree {
+            if let Some(Content::File { staged, .. }) =
+                self.tree.node_mut(id).map(|n| &mut n.content)
+            {
+                *staged = false;
+            }
+            committed_files.push(id);
         }
         let doomed = std::mem::take(&mut self.tree.doomed);
         for id in committed_files.into_iter().chain(doomed) {
@@ -714,6 +796,9 @@ impl<S: BlockSource + Clone> Overlay<S> {
                 // Harmless: the next open deletes staging files the journal does not name.
                 tracing::warn!(path = %self.data.path(id).display(), error = %e, "cannot delete a committed staging file");
             }
+        }
+        for id in &kept {
+            self.data.dirty.remove(id);
         }
         self.tree.removed_base = 0;
         self.base_root = new_root;

@@ -564,9 +564,22 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 impl Journal {
     /// Writes a new journal (magic and header) at `path`, replacing any old one atomically.
     pub(super) fn create(path: &Path, base: Cid, next_id: u64) -> Result<Journal, JournalError> {
+        Journal::create_with(path, base, next_id, &[])
+    }
+
+    /// [`Journal::create`], holding `records` after the header from the start.
+    pub(super) fn create_with(
+        path: &Path,
+        base: Cid,
+        next_id: u64,
+        records: &[Record],
+    ) -> Result<Journal, JournalError> {
         let tmp = path.with_extension("new");
         let mut buf = MAGIC.to_vec();
         buf.extend_from_slice(&Record::Header { base, next_id }.encode());
+        for r in records {
+            buf.extend_from_slice(&r.encode());
+        }
         let written = OpenOptions::new()
             .write(true)
             .create(true)
