@@ -691,7 +691,8 @@ impl<S: BlockSource + Clone> Overlay<S> {
         self.getattr(id)
     }
 
-    /// Creates an empty file (`O_CREAT|O_EXCL`: `EEXIST` if the name is taken).
+    /// Creates an empty file (`O_CREAT|O_EXCL`: `EEXIST` if the name is taken). `mode` is
+    /// taken as given (`& 0o7777`): the caller applies the umask.
     pub async fn create(
         &mut self,
         parent: NodeId,
@@ -702,7 +703,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
             .await
     }
 
-    /// Creates a directory.
+    /// Creates a directory (`mode` as for [`Overlay::create`]).
     pub async fn mkdir(
         &mut self,
         parent: NodeId,

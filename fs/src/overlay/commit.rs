@@ -760,7 +760,6 @@ impl<S: BlockSource + Clone> Overlay<S> {
             };
             n.base = Some(b.base(n));
             n.dirty = false;
-            n.attr_dirty = false;
             n.mtime_explicit |= b.mtime.is_some();
             if let Content::Dir(d) = &mut n.content {
                 for (name, slot) in std::mem::take(&mut d.changes) {

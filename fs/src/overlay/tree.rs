@@ -116,8 +116,6 @@ pub(super) struct Node {
     pub mtime_explicit: bool,
     /// This node or something below it differs from its base.
     pub dirty: bool,
-    /// Its mode or mtime changed since its base.
-    pub attr_dirty: bool,
     /// The journal names it (a `Bind` or `New` record), so it must stay in the table.
     pub bound: bool,
     /// Lookups the kernel has not forgotten.
@@ -179,7 +177,6 @@ impl Node {
             base: Some(base),
             content,
             dirty: false,
-            attr_dirty: false,
             bound: false,
             lookups: 0,
         }
@@ -352,7 +349,6 @@ impl Tree {
         if let Some(n) = self.nodes.get_mut(&id) {
             n.mtime = time;
             n.ctime = time;
-            n.attr_dirty = true;
         }
         self.mark_dirty(id);
     }
@@ -513,7 +509,6 @@ impl Tree {
                         ctime: *time,
                         mtime_explicit: false,
                         dirty: true,
-                        attr_dirty: true,
                         bound: true,
                         lookups: 0,
                     },
@@ -590,7 +585,6 @@ impl Tree {
                     }
                 }
                 n.ctime = *ctime;
-                n.attr_dirty = true;
                 self.mark_dirty(*id);
             }
             Record::Stage { id, copied } => {
