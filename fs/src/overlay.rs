@@ -737,7 +737,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
         &mut self,
         _id: NodeId,
         _parent: NodeId,
-        _name: &OsStr,
+        _name: impl AsRef<OsStr>,
     ) -> Result<Attr, OverlayError> {
         Err(OverlayError::NoHardLinks)
     }

@@ -1173,7 +1173,7 @@ fn names_linux_cannot_store_are_refused() {
         libc::ENAMETOOLONG
     );
     assert_eq!(
-        ov.link(NodeId::ROOT, NodeId::ROOT, OsStr::new("h"))
+        ov.link(NodeId::ROOT, NodeId::ROOT, "h")
             .unwrap_err()
             .errno(),
         libc::EPERM
