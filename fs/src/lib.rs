@@ -16,6 +16,8 @@
 //! - `listing`: streamed `readdir` over a directory cursor per open handle.
 //! - `cache`: the LRU cache of leaf data, bounded in bytes.
 //! - `error`: [`MountError`], and the per-request error that becomes an errno.
+//! - `overlay`: [`Overlay`], the staged changes of a writable share over its committed root
+//!   (tree, journal, staging files) and the commit that makes a new root DAG of them.
 //!
 //! ```
 //! use cairn_fs::{MountOptions, MountRoot};
@@ -32,10 +34,15 @@ mod inode;
 mod listing;
 mod mount;
 mod options;
+mod overlay;
 
 pub use error::MountError;
 pub use mount::{mount, MountHandle};
 pub use options::{MountOptions, MountRoot};
+pub use overlay::{
+    Attr, CommitStats, DirItem, FileContent, NodeId, Overlay, OverlayDir, OverlayError, SetAttr,
+    TimeSet, MAX_FILE_SIZE, NAME_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, SYMLINK_MAX,
+};
 
 /// The extended attribute holding a node's CID as text.
 pub const XATTR_CID: &str = filesystem::XATTR_CID;

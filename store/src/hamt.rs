@@ -259,7 +259,10 @@ pub fn build_sharded_directory(
     }
 }
 
-fn build_level<E>(
+/// Builds the shard at `depth` over `entries` (all of which fall in this shard's slot path):
+/// a slot that one entry falls in holds that entry, a slot that two or more fall in holds a
+/// sub-shard built the same way one level down. Blocks go to `emit`, children first.
+pub(crate) fn build_level<E>(
     entries: Vec<ShardEntry>,
     depth: usize,
     bits: u32,
@@ -272,29 +275,69 @@ fn build_level<E>(
         let slot = bucket_index(e.name.as_bytes(), depth, bits);
         slots.entry(slot).or_default().push(e);
     }
-    let occupied: Vec<usize> = slots.keys().copied().collect();
     let mut links = Vec::with_capacity(slots.len());
-    let mut children_size = 0u64;
     for (slot, mut group) in slots {
-        let label = slot_label(slot, params.fanout);
         if group.len() == 1 {
             let e = group.remove(0);
-            children_size += e.tsize;
-            links.push(PbLink {
-                cid: e.cid,
-                name: Some(label + &e.name),
-                tsize: Some(e.tsize),
-            });
+            links.push((slot, ShardLink::Entry(e)));
         } else {
             let (cid, tsize) = build_level(group, depth + 1, bits, params, false, emit)?;
-            children_size += tsize;
-            links.push(PbLink {
-                cid,
-                name: Some(label),
-                tsize: Some(tsize),
-            });
+            links.push((slot, ShardLink::Shard { cid, tsize }));
         }
     }
+    let (block, tsize) = shard_block(links, params, root);
+    let cid = *block.cid();
+    emit(block)?;
+    Ok((cid, tsize))
+}
+
+/// What one occupied slot of a shard holds.
+#[derive(Debug, Clone)]
+pub(crate) enum ShardLink {
+    /// The only entry whose name falls in this slot.
+    Entry(ShardEntry),
+    /// A sub-shard holding the two or more entries that fall in this slot.
+    Shard {
+        /// The sub-shard.
+        cid: Cid,
+        /// Its cumulative DAG size.
+        tsize: u64,
+    },
+}
+
+/// Encodes one shard node from its occupied slots (in slot order); the root shard carries the
+/// directory's mode and mtime. Returns the block and the shard's cumulative DAG size.
+pub(crate) fn shard_block(
+    slots: Vec<(usize, ShardLink)>,
+    params: &ShardParams,
+    root: bool,
+) -> (Block, u64) {
+    let occupied: Vec<usize> = slots.iter().map(|(s, _)| *s).collect();
+    let mut children_size = 0u64;
+    let links: Vec<PbLink> = slots
+        .into_iter()
+        .map(|(slot, link)| {
+            let label = slot_label(slot, params.fanout);
+            match link {
+                ShardLink::Entry(e) => {
+                    children_size += e.tsize;
+                    PbLink {
+                        cid: e.cid,
+                        name: Some(label + &e.name),
+                        tsize: Some(e.tsize),
+                    }
+                }
+                ShardLink::Shard { cid, tsize } => {
+                    children_size += tsize;
+                    PbLink {
+                        cid,
+                        name: Some(label),
+                        tsize: Some(tsize),
+                    }
+                }
+            }
+        })
+        .collect();
     let mut data = UnixFsData::new(DataType::HamtShard);
     let bitfield = bitfield_bytes(&occupied);
     data.data = (!bitfield.is_empty()).then(|| bitfield.into());
@@ -311,9 +354,7 @@ fn build_level<E>(
     let bytes = node.encode();
     let tsize = bytes.len() as u64 + children_size;
     let block = Block::encode(params.cid_version, DAG_PB, params.hash, bytes.into());
-    let cid = *block.cid();
-    emit(block)?;
-    Ok((cid, tsize))
+    (block, tsize)
 }
 
 #[cfg(test)]

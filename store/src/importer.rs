@@ -30,6 +30,12 @@
 
 mod dir;
 mod file;
+mod update;
+
+pub use update::{
+    build_directory, build_symlink, import_file, needs_sharding, update_sharded_directory,
+    DirChild, DirNode, UpdateError,
+};
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

@@ -10,7 +10,9 @@
 //! - `blockstore`: the [`Blockstore`] trait.
 //! - `chunker`: [`ChunkerSpec`] (`size-N`, `fastcdc-MIN-AVG-MAX`) and the streaming [`Chunker`].
 //! - `importer`: [`import_reader`] / [`import_path`], files and trees into Kubo-identical UnixFS DAGs
-//!   ([`ImportOptions`]); `importer/file.rs` (balanced file trees, parallel hashing), `importer/dir.rs` (walks, directories).
+//!   ([`ImportOptions`]); `importer/file.rs` (balanced file trees, parallel hashing), `importer/dir.rs` (walks, directories),
+//!   `importer/update.rs` (trees a caller assembles: [`build_directory`], [`import_file`], and
+//!   [`update_sharded_directory`], which re-encodes only the shards on changed names' paths).
 //! - `hamt`: HAMT-sharded directories (shard building, hash and bucket helpers for lookups).
 //! - `murmur3`: murmur3-x64-128/64, the HAMT hash.
 //! - `source`: the [`BlockSource`] read trait and [`LocalSource`].
@@ -77,8 +79,9 @@ pub use gc::{GcError, GcReport, Roots, GC_UNINDEXED_TOLERANCE};
 pub use hamt::build_sharded_directory;
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
 pub use importer::{
-    import_path, import_reader, ImportError, ImportEvent, ImportOptions, Imported, OptionsError,
-    DEFAULT_HAMT_SHARD_THRESHOLD, DEFAULT_MAX_LINKS,
+    build_directory, build_symlink, import_file, import_path, import_reader, needs_sharding,
+    update_sharded_directory, DirChild, DirNode, ImportError, ImportEvent, ImportOptions, Imported,
+    OptionsError, UpdateError, DEFAULT_HAMT_SHARD_THRESHOLD, DEFAULT_MAX_LINKS,
 };
 pub use ipns::{
     CborError, CborValue, Ed25519PublicKey, IpnsName, IpnsRecord, KeyError, NameError,

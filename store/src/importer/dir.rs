@@ -7,28 +7,11 @@ use std::path::Path;
 use cid::Cid;
 
 use super::file::{self, FileMeta};
+use super::update::{directory_into, store_node, symlink_node, DirChild, SERIAL_FILE_MAX};
 use super::{Batcher, ImportError, ImportEvent, ImportOptions, Imported};
-use crate::block::Block;
 use crate::blockstore::StoreError;
-use crate::hamt::{self, ShardEntry, ShardParams};
-use crate::hash::DAG_PB;
-use crate::pb::{PbLink, PbNode};
-use crate::unixfs::{DataType, UnixFsData, UnixTime};
-
-/// Permission bits a directory node leaves out (the UnixFS default).
-const DEFAULT_DIR_MODE: u32 = 0o755;
-/// Files up to this size are imported on the calling thread (threads cost more than they save).
-const SERIAL_FILE_MAX: u64 = 1 << 20;
-
-/// One entry of a directory being built.
-struct Child {
-    name: String,
-    cid: Cid,
-    tsize: u64,
-    /// A directory that has entries of its own. The JS importer counts such a directory towards
-    /// its parent's size estimate only until its first entry is added.
-    nonempty_dir: bool,
-}
+use crate::pb::PbNode;
+use crate::unixfs::UnixTime;
 
 struct Walk<'a, 'b> {
     opts: &'a ImportOptions,
@@ -86,7 +69,12 @@ pub(super) fn import_tree(
 
 impl Walk<'_, '_> {
     /// Imports one entry; returns it as a child of its parent, and its content bytes.
-    fn entry(&mut self, path: &Path, rel: &str, md: Metadata) -> Result<(Child, u64), ImportError> {
+    fn entry(
+        &mut self,
+        path: &Path,
+        rel: &str,
+        md: Metadata,
+    ) -> Result<(DirChild, u64), ImportError> {
         let name = rel.rsplit('/').next().unwrap_or(rel).to_string();
         let ft = md.file_type();
         if ft.is_symlink() {
@@ -98,20 +86,14 @@ impl Walk<'_, '_> {
                     .map_err(|_| ImportError::NonUtf8 {
                         path: path.to_path_buf(),
                     })?;
-            let mut d = UnixFsData::new(DataType::Symlink);
-            d.data = (!target.is_empty()).then(|| target.into_bytes().into());
-            let node = PbNode {
-                links: Vec::new(),
-                data: Some(d.encode().into()),
-            };
-            let (cid, tsize) = self.store(node)?;
+            let (cid, tsize) = self.store(symlink_node(&target))?;
             (self.events)(ImportEvent::Added {
                 cid,
                 path: rel.to_string(),
                 size: tsize,
             });
             Ok((
-                Child {
+                DirChild {
                     name,
                     cid,
                     tsize,
@@ -141,7 +123,7 @@ impl Walk<'_, '_> {
                 size: imported.tsize,
             });
             Ok((
-                Child {
+                DirChild {
                     name,
                     cid: imported.cid,
                     tsize: imported.tsize,
@@ -165,7 +147,7 @@ impl Walk<'_, '_> {
         rel: &str,
         name: String,
         md: &Metadata,
-    ) -> Result<(Child, u64), ImportError> {
+    ) -> Result<(DirChild, u64), ImportError> {
         let mut names = Vec::new();
         for entry in fs::read_dir(path).map_err(|e| read_err(path, e))? {
             let entry = entry.map_err(|e| read_err(path, e))?;
@@ -186,50 +168,15 @@ impl Walk<'_, '_> {
             size += bytes;
             children.push(child);
         }
-        let mode = self.mode(md).filter(|&m| m != DEFAULT_DIR_MODE);
-        let mtime = self.mtime(md);
-        let (cid, tsize) = if should_shard(&children, self.opts.hamt_shard_threshold) {
-            let params = ShardParams {
-                cid_version: self.opts.cid_version,
-                hash: self.opts.hash,
-                fanout: hamt::DEFAULT_FANOUT,
-                mode,
-                mtime,
-            };
-            let entries = children
-                .into_iter()
-                .map(|c| ShardEntry {
-                    name: c.name,
-                    cid: c.cid,
-                    tsize: c.tsize,
-                })
-                .collect();
-            let out = &mut *self.out;
-            hamt::build_shard(entries, &params, &mut |b| out.push(b))?
-        } else {
-            let mut d = UnixFsData::new(DataType::Directory);
-            d.mode = mode;
-            d.mtime = mtime;
-            let node = PbNode {
-                links: children
-                    .into_iter()
-                    .map(|c| PbLink {
-                        cid: c.cid,
-                        name: Some(c.name),
-                        tsize: Some(c.tsize),
-                    })
-                    .collect(),
-                data: Some(d.encode().into()),
-            };
-            self.store(node)?
-        };
+        let built = directory_into(children, self.mode(md), self.mtime(md), self.opts, self.out)?;
+        let (cid, tsize) = (built.cid, built.tsize);
         self.dir_events.push(ImportEvent::Added {
             cid,
             path: rel.to_string(),
             size: tsize,
         });
         Ok((
-            Child {
+            DirChild {
                 name,
                 cid,
                 tsize,
@@ -241,12 +188,7 @@ impl Walk<'_, '_> {
 
     /// Encodes a node (links already sorted), queues its block, returns its CID and cumulative size.
     fn store(&mut self, node: PbNode) -> Result<(Cid, u64), StoreError> {
-        let bytes = node.encode();
-        let tsize = bytes.len() as u64 + node.links.iter().filter_map(|l| l.tsize).sum::<u64>();
-        let block = Block::encode(self.opts.cid_version, DAG_PB, self.opts.hash, bytes.into());
-        let cid = *block.cid();
-        self.out.push(block)?;
-        Ok((cid, tsize))
+        store_node(&node, self.opts, self.out)
     }
 
     fn mode(&self, md: &Metadata) -> Option<u32> {
@@ -286,27 +228,6 @@ impl Walk<'_, '_> {
             None
         }
     }
-}
-
-/// The JS importer's `links-bytes` rule: shard when the running estimate (name bytes + CID bytes
-/// per entry, entries added in name order) ever exceeds `threshold`. A non-empty subdirectory
-/// counts only at the moment it is added, before its own entries replace it.
-fn should_shard(children: &[Child], threshold: usize) -> bool {
-    let mut running = 0usize;
-    for c in children {
-        let est = c.name.len() + c.cid.encoded_len();
-        if c.nonempty_dir {
-            if running + est > threshold {
-                return true;
-            }
-        } else {
-            running += est;
-            if running > threshold {
-                return true;
-            }
-        }
-    }
-    false
 }
 
 fn read_err(path: &Path, source: io::Error) -> ImportError {
