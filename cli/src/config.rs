@@ -411,21 +411,8 @@ pub fn load(repo_dir: &Path) -> Result<Config> {
 /// Replaces `config.toml` atomically with `text` (which must be a valid config).
 fn write_text(repo_dir: &Path, text: &str) -> Result<()> {
     let path = path_of(repo_dir);
-    let tmp = repo_dir.join(format!("{FILE}.tmp-{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .and_then(|()| std::fs::File::open(repo_dir)?.sync_all());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
+    cairn_store::replace_file(&path, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Sets (or, with `None`, removes) `name` in the document.

@@ -237,13 +237,7 @@ impl server::Host for Daemon {
             daemon: self.clone(),
             timeout,
         };
-        // Dropping the command's future (the client went away, e.g. Ctrl-C) cancels its network
-        // wants.
-        self.runtime.block_on(async {
-            tokio::select! {
-                r = crate::online::run(&ctx, &online, cli.command) => r,
-                _ = gone => bail!("the client went away"),
-            }
-        })
+        let work = crate::online::run(&ctx, &online, cli.command);
+        server::until_client_gone(&self.runtime, gone, work)
     }
 }

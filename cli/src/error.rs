@@ -48,7 +48,8 @@ pub const CODES: &[(&str, &str)] = &[
     ("error", "anything else"),
 ];
 
-/// An error raised by the CLI itself, with its code.
+/// An error with its code: raised by the CLI itself, or reported by the process that ran the
+/// command for us (the daemon, or another owner of the repo).
 #[derive(Debug)]
 pub struct Coded {
     /// One of [`CODES`].
@@ -85,9 +86,6 @@ macro_rules! fail {
 pub fn code(err: &anyhow::Error) -> &'static str {
     for cause in err.chain() {
         if let Some(c) = cause.downcast_ref::<Coded>() {
-            return c.code;
-        }
-        if let Some(c) = cause.downcast_ref::<RemoteError>() {
             return c.code;
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
@@ -231,23 +229,6 @@ pub fn with_repo_hint(err: anyhow::Error, given: Option<&std::path::Path>) -> an
     }
 }
 
-/// An error that a daemon (or another process owning the repo) reported for a command it ran.
-#[derive(Debug)]
-pub struct RemoteError {
-    /// Its code.
-    pub code: &'static str,
-    /// Its message.
-    pub message: String,
-}
-
-impl fmt::Display for RemoteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for RemoteError {}
-
 /// The payload of an API error frame: `{"code": ..., "message": ...}`.
 pub fn frame_payload(err: &anyhow::Error) -> Vec<u8> {
     payload(code(err), &format!("{err:#}"))
@@ -273,10 +254,7 @@ pub fn from_frame(payload: &[u8]) -> anyhow::Error {
                 .map(|(c, _)| *c)
                 .find(|c| *c == f.code)
                 .unwrap_or("error");
-            anyhow::Error::new(RemoteError {
-                code,
-                message: f.message,
-            })
+            coded(code, f.message)
         }
         Err(_) => anyhow::anyhow!(String::from_utf8_lossy(payload).into_owned()),
     }

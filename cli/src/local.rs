@@ -211,12 +211,12 @@ impl Host for Local {
             console: &console,
             cwd: &request.cwd,
         };
-        self.runtime.block_on(async {
-            tokio::select! {
-                r = self.command(&ctx, cli.command) => r.map_err(crate::error::offline),
-                _ = gone => bail!("the client went away"),
-            }
-        })
+        let work = async {
+            self.command(&ctx, cli.command)
+                .await
+                .map_err(crate::error::offline)
+        };
+        crate::server::until_client_gone(&self.runtime, gone, work)
     }
 }
 

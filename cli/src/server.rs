@@ -33,6 +33,21 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<()>;
 }
 
+/// Runs a command's `work` on `runtime` (from a blocking thread) until it ends, or until its
+/// client goes away (`gone`), which drops the work and so cancels its network wants.
+pub fn until_client_gone(
+    runtime: &tokio::runtime::Handle,
+    gone: oneshot::Receiver<()>,
+    work: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    runtime.block_on(async {
+        tokio::select! {
+            r = work => r,
+            _ = gone => bail!("the client went away"),
+        }
+    })
+}
+
 /// The bound API socket of a repo.
 pub struct Listener {
     path: PathBuf,

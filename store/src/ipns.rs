@@ -40,3 +40,4 @@ pub use record::{
     IpnsRecord, RecordError, RecordFields, RecordValue, DEFAULT_TTL, MAX_RECORD_SIZE,
     SIGNATURE_V2_PREFIX,
 };
+pub use time::format_utc_seconds;

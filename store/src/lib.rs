@@ -38,6 +38,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod atomic;
 mod block;
 mod blockstore;
 mod car;
@@ -65,6 +66,7 @@ mod unixfs;
 mod varint;
 mod walk;
 
+pub use atomic::replace_file;
 pub use block::Block;
 pub use blockstore::{Blockstore, IndexError, IndexProblem, StoreError, StoreStats};
 pub use bytes::Bytes;
@@ -84,8 +86,8 @@ pub use importer::{
     OptionsError, UpdateError, DEFAULT_HAMT_SHARD_THRESHOLD, DEFAULT_MAX_LINKS,
 };
 pub use ipns::{
-    CborError, CborValue, Ed25519PublicKey, IpnsName, IpnsRecord, KeyError, NameError,
-    PublicKeyError, RecordError, RecordFields, RecordValue, ShareKey, CBOR_MAX_DEPTH,
+    format_utc_seconds, CborError, CborValue, Ed25519PublicKey, IpnsName, IpnsRecord, KeyError,
+    NameError, PublicKeyError, RecordError, RecordFields, RecordValue, ShareKey, CBOR_MAX_DEPTH,
     DEFAULT_TTL as IPNS_DEFAULT_TTL, KEY_TYPE_ED25519, LIBP2P_KEY,
     MAX_RECORD_SIZE as IPNS_MAX_RECORD_SIZE, SIGNATURE_V2_PREFIX as IPNS_SIGNATURE_V2_PREFIX,
 };

@@ -333,16 +333,9 @@ impl Repo {
         })?;
         // The config goes last, atomically: its presence is what makes the directory a repo.
         let text = toml::to_string_pretty(&config).unwrap_or_default();
-        let tmp = dir.join("config.toml.tmp");
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .map_err(io_at(&tmp))?;
-        fs::rename(&tmp, dir.join(CONFIG)).map_err(io_at(&dir))?;
+        let config_path = dir.join(CONFIG);
+        crate::atomic::replace_file(&config_path, text.as_bytes(), 0o600)
+            .map_err(io_at(&config_path))?;
         Self::finish_open(dir, config, seed, guard)
     }
 

@@ -31,8 +31,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -275,25 +273,7 @@ fn root_name(name: &IpnsName, kind: char, seq: u64) -> String {
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one.
 fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ShareError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_at(path)(e));
-    }
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_at(dir))?;
-    }
-    Ok(())
+    crate::atomic::replace_file(path, bytes, mode).map_err(io_at(path))
 }
 
 /// Checks a label: 1 to 64 letters, digits, `.`, `_` or `-`, not a share id.

@@ -90,6 +90,16 @@ pub(crate) fn format_rfc3339(nanos: i128) -> Option<String> {
     ))
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ`: whole seconds, UTC, for people (`share log`, `share ls`).
+pub fn format_utc_seconds(t: SystemTime) -> String {
+    let nanos = to_unix_nanos(t);
+    match format_rfc3339(nanos - nanos.rem_euclid(NANOS_PER_SEC)) {
+        // Cut the nine-digit fraction: "…:SS.000000000Z" -> "…:SSZ".
+        Some(text) => format!("{}Z", &text[..19]),
+        None => "(a time outside the years 0000-9999)".to_string(),
+    }
+}
+
 /// A fixed-width decimal field of `text` at `at..at + len`.
 fn digits(text: &[u8], at: usize, len: usize) -> Option<u32> {
     let field = text.get(at..at.checked_add(len)?)?;
@@ -177,6 +187,16 @@ pub(crate) fn parse_rfc3339(text: &[u8]) -> Option<i128> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn utc_seconds_for_people() {
+        let at = |secs: u64| {
+            super::format_utc_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        };
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_796_083_199), "2026-11-30T23:59:59Z");
+    }
+
     use super::*;
     use proptest::prelude::*;
 
