@@ -528,6 +528,13 @@ impl<S: BlockSource + Clone> Overlay<S> {
     }
 
     /// The node named `name` in directory `parent`, reading the committed listing if need be.
+    /// The child `name` of `parent`, which must exist.
+    async fn existing_child(&mut self, parent: NodeId, name: &str) -> Result<NodeId, OverlayError> {
+        self.child(parent, name)
+            .await?
+            .ok_or(OverlayError::NotFound)
+    }
+
     async fn child(&mut self, parent: NodeId, name: &str) -> Result<Option<NodeId>, OverlayError> {
         let p = self.node(parent)?;
         if p.dir().is_none() {
@@ -640,10 +647,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
         name: impl AsRef<OsStr>,
     ) -> Result<Attr, OverlayError> {
         let name = check_name(name.as_ref())?;
-        let id = self
-            .child(parent, &name)
-            .await?
-            .ok_or(OverlayError::NotFound)?;
+        let id = self.existing_child(parent, &name).await?;
         if let Some(n) = self.tree.node_mut(id) {
             n.lookups += 1;
         }
@@ -751,10 +755,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
     ) -> Result<(), OverlayError> {
         let name = check_name(name.as_ref())?;
         self.live_dir(parent)?;
-        let id = self
-            .child(parent, &name)
-            .await?
-            .ok_or(OverlayError::NotFound)?;
+        let id = self.existing_child(parent, &name).await?;
         if self.node(id)?.kind() == EntryKind::Directory {
             return Err(OverlayError::IsADirectory);
         }
@@ -777,10 +778,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
     ) -> Result<(), OverlayError> {
         let name = check_name(name.as_ref())?;
         self.live_dir(parent)?;
-        let id = self
-            .child(parent, &name)
-            .await?
-            .ok_or(OverlayError::NotFound)?;
+        let id = self.existing_child(parent, &name).await?;
         if self.node(id)?.kind() != EntryKind::Directory {
             return Err(OverlayError::NotADirectory);
         }
@@ -845,10 +843,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
         }
         self.live_dir(src_parent)?;
         self.live_dir(dst_parent)?;
-        let src = self
-            .child(src_parent, &src_name)
-            .await?
-            .ok_or(OverlayError::NotFound)?;
+        let src = self.existing_child(src_parent, &src_name).await?;
         let dst = self.child(dst_parent, &dst_name).await?;
         if exchange && dst.is_none() {
             return Err(OverlayError::NotFound);

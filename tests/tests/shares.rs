@@ -12,6 +12,7 @@ use cairn_store::{IpnsName, IpnsRecord, FAULT_ENV};
 use cairn_tests::{TestRepo, TreeEntry};
 use serde_json::Value;
 
+/// `cairn --json args…` as one value per line (none for an empty listing).
 fn json(r: &TestRepo, args: &[&str]) -> Vec<Value> {
     let mut full = vec!["--json"];
     full.extend_from_slice(args);
@@ -84,18 +85,7 @@ fn a_new_share_is_an_ipns_name_with_a_private_key_and_a_signed_first_version() {
     // rm forgets it; its versions go at the next GC.
     r.cairn(&["share", "rm", &name]).expect_ok();
     assert!(!dir.exists());
-    assert!(json_or_empty(&r, &["share", "ls"]).is_empty());
-}
-
-fn json_or_empty(r: &TestRepo, args: &[&str]) -> Vec<Value> {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    r.cairn(&full)
-        .expect_ok()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    assert!(json(&r, &["share", "ls"]).is_empty());
 }
 
 #[test]
@@ -142,7 +132,7 @@ fn versions_chain_diff_restore_and_retention_with_gc() {
     // Diff: a first version against nothing lists the top level as added; a version against
     // another tree lists exactly what differs, unchanged subtrees unread.
     let changes = |args: &[&str]| -> Vec<(String, String, String)> {
-        json_or_empty(&r, args)
+        json(&r, args)
             .iter()
             .map(|c| {
                 (
