@@ -239,6 +239,17 @@ fn config_set_get_refuses_unknown_keys_and_bad_values_and_keeps_comments() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    // An editor that fails leaves the config as it was and says so.
+    let out = r
+        .command(&["config", "edit"])
+        .env("EDITOR", "false")
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the editor \"false\" failed"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
     // A good edit (the kept copy, fixed) is saved.
     let out = r
         .command(&["config", "edit"])

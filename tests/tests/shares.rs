@@ -363,3 +363,34 @@ fn a_share_made_from_a_folder_mounts_as_that_folder() {
         assert_eq!(e, &theirs[path], "{}", path.display());
     }
 }
+
+#[test]
+fn bad_starting_points_are_refused_and_no_share_is_made() {
+    let r = TestRepo::new();
+    r.cairn(&["share", "new", "x", "--from", "no/such/dir"])
+        .expect_err("not a CID in this repo nor a directory");
+    fs::write(r.path("file"), b"just a file").unwrap();
+    r.cairn(&[
+        "share",
+        "new",
+        "x",
+        "--from",
+        r.path("file").to_str().unwrap(),
+    ])
+    .expect_err("is not a directory");
+    let file_cid = r
+        .cairn(&["add", "-Q", r.path("file").to_str().unwrap()])
+        .expect_ok();
+    r.cairn(&["share", "new", "x", "--from", &file_cid])
+        .expect_err("is not a directory");
+    assert!(json(&r, &["share", "ls"]).is_empty());
+    r.cairn(&["share", "new", "x"]).expect_ok();
+    r.cairn(&["share", "diff", "x", "7"])
+        .expect_err("has no version 7");
+    r.cairn(&[
+        "share",
+        "log",
+        "k51qzi5uqu5dl3b47faldkg8uwwsxdc19qx6duz3e01pp3oidys43fd7npn133",
+    ])
+    .expect_err("no share");
+}
