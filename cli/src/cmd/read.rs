@@ -162,11 +162,15 @@ pub async fn get_with<S: BlockSource + Clone>(
     let mut printer = ctx.console.output();
     printer.text(&format!("saving {cid} to {}", out.display()))?;
     printer.finish()?;
+    // Listening for Ctrl-C before the partial output exists: a signal that comes as soon as it
+    // appears still removes it (a lazily registered handler could miss it).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot watch for Ctrl-C")?;
     let mut partial = Partial::beside(&out)?;
     let work = write_node(reader, info, partial.path(), &mut bar);
     let written = tokio::select! {
         r = work => r?,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted; nothing was left at {}", out.display()),
+        _ = interrupt.recv() => bail!("interrupted; nothing was left at {}", out.display()),
     };
     partial.commit(&out)?;
     bar.finish();
