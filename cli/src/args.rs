@@ -215,6 +215,12 @@ pub enum ShareCommand {
     },
     /// List the shares of this repo.
     Ls,
+    /// Commit a share's staged changes now (those of its writable mount, or left staged by a
+    /// crash) as a new version.
+    Commit {
+        /// Label or share id.
+        share: String,
+    },
     /// Forget a share: its key and head go, its versions are unpinned.
     Rm {
         /// Label or share id.
@@ -313,6 +319,10 @@ pub struct MountArgs {
     /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf for non-root).
     #[arg(long)]
     pub allow_other: bool,
+    /// Mount a writable share read-only (its head) [default: writable when the repo holds
+    /// the share's key]
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 /// `cairn add`.

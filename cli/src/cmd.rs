@@ -20,11 +20,13 @@ use crate::output::Console;
 /// What a command runs with.
 pub struct Ctx<'a> {
     /// The open repository.
-    pub repo: &'a Repo,
+    pub repo: &'a std::sync::Arc<Repo>,
     /// The user's terminal.
     pub console: &'a Console,
     /// The user's working directory.
     pub cwd: &'a Path,
+    /// The mounts this process serves.
+    pub mounts: &'a std::sync::Arc<crate::mounts::Mounts>,
 }
 
 impl Ctx<'_> {

@@ -157,6 +157,23 @@ const KEYS: &[Key] = &[
         needs_restart: false,
     },
     Key {
+        name: "shares.commit_quiet_ms",
+        kind: Kind::Int {
+            min: 10,
+            max: 3_600_000,
+        },
+        allowed: "milliseconds, 10 to 3600000",
+        help: "a writable share mount commits once no change came for this long",
+        needs_restart: true,
+    },
+    Key {
+        name: "shares.commit_max_secs",
+        kind: Kind::Int { min: 1, max: 86400 },
+        allowed: "seconds, 1 to 86400",
+        help: "while changes go on, a writable share mount commits at least this often",
+        needs_restart: true,
+    },
+    Key {
         name: "network.listen",
         kind: Kind::List(check_listen_addr),
         allowed: "multiaddrs such as /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1 (port 0: the OS picks one)",

@@ -1,14 +1,12 @@
 //! `cairn daemon`: owns the repo, runs the libp2p node, serves FUSE mounts, and answers the local
 //! API (`server`; see `api` for the protocol and its limits).
 
-use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cairn_fs::MountHandle;
 use cairn_net::{DhtMode, NetConfig, Node, ProvideStrategy};
 use cairn_store::{Blockstore, Repo};
 use tokio::sync::oneshot;
@@ -26,7 +24,7 @@ pub struct Daemon {
     /// The network node.
     pub node: Node,
     /// Mounts served by this process, by mount point.
-    pub mounts: Mutex<HashMap<PathBuf, MountHandle>>,
+    pub mounts: Arc<crate::mounts::Mounts>,
     /// The async runtime.
     pub runtime: tokio::runtime::Handle,
     /// Default network deadline.
@@ -101,7 +99,7 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     let daemon = Arc::new(Daemon {
         repo: repo.clone(),
         node: node.clone(),
-        mounts: Mutex::new(HashMap::new()),
+        mounts: Arc::new(crate::mounts::Mounts::default()),
         runtime: tokio::runtime::Handle::current(),
         timeout,
         provide,
@@ -148,11 +146,7 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     accept.close();
     reprovider.abort();
     tracing::info!("shutting down");
-    let mounts: Vec<_> = match daemon.mounts.lock() {
-        Ok(mut m) => m.drain().collect(),
-        Err(_) => Vec::new(),
-    };
-    for (dir, handle) in mounts {
+    for (dir, handle) in daemon.mounts.drain() {
         if let Err(e) = handle.unmount() {
             eprintln!("cannot unmount {}: {e}", dir.display());
         }
@@ -232,6 +226,7 @@ impl server::Host for Daemon {
             repo: &self.repo,
             console: &console,
             cwd: &request.cwd,
+            mounts: &self.mounts,
         };
         let online = crate::online::Online {
             daemon: self.clone(),

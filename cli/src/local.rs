@@ -3,10 +3,9 @@
 //! so other `cairn` commands on the same repo run in it instead of failing on the repo lock; the
 //! network commands say they need `cairn daemon`.
 
-use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::api::Request;
 use crate::args::{Cli, Command, MountArgs};
 use crate::cmd::{self, Ctx};
+use crate::mounts::Mounts;
 use crate::output::Console;
 use crate::server::{self, Host, Serving};
 
@@ -24,7 +24,7 @@ use crate::server::{self, Host, Serving};
 pub struct Local {
     repo: Arc<Repo>,
     /// Mounts served by this process, by (canonical) mount point.
-    mounts: Mutex<HashMap<PathBuf, MountHandle>>,
+    mounts: Arc<Mounts>,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
     /// What this process is, for messages ("`cairn mount` at /mnt", "`cairn add`").
@@ -53,7 +53,7 @@ impl Owner {
     ) -> Owner {
         let local = Arc::new(Local {
             repo,
-            mounts: Mutex::new(HashMap::new()),
+            mounts: Arc::new(Mounts::default()),
             runtime: tokio::runtime::Handle::current(),
             timeout,
             role,
@@ -80,11 +80,7 @@ impl Owner {
         if let Some(s) = self.serving.take() {
             s.close_and_wait(grace).await;
         }
-        let mounts: Vec<_> = match self.local.mounts.lock() {
-            Ok(mut m) => m.drain().collect(),
-            Err(_) => Vec::new(),
-        };
-        for (dir, handle) in mounts {
+        for (dir, handle) in self.local.mounts.drain() {
             if let Err(e) = handle.unmount() {
                 eprintln!("cannot unmount {}: {e}", dir.display());
             }
@@ -101,18 +97,20 @@ impl Local {
         &self.repo
     }
 
+    /// The mounts this process serves.
+    pub fn mounts(&self) -> &Arc<Mounts> {
+        &self.mounts
+    }
+
     /// Adds a mount this process serves.
     pub fn add_mount(&self, dir: PathBuf, handle: MountHandle) -> Result<()> {
-        self.mounts
-            .lock()
-            .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
-            .insert(dir, handle);
+        self.mounts.insert(dir, handle);
         Ok(())
     }
 
     /// Takes a mount out of the table (to unmount or forget it).
     pub fn take_mount(&self, dir: &Path) -> Option<MountHandle> {
-        self.mounts.lock().ok()?.remove(dir)
+        self.mounts.take(dir)
     }
 
     async fn command(&self, ctx: &Ctx<'_>, command: Command) -> Result<()> {
@@ -170,22 +168,28 @@ impl Local {
     }
 
     fn mount(&self, ctx: &Ctx<'_>, args: &MountArgs) -> Result<()> {
-        let (root, dir) = crate::mount::target(args, &self.repo)?;
+        let (target, dir) = crate::mount::target(args, &self.repo)?;
         let dir = canonical(&ctx.path(&dir));
-        let json = crate::mount::mounted_json(&dir, &root, "local");
-        let handle = crate::mount::start(
+        let host = crate::mount::Host {
+            repo: &self.repo,
+            mounts: &self.mounts,
+            timeout: self.timeout,
+            runtime: self.runtime.clone(),
+            served_by: "local",
+        };
+        let started = crate::mount::start_target(
             LocalSource::new(self.repo.store().clone()),
-            root,
+            target,
             &dir,
-            (args.allow_other, self.repo.path()),
-            self.timeout,
-            self.runtime.clone(),
+            args,
+            &host,
         )?;
-        self.add_mount(dir.clone(), handle)?;
+        self.add_mount(dir.clone(), started.handle)?;
         let mut out = ctx.console.output();
-        out.ack(&json, || {
+        out.ack(&started.json, || {
+            let note = started.note.map(|n| format!(" ({n})")).unwrap_or_default();
             format!(
-                "mounted at {} from the local repo, served by {} (pid {}) until it ends; \
+                "mounted at {}{note} from the local repo, served by {} (pid {}) until it ends; \
                      `cairn unmount {}` to remove",
                 dir.display(),
                 self.role,
@@ -210,6 +214,7 @@ impl Host for Local {
             repo: &self.repo,
             console: &console,
             cwd: &request.cwd,
+            mounts: &self.mounts,
         };
         let work = async {
             self.command(&ctx, cli.command)

@@ -12,6 +12,7 @@ mod docs;
 mod error;
 mod local;
 mod mount;
+mod mounts;
 mod online;
 mod output;
 mod progress;
@@ -152,6 +153,7 @@ async fn run(cli: Cli, argv: Vec<String>) -> Result<()> {
                 repo: &repo,
                 console: &console,
                 cwd: &cwd,
+                mounts: owner.local().mounts(),
             };
             cmd::run_offline(&ctx, command).await
         }
@@ -289,25 +291,25 @@ async fn mount_foreground(
     args: &args::MountArgs,
     timeout: Duration,
 ) -> Result<()> {
-    let (root, dir) = mount::target(args, owner.local().repo())?;
+    let (target, dir) = mount::target(args, owner.local().repo())?;
     let dir = local::canonical(&std::env::current_dir()?.join(dir));
     let source = cairn_store::LocalSource::new(owner.local().repo().store().clone());
-    let json = mount::mounted_json(&dir, &root, "local");
-    let handle = mount::start(
-        source,
-        root,
-        &dir,
-        (args.allow_other, owner.local().repo().path()),
+    let host = mount::Host {
+        repo: owner.local().repo(),
+        mounts: owner.local().mounts(),
         timeout,
-        tokio::runtime::Handle::current(),
-    )?;
+        runtime: tokio::runtime::Handle::current(),
+        served_by: "local",
+    };
+    let started = mount::start_target(source, target, &dir, args, &host)?;
     // Known while mounted: how to tell, after a lazy detach, when the kernel ends the session.
     let device = mount::device_of(&dir).filter(|d| mount::has_connection_info(d));
-    owner.local().add_mount(dir.clone(), handle)?;
+    owner.local().add_mount(dir.clone(), started.handle)?;
     let mut out = console.output();
-    out.ack(&json, || {
+    out.ack(&started.json, || {
+        let note = started.note.map(|n| format!(" ({n})")).unwrap_or_default();
         format!(
-            "mounted at {} from the local repo; Ctrl-C or `cairn unmount {}` to unmount \
+            "mounted at {}{note} from the local repo; Ctrl-C or `cairn unmount {}` to unmount \
                  (other cairn commands on this repo run in this process meanwhile)",
             dir.display(),
             dir.display()

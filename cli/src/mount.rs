@@ -3,28 +3,41 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
-use cairn_fs::{MountHandle, MountOptions, MountRoot};
-use cairn_store::BlockSource;
+use cairn_fs::{CommitPolicy, MountHandle, MountOptions, MountRoot};
+use cairn_store::{BlockSource, Repo};
 
 use crate::args::MountArgs;
+use crate::mounts::{Mounts, RepoShare};
+
+/// What `cairn mount` mounts.
+pub enum Target {
+    /// A CID (read-only), or the namespace of all CIDs.
+    Root(MountRoot),
+    /// A share of this repo: its head, writable when the repo holds its key.
+    Share(Box<cairn_store::Share>),
+}
 
 /// What to mount and where, from the arguments: a CID, or a share of `repo` by label or share
-/// id (its head, read-only).
-pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(MountRoot, PathBuf)> {
+/// id.
+pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(Target, PathBuf)> {
     match (&args.namespace, &args.cid, &args.dir) {
-        (Some(dir), None, None) => Ok((MountRoot::Namespace, dir.clone())),
+        (Some(dir), None, None) => Ok((Target::Root(MountRoot::Namespace), dir.clone())),
         (None, Some(cid), Some(dir)) => {
             if cid.parse::<cairn_store::CidPath>().is_err() {
                 if let Ok(share) = repo.shares().find(cid) {
-                    let Some(head) = share.head else {
+                    if share.head.is_none() {
                         crate::fail!(
                             "corrupt",
-                            "share {} has no valid head record to mount",
+                            "share {} has no valid head record to mount; `cairn share log {}` \
+                             and `cairn repo verify` tell more",
+                            share.name,
                             share.name
                         );
-                    };
-                    return Ok((MountRoot::Cid(head.root), dir.clone()));
+                    }
+                    return Ok((Target::Share(Box::new(share)), dir.clone()));
                 }
             }
             let path = crate::cmd::parse_path(cid)?;
@@ -34,11 +47,159 @@ pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(MountRoot, 
                     path.root
                 );
             }
-            Ok((MountRoot::Cid(path.root), dir.clone()))
+            Ok((Target::Root(MountRoot::Cid(path.root)), dir.clone()))
         }
         (None, Some(_), None) => bail!("missing mount point: cairn mount <cid> <dir>"),
         _ => bail!("usage: cairn mount <cid> <dir>, or cairn mount --namespace <dir>"),
     }
+}
+
+/// A mount just made.
+pub struct Started {
+    pub handle: MountHandle,
+    /// What `--json` prints.
+    pub json: serde_json::Value,
+    /// What the text output adds (e.g. why a share is read-only).
+    pub note: Option<String>,
+}
+
+/// Where a mount runs: the repo, the process's mount table, its runtime and timeout.
+pub struct Host<'a> {
+    pub repo: &'a Arc<Repo>,
+    pub mounts: &'a Arc<Mounts>,
+    pub timeout: Duration,
+    pub runtime: tokio::runtime::Handle,
+    /// "daemon" or "local", for `--json`.
+    pub served_by: &'a str,
+}
+
+fn start_root<S: BlockSource + Clone>(
+    source: S,
+    root: MountRoot,
+    dir: &Path,
+    args: &MountArgs,
+    host: &Host<'_>,
+) -> Result<MountHandle> {
+    start(
+        source,
+        root,
+        dir,
+        (args.allow_other, host.repo.path()),
+        host.timeout,
+        host.runtime.clone(),
+    )
+}
+
+/// Mounts `target` at `dir` (canonical), reading through `source`.
+pub fn start_target<S: BlockSource + Clone>(
+    source: S,
+    target: Target,
+    dir: &Path,
+    args: &MountArgs,
+    host: &Host<'_>,
+) -> Result<Started> {
+    let share = match target {
+        Target::Root(root) => {
+            let json = mounted_json(dir, &root, host.served_by);
+            let handle = start_root(source, root, dir, args, host)?;
+            return Ok(Started {
+                handle,
+                json,
+                note: None,
+            });
+        }
+        Target::Share(share) => *share,
+    };
+    let Some(head) = share.head.clone() else {
+        crate::fail!("corrupt", "share {} has no valid head record", share.name);
+    };
+    if !share.writable || args.read_only {
+        let root = MountRoot::Cid(head.root);
+        let mut json = mounted_json(dir, &root, host.served_by);
+        json["share"] = serde_json::json!(share.name.to_string());
+        json["writable"] = serde_json::json!(false);
+        json["version"] = serde_json::json!(head.sequence);
+        let handle = start_root(source, root, dir, args, host)?;
+        let note = if args.read_only {
+            format!("share {} version {}, read-only", share.label, head.sequence)
+        } else {
+            format!(
+                "share {} version {}, read-only: this repo does not hold the share's key",
+                share.label, head.sequence
+            )
+        };
+        return Ok(Started {
+            handle,
+            json,
+            note: Some(note),
+        });
+    }
+    if let Some((at, _)) = host.mounts.share(&share.name) {
+        crate::fail!(
+            "exists",
+            "share {} is already mounted writable at {}; use that mount, or `cairn unmount {}` \
+             first (`--read-only` mounts it again read-only)",
+            share.label,
+            at.display(),
+            at.display()
+        );
+    }
+    let cfg = &host.repo.config().shares;
+    let spec = share_spec(host.repo, host.mounts, &share, &head)?;
+    let options = MountOptions {
+        timeout: host.timeout,
+        allow_other: args.allow_other,
+        space_of: Some(host.repo.path().to_path_buf()),
+        ..MountOptions::default()
+    };
+    let handle = cairn_fs::mount_share(source, spec, dir, options, host.runtime.clone())
+        .with_context(|| format!("cannot mount share {} at {}", share.label, dir.display()))?;
+    let json = serde_json::json!({
+        "mountpoint": dir.display().to_string(),
+        "root": head.root.to_string(),
+        "served_by": host.served_by,
+        "share": share.name.to_string(),
+        "writable": true,
+        "version": head.sequence,
+    });
+    Ok(Started {
+        handle,
+        json,
+        note: Some(format!(
+            "share {} version {}, writable: changes are committed after {} ms without writes, \
+             on fsync and on `cairn share commit`",
+            share.label, head.sequence, cfg.commit_quiet_ms
+        )),
+    })
+}
+
+/// What a writable mount of `share` (at version `head`), or a commit of its staged changes,
+/// needs.
+pub fn share_spec(
+    repo: &Arc<Repo>,
+    mounts: &Arc<Mounts>,
+    share: &cairn_store::Share,
+    head: &cairn_store::Version,
+) -> Result<cairn_fs::ShareMount> {
+    let cfg = &repo.config().shares;
+    Ok(cairn_fs::ShareMount {
+        id: share.name.to_string(),
+        label: share.label.clone(),
+        stage: repo.shares().stage_dir(&share.name),
+        head: head.root,
+        head_size: head.size,
+        sequence: head.sequence,
+        store: Arc::new(RepoShare {
+            repo: repo.clone(),
+            name: share.name,
+            mounts: Arc::downgrade(mounts),
+        }),
+        import: crate::cmd::share::import_options(repo)?,
+        policy: CommitPolicy {
+            quiet: Duration::from_millis(cfg.commit_quiet_ms.max(10)),
+            max_interval: Duration::from_secs(cfg.commit_max_secs.max(1)),
+        },
+    })
 }
 
 /// What `cairn unmount` prints once the mount is gone.
@@ -61,6 +222,8 @@ pub fn mounted_json(dir: &Path, root: &MountRoot, served_by: &str) -> serde_json
         "mountpoint": dir.display().to_string(),
         "root": root,
         "served_by": served_by,
+        "share": null,
+        "writable": false,
     })
 }
 

@@ -170,12 +170,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
         Command::Mount(args) => mount(ctx, online, &args).await,
         Command::Unmount { dir } => {
             let dir = mount_key(&ctx.path(&dir));
-            let handle = online
-                .daemon
-                .mounts
-                .lock()
-                .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
-                .remove(&dir);
+            let handle = online.daemon.mounts.take(&dir);
             match handle {
                 Some(h) => h
                     .unmount()
@@ -407,29 +402,25 @@ async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
 }
 
 async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
-    let (root, dir) = crate::mount::target(args, ctx.repo)?;
+    let (target, dir) = crate::mount::target(args, ctx.repo)?;
     let dir = mount_key(&ctx.path(&dir));
-    let json = crate::mount::mounted_json(&dir, &root, "daemon");
+    let host = crate::mount::Host {
+        repo: &online.daemon.repo,
+        mounts: &online.daemon.mounts,
+        timeout: online.timeout,
+        runtime: online.daemon.runtime.clone(),
+        served_by: "daemon",
+    };
     // The mount runs its own readahead, sized by what the kernel reads: no DAG-order prefetch
     // below it, so a small read moves only the blocks that cover it.
-    let handle = crate::mount::start(
-        online.source().with_readahead(0),
-        root,
-        &dir,
-        (args.allow_other, ctx.repo.path()),
-        online.timeout,
-        online.daemon.runtime.clone(),
-    )?;
-    online
-        .daemon
-        .mounts
-        .lock()
-        .map_err(|_| anyhow::anyhow!("mount table lock poisoned"))?
-        .insert(dir.clone(), handle);
+    let started =
+        crate::mount::start_target(online.source().with_readahead(0), target, &dir, args, &host)?;
+    online.daemon.mounts.insert(dir.clone(), started.handle);
     let mut out = ctx.console.output();
-    out.ack(&json, || {
+    out.ack(&started.json, || {
+        let note = started.note.map(|n| format!(" ({n})")).unwrap_or_default();
         format!(
-            "mounted at {} (served by the daemon; `cairn unmount {}` to remove)",
+            "mounted at {}{note} (served by the daemon; `cairn unmount {}` to remove)",
             dir.display(),
             dir.display()
         )

@@ -62,6 +62,15 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
+    /// The share's staged changes could not be opened.
+    #[error("cannot open the share's staged changes: {0}")]
+    Staged(Box<crate::overlay::OverlayError>),
+    /// The share's staged changes did not open in time.
+    #[error("opening the share's staged changes took longer than {secs} s")]
+    StagedTimeout {
+        /// The deadline, in seconds.
+        secs: u64,
+    },
     /// Unmounting failed (for example because the mount point is busy).
     #[error("unmounting {} failed", path.display())]
     Unmount {

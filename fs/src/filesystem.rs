@@ -13,7 +13,7 @@ mod read;
 mod xattr;
 
 use read::OpenFile;
-use xattr::reply_xattr;
+pub(crate) use xattr::reply_xattr;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -84,7 +84,7 @@ pub(crate) struct CairnFs<S> {
     pub rt: Handle,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section is a single update; a panic cannot leave the state half-changed.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -200,16 +200,16 @@ impl<S: BlockSource + Clone> CairnFs<S> {
 pub(crate) const NAME_MAX: u32 = 255;
 
 /// The space of the filesystem holding `path`, in `bsize` units.
-struct DiskSpace {
-    blocks: u64,
-    bfree: u64,
-    bavail: u64,
-    ffree: u64,
-    bsize: u32,
+pub(crate) struct DiskSpace {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub ffree: u64,
+    pub bsize: u32,
 }
 
 #[allow(unsafe_code)] // statvfs(3): no safe wrapper in this crate's dependencies.
-fn disk_space(path: &Path) -> Option<DiskSpace> {
+pub(crate) fn disk_space(path: &Path) -> Option<DiskSpace> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
@@ -348,13 +348,7 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
                     return reply.error(Errno::EMFILE);
                 }
                 let fh = self.shared.next_fh.fetch_add(1, Ordering::Relaxed);
-                let state = OpenFile {
-                    cid: info.cid,
-                    size: info.size,
-                    next: 0,
-                    window: 0,
-                    prefetched_to: 0,
-                };
+                let state = OpenFile::new(info.cid, info.size);
                 handles.insert(fh, state);
                 drop(handles);
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);

@@ -16,6 +16,8 @@
 //! - `listing`: streamed `readdir` over a directory cursor per open handle.
 //! - `cache`: the LRU cache of leaf data, bounded in bytes.
 //! - `error`: [`MountError`], and the per-request error that becomes an errno.
+//! - `writable`: [`mount_share`]'s FUSE callbacks over an overlay, and the committer
+//!   ([`CommitPolicy`], [`ShareStore`] where commits go, [`ShareControl`] for a live mount).
 //! - `overlay`: [`Overlay`], the staged changes of a writable share over its committed root
 //!   (tree, journal, staging files) and the commit that makes a new root DAG of them.
 //!
@@ -35,13 +37,18 @@ mod listing;
 mod mount;
 mod options;
 mod overlay;
+mod writable;
 
 pub use error::MountError;
-pub use mount::{mount, MountHandle};
+pub use mount::{commit_staged, mount, mount_share, MountHandle};
 pub use options::{MountOptions, MountRoot};
 pub use overlay::{
     Attr, CommitStats, DirItem, FileContent, NodeId, Overlay, OverlayDir, OverlayError, SetAttr,
     TimeSet, MAX_FILE_SIZE, NAME_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, SYMLINK_MAX,
+};
+pub use writable::{
+    CommitError, CommitOutcome, CommitPolicy, PublishError, Published, ShareControl, ShareMount,
+    ShareStatus, ShareStore,
 };
 
 /// The extended attribute holding a node's CID as text.

@@ -15,6 +15,11 @@ use crate::error::MountError;
 use crate::filesystem::{CairnFs, Shared};
 use crate::inode::{Ino, InodeTable};
 use crate::options::{MountOptions, MountRoot};
+use crate::overlay::{NodeId, Overlay};
+use crate::writable::{
+    new_fs, Activity, CommitError, CommitOutcome, ShareControl, ShareMount, Staged, State,
+};
+use std::collections::HashMap;
 
 /// Decoded interior nodes kept by a mount's reader (which also bounds them to 32 MiB).
 const NODE_CACHE: usize = 4096;
@@ -28,9 +33,22 @@ const FUSE_THREADS: usize = 2;
 pub struct MountHandle {
     session: Option<BackgroundSession>,
     mountpoint: PathBuf,
+    /// The root of a one-CID read-only mount.
+    root: Option<cairn_store::Cid>,
+    share: Option<ShareControl>,
 }
 
 impl MountHandle {
+    /// The CID a one-CID read-only mount shows.
+    pub fn root(&self) -> Option<cairn_store::Cid> {
+        self.root
+    }
+
+    /// The controls of a writable share mount (`None` for read-only mounts).
+    pub fn share(&self) -> Option<&ShareControl> {
+        self.share.as_ref()
+    }
+
     /// Where the mount is.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
@@ -139,9 +157,99 @@ where
         shared: Arc::new(shared),
         rt: runtime,
     };
+    let config = session_config(MountOption::RO, fsname, &options);
+    let session =
+        fuser::spawn_mount(fs, &mountpoint, &config).map_err(|source| MountError::Fuse {
+            path: mountpoint.clone(),
+            source,
+        })?;
+    raise_readahead(&mountpoint, options.readahead_max);
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    Ok(MountHandle {
+        session: Some(session),
+        mountpoint,
+        root: match root {
+            MountRoot::Cid(c) => Some(c),
+            MountRoot::Namespace => None,
+        },
+        share: None,
+    })
+}
+
+/// Mounts a share writable at `mountpoint`: its head with the staged changes in
+/// `share.stage` over it (replayed from the journal; any found there are committed at once),
+/// committed as the policy says.
+pub fn mount_share<S>(
+    source: S,
+    share: ShareMount,
+    mountpoint: impl AsRef<Path>,
+    options: MountOptions,
+    runtime: Handle,
+) -> Result<MountHandle, MountError>
+where
+    S: BlockSource + Clone,
+{
+    let mountpoint = mountpoint.as_ref().to_path_buf();
+    let meta = check_mountpoint(&mountpoint)?;
+    let reader = DagReader::with_node_cache(source, NODE_CACHE);
+    let reads = Arc::new(Shared::new(
+        reader.clone(),
+        InodeTable::new(None),
+        options.clone(),
+        false,
+        meta.uid(),
+        meta.gid(),
+    ));
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (stage, head, timeout) = (share.stage.clone(), share.head, options.timeout);
+    runtime.spawn(async move {
+        let opened = tokio::time::timeout(timeout, Overlay::open(&stage, head, reader)).await;
+        let _ = tx.send(opened);
+    });
+    let overlay = match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
+        Ok(Ok(r)) => r.map_err(crate::writable::open_error)?,
+        Ok(Err(_)) | Err(_) => {
+            return Err(MountError::StagedTimeout {
+                secs: timeout.as_secs(),
+            })
+        }
+    };
+    let recovered = overlay.getattr(NodeId::ROOT).is_ok_and(|a| a.dirty);
+    let label = share.label.clone();
+    let id = share.id.clone();
+    let state = new_state(overlay, share, reads, &options, (meta.uid(), meta.gid()));
+    if recovered {
+        // Changes staged before a crash (or an unmount whose commit failed): commit them now.
+        tracing::info!(share = %label, "found staged changes; committing them");
+        state.touched();
+    }
+    runtime.spawn(crate::writable::committer_task(
+        Arc::downgrade(&state),
+        state.wake.clone(),
+    ));
+    let control = ShareControl::new(state.clone(), &id);
+    let fs = new_fs(state, runtime);
+    let config = session_config(MountOption::RW, format!("cairn:{label}"), &options);
+    let session =
+        fuser::spawn_mount(fs, &mountpoint, &config).map_err(|source| MountError::Fuse {
+            path: mountpoint.clone(),
+            source,
+        })?;
+    raise_readahead(&mountpoint, options.readahead_max);
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted writable");
+    Ok(MountHandle {
+        session: Some(session),
+        mountpoint,
+        root: None,
+        share: Some(control),
+    })
+}
+
+/// The FUSE session's settings: `access` is `RO` or `RW`.
+fn session_config(access: MountOption, fsname: String, options: &MountOptions) -> fuser::Config {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        MountOption::RO,
+        access,
         MountOption::NoAtime,
         MountOption::NoSuid,
         MountOption::NoDev,
@@ -156,17 +264,60 @@ where
     } else {
         SessionACL::Owner
     };
-    let session =
-        fuser::spawn_mount(fs, &mountpoint, &config).map_err(|source| MountError::Fuse {
-            path: mountpoint.clone(),
-            source,
-        })?;
-    raise_readahead(&mountpoint, options.readahead_max);
-    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
-    Ok(MountHandle {
-        session: Some(session),
-        mountpoint,
+    config
+}
+
+fn new_state<S: BlockSource + Clone>(
+    overlay: Overlay<S>,
+    share: ShareMount,
+    reads: Arc<Shared<S>>,
+    options: &MountOptions,
+    (uid, gid): (u32, u32),
+) -> Arc<State<S>> {
+    Arc::new(State {
+        staged: tokio::sync::Mutex::new(Staged {
+            overlay,
+            base_size: share.head_size,
+            sequence: share.sequence,
+            last_error: None,
+        }),
+        store: share.store,
+        import: share.import,
+        policy: share.policy,
+        activity: std::sync::Mutex::new(Activity::default()),
+        head: std::sync::Mutex::new((share.sequence, share.head)),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        closed: std::sync::atomic::AtomicBool::new(false),
+        files: std::sync::Mutex::new(HashMap::new()),
+        dirs: std::sync::Mutex::new(HashMap::new()),
+        next_fh: std::sync::atomic::AtomicU64::new(1),
+        reads,
+        options: options.clone(),
+        uid,
+        gid,
     })
+}
+
+/// Commits the staged changes of a share that is not mounted (left by a crash, or by an
+/// unmount whose commit failed); `None` when there are none. `share.stage` must not be in use
+/// by a mount.
+pub async fn commit_staged<S: BlockSource + Clone>(
+    source: S,
+    share: ShareMount,
+) -> Result<Option<CommitOutcome>, CommitError> {
+    let reader = DagReader::with_node_cache(source, NODE_CACHE);
+    let options = MountOptions::default();
+    let reads = Arc::new(Shared::new(
+        reader.clone(),
+        InodeTable::new(None),
+        options.clone(),
+        false,
+        0,
+        0,
+    ));
+    let overlay = Overlay::open(&share.stage, share.head, reader).await?;
+    let state = new_state(overlay, share, reads, &options, (0, 0));
+    state.commit().await
 }
 
 /// Reads the root's metadata on the runtime, waiting at most `timeout` (plus a grace second

@@ -993,6 +993,66 @@ impl<S: BlockSource + Clone> Overlay<S> {
         Ok(data.len())
     }
 
+    /// [`Overlay::write`] without waiting: `None` when file `id` is not staged yet (its first
+    /// write copies committed content, which may need blocks; call `write` then).
+    pub fn write_now(
+        &mut self,
+        id: NodeId,
+        offset: u64,
+        data: &[u8],
+    ) -> Option<Result<usize, OverlayError>> {
+        match self.file_size(id) {
+            Ok((_, true)) => {}
+            Ok((_, false)) => return None,
+            Err(e) => return Some(Err(e)),
+        }
+        let (size, _) = self.file_size(id).ok()?;
+        let Some(end) = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE)
+        else {
+            return Some(Err(OverlayError::TooLarge));
+        };
+        if data.is_empty() {
+            return Some(Ok(0));
+        }
+        let path = self.data.path(id);
+        if let Err(e) = self.data.write_at(id, offset, data) {
+            return Some(Err(io_at(&path)(e)));
+        }
+        self.content_changed(id, size.max(end));
+        Some(Ok(data.len()))
+    }
+
+    /// [`Overlay::read`] of a staged file without waiting: `None` when file `id` is committed
+    /// content (read it through the read path, see [`Overlay::content`]).
+    pub fn read_now(
+        &mut self,
+        id: NodeId,
+        offset: u64,
+        len: usize,
+    ) -> Option<Result<Bytes, OverlayError>> {
+        let (size, staged) = match self.file_size(id) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if !staged {
+            return None;
+        }
+        if offset >= size || len == 0 {
+            return Some(Ok(Bytes::new()));
+        }
+        let n = usize::try_from((size - offset).min(len as u64)).unwrap_or(len);
+        let mut buf = vec![0u8; n];
+        let path = self.data.path(id);
+        Some(
+            self.data
+                .read_at(id, offset, &mut buf)
+                .map(|()| Bytes::from(buf))
+                .map_err(io_at(&path)),
+        )
+    }
+
     /// Up to `len` bytes of file `id` from `offset` (fewer at the end of the file).
     pub async fn read(
         &mut self,

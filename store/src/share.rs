@@ -9,6 +9,7 @@
 //! <repo>/shares/<k51 name>/share.toml   label, creation time, retention (written atomically)
 //! <repo>/shares/<k51 name>/key          the Ed25519 seed, 0600 (writable shares only)
 //! <repo>/shares/<k51 name>/head         the head record's protobuf bytes (replaced atomically)
+//! <repo>/shares/<k51 name>/stage/       a writable mount's staged changes (see cairn-fs's overlay)
 //! ```
 //! Durable GC roots (the pin journal) keep what retention keeps: `share/<name>/v<seq>` is the
 //! root directory of version `seq`, `share/<name>/r<seq>` its record block.
@@ -650,6 +651,11 @@ impl Shares {
         let mut meta = self.read_meta(name)?;
         meta.retention = retention;
         self.write_meta(name, &meta)
+    }
+
+    /// The staging directory of a writable mount of share `name` (its uncommitted changes).
+    pub fn stage_dir(&self, name: &IpnsName) -> PathBuf {
+        self.share_dir(name).join("stage")
     }
 
     /// Forgets a share: its key, head and settings go, and its versions are unpinned (their

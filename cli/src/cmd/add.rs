@@ -87,7 +87,11 @@ pub fn only_hash(console: &Console, cwd: &Path, args: &AddArgs) -> Result<()> {
 /// `cairn add` into the repo.
 /// Returns the root of every path added.
 pub fn run(ctx: &Ctx<'_>, args: &AddArgs) -> Result<Vec<cairn_store::Cid>> {
-    let repo = if args.only_hash { None } else { Some(ctx.repo) };
+    let repo = if args.only_hash {
+        None
+    } else {
+        Some(&**ctx.repo)
+    };
     add(repo, ctx.console, ctx.cwd, args)
 }
 

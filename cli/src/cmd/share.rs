@@ -54,7 +54,10 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         }
         ShareCommand::Ls => {
             for share in shares.list()? {
-                out.item(&share_json(&share), || {
+                let mounted = ctx.mounts.share(&share.name).map(|(dir, _)| dir);
+                let mut j = share_json(&share);
+                j["mounted_at"] = json!(mounted.as_ref().map(|d| d.display().to_string()));
+                out.item(&j, || {
                     let head = match &share.head {
                         Some(v) => format!(
                             "v{} {} {} bytes {}",
@@ -65,8 +68,12 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
                         ),
                         None => "no valid head".to_string(),
                     };
+                    let at = mounted
+                        .as_ref()
+                        .map(|d| format!(" mounted at {}", d.display()))
+                        .unwrap_or_default();
                     format!(
-                        "{} {} {} {head}",
+                        "{} {} {} {head}{at}",
                         share.label,
                         share.name,
                         if share.writable { "rw" } else { "ro" }
@@ -74,8 +81,39 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
                 })?;
             }
         }
+        ShareCommand::Commit { share } => {
+            let s = shares.find(&share)?;
+            let outcome = commit(ctx, &s).await?;
+            let j = match &outcome {
+                Some(c) => json!({
+                    "name": s.name.to_string(),
+                    "committed": true,
+                    "sequence": c.sequence,
+                    "root": c.root.to_string(),
+                    "record": c.record.to_string(),
+                    "size": c.size,
+                    "changed": c.changed,
+                    "blocks": c.blocks,
+                    "ms": c.took.as_millis() as u64,
+                }),
+                None => json!({ "name": s.name.to_string(), "committed": false }),
+            };
+            out.ack(&j, || match &outcome {
+                Some(c) => format!(
+                    "committed {} v{} = {} ({} changed, {} new blocks, {} ms)",
+                    s.label,
+                    c.sequence,
+                    c.root,
+                    c.changed,
+                    c.blocks,
+                    c.took.as_millis()
+                ),
+                None => format!("{}: nothing to commit", s.label),
+            })?;
+        }
         ShareCommand::Rm { share } => {
             let s = shares.find(&share)?;
+            refuse_if_mounted(ctx, &s, "remove it")?;
             shares.remove(&s.name)?;
             out.ack(&json!({ "removed": s.name.to_string(), "label": s.label }), || {
                 format!(
@@ -138,6 +176,12 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         }
         ShareCommand::Restore { share, which } => {
             let s = shares.find(&share)?;
+            refuse_if_mounted(ctx, &s, "restore a version")?;
+            // Staged changes left by a crash become a version first: restoring keeps them in
+            // the history rather than dropping them.
+            if s.writable {
+                commit(ctx, &s).await?;
+            }
             let old = shares.version(&s.name, &which)?;
             let head = shares.log(&s.name)?.remove(0);
             let changed = diff(ctx.repo, Some(head.root), old.root).await?.len() as u64;
@@ -181,6 +225,63 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         }
     }
     out.finish()
+}
+
+/// Fails when share `s` is mounted writable by this process.
+fn refuse_if_mounted(ctx: &Ctx<'_>, s: &Share, what: &str) -> Result<()> {
+    if let Some((dir, _)) = ctx.mounts.share(&s.name) {
+        crate::fail!(
+            "repo_busy",
+            "share {} is mounted writable at {}: `cairn unmount {}` first, then {what}",
+            s.label,
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Commits share `s`'s staged changes: through its mount if this process serves one, else
+/// from its staging directory.
+async fn commit(ctx: &Ctx<'_>, s: &Share) -> Result<Option<cairn_fs::CommitOutcome>> {
+    if !s.writable {
+        crate::fail!(
+            "invalid_input",
+            "share {} is read-only here: this repo does not hold its key",
+            s.label
+        );
+    }
+    let committed = match ctx.mounts.share(&s.name) {
+        Some((_, control)) => control.commit().await,
+        None => {
+            let Some(head) = s.head.clone() else {
+                crate::fail!("corrupt", "share {} has no valid head record", s.label);
+            };
+            if !ctx
+                .repo
+                .shares()
+                .stage_dir(&s.name)
+                .join("journal")
+                .exists()
+            {
+                return Ok(None);
+            }
+            let spec = crate::mount::share_spec(ctx.repo, ctx.mounts, s, &head)?;
+            let source = LocalSource::new(ctx.repo.store().clone());
+            cairn_fs::commit_staged(source, spec).await
+        }
+    };
+    match committed {
+        Ok(c) => Ok(c),
+        Err(e) if e.is_no_space() => crate::fail!(
+            "no_space",
+            "cannot commit share {}: the disk is full; the changes stay staged (free space, then \
+             `cairn share commit {}`)",
+            s.label,
+            s.label
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot commit share {}", s.label))),
+    }
 }
 
 /// The empty UnixFS directory (the same block as Kubo's).
@@ -230,7 +331,19 @@ async fn initial_root(
     if !meta.is_dir() {
         crate::fail!("invalid_input", "--from {from} is not a directory");
     }
-    let cfg = &ctx.repo.config().import;
+    let opts = import_options(ctx.repo)?;
+    let session = ctx.repo.session();
+    let imported = import_path(&on_disk, &opts, &session as &dyn BlockSink, &mut |_| {})
+        .with_context(|| format!("cannot import {from}"))?;
+    let share = create(imported.cid, imported.size)?;
+    session.commit()?;
+    Ok(share)
+}
+
+/// How a share's versions encode files: as `cairn add` does with the config's settings, plus
+/// modes and mtimes.
+pub fn import_options(repo: &Repo) -> Result<ImportOptions> {
+    let cfg = &repo.config().import;
     let mut opts = ImportOptions::with_cid_version(cfg.cid_version);
     opts.raw_leaves = cfg.raw_leaves;
     opts.chunker = cfg
@@ -242,12 +355,7 @@ async fn initial_root(
     // rsync) are kept, as on a local disk.
     opts.preserve_mode = true;
     opts.preserve_mtime = true;
-    let session = ctx.repo.session();
-    let imported = import_path(&on_disk, &opts, &session as &dyn BlockSink, &mut |_| {})
-        .with_context(|| format!("cannot import {from}"))?;
-    let share = create(imported.cid, imported.size)?;
-    session.commit()?;
-    Ok(share)
+    Ok(opts)
 }
 
 /// The cumulative size of a DAG as its root records it (its block plus its links' sizes).

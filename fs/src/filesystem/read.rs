@@ -16,6 +16,18 @@ pub(super) struct OpenFile {
     pub(super) prefetched_to: u64,
 }
 
+impl OpenFile {
+    pub(super) fn new(cid: Cid, size: u64) -> OpenFile {
+        OpenFile {
+            cid,
+            size,
+            next: 0,
+            window: 0,
+            prefetched_to: 0,
+        }
+    }
+}
+
 /// The parts of a read as one buffer (no copy for a read inside one leaf).
 pub(super) fn join(mut parts: Vec<Bytes>) -> Bytes {
     match parts.len() {
@@ -98,7 +110,7 @@ impl<S: BlockSource + Clone> Shared<S> {
         result
     }
 
-    pub(super) async fn read(
+    pub(crate) async fn read(
         self: Arc<Self>,
         fh: u64,
         cid: Cid,
@@ -126,7 +138,7 @@ impl<S: BlockSource + Clone> Shared<S> {
     /// file's inner nodes cached or small and local, its leaves cached or read and verified
     /// here. `None` sends the read to a task instead (anything missing, or any error, which
     /// the task then reports the usual way).
-    pub(super) fn read_now(
+    pub(crate) fn read_now(
         self: &Arc<Self>,
         fh: u64,
         cid: Cid,
@@ -170,6 +182,26 @@ impl<S: BlockSource + Clone> Shared<S> {
         let out = join(parts);
         self.readahead(fh, offset, out.len() as u64, rt);
         Some(out)
+    }
+
+    /// Starts (or moves) readahead state for handle `fh` reading committed file `cid` of
+    /// `size` bytes: a writable mount's file can change content between reads.
+    pub(crate) fn track_open(&self, fh: u64, cid: Cid, size: u64) {
+        let mut handles = lock(&self.handles);
+        match handles.get_mut(&fh) {
+            Some(h) if h.cid == cid && h.size == size => {}
+            Some(h) => {
+                *h = OpenFile::new(cid, size);
+            }
+            None => {
+                handles.insert(fh, OpenFile::new(cid, size));
+            }
+        }
+    }
+
+    /// Drops the readahead state of handle `fh`.
+    pub(crate) fn close_open(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
     }
 
     /// Notes a read on `fh`; on sequential reads, prefetches the next window in the background.

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Answers an extended attribute request: the size when asked for it, else the bytes.
-pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+pub(crate) fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
     let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
     if size == 0 {
         reply.size(len);

@@ -28,6 +28,10 @@ pub struct SharesConfig {
     pub keep_versions: u64,
     /// A new share also keeps every version younger than this many seconds (0: none by age).
     pub keep_secs: u64,
+    /// A writable mount commits once no change came for this many milliseconds.
+    pub commit_quiet_ms: u64,
+    /// While changes go on, a writable mount commits at least this often (seconds).
+    pub commit_max_secs: u64,
 }
 
 impl Default for SharesConfig {
@@ -35,6 +39,8 @@ impl Default for SharesConfig {
         SharesConfig {
             keep_versions: crate::share::DEFAULT_KEEP_VERSIONS,
             keep_secs: 0,
+            commit_quiet_ms: 500,
+            commit_max_secs: 5,
         }
     }
 }

@@ -1,0 +1,90 @@
+//! The mounts a process serves (the daemon, or a foreground `cairn mount`), by canonical mount
+//! point, and what commands ask of them: the live controls of a writable share mount, and the
+//! versions that retention must keep because they are mounted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use anyhow::Result;
+use cairn_fs::{CommitStats, MountHandle, PublishError, Published, ShareControl, ShareStore};
+use cairn_store::{BlockSink, Cid, IpnsName, Repo};
+
+/// The mount table of one process.
+#[derive(Default)]
+pub struct Mounts {
+    table: Mutex<HashMap<PathBuf, MountHandle>>,
+}
+
+impl Mounts {
+    fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, MountHandle>> {
+        // Every critical section is one map operation.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a mount this process serves.
+    pub fn insert(&self, dir: PathBuf, handle: MountHandle) {
+        self.lock().insert(dir, handle);
+    }
+
+    /// Takes a mount out of the table (to unmount or forget it).
+    pub fn take(&self, dir: &Path) -> Option<MountHandle> {
+        self.lock().remove(dir)
+    }
+
+    /// Takes every mount out of the table.
+    pub fn drain(&self) -> Vec<(PathBuf, MountHandle)> {
+        self.lock().drain().collect()
+    }
+
+    /// The writable mount of share `id`, if this process serves one.
+    pub fn share(&self, id: &IpnsName) -> Option<(PathBuf, ShareControl)> {
+        let id = id.to_string();
+        self.lock().iter().find_map(|(dir, h)| {
+            h.share()
+                .filter(|c| c.id() == id)
+                .map(|c| (dir.clone(), c.clone()))
+        })
+    }
+
+    /// The roots that read-only mounts show now (retention keeps those versions).
+    pub fn roots(&self) -> Vec<Cid> {
+        self.lock().values().filter_map(MountHandle::root).collect()
+    }
+}
+
+/// Where a writable mount's commits go: the share's head in this repo.
+pub struct RepoShare {
+    pub repo: Arc<Repo>,
+    pub name: IpnsName,
+    /// The process's mounts (weak: the table holds this mount).
+    pub mounts: Weak<Mounts>,
+}
+
+impl ShareStore for RepoShare {
+    fn sink(&self) -> Arc<dyn BlockSink> {
+        Arc::new(self.repo.session())
+    }
+
+    fn publish(&self, stats: &CommitStats) -> Result<Published, PublishError> {
+        let protected = self.mounts.upgrade().map(|m| m.roots()).unwrap_or_default();
+        let version = self
+            .repo
+            .shares()
+            .commit(
+                &self.name,
+                stats.root,
+                stats.size,
+                stats.changed,
+                &protected,
+            )
+            .map_err(|e| PublishError {
+                no_space: e.is_no_space(),
+                message: format!("cannot commit share {}: {e}", self.name),
+            })?;
+        Ok(Published {
+            sequence: version.sequence,
+            record: version.record,
+        })
+    }
+}
