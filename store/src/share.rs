@@ -625,6 +625,21 @@ impl Shares {
             }
             out.push(v);
         }
+        // Past a gap that retention made (versions whose records went), the older versions it
+        // kept (mounted ones, or kept by age) are still history: their records are pinned.
+        let oldest = out.last().map_or(0, |v| v.sequence);
+        for (seq, rc) in self.version_roots(name, 'r').into_iter().rev() {
+            if seq >= oldest {
+                continue;
+            }
+            let Some(record) = self.record_from_block(name, &rc) else {
+                continue;
+            };
+            match Version::from_record(&record) {
+                Ok(v) if v.sequence == seq => out.push(v),
+                _ => {}
+            }
+        }
         Ok(out)
     }
 

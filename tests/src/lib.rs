@@ -578,9 +578,19 @@ impl TestRepo {
 
     /// Mounts `cid` at `dir` with a foreground `cairn mount` (no daemon) and waits for it.
     pub fn mount(&self, cid: &str, dir: &Path) -> Mount {
+        self.mount_with(cid, dir, &[], &[])
+    }
+
+    /// [`TestRepo::mount`] with more arguments and environment variables.
+    pub fn mount_with(&self, cid: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Mount {
         std::fs::create_dir_all(dir).expect("create mount point");
-        let child = self
-            .command(&["mount", cid, dir.to_str().expect("utf-8 path")])
+        let mut argv = vec!["mount", cid, dir.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        let mut command = self.command(&argv);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
             .env("CAIRN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -647,6 +657,15 @@ impl Mount {
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
         Some((status.code(), log))
+    }
+
+    /// Kills the process serving the mount with SIGKILL, as a crash would, removes the dead
+    /// mount and returns what the process logged.
+    pub fn kill(self) -> String {
+        if let Some(c) = &self.child {
+            signal(c.id(), libc::SIGKILL);
+        }
+        self.stop()
     }
 
     /// Stops the mount (SIGINT, as Ctrl-C) and returns what the process logged.

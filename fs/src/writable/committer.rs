@@ -263,12 +263,16 @@ impl<S: BlockSource + Clone> State<S> {
         if !st.overlay.getattr(NodeId::ROOT).is_ok_and(|a| a.dirty) {
             return Ok(None);
         }
+        // Everything staged is durable first (and the staging files of removed files go), so
+        // a commit is a point a restart comes back to even if building it fails.
+        st.overlay.sync()?;
         let sink = Counting {
             inner: self.store.sink(),
             blocks: AtomicU64::new(0),
         };
         let base = st.overlay.base();
         let stats = st.overlay.commit(&sink, &self.import, st.base_size).await?;
+        cairn_store::crash_point("share-commit-built");
         let open = self.open_writers();
         if stats.root == base {
             // Changes that cancel out (a file made and removed): nothing to publish.
@@ -276,6 +280,7 @@ impl<S: BlockSource + Clone> State<S> {
             return Ok(None);
         }
         let published = self.store.publish(&stats)?;
+        cairn_store::crash_point("share-commit-published");
         st.base_size = stats.size;
         st.sequence = published.sequence;
         *lock(&self.head) = (published.sequence, stats.root);
@@ -286,6 +291,7 @@ impl<S: BlockSource + Clone> State<S> {
             tracing::warn!(error = %e, root = %stats.root, "cannot reset the staging area after a commit");
             return Err(e.into());
         }
+        cairn_store::crash_point("share-commit-reset");
         let outcome = CommitOutcome {
             sequence: published.sequence,
             root: stats.root,
