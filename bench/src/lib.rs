@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -256,4 +256,119 @@ pub fn start_daemon(repo: &Path) -> Daemon {
     d.addr =
         addr.unwrap_or_else(|| panic!("daemon on {} printed no 127.0.0.1 address", repo.display()));
     d
+}
+
+/// The arguments `[SIZE_MIB] [WORKDIR]` (1024 and `default_dir` when left out); WORKDIR is made.
+pub fn size_and_workdir(default_dir: &str) -> (u64, PathBuf) {
+    let mut args = std::env::args().skip(1);
+    let mib: u64 = args
+        .next()
+        .map(|s| s.parse().expect("SIZE_MIB"))
+        .unwrap_or(1024);
+    let work = PathBuf::from(args.next().unwrap_or_else(|| default_dir.into()));
+    std::fs::create_dir_all(&work).unwrap();
+    (mib, work)
+}
+
+/// Drops the page cache (needs root); whether it could.
+pub fn drop_caches() -> bool {
+    // sync(1) first so that dirty pages can be dropped too.
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// One pass over `path` with 1 MiB reads; the time taken.
+pub fn seq_read(path: &Path) -> Duration {
+    let mut f = File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let took = start.elapsed();
+    assert_eq!(
+        total,
+        f.metadata().unwrap().len(),
+        "short read of {}",
+        path.display()
+    );
+    took
+}
+
+pub fn is_mounted(dir: &Path) -> bool {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
+}
+
+pub fn unmount_if_mounted(dir: &Path) {
+    if is_mounted(dir) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(dir)
+            .status();
+    }
+}
+
+/// A foreground `cairn mount` (no daemon), stopped with SIGINT and unmounted when dropped.
+pub struct Mount {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Mount {
+    pub fn start(repo: &Path, cid: &str, dir: &Path) -> Mount {
+        let log = File::create(repo.with_extension("mount.log")).unwrap();
+        let mut child = cairn_cmd(repo)
+            .arg("mount")
+            .arg(cid)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(dir) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("cairn mount exited early ({status}); see the .mount.log beside the repo");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("mount did not appear within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mount {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            eprintln!("cairn mount ignored SIGINT, killing it");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        unmount_if_mounted(&self.dir);
+    }
 }

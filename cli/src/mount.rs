@@ -29,11 +29,11 @@ pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(Target, Pat
             if cid.parse::<cairn_store::CidPath>().is_err() {
                 let found = repo.shares().find(cid);
                 if let Err(cairn_store::ShareError::NotFound(_)) = &found {
-                    if !cid.starts_with('/') && !cid.contains('/') {
+                    if let Err(e) = crate::cmd::parse_path(cid) {
                         crate::fail!(
                             "not_found",
-                            "{cid:?} is neither a CID nor a share of this repo (`cairn share ls` \
-                             lists the shares)"
+                            "{e:#}; nor is {cid:?} a share of this repo (`cairn share ls` lists \
+                             them)"
                         );
                     }
                 }
@@ -234,6 +234,7 @@ pub fn mounted_json(dir: &Path, root: &MountRoot, served_by: &str) -> serde_json
         "served_by": served_by,
         "share": null,
         "writable": false,
+        "version": null,
     })
 }
 

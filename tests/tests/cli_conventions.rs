@@ -739,7 +739,14 @@ fn every_json_command_prints_its_documented_shape() {
     json_lines(
         &r,
         &["mount", &root, mnt.to_str().unwrap()],
-        &[("mountpoint", "s"), ("root", "s?"), ("served_by", "s")],
+        &[
+            ("mountpoint", "s"),
+            ("root", "s?"),
+            ("served_by", "s"),
+            ("share", "s?"),
+            ("writable", "b"),
+            ("version", "n?"),
+        ],
     );
     json_lines(
         &r,

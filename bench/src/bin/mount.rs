@@ -15,16 +15,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_bench::{
-    cairn_bin, cairn_cmd, init_loopback_repo, make_file, mb_per_s, run, signal, start_daemon,
-    warm_cache,
+    cairn_bin, cairn_cmd, drop_caches, init_loopback_repo, is_mounted, make_file, mb_per_s, run,
+    seq_read, start_daemon, unmount_if_mounted, warm_cache, Mount,
 };
 
 /// Random reads per measurement (split over `RANDOM_THREADS`).
@@ -35,16 +34,7 @@ const RANDOM_LEN: usize = 4096;
 const HEAD_BYTES: u64 = 1 << 20;
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mib: u64 = args
-        .next()
-        .map(|s| s.parse().expect("SIZE_MIB"))
-        .unwrap_or(1024);
-    let work = PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "/tmp/cairn-bench-mount".into()),
-    );
-    std::fs::create_dir_all(&work).unwrap();
+    let (mib, work) = cairn_bench::size_and_workdir("/tmp/cairn-bench-mount");
     let len = mib << 20;
     let file = work.join(format!("input-{mib}MiB.bin"));
     make_file(&file, len, 0x9e37_79b9_7f4a_7c15);
@@ -144,12 +134,6 @@ fn main() {
     );
 }
 
-fn drop_caches() -> bool {
-    // sync(1) first so that dirty pages can be dropped too.
-    let _ = Command::new("sync").status();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
-}
-
 /// Reads every file below `dir` once, so it sits in the page cache.
 fn warm_dir(dir: &Path) {
     let mut stack = vec![dir.to_path_buf()];
@@ -163,29 +147,6 @@ fn warm_dir(dir: &Path) {
             }
         }
     }
-}
-
-/// One pass over `path` with 1 MiB reads; the time taken.
-fn seq_read(path: &Path) -> Duration {
-    let mut f = File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let start = Instant::now();
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-    }
-    let took = start.elapsed();
-    assert_eq!(
-        total,
-        f.metadata().unwrap().len(),
-        "short read of {}",
-        path.display()
-    );
-    took
 }
 
 #[allow(unsafe_code)]
@@ -219,79 +180,6 @@ fn random_reads(path: &Path, len: u64) -> f64 {
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
     RANDOM_READS as f64 / start.elapsed().as_secs_f64()
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let dir = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
-}
-
-fn unmount_if_mounted(dir: &Path) {
-    if is_mounted(dir) {
-        let _ = Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(dir)
-            .status();
-    }
-}
-
-/// A foreground `cairn mount` (no daemon), stopped with SIGINT and unmounted when dropped.
-struct Mount {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Mount {
-    fn start(repo: &Path, cid: &str, dir: &Path) -> Mount {
-        let log = File::create(repo.with_extension("mount.log")).unwrap();
-        let mut child = cairn_cmd(repo)
-            .arg("mount")
-            .arg(cid)
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(dir) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("cairn mount exited early ({status}); see the .mount.log beside the repo");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("mount did not appear within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mount {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        signal(self.child.id(), libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !matches!(self.child.try_wait(), Ok(Some(_))) {
-            eprintln!("cairn mount ignored SIGINT, killing it");
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        unmount_if_mounted(&self.dir);
-    }
 }
 
 struct Remote {

@@ -383,6 +383,7 @@ fn share_json(s: &Share) -> serde_json::Value {
         "root": s.head.as_ref().map(|v| v.root.to_string()),
         "size": s.head.as_ref().map(|v| v.size),
         "time": s.head.as_ref().map(|v| time_text(v.time)),
+        "mounted_at": null,
     })
 }
 
