@@ -806,7 +806,7 @@ fn bad_input_unknown_shares_missing_keys_read_only_mounts() {
     let mnt = r.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
     r.cairn(&["mount", "nosuchshare", mnt.to_str().unwrap()])
-        .expect_err("neither a CID nor a share");
+        .expect_err("nor is \"nosuchshare\" a share of this repo");
     let name = new_share(&r, "s");
     // Mounted twice writable: refused, naming the first mount.
     let m = r.mount("s", &mnt);
@@ -831,6 +831,73 @@ fn bad_input_unknown_shares_missing_keys_read_only_mounts() {
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     r.cairn(&["share", "commit", "s"]).expect_err("read-only");
     drop(m);
+}
+
+#[test]
+fn a_daemon_serves_writable_mounts_and_commits_them_when_it_stops() {
+    let r = TestRepo::new();
+    r.use_loopback_network();
+    new_share(&r, "d");
+    // Only explicit commits, fsyncs and the end of the mount commit.
+    r.cairn(&["config", "set", "shares.commit_quiet_ms", "3600000"])
+        .expect_ok();
+    let mut d = r.daemon();
+    let mnt = r.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let j = &json(&r, &["mount", "d", mnt.to_str().unwrap()])[0];
+    assert_eq!(j["served_by"], "daemon", "{j}");
+    assert_eq!(j["writable"], true, "{j}");
+    let dir = fs::canonicalize(&mnt).unwrap();
+    let guard = MountGuard(dir.clone());
+    fs::write(dir.join("through-the-daemon.txt"), b"served\n").unwrap();
+    r.cairn(&["share", "commit", "d"]).expect_ok();
+    assert_eq!(head_seq(&r, "d"), 2);
+    // Not committed yet when the daemon stops: its shutdown unmounts, which commits.
+    fs::write(dir.join("last.txt"), b"last\n").unwrap();
+    assert_eq!(d.stop(), Some(0));
+    drop(guard);
+    assert!(!cairn_tests::is_mounted(&dir));
+    let root = json(&r, &["share", "log", "d"])[0]["root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        r.cairn(&["cat", &format!("{root}/last.txt")]).expect_ok(),
+        "last"
+    );
+    r.cairn(&["repo", "verify"]).expect_ok();
+}
+
+#[test]
+fn a_damaged_staging_journal_is_reported_and_nothing_is_discarded_silently() {
+    let r = TestRepo::new();
+    let name = new_share(&r, "j");
+    let m = r.mount("j", &r.path("mnt"));
+    fs::write(m.dir.join("f"), b"x").unwrap();
+    r.cairn(&["share", "commit", "j"]).expect_ok();
+    drop(m);
+    let journal = r.repo().join("shares").join(&name).join("stage/journal");
+    let mut bytes = fs::read(&journal).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&journal, &bytes).unwrap();
+    let mnt = r.path("mnt2");
+    fs::create_dir_all(&mnt).unwrap();
+    let out = r
+        .command(&["mount", "j", mnt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("damaged") && err.contains("move it away"),
+        "{err}"
+    );
+    assert!(!cairn_tests::is_mounted(&fs::canonicalize(&mnt).unwrap()));
+    // The committed versions are untouched, and moving the journal away mounts again.
+    assert_eq!(head_seq(&r, "j"), 2);
+    fs::rename(&journal, journal.with_extension("bad")).unwrap();
+    let m = r.mount("j", &mnt);
+    assert_eq!(fs::read(m.dir.join("f")).unwrap(), b"x");
 }
 
 /// A repo on a small tmpfs, unmounted on drop.

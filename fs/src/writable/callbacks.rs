@@ -94,15 +94,29 @@ fn listed_ino(dir: NodeId, name: &str) -> u64 {
     h.finish() | (1 << 62)
 }
 
+/// Runs `request` here, on the FUSE thread, as far as it goes without waiting: most requests
+/// finish (the overlay's lock is free and what they need is in memory), and answering them here
+/// saves two thread switches each, which is most of what a small request costs (`tar -x` of
+/// small files). A request that has to wait (for the lock, or for a block) becomes a task on the
+/// runtime, which polls it on from where it stopped.
+fn drive<F: Future<Output = ()> + Send + 'static>(rt: &Handle, request: F) {
+    let mut request = Box::pin(request);
+    let _runtime = rt.enter();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if request.as_mut().poll(&mut cx).is_pending() {
+        rt.spawn(request);
+    }
+}
+
 impl<S: BlockSource + Clone> ShareFs<S> {
-    /// Runs `work` as a task (under `limit`, if any) and hands its result to `done`.
+    /// Runs `work` (under `limit`, if any) and hands its result to `done`, through [`drive`].
     fn spawn<T, W, D>(&self, limit: Option<Duration>, work: W, done: D)
     where
         T: Send + 'static,
         W: Future<Output = Result<T, Errno>> + Send + 'static,
         D: FnOnce(Result<T, Errno>) + Send + 'static,
     {
-        self.rt.spawn(async move {
+        drive(&self.rt, async move {
             let result = match limit {
                 Some(d) => match tokio::time::timeout(d, work).await {
                     Ok(r) => r,
@@ -196,22 +210,23 @@ impl<S: BlockSource + Clone> ShareFs<S> {
     /// Makes the staged changes durable, then commits them (`fsync` and `fsyncdir`).
     fn sync_and_commit(&self, reply: ReplyEmpty) {
         let state = self.state.clone();
-        self.spawn(
-            None,
-            async move {
+        // A task of its own: a commit is long work for the FUSE thread.
+        self.rt.spawn(async move {
+            let r = async {
                 state.staged.lock().await.overlay.sync().map_err(errno)?;
                 // The data is durable now; a commit that fails is tried again later, and
                 // does not make this fsync fail.
                 if let Err(e) = state.commit().await {
                     tracing::warn!(error = %e, "commit after fsync failed; the changes stay staged");
                 }
-                Ok(())
-            },
-            move |r| match r {
+                Ok::<(), Errno>(())
+            }
+            .await;
+            match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
-            },
-        );
+            }
+        });
     }
 }
 
@@ -634,7 +649,7 @@ impl<S: BlockSource + Clone> Filesystem for ShareFs<S> {
         }
         let state = self.state.clone();
         let data = data.to_vec();
-        self.rt.spawn(async move {
+        drive(&self.rt, async move {
             let r = {
                 let mut st = state.staged.lock().await;
                 st.overlay.write(id, offset, &data).await
@@ -721,7 +736,7 @@ impl<S: BlockSource + Clone> Filesystem for ShareFs<S> {
         };
         let state = self.state.clone();
         let reader = self.state.reads.reader.clone();
-        self.rt.spawn(async move {
+        drive(&self.rt, async move {
             let work = async {
                 let mut h = handle.lock().await;
                 let mut off = offset;

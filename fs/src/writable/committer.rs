@@ -215,10 +215,15 @@ impl<S: BlockSource + Clone> State<S> {
     pub(crate) fn touched(&self) {
         let now = Instant::now();
         let mut a = lock(&self.activity);
+        let first = a.first.is_none();
         a.first.get_or_insert(now);
         a.last = Some(now);
         drop(a);
-        self.wake.notify_one();
+        // Only the first change since a commit wakes the committer: when it wakes for the
+        // deadline that change set, it sees the later ones and waits on.
+        if first {
+            self.wake.notify_one();
+        }
     }
 
     /// How long until the committer should commit (`None`: nothing to commit).
