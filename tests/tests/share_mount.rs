@@ -561,6 +561,33 @@ fn commits_happen_after_a_quiet_period_and_on_fsync() {
     );
 }
 
+#[test]
+fn while_writes_go_on_commits_still_happen_every_max_interval() {
+    let r = TestRepo::new();
+    new_share(&r, "busy");
+    // The quiet period never comes; the longest interval is 1 s.
+    r.cairn(&["config", "set", "shares.commit_quiet_ms", "3600000"])
+        .expect_ok();
+    r.cairn(&["config", "set", "shares.commit_max_secs", "1"])
+        .expect_ok();
+    let m = r.mount("busy", &r.path("mnt"));
+    let f = fs::File::create(m.dir.join("log.txt")).unwrap();
+    let start = std::time::Instant::now();
+    let mut off = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(3500) {
+        f.write_all_at(b"a line of the log\n", off).unwrap();
+        off += 18;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seq = head_seq(&r, "busy");
+    assert!(seq >= 3, "only {} commits in 3.5 s of writes", seq - 1);
+    // Each version holds a prefix of the log: a file written across commits.
+    let log = json(&r, &["share", "log", "busy"]);
+    let root = log[0]["root"].as_str().unwrap();
+    let text = r.cairn(&["cat", &format!("{root}/log.txt")]).expect_ok();
+    assert!(text.lines().all(|l| l == "a line of the log"), "{text}");
+}
+
 /// A folder of `dirs` × `files` small files, as a new share.
 fn big_share(r: &TestRepo, label: &str, dirs: usize, files: usize) {
     let src = r.path(&format!("{label}-src"));
@@ -820,6 +847,22 @@ fn bad_input_unknown_shares_missing_keys_read_only_mounts() {
     let e = fs::write(fs::canonicalize(&second).unwrap().join("f"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     r.cairn(&["unmount", second.to_str().unwrap()]).expect_ok();
+    fs::write(m.dir.join("kept.txt"), b"kept\n").unwrap();
+    r.cairn(&["share", "commit", "s"]).expect_ok();
+    drop(m);
+    // A damaged head file: the newest valid stored version takes its place, the share mounts
+    // writable on it, and the next version numbers on above every sequence used.
+    let head = r.repo().join("shares").join(&name).join("head");
+    let before = head_seq(&r, "s");
+    let mut bytes = fs::read(&head).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&head, &bytes).unwrap();
+    let m = r.mount("s", &mnt);
+    assert_eq!(fs::read(m.dir.join("kept.txt")).unwrap(), b"kept\n");
+    fs::write(m.dir.join("more.txt"), b"more").unwrap();
+    let c = &json(&r, &["share", "commit", "s"])[0];
+    assert!(c["sequence"].as_u64().unwrap() > before, "{c}");
     drop(m);
     // Without its key the share mounts read-only, and says why.
     let key = r.repo().join("shares").join(&name).join("key");
