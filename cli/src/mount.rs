@@ -129,12 +129,26 @@ pub fn start_target<S: BlockSource + Clone>(
         json["share"] = serde_json::json!(share.name.to_string());
         json["writable"] = serde_json::json!(false);
         json["version"] = serde_json::json!(head.sequence);
-        let handle = start_root(source, root, dir, args, host)?;
+        // It follows the share: each new head (a commit of its writable mount, a restore)
+        // becomes what it shows.
+        let options = MountOptions {
+            timeout: host.timeout,
+            allow_other: args.allow_other,
+            space_of: Some(host.repo.path().to_path_buf()),
+            ..MountOptions::default()
+        };
+        let heads = host.mounts.follow(&share.name, head.root);
+        let handle = cairn_fs::mount_follow(source, heads, dir, options, host.runtime.clone())
+            .with_context(|| format!("cannot mount at {}", dir.display()))?;
         let note = if args.read_only {
-            format!("share {} version {}, read-only", share.label, head.sequence)
+            format!(
+                "share {} version {}, read-only, following its new versions",
+                share.label, head.sequence
+            )
         } else {
             format!(
-                "share {} version {}, read-only: this repo does not hold the share's key",
+                "share {} version {}, read-only (this repo does not hold the share's key), \
+                 following its new versions",
                 share.label, head.sequence
             )
         };

@@ -14,6 +14,9 @@ use cairn_store::{BlockSink, Cid, IpnsName, Repo};
 #[derive(Default)]
 pub struct Mounts {
     table: Mutex<HashMap<PathBuf, MountHandle>>,
+    /// Each share's head as this process last made or saw it; read-only mounts of the share
+    /// follow it.
+    heads: Mutex<HashMap<IpnsName, tokio::sync::watch::Sender<Cid>>>,
 }
 
 impl Mounts {
@@ -45,6 +48,23 @@ impl Mounts {
                 .filter(|c| c.id() == id)
                 .map(|c| (dir.clone(), c.clone()))
         })
+    }
+
+    /// A receiver of share `name`'s head, starting at `current`.
+    pub fn follow(&self, name: &IpnsName, current: Cid) -> tokio::sync::watch::Receiver<Cid> {
+        let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = heads
+            .entry(*name)
+            .or_insert_with(|| tokio::sync::watch::channel(current).0);
+        tx.subscribe()
+    }
+
+    /// Share `name`'s head moved to `root` (a commit, a restore): its following mounts switch.
+    pub fn head_moved(&self, name: &IpnsName, root: Cid) {
+        let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = heads.get(name) {
+            tx.send_replace(root);
+        }
     }
 
     /// The roots that read-only mounts show now (retention keeps those versions).
@@ -82,6 +102,9 @@ impl ShareStore for RepoShare {
                 no_space: e.is_no_space(),
                 message: format!("cannot commit share {}: {e}", self.name),
             })?;
+        if let Some(m) = self.mounts.upgrade() {
+            m.head_moved(&self.name, stats.root);
+        }
         Ok(Published {
             sequence: version.sequence,
             record: version.record,

@@ -8,6 +8,7 @@
 //! are bounded in the reader.
 
 mod attr;
+pub(crate) mod follow;
 mod lookup;
 mod read;
 mod xattr;
@@ -368,8 +369,14 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // The version the handle opened: a following mount may have moved on since, and an
+        // open file keeps reading one version.
+        let opened = lock(&self.shared.handles).get(&fh.0).map(|h| h.cid);
         match self.file(ino) {
-            Ok(info) => {
+            Ok(mut info) => {
+                if let Some(cid) = opened {
+                    info.cid = cid;
+                }
                 // Local content is answered here, without a task round trip.
                 if let Some(data) = self.shared.read_now(fh.0, info.cid, offset, size, &self.rt) {
                     reply.data(&data);

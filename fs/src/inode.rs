@@ -220,6 +220,45 @@ impl InodeTable {
         Ok(ino)
     }
 
+    /// The children of `parent` the table holds, by name.
+    pub(crate) fn children(&self, parent: Ino) -> Vec<(Arc<str>, Ino)> {
+        self.names
+            .get(&parent)
+            .map(|m| m.iter().map(|(n, i)| (n.clone(), *i)).collect())
+            .unwrap_or_default()
+    }
+
+    /// `ino` stands for `info` from now on (the same path in a new version): same number,
+    /// new node.
+    pub(crate) fn replace_node(&mut self, ino: Ino, info: NodeInfo) {
+        let Some(inode) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        let old = inode.node.replace(info.clone());
+        if let Some(old) = old.filter(counts_as_alias) {
+            if let Some(n) = self.aliases.get_mut(&old.cid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.aliases.remove(&old.cid);
+                }
+            }
+        }
+        if counts_as_alias(&info) {
+            *self.aliases.entry(info.cid).or_insert(0) += 1;
+        }
+    }
+
+    /// `parent/name` is gone from the new version: its inode stays while the kernel holds it
+    /// (open files read on), but no lookup finds it by name any more.
+    pub(crate) fn detach(&mut self, parent: Ino, name: &str) {
+        if let Some(siblings) = self.names.get_mut(&parent) {
+            siblings.remove(name);
+            if siblings.is_empty() {
+                self.names.remove(&parent);
+            }
+        }
+    }
+
     /// Keeps `ino` for the life of the mount.
     pub(crate) fn pin(&mut self, ino: Ino) {
         if let Some(i) = self.nodes.get_mut(&ino) {

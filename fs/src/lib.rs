@@ -40,7 +40,7 @@ mod overlay;
 mod writable;
 
 pub use error::MountError;
-pub use mount::{commit_staged, mount, mount_share, MountHandle};
+pub use mount::{commit_staged, mount, mount_follow, mount_share, MountHandle};
 pub use options::{MountOptions, MountRoot};
 pub use overlay::{
     Attr, CommitStats, DirItem, FileContent, NodeId, Overlay, OverlayDir, OverlayError, SetAttr,

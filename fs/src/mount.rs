@@ -36,6 +36,8 @@ pub struct MountHandle {
     /// The root of a one-CID read-only mount.
     root: Option<cairn_store::Cid>,
     share: Option<ShareControl>,
+    /// The task moving a following mount to new versions.
+    follower: Option<tokio::task::AbortHandle>,
 }
 
 impl MountHandle {
@@ -60,6 +62,9 @@ impl MountHandle {
     }
 
     fn unmount_inner(&mut self) -> Result<(), MountError> {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
         let Some(session) = self.session.take() else {
             return Ok(());
         };
@@ -123,7 +128,105 @@ pub fn mount<S>(
 where
     S: BlockSource + Clone,
 {
-    let mountpoint = mountpoint.as_ref().to_path_buf();
+    mount_read_only(source, root, mountpoint.as_ref(), options, runtime).map(|(h, _)| h)
+}
+
+/// Mounts directory `*heads.borrow()` read-only at `mountpoint` and follows `heads`: each new
+/// value becomes the mount's root (see `filesystem/follow.rs`), until the sender is dropped
+/// or the mount ends. A version whose blocks do not arrive within the timeout is tried again
+/// a few seconds later; meanwhile the mount keeps showing the last version it switched to.
+pub fn mount_follow<S>(
+    source: S,
+    heads: tokio::sync::watch::Receiver<cairn_store::Cid>,
+    mountpoint: impl AsRef<Path>,
+    options: MountOptions,
+    runtime: Handle,
+) -> Result<MountHandle, MountError>
+where
+    S: BlockSource + Clone,
+{
+    let first = *heads.borrow();
+    let timeout = options.timeout;
+    let (mut handle, shared) = mount_read_only(
+        source,
+        MountRoot::Cid(first),
+        mountpoint.as_ref(),
+        options,
+        runtime.clone(),
+    )?;
+    // It shows whatever the head is: no one version to keep for it.
+    handle.root = None;
+    let notifier = handle.session.as_ref().map(BackgroundSession::notifier);
+    if let Some(notifier) = notifier {
+        let task = runtime.spawn(follow(shared, heads, notifier, timeout));
+        handle.follower = Some(task.abort_handle());
+    }
+    Ok(handle)
+}
+
+/// How long a follower waits before trying a version it could not switch to again.
+const FOLLOW_RETRY: Duration = Duration::from_secs(5);
+
+async fn follow<S: BlockSource + Clone>(
+    shared: Arc<Shared<S>>,
+    mut heads: tokio::sync::watch::Receiver<cairn_store::Cid>,
+    notifier: fuser::Notifier,
+    timeout: Duration,
+) {
+    let mut retry = false;
+    loop {
+        if retry {
+            tokio::select! {
+                changed = heads.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(FOLLOW_RETRY) => {}
+            }
+        } else if heads.changed().await.is_err() {
+            return;
+        }
+        let target = *heads.borrow_and_update();
+        retry = match tokio::time::timeout(timeout, shared.switch_root(target)).await {
+            Ok(Ok(drop_these)) => {
+                let n = notifier.clone();
+                let sent = tokio::task::spawn_blocking(move || {
+                    for what in drop_these {
+                        // ENOENT: the kernel holds nothing for it; nothing to drop.
+                        let _ = match what {
+                            crate::filesystem::follow::Invalidate::Inode(ino) => {
+                                n.inval_inode(fuser::INodeNo(ino.0), 0, 0)
+                            }
+                            crate::filesystem::follow::Invalidate::Entry(parent, name) => {
+                                n.inval_entry(fuser::INodeNo(parent.0), std::ffi::OsStr::new(&name))
+                            }
+                        };
+                    }
+                });
+                let _ = sent.await;
+                tracing::info!(root = %target, "following: now showing the new version");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(root = %target, error = %e, "following: cannot switch to the new version yet; still showing the previous one");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(root = %target, secs = timeout.as_secs(), "following: the new version's blocks did not arrive; still showing the previous one");
+                true
+            }
+        };
+    }
+}
+
+fn mount_read_only<S>(
+    source: S,
+    root: MountRoot,
+    mountpoint: &Path,
+    options: MountOptions,
+    runtime: Handle,
+) -> Result<(MountHandle, Arc<Shared<S>>), MountError>
+where
+    S: BlockSource + Clone,
+{
+    let mountpoint = mountpoint.to_path_buf();
     let meta = check_mountpoint(&mountpoint)?;
     let reader = DagReader::with_node_cache(source, NODE_CACHE);
 
@@ -153,8 +256,9 @@ where
         meta.uid(),
         meta.gid(),
     );
+    let shared = Arc::new(shared);
     let fs = CairnFs {
-        shared: Arc::new(shared),
+        shared: shared.clone(),
         rt: runtime,
     };
     let config = session_config(MountOption::RO, fsname, &options);
@@ -165,7 +269,7 @@ where
         })?;
     raise_readahead(&mountpoint, options.readahead_max);
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
-    Ok(MountHandle {
+    let handle = MountHandle {
         session: Some(session),
         mountpoint,
         root: match root {
@@ -173,7 +277,9 @@ where
             MountRoot::Namespace => None,
         },
         share: None,
-    })
+        follower: None,
+    };
+    Ok((handle, shared))
 }
 
 /// Mounts a share writable at `mountpoint`: its head with the staged changes in
@@ -258,6 +364,7 @@ where
         mountpoint,
         root: None,
         share: Some(control),
+        follower: None,
     })
 }
 

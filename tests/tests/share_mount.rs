@@ -1068,3 +1068,64 @@ fn signal_and_wait(child: &mut std::process::Child) {
         child.try_wait().ok().flatten()
     });
 }
+
+#[test]
+fn a_read_only_mount_follows_the_share_as_its_writable_mount_commits() {
+    let r = TestRepo::new();
+    r.use_loopback_network();
+    new_share(&r, "f");
+    // Both mounts served by one daemon.
+    let _d = r.daemon();
+    let wdir = r.path("w");
+    fs::create_dir_all(&wdir).unwrap();
+    r.cairn(&["mount", "f", wdir.to_str().unwrap()]).expect_ok();
+    let w = MountGuard(fs::canonicalize(&wdir).unwrap());
+    fs::create_dir_all(w.0.join("docs/old")).unwrap();
+    fs::write(w.0.join("docs/keep.txt"), b"unchanged\n").unwrap();
+    fs::write(w.0.join("docs/edit.txt"), b"first\n").unwrap();
+    fs::write(w.0.join("docs/old/gone.txt"), b"bye\n").unwrap();
+    r.cairn(&["share", "commit", "f"]).expect_ok();
+    // The follower, on the head.
+    let ro = r.path("ro");
+    fs::create_dir_all(&ro).unwrap();
+    r.cairn(&["mount", "f", ro.to_str().unwrap(), "--read-only"])
+        .expect_ok();
+    let ro = fs::canonicalize(&ro).unwrap();
+    let _guard = MountGuard(ro.clone());
+    assert_eq!(fs::read(ro.join("docs/edit.txt")).unwrap(), b"first\n");
+    assert_eq!(fs::read(ro.join("docs/keep.txt")).unwrap(), b"unchanged\n");
+    let keep_ino = fs::metadata(ro.join("docs/keep.txt")).unwrap().ino();
+    assert!(ro.join("docs/old/gone.txt").exists());
+    // A file open on the follower keeps reading the version it opened.
+    let open = fs::File::open(ro.join("docs/edit.txt")).unwrap();
+
+    fs::write(w.0.join("docs/edit.txt"), b"second, longer\n").unwrap();
+    fs::remove_file(w.0.join("docs/old/gone.txt")).unwrap();
+    fs::remove_dir(w.0.join("docs/old")).unwrap();
+    fs::write(w.0.join("new.txt"), b"new\n").unwrap();
+    let started = std::time::Instant::now();
+    r.cairn(&["share", "commit", "f"]).expect_ok();
+    wait_for(10, "the follower to show the new version", || {
+        (fs::read(ro.join("docs/edit.txt")).ok()? == b"second, longer\n").then_some(())
+    });
+    eprintln!("follower showed the commit after {:?}", started.elapsed());
+    assert_eq!(fs::read(ro.join("new.txt")).unwrap(), b"new\n");
+    assert!(!ro.join("docs/old").exists(), "a removed directory is gone");
+    assert_eq!(
+        fs::metadata(ro.join("docs/keep.txt")).unwrap().ino(),
+        keep_ino,
+        "an unchanged file keeps its inode"
+    );
+    assert_eq!(fs::read(ro.join("docs/keep.txt")).unwrap(), b"unchanged\n");
+    let mut old = String::new();
+    std::io::Read::read_to_string(&mut &open, &mut old).unwrap();
+    assert_eq!(old, "first\n", "the open file read the version it opened");
+    drop(open);
+    // A restore moves it too.
+    r.cairn(&["unmount", w.0.to_str().unwrap()]).expect_ok();
+    r.cairn(&["share", "restore", "f", "2"]).expect_ok();
+    wait_for(10, "the follower to show the restored version", || {
+        (fs::read(ro.join("docs/edit.txt")).ok()? == b"first\n").then_some(())
+    });
+    assert!(ro.join("docs/old/gone.txt").exists());
+}

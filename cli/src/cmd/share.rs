@@ -185,7 +185,8 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             let old = shares.version(&s.name, &which)?;
             let head = shares.log(&s.name)?.remove(0);
             let changed = diff(ctx.repo, Some(head.root), old.root).await?.len() as u64;
-            let v = shares.commit(&s.name, old.root, old.size, changed, &[])?;
+            let v = shares.commit(&s.name, old.root, old.size, changed, &ctx.mounts.roots())?;
+            ctx.mounts.head_moved(&s.name, v.root);
             out.ack(&version_json(&v), || {
                 format!(
                     "restored v{} of {} as v{} ({})",

@@ -1170,4 +1170,78 @@ mod tests {
             let _ = IpnsRecord::verify(&bytes, &key(1).name());
         }
     }
+
+    /// The IPNS record test vectors of ipfs/specs (`ipns-record`, "Test Vectors"), as the
+    /// js-ipns conformance suite carries them (store/tests/fixtures/ipns/).
+    #[test]
+    fn the_specs_test_vectors() {
+        macro_rules! fixture {
+            ($f:literal) => {
+                include_bytes!(concat!("../../tests/fixtures/ipns/", $f))
+            };
+        }
+        let name = |s: &str| -> IpnsName { s.parse().unwrap() };
+        let value = |r: &IpnsRecord| match r.value() {
+            RecordValue::Ipfs(p) => format!("/ipfs/{}", p.root),
+            other => format!("{other:?}"),
+        };
+        // V1 only: refused (V2 is required).
+        let v1 = name("k51qzi5uqu5dm4tm0wt8srkg9h9suud4wuiwjimndrkydqm81cqtlb5ak6p7ku");
+        assert!(IpnsRecord::verify(
+            fixture!(
+                "k51qzi5uqu5dm4tm0wt8srkg9h9suud4wuiwjimndrkydqm81cqtlb5ak6p7ku_v1.ipns-record"
+            ),
+            &v1
+        )
+        .is_err());
+        // V1+V2: valid.
+        let n = name("k51qzi5uqu5dlkw8pxuw9qmqayfdeh4kfebhmreauqdc6a7c3y7d5i9fi8mk9w");
+        let r = IpnsRecord::verify(
+            fixture!(
+                "k51qzi5uqu5dlkw8pxuw9qmqayfdeh4kfebhmreauqdc6a7c3y7d5i9fi8mk9w_v1-v2.ipns-record"
+            ),
+            &n,
+        )
+        .unwrap();
+        assert_eq!(value(&r), "/ipfs/bafkqaddwgevxmmraojswg33smq");
+        // V1+V2 whose V1 value disagrees with the signed data: refused.
+        let n = name("k51qzi5uqu5dlmit2tuwdvnx4sbnyqgmvbxftl0eo3f33wwtb9gr7yozae9kpw");
+        let e = IpnsRecord::verify(
+            fixture!("k51qzi5uqu5dlmit2tuwdvnx4sbnyqgmvbxftl0eo3f33wwtb9gr7yozae9kpw_v1-v2-broken-v1-value.ipns-record"),
+            &n,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("value"), "{e}");
+        // A broken V2 signature: refused.
+        let n = name("k51qzi5uqu5diamp7qnnvs1p1gzmku3eijkeijs3418j23j077zrkok63xdm8c");
+        assert!(matches!(
+            IpnsRecord::verify(
+                fixture!("k51qzi5uqu5diamp7qnnvs1p1gzmku3eijkeijs3418j23j077zrkok63xdm8c_v1-v2-broken-signature-v2.ipns-record"),
+                &n,
+            ),
+            Err(RecordError::BadSignature { .. })
+        ));
+        // A broken V1 signature: V2 is what counts, valid.
+        let n = name("k51qzi5uqu5dilgf7gorsh9vcqqq4myo6jd4zmqkuy9pxyxi5fua3uf7axph4y");
+        let r = IpnsRecord::verify(
+            fixture!("k51qzi5uqu5dilgf7gorsh9vcqqq4myo6jd4zmqkuy9pxyxi5fua3uf7axph4y_v1-v2-broken-signature-v1.ipns-record"),
+            &n,
+        )
+        .unwrap();
+        assert_eq!(
+            value(&r),
+            "/ipfs/bafkqahtwgevxmmrao5uxi2bamjzg623fnyqhg2lhnzqxi5lsmuqhmmi"
+        );
+        // V2 only: valid.
+        let n = name("k51qzi5uqu5dit2ku9mutlfgwyz8u730on38kd10m97m36bjt66my99hb6103f");
+        let r = IpnsRecord::verify(
+            fixture!(
+                "k51qzi5uqu5dit2ku9mutlfgwyz8u730on38kd10m97m36bjt66my99hb6103f_v2.ipns-record"
+            ),
+            &n,
+        )
+        .unwrap();
+        assert_eq!(value(&r), "/ipfs/bafkqadtwgiww63tmpeqhezldn5zgi");
+        assert!(!r.has_v1_fields());
+    }
 }
