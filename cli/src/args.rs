@@ -80,6 +80,12 @@ pub enum Command {
         after_help = "Examples:\n  cairn share new notes                      an empty folder; prints its share id (k51…)\n  cairn share new photos --from ~/photos     starts from a folder on disk (or a CID)\n  cairn share log notes\n  cairn share diff notes 3 5\n  cairn share restore notes 3\n  cairn mount notes ~/notes"
     )]
     Share(ShareCommand),
+    /// IPNS names, as Kubo's `ipfs name`: resolve one, publish a version by hand.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cairn name resolve k51qzi5uqu5d…           prints /ipfs/<root> of the newest version\n  cairn name publish --key notes <cid>       makes a directory the share's next version\n  cairn cat /ipns/k51qzi5uqu5d…/todo.txt     any read command takes /ipns/ paths"
+    )]
+    Name(NameCommand),
     /// Raw block access.
     #[command(subcommand)]
     Block(BlockCommand),
@@ -262,6 +268,25 @@ pub enum ShareCommand {
     },
 }
 
+/// `cairn name ...`.
+#[derive(Debug, Subcommand)]
+pub enum NameCommand {
+    /// Print the `/ipfs/` path an IPNS name points at (`/ipns/<name>[/path]` or `<name>`).
+    Resolve {
+        /// The name: a share id (k51…), `/ipns/<name>` or `/ipns/<name>/path`.
+        name: String,
+    },
+    /// Make a directory the next version of a share whose key this repo holds.
+    Publish {
+        /// The share: label or share id (required; no default: Kubo's node key "self" is not a
+        /// share)
+        #[arg(long)]
+        key: String,
+        /// `<cid>[/path]`, `/ipfs/…` or `/ipns/…` of a directory.
+        path: String,
+    },
+}
+
 /// `cairn swarm ...`.
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {
@@ -372,7 +397,7 @@ pub struct AddArgs {
 /// `cairn cat`.
 #[derive(Debug, Clone, Args)]
 pub struct CatArgs {
-    /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
+    /// `<cid>[/path]`, `/ipfs/<cid>[/path]` or `/ipns/<name>[/path]`.
     pub path: String,
     /// Byte offset to start at
     #[arg(long, default_value_t = 0)]
@@ -389,7 +414,7 @@ pub struct CatArgs {
 /// `cairn get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
+    /// `<cid>[/path]`, `/ipfs/<cid>[/path]` or `/ipns/<name>[/path]`.
     pub path: String,
     /// Where to write; never over something that exists [default: the last path segment, or
     /// the CID, in the current directory].
@@ -400,7 +425,7 @@ pub struct GetArgs {
 /// `cairn ls`.
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// `<cid>[/path]` or `/ipfs/<cid>[/path]`.
+    /// `<cid>[/path]`, `/ipfs/<cid>[/path]` or `/ipns/<name>[/path]`.
     pub path: String,
 }
 

@@ -4,6 +4,7 @@
 mod add;
 mod block;
 mod dag;
+pub mod name;
 mod pin;
 pub mod read;
 mod repo;
@@ -46,10 +47,24 @@ pub async fn run_offline(ctx: &Ctx<'_>, command: Command) -> Result<()> {
         Command::Init(_) => anyhow::bail!("the repo is already initialised"),
         Command::Config(_) => anyhow::bail!("config commands do not run through a daemon"),
         Command::Add(args) => add::run(ctx, &args).map(|_| ()),
-        Command::Cat(args) => read::cat(ctx, &args).await,
-        Command::Get(args) => read::get(ctx, &args).await,
-        Command::Ls(args) => read::ls(ctx, &args).await,
+        Command::Cat(mut args) => {
+            args.path = name::expand(ctx, &args.path)?;
+            read::cat(ctx, &args).await
+        }
+        Command::Get(mut args) => {
+            args.path = name::expand(ctx, &args.path)?;
+            read::get(ctx, &args).await
+        }
+        Command::Ls(mut args) => {
+            args.path = name::expand(ctx, &args.path)?;
+            read::ls(ctx, &args).await
+        }
+        Command::Pin(crate::args::PinCommand::Add { path, direct, name }) => {
+            let path = name::expand(ctx, &path)?;
+            pin::run(ctx, crate::args::PinCommand::Add { path, direct, name }).await
+        }
         Command::Pin(c) => pin::run(ctx, c).await,
+        Command::Name(c) => name::run(ctx, c).await,
         Command::Repo(c) => repo::run(ctx, c),
         Command::Block(c) => block::run(ctx, c),
         Command::Share(c) => share::run(ctx, c).await,

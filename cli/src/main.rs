@@ -231,6 +231,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Repo(_) => "repo",
         Command::Block(_) => "block",
         Command::Share(_) => "share",
+        Command::Name(_) => "name",
         Command::Dag(_) => "dag",
         Command::Daemon(_) => "daemon",
         Command::Id => "id",

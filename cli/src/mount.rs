@@ -27,7 +27,9 @@ pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(Target, Pat
         (Some(dir), None, None) => Ok((Target::Root(MountRoot::Namespace), dir.clone())),
         (None, Some(cid), Some(dir)) => {
             if cid.parse::<cairn_store::CidPath>().is_err() {
-                let found = repo.shares().find(cid);
+                // `/ipns/<share id>` is the share itself (its mount follows the head).
+                let key = cid.strip_prefix("/ipns/").unwrap_or(cid);
+                let found = repo.shares().find(key.trim_end_matches('/'));
                 if let Err(cairn_store::ShareError::NotFound(_)) = &found {
                     if let Err(e) = crate::cmd::parse_path(cid) {
                         crate::fail!(

@@ -48,6 +48,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             Ok(())
         }
         Command::Cat(mut args) => {
+            args.path = cmd::name::expand(ctx, &args.path)?;
             args.output = args.output.map(|o| ctx.path(&o));
             // Readahead fetches only the blocks covering the bytes asked for.
             let source = online.source().with_file_range(args.offset, args.length);
@@ -68,7 +69,8 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             let export = crate::args::DagCommand::Export { cid, output };
             cmd::run_offline(ctx, Command::Dag(export)).await
         }
-        Command::Get(args) => {
+        Command::Get(mut args) => {
+            args.path = cmd::name::expand(ctx, &args.path)?;
             // Refuse an occupied output before fetching anything.
             cmd::read::output_path(ctx, &args)?;
             let reader = online.reader();
@@ -82,8 +84,12 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             prefetch(ctx, online, cid).await?;
             cmd::read::get_with(&reader, ctx, &args).await
         }
-        Command::Ls(args) => cmd::read::ls_with(&online.reader(), ctx.console, &args).await,
+        Command::Ls(mut args) => {
+            args.path = cmd::name::expand(ctx, &args.path)?;
+            cmd::read::ls_with(&online.reader(), ctx.console, &args).await
+        }
         Command::Pin(PinCommand::Add { path, direct, name }) => {
+            let path = cmd::name::expand(ctx, &path)?;
             let p = cmd::parse_path(&path)?;
             let reader = online.reader();
             let cid = reader
@@ -166,7 +172,10 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             })?;
             out.finish()
         }
-        Command::Status { path } => status(ctx, online, &path).await,
+        Command::Status { path } => {
+            let path = cmd::name::expand(ctx, &path)?;
+            status(ctx, online, &path).await
+        }
         Command::Mount(args) => mount(ctx, online, &args).await,
         Command::Unmount { dir } => {
             let dir = mount_key(&ctx.path(&dir));

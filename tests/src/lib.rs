@@ -149,6 +149,17 @@ impl TestRepo {
         self.command(args).output().expect("run cairn").into()
     }
 
+    /// `cairn --json args…`, which must succeed, as one JSON value per stdout line.
+    pub fn json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        self.cairn(&full)
+            .expect_ok()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
     /// Runs `cairn args...` with `input` on stdin.
     pub fn cairn_stdin(&self, args: &[&str], input: &[u8]) -> Run {
         use std::io::Write;

@@ -16,15 +16,8 @@ use cairn_store::FAULT_ENV;
 use cairn_tests::{wait_for, TestRepo, TreeEntry};
 use serde_json::Value;
 
-/// `cairn --json args…` as one value per line.
 fn json(r: &TestRepo, args: &[&str]) -> Vec<Value> {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    r.cairn(&full)
-        .expect_ok()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    r.json(args)
 }
 
 /// A new empty share; its id.

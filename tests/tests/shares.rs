@@ -12,15 +12,8 @@ use cairn_store::{IpnsName, IpnsRecord, FAULT_ENV};
 use cairn_tests::{TestRepo, TreeEntry};
 use serde_json::Value;
 
-/// `cairn --json args…` as one value per line (none for an empty listing).
 fn json(r: &TestRepo, args: &[&str]) -> Vec<Value> {
-    let mut full = vec!["--json"];
-    full.extend_from_slice(args);
-    r.cairn(&full)
-        .expect_ok()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    r.json(args)
 }
 
 fn share_dir(r: &TestRepo, name: &str) -> PathBuf {
