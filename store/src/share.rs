@@ -494,6 +494,69 @@ impl Shares {
         self.load(&name)
     }
 
+    /// Follows the share `name`, whose key is elsewhere: `record` (its newest version, as a
+    /// peer or the DHT gave it) becomes its head here if it verifies against the name. The
+    /// share is created here (labelled `label`) if it is new; otherwise see [`Shares::adopt`].
+    pub fn follow(
+        &self,
+        name: &IpnsName,
+        label: &str,
+        record: &[u8],
+    ) -> Result<(Share, Option<Version>), ShareError> {
+        let dir = self.share_dir(name);
+        if !dir.join("share.toml").exists() {
+            check_label(label)?;
+            IpnsRecord::verify(record, name)?;
+            let _g = self.guard();
+            if self.list()?.iter().any(|s| s.label == label) {
+                return Err(ShareError::LabelTaken(label.to_string()));
+            }
+            fs::DirBuilder::new()
+                .recursive(true)
+                .create(&dir)
+                .map_err(io_at(&dir))?;
+            let meta = Meta {
+                label: label.to_string(),
+                created: now_ms(SystemTime::now()),
+                retention: self.default_retention,
+            };
+            self.write_meta(name, &meta)?;
+        }
+        let moved = self.adopt(name, record)?;
+        Ok((self.load(name)?, moved))
+    }
+
+    /// A record of a followed share from a peer: it becomes the head if it verifies against
+    /// the share's name and supersedes the head (a higher sequence, or the same one valid for
+    /// longer); `Ok(None)` if it does not (an old or replayed record). Its block is stored
+    /// and kept (`r` root) so the history chain can be read here; the versions' content is
+    /// fetched on demand. A share whose key is here is never moved by someone else's record.
+    pub fn adopt(&self, name: &IpnsName, record: &[u8]) -> Result<Option<Version>, ShareError> {
+        let record = IpnsRecord::verify(record, name)?;
+        let _g = self.guard();
+        if self.share_dir(name).join("key").exists() {
+            return Ok(None);
+        }
+        if let Ok((_, head)) = self.head_record(name) {
+            if !record.supersedes(&head) {
+                return Ok(None);
+            }
+        }
+        let version = Version::from_record(&record)?;
+        let block = Block::encode(
+            1,
+            RAW,
+            HashAlg::Sha2_256,
+            Bytes::copy_from_slice(record.as_bytes()),
+        );
+        self.store.put(&block)?;
+        self.store.flush()?;
+        self.roots
+            .set_many(&[(root_name(name, 'r', version.sequence), *block.cid())])?;
+        replace_file(&self.share_dir(name).join("head"), record.as_bytes(), 0o600)?;
+        Ok(Some(version))
+    }
+
     /// Makes `root` (in the store already, flushed) the share's new head version.
     /// `protected` lists roots that retention must keep (versions mounted now).
     pub fn commit(
@@ -694,5 +757,69 @@ impl Shares {
         }
         fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::{Blockstore, Repo};
+
+    fn record_of(repo: &Repo, name: &crate::IpnsName) -> Vec<u8> {
+        repo.shares()
+            .head_record(name)
+            .unwrap()
+            .1
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_follower_adopts_newer_records_only_and_never_moves_an_owned_share() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Repo::init(a_dir.path()).unwrap();
+        let b = Repo::init(b_dir.path()).unwrap();
+        let empty = crate::Block::encode(
+            1,
+            crate::DAG_PB,
+            crate::HashAlg::Sha2_256,
+            crate::Bytes::from_static(&[0x0a, 0x02, 0x08, 0x01]),
+        );
+        a.store().put(&empty).unwrap();
+        let share = a.shares().create("docs", *empty.cid(), 0).unwrap();
+        let v1 = record_of(&a, &share.name);
+        a.shares()
+            .commit(&share.name, *empty.cid(), 0, 0, &[])
+            .unwrap();
+        let v2 = record_of(&a, &share.name);
+
+        let (followed, moved) = b.shares().follow(&share.name, "theirs", &v1).unwrap();
+        assert!(!followed.writable);
+        assert_eq!(moved.unwrap().sequence, 1);
+        assert_eq!(
+            b.shares()
+                .adopt(&share.name, &v2)
+                .unwrap()
+                .unwrap()
+                .sequence,
+            2
+        );
+        // A replay of an older record, or the same one again, changes nothing.
+        assert!(b.shares().adopt(&share.name, &v1).unwrap().is_none());
+        assert!(b.shares().adopt(&share.name, &v2).unwrap().is_none());
+        assert_eq!(b.shares().find("theirs").unwrap().head.unwrap().sequence, 2);
+        // The history is readable where it was followed.
+        assert_eq!(b.shares().log(&share.name).unwrap().len(), 2);
+        // Another share's record, or damaged bytes: refused.
+        let other = a.shares().create("other", *empty.cid(), 0).unwrap();
+        let foreign = record_of(&a, &other.name);
+        assert!(b.shares().adopt(&share.name, &foreign).is_err());
+        let mut bad = v2.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(b.shares().adopt(&share.name, &bad).is_err());
+        // The owner's head is its own.
+        assert!(a.shares().adopt(&share.name, &v1).unwrap().is_none());
+        assert_eq!(a.shares().find("docs").unwrap().head.unwrap().sequence, 2);
     }
 }
