@@ -23,17 +23,18 @@ use libp2p::{identify, identity, kad, mdns, ping, Multiaddr, PeerId, StreamProto
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::addr::p2p_id;
 use crate::bitswap::protocol::{
     Message, Presence, WantEntry, WantType, MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES,
     MAX_WANTLIST_ENTRIES,
 };
 use crate::bitswap::{self};
-use crate::config::NetConfig;
-use crate::error::NetError;
-use crate::node::{
+use crate::command::{
     BitswapStats, Command, Direction, Fetched, PeerInfo as PeerView, ProvideReport, ProviderSearch,
     Reply,
 };
+use crate::config::NetConfig;
+use crate::error::NetError;
 use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
 
 /// How often deadlines and retries are checked.
@@ -751,13 +752,6 @@ fn check_port(text: &str, addr: &Multiaddr) -> Result<(), NetError> {
     }
 }
 
-fn p2p_id(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
-}
-
 impl EventLoop {
     /// Builds the swarm, binds every listen address (waiting until each reports one), and dials
     /// the bootstrap peers.
@@ -778,7 +772,7 @@ impl EventLoop {
 
         let mut parsed = Vec::with_capacity(cfg.listen_addrs.len());
         for a in &cfg.listen_addrs {
-            parsed.push((a, crate::node::parse_addr(a)?));
+            parsed.push((a, crate::addr::parse_addr(a)?));
         }
         // Every fixed port is checked before any is bound (see `check_port`).
         for (text, addr) in &parsed {
@@ -835,7 +829,7 @@ impl EventLoop {
 
         let mut bootstrap_peers = HashSet::new();
         for b in &cfg.bootstrap {
-            let addr = crate::node::parse_addr(b)?;
+            let addr = crate::addr::parse_addr(b)?;
             let peer = p2p_id(&addr).ok_or_else(|| NetError::BadAddr {
                 addr: b.clone(),
                 reason: "a bootstrap address must end in /p2p/<peer id>".into(),
@@ -974,7 +968,7 @@ impl EventLoop {
                                 .collect(),
                             direction: c.direction,
                             latency: c.rtt,
-                            transport: crate::node::transport_name(&c.address),
+                            transport: crate::addr::transport_name(&c.address),
                             protocols: self.protocols.get(peer).cloned(),
                         })
                     })
