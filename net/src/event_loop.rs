@@ -22,18 +22,20 @@ use libp2p::{identify, identity, kad, mdns, ping, Multiaddr, PeerId, StreamProto
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::addr::p2p_id;
 use crate::bitswap::protocol::{Message, WantEntry, WantType, MAX_BLOCK_BYTES};
 use crate::bitswap::{self};
-use crate::command::{Command, Direction, Fetched, PeerInfo as PeerView, Reply};
+use crate::command::{Command, Fetched};
 use crate::config::NetConfig;
 use crate::error::NetError;
 use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
 
 mod dht;
+mod dial;
 mod engine;
+mod listen;
 
 use dht::{Find, ProvideJob};
+use dial::{Conn, PendingDial, PendingDisconnect};
 use engine::{Answer, Engine};
 
 /// How often deadlines and retries are checked.
@@ -49,30 +51,6 @@ const MAX_STORE_TASKS: usize = 2;
 const STORE_BATCH_BLOCKS: usize = 256;
 /// Most bytes of received blocks written to the store in one batch.
 pub const STORE_BATCH_BYTES: usize = 32 << 20;
-
-/// One open connection, for `swarm peers`.
-struct Conn {
-    id: ConnectionId,
-    address: Multiaddr,
-    direction: Direction,
-    rtt: Option<Duration>,
-}
-
-/// A `disconnect` waiting for the peer's last connection to close.
-struct PendingDisconnect {
-    peer: PeerId,
-    reply: Reply<PeerId>,
-    deadline: Instant,
-}
-
-/// How long a `disconnect` waits for the connections to close before it answers anyway.
-const DISCONNECT_WAIT: Duration = Duration::from_secs(5);
-
-struct PendingDial {
-    addr: String,
-    reply: Reply<PeerId>,
-    deadline: Instant,
-}
 
 /// Owns the Swarm and all network state.
 pub(crate) struct EventLoop {
@@ -105,50 +83,6 @@ pub(crate) struct EventLoop {
     to_store: VecDeque<(Cid, Bytes)>,
 }
 
-/// A listen failure as the user should read it: "address already in use", or the whole chain
-/// of causes (libp2p's transport errors display as an empty string).
-fn listen_error(addr: &str, e: &(dyn std::error::Error + 'static)) -> NetError {
-    if crate::error::has_io_kind(e, std::io::ErrorKind::AddrInUse) {
-        return NetError::AddrInUse {
-            addr: addr.to_string(),
-        };
-    }
-    NetError::Listen {
-        addr: addr.to_string(),
-        reason: crate::error::chain(e),
-    }
-}
-
-/// Fails with [`NetError::AddrInUse`] if something listens on the fixed TCP or UDP port of
-/// `addr` already, by binding a plain socket there and closing it again just before libp2p
-/// binds. Two reasons:
-/// - libp2p binds its TCP listeners with `SO_REUSEPORT`, so a second daemon of the same user
-///   would bind the same port too and silently share its connections with the first. A plain
-///   socket (`SO_REUSEADDR` as std sets it, no `SO_REUSEPORT`) cannot bind a port a listener
-///   holds.
-/// - QUIC's own bind does fail, but libp2p wraps the I/O error in layers whose `source()` skips
-///   it, so its kind is lost; the probe's error keeps it.
-fn check_port(text: &str, addr: &Multiaddr) -> Result<(), NetError> {
-    let mut parts = addr.iter();
-    let ip: std::net::IpAddr = match parts.next() {
-        Some(Protocol::Ip4(ip)) => ip.into(),
-        Some(Protocol::Ip6(ip)) => ip.into(),
-        _ => return Ok(()),
-    };
-    let probe = match parts.next() {
-        Some(Protocol::Tcp(port)) if port != 0 => std::net::TcpListener::bind((ip, port)).map(drop),
-        Some(Protocol::Udp(port)) if port != 0 => std::net::UdpSocket::bind((ip, port)).map(drop),
-        _ => return Ok(()),
-    };
-    match probe {
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(NetError::AddrInUse {
-            addr: text.to_string(),
-        }),
-        // Anything else (no such local address, a privileged port) is for libp2p to report.
-        _ => Ok(()),
-    }
-}
-
 impl EventLoop {
     /// Builds the swarm, binds every listen address (waiting until each reports one), and dials
     /// the bootstrap peers.
@@ -167,77 +101,9 @@ impl EventLoop {
                 }
             })?;
 
-        let mut parsed = Vec::with_capacity(cfg.listen_addrs.len());
-        for a in &cfg.listen_addrs {
-            parsed.push((a, crate::addr::parse_addr(a)?));
-        }
-        // Every fixed port is checked before any is bound (see `check_port`).
-        for (text, addr) in &parsed {
-            check_port(text, addr)?;
-        }
-        let mut listeners = HashMap::new();
-        for (text, addr) in parsed {
-            let id = swarm.listen_on(addr).map_err(|e| listen_error(text, &e))?;
-            listeners.insert(id, text.clone());
-        }
-        let mut listen_addrs = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !listeners.is_empty() {
-            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
-                Ok(SwarmEvent::NewListenAddr {
-                    listener_id,
-                    address,
-                }) => {
-                    listeners.remove(&listener_id);
-                    if cfg.announce_listen_addrs {
-                        swarm.add_external_address(address.clone());
-                    }
-                    listen_addrs.push(address);
-                }
-                Ok(SwarmEvent::ListenerClosed {
-                    listener_id,
-                    addresses,
-                    reason,
-                }) => {
-                    let addr = listeners.get(&listener_id).cloned().unwrap_or_else(|| {
-                        addresses
-                            .iter()
-                            .map(|a| a.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    });
-                    return Err(match reason {
-                        Err(e) => listen_error(&addr, &e),
-                        Ok(()) => NetError::Listen {
-                            addr,
-                            reason: "the listener closed".into(),
-                        },
-                    });
-                }
-                Ok(other) => tracing::trace!(?other, "event before start"),
-                Err(_) => {
-                    return Err(NetError::Listen {
-                        addr: cfg.listen_addrs.join(", "),
-                        reason: "no address bound within 5 s".into(),
-                    })
-                }
-            }
-        }
+        let listen_addrs = listen::listen(&mut swarm, &cfg).await?;
 
-        let mut bootstrap_peers = HashSet::new();
-        for b in &cfg.bootstrap {
-            let addr = crate::addr::parse_addr(b)?;
-            let peer = p2p_id(&addr).ok_or_else(|| NetError::BadAddr {
-                addr: b.clone(),
-                reason: "a bootstrap address must end in /p2p/<peer id>".into(),
-            })?;
-            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            bootstrap_peers.insert(peer);
-            let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
-            if let Err(e) = swarm.dial(opts) {
-                tracing::warn!(%peer, error = %e, "cannot dial bootstrap peer");
-            }
-        }
+        let bootstrap_peers = dial::dial_bootstrap(&mut swarm, &cfg)?;
 
         Ok(EventLoop {
             swarm,
@@ -350,29 +216,7 @@ impl EventLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(Ok(self.swarm.connected_peers().copied().collect()));
             }
-            Command::PeerInfos { reply } => {
-                let mut infos: Vec<PeerView> = self
-                    .conns
-                    .iter()
-                    .filter_map(|(peer, conns)| {
-                        let c = conns.first()?;
-                        Some(PeerView {
-                            peer: *peer,
-                            address: c
-                                .address
-                                .iter()
-                                .filter(|p| !matches!(p, Protocol::P2p(_)))
-                                .collect(),
-                            direction: c.direction,
-                            latency: c.rtt,
-                            transport: crate::addr::transport_name(&c.address),
-                            protocols: self.protocols.get(peer).cloned(),
-                        })
-                    })
-                    .collect();
-                infos.sort_by_key(|i| i.peer.to_bytes());
-                let _ = reply.send(Ok(infos));
-            }
+            Command::PeerInfos { reply } => self.peer_infos(reply),
             Command::Disconnect { target, reply } => self.disconnect(target, reply),
             Command::Provide { cids, reply } => self.provide(cids, reply),
             Command::ProvidedKeys { reply } => self.provided_keys(reply),
@@ -400,104 +244,6 @@ impl EventLoop {
         }
     }
 
-    fn connect(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
-        let peer = p2p_id(&addr);
-        if let Some(p) = peer {
-            if self.swarm.is_connected(&p) {
-                let _ = reply.send(Ok(p));
-                return;
-            }
-        }
-        let opts = match peer {
-            Some(p) => DialOpts::peer_id(p)
-                .addresses(vec![addr.clone()])
-                .condition(PeerCondition::Always)
-                .build(),
-            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-        };
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.dials.insert(
-                    id,
-                    PendingDial {
-                        addr: addr.to_string(),
-                        reply,
-                        deadline: Instant::now() + self.engine.cfg.dial_timeout,
-                    },
-                );
-            }
-            Err(e) => {
-                let _ = reply.send(Err(NetError::Dial {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                }));
-            }
-        }
-    }
-
-    fn disconnect(&mut self, target: Multiaddr, reply: Reply<PeerId>) {
-        let by_addr = |a: &Multiaddr| -> Multiaddr {
-            a.iter()
-                .filter(|p| !matches!(p, Protocol::P2p(_)))
-                .collect()
-        };
-        let peer = match p2p_id(&target) {
-            Some(p) => self.conns.contains_key(&p).then_some(p),
-            None => {
-                let want = by_addr(&target);
-                self.conns
-                    .iter()
-                    .find(|(_, cs)| cs.iter().any(|c| by_addr(&c.address) == want))
-                    .map(|(p, _)| *p)
-            }
-        };
-        let Some(peer) = peer else {
-            let _ = reply.send(Err(NetError::NotConnected {
-                target: target.to_string(),
-            }));
-            return;
-        };
-        if self.swarm.disconnect_peer_id(peer).is_err() {
-            let _ = reply.send(Err(NetError::NotConnected {
-                target: target.to_string(),
-            }));
-            return;
-        }
-        self.disconnects.push(PendingDisconnect {
-            peer,
-            reply,
-            deadline: Instant::now() + DISCONNECT_WAIT,
-        });
-    }
-
-    /// The addresses this node knows for `peer`: its DHT routing table entry, the listen
-    /// addresses it announced, and the address of an outbound connection to it.
-    fn known_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
-        let mut addrs: Vec<Multiaddr> = Vec::new();
-        let mut add = |a: &Multiaddr| {
-            if !addrs.contains(a) {
-                addrs.push(a.clone());
-            }
-        };
-        if let Some(entry) = self.swarm.behaviour_mut().kad.kbucket(*peer) {
-            if let Some(e) = entry.iter().find(|e| e.node.key.preimage() == peer) {
-                for a in e.node.value.iter() {
-                    add(a);
-                }
-            }
-        }
-        for a in self.listen_of.get(peer).into_iter().flatten() {
-            add(a);
-        }
-        for c in self.conns.get(peer).into_iter().flatten() {
-            if c.direction == Direction::Outbound {
-                add(&c.address);
-            }
-        }
-        addrs
-    }
-
     // ----- swarm events -----
 
     fn on_swarm_event(&mut self, ev: SwarmEvent<NodeBehaviourEvent>) {
@@ -508,58 +254,15 @@ impl EventLoop {
                 peer_id,
                 info,
                 ..
-            })) => {
-                let mut protocols: Vec<String> =
-                    info.protocols.iter().map(|p| p.to_string()).collect();
-                protocols.sort();
-                if self.conns.contains_key(&peer_id) {
-                    self.protocols.insert(peer_id, protocols);
-                    self.listen_of.insert(peer_id, info.listen_addrs.clone());
-                }
-                if info.protocols.contains(&self.kad_protocol) {
-                    for a in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
-                    }
-                }
-                let bitswap = info
-                    .protocols
-                    .iter()
-                    .any(|p| p.as_ref().starts_with("/ipfs/bitswap/"));
-                if let Some(i) = self.engine.peers.get_mut(&peer_id) {
-                    let was = i.bitswap;
-                    i.bitswap = Some(bitswap);
-                    if !bitswap && was != Some(false) {
-                        self.engine.on_peer_gone(peer_id, false);
-                    }
-                }
-            }
+            })) => self.on_identify(peer_id, info),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
-                for (peer, addr) in list {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
-                    if !self.swarm.is_connected(&peer) {
-                        let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
-                        let _ = self.swarm.dial(opts);
-                    }
-                }
+                self.on_mdns(list)
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
                 result,
-            })) => {
-                if let Ok(rtt) = result {
-                    if let Some(c) = self
-                        .conns
-                        .get_mut(&peer)
-                        .and_then(|cs| cs.iter_mut().find(|c| c.id == connection))
-                    {
-                        c.rtt = Some(rtt);
-                    }
-                }
-            }
+            })) => self.on_ping(peer, connection, result),
             SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
             SwarmEvent::NewListenAddr { address, .. } => {
                 if self.engine.cfg.announce_listen_addrs {
@@ -577,67 +280,18 @@ impl EventLoop {
                 num_established,
                 endpoint,
                 ..
-            } => {
-                self.conns.entry(peer_id).or_default().push(Conn {
-                    id: connection_id,
-                    address: endpoint.get_remote_address().clone(),
-                    direction: if endpoint.is_dialer() {
-                        Direction::Outbound
-                    } else {
-                        Direction::Inbound
-                    },
-                    rtt: None,
-                });
-                if let Some(d) = self.dials.remove(&connection_id) {
-                    let _ = d.reply.send(Ok(peer_id));
-                }
-                if num_established.get() == 1 {
-                    self.engine.on_peer_connected(peer_id);
-                }
-                if !self.bootstrapped && self.bootstrap_peers.contains(&peer_id) {
-                    self.bootstrapped = true;
-                    if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
-                        tracing::debug!(error = %e, "DHT bootstrap not started");
-                    }
-                }
-            }
+            } => self.on_connection_established(peer_id, connection_id, num_established, endpoint),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
                 num_established,
                 ..
-            } => {
-                if let Some(cs) = self.conns.get_mut(&peer_id) {
-                    cs.retain(|c| c.id != connection_id);
-                }
-                if num_established == 0 {
-                    self.conns.remove(&peer_id);
-                    self.protocols.remove(&peer_id);
-                    self.listen_of.remove(&peer_id);
-                    self.engine.on_peer_gone(peer_id, true);
-                    let (done, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.disconnects)
-                        .into_iter()
-                        .partition(|d| d.peer == peer_id);
-                    self.disconnects = wait;
-                    for d in done {
-                        let _ = d.reply.send(Ok(peer_id));
-                    }
-                }
-            }
+            } => self.on_connection_closed(peer_id, connection_id, num_established),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
                 error,
-            } => {
-                if let Some(d) = self.dials.remove(&connection_id) {
-                    let _ = d.reply.send(Err(NetError::Dial {
-                        addr: d.addr,
-                        reason: error.to_string(),
-                    }));
-                } else {
-                    tracing::debug!(?peer_id, %error, "outgoing connection failed");
-                }
-            }
+            } => self.on_outgoing_connection_error(connection_id, peer_id, error),
             other => tracing::trace!(?other, "swarm event"),
         }
     }
@@ -727,29 +381,7 @@ impl EventLoop {
             self.swarm.behaviour_mut().bans.unblock_peer(p);
         }
 
-        let late: Vec<ConnectionId> = self
-            .dials
-            .iter()
-            .filter(|(_, d)| d.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some(d) = self.dials.remove(&id) {
-                let _ = d.reply.send(Err(NetError::DialTimeout {
-                    addr: d.addr,
-                    secs: self.engine.cfg.dial_timeout.as_secs(),
-                }));
-            }
-        }
-
-        let (late, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.disconnects)
-            .into_iter()
-            .partition(|d| d.deadline <= now);
-        self.disconnects = wait;
-        for d in late {
-            // The connections are closing; say so rather than keep the caller waiting.
-            let _ = d.reply.send(Ok(d.peer));
-        }
+        self.expire_dials(now);
 
         self.expire_finds(now);
     }
