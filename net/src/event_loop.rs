@@ -7,13 +7,21 @@
 //! The Bitswap client and server policy lives in `engine` ([`Engine`]), which has no Swarm: it
 //! records what to send in an outbox and what else to do (search, dial, ban) in `Actions`, which
 //! the loop carries out after each event.
+//!
+//! This file keeps the loop: its state, `run`, and the dispatch of commands, swarm events, ticks
+//! and the engine's actions. The work, one concern a file, is done by `impl EventLoop` blocks in:
+//! - `bitswap`: Bitswap events into the engine, the engine's outbox out to the peers.
+//! - `dht`: provider searches, provide jobs, the reprovide, Kademlia events.
+//! - `dial`: connecting, disconnecting, the open connections, identify, mDNS, ping.
+//! - `listen`: binding the listen addresses at start.
+//! - `store_io`: the `JoinSet`s that read the store to serve peers and write received blocks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_store::{Block, Blockstore, Cid};
+use cairn_store::{Blockstore, Cid};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -22,35 +30,28 @@ use libp2p::{identify, identity, kad, mdns, ping, Multiaddr, PeerId, StreamProto
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::bitswap::protocol::{Message, WantEntry, WantType, MAX_BLOCK_BYTES};
-use crate::bitswap::{self};
-use crate::command::{Command, Fetched};
+use crate::bitswap::protocol::WantEntry;
+use crate::command::Command;
 use crate::config::NetConfig;
 use crate::error::NetError;
 use crate::swarm::{self as swarm_build, NodeBehaviour, NodeBehaviourEvent};
 
+mod bitswap;
 mod dht;
 mod dial;
 mod engine;
 mod listen;
+mod store_io;
 
 use dht::{Find, ProvideJob};
 use dial::{Conn, PendingDial, PendingDisconnect};
 use engine::{Answer, Engine};
+pub use store_io::STORE_BATCH_BYTES;
 
 /// How often deadlines and retries are checked.
 const TICK: Duration = Duration::from_millis(200);
-/// Serve jobs (one per incoming wantlist) waiting for a store-reading task.
-const MAX_SERVE_QUEUE: usize = 1024;
 /// Commands handled in one turn of the loop before its outgoing messages are flushed.
 const COMMAND_BATCH: usize = 64;
-/// Store writes of received blocks running at once; blocks arriving meanwhile wait and are
-/// written together by the next one.
-const MAX_STORE_TASKS: usize = 2;
-/// Blocks (and bytes) written by one store task at most.
-const STORE_BATCH_BLOCKS: usize = 256;
-/// Most bytes of received blocks written to the store in one batch.
-pub const STORE_BATCH_BYTES: usize = 32 << 20;
 
 /// Owns the Swarm and all network state.
 pub(crate) struct EventLoop {
@@ -102,7 +103,6 @@ impl EventLoop {
             })?;
 
         let listen_addrs = listen::listen(&mut swarm, &cfg).await?;
-
         let bootstrap_peers = dial::dial_bootstrap(&mut swarm, &cfg)?;
 
         Ok(EventLoop {
@@ -296,69 +296,6 @@ impl EventLoop {
         }
     }
 
-    fn on_bitswap(&mut self, ev: bitswap::Event) {
-        match ev {
-            bitswap::Event::Message { peer, msg } => {
-                if self.engine.banned.contains_key(&peer) {
-                    return;
-                }
-                let Message {
-                    wantlist,
-                    full,
-                    blocks,
-                    presences,
-                    ..
-                } = msg;
-                if !blocks.is_empty() {
-                    let fresh = self.engine.on_blocks(peer, blocks);
-                    if !self.engine.actions.ban.is_empty() {
-                        return;
-                    }
-                    self.to_store.extend(fresh);
-                }
-                for (cid, p) in presences {
-                    self.engine.on_presence(peer, cid, p);
-                }
-                if !wantlist.is_empty() || full {
-                    let job = self.engine.on_wantlist(peer, full, wantlist);
-                    if !job.is_empty() {
-                        if self.serve_queue.len() < MAX_SERVE_QUEUE {
-                            self.serve_queue.push_back((peer, job));
-                        } else if let Some(i) = self.engine.peers.get_mut(&peer) {
-                            tracing::debug!(%peer, "serve queue full, ignoring wants");
-                            for e in job {
-                                i.ledger.remove(&e.cid);
-                            }
-                        }
-                    }
-                }
-            }
-            bitswap::Event::Malformed { peer, error } => {
-                tracing::warn!(%peer, %error, "malformed bitswap message, banning peer");
-                self.engine.actions.ban.push(peer);
-            }
-            bitswap::Event::SendFailed { peer, unsupported } => {
-                if unsupported {
-                    if let Some(i) = self.engine.peers.get_mut(&peer) {
-                        i.bitswap = Some(false);
-                    }
-                }
-                // Whatever was asked of this peer may never arrive: ask elsewhere.
-                self.engine.on_peer_gone(peer, false);
-            }
-        }
-    }
-
-    fn on_stored(&mut self, blocks: Vec<(Cid, Bytes)>) {
-        for (cid, data) in blocks {
-            if let Some(ws) = self.engine.storing.remove(&cid) {
-                for w in ws {
-                    let _ = w.reply.send(Ok(Fetched::Block(data.clone())));
-                }
-            }
-        }
-    }
-
     fn on_tick(&mut self) {
         let now = Instant::now();
         let free = self
@@ -382,7 +319,6 @@ impl EventLoop {
         }
 
         self.expire_dials(now);
-
         self.expire_finds(now);
     }
 
@@ -424,91 +360,6 @@ impl EventLoop {
             self.engine.actions.dial = more.dial;
         }
     }
-
-    /// Writes received blocks to the store, batching those that arrived while earlier writes ran.
-    fn pump_store(&mut self) {
-        while self.store_tasks.len() < MAX_STORE_TASKS && !self.to_store.is_empty() {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            while batch.len() < STORE_BATCH_BLOCKS && bytes < STORE_BATCH_BYTES {
-                let Some(b) = self.to_store.pop_front() else {
-                    break;
-                };
-                bytes += b.1.len();
-                batch.push(b);
-            }
-            let store = self.store.clone();
-            self.store_tasks.spawn_blocking(move || {
-                let blocks: Vec<Block> = batch
-                    .iter()
-                    .map(|(c, d)| Block::trusted(*c, d.clone()))
-                    .collect();
-                if let Err(e) = store.put_many(&blocks) {
-                    tracing::warn!(error = %e, "cannot cache received blocks");
-                }
-                batch
-            });
-        }
-    }
-
-    fn pump_serve(&mut self) {
-        let max = self.engine.cfg.limits.max_serve_tasks.max(1);
-        while self.serve_tasks.len() < max {
-            let Some((peer, job)) = self.serve_queue.pop_front() else {
-                break;
-            };
-            let store = self.store.clone();
-            self.serve_tasks
-                .spawn_blocking(move || (peer, answer(&*store, job)));
-        }
-    }
-
-    fn flush_outbox(&mut self) {
-        if self.engine.outbox.is_empty() {
-            return;
-        }
-        let outbox = std::mem::take(&mut self.engine.outbox);
-        for (peer, msgs) in outbox {
-            for m in msgs {
-                let blocks = m.blocks.len() as u64;
-                let bytes: u64 = m.blocks.iter().map(|(_, d)| d.len() as u64).sum();
-                if self.swarm.behaviour_mut().bitswap.send(peer, m) {
-                    self.engine.stats.blocks_sent += blocks;
-                    self.engine.stats.bytes_sent += bytes;
-                }
-            }
-        }
-    }
-}
-
-/// Looks up a peer's wants in the store (runs on a blocking thread).
-fn answer(store: &dyn Blockstore, job: Vec<WantEntry>) -> Vec<(WantEntry, Answer)> {
-    job.into_iter()
-        .map(|e| {
-            let sdh = e.send_dont_have;
-            let a = match e.want_type {
-                WantType::Block => match store.get_verified(&e.cid) {
-                    Ok(Some(b)) if b.len() <= MAX_BLOCK_BYTES => Answer::Block(b),
-                    Ok(_) if sdh => Answer::DontHave,
-                    Ok(_) => Answer::Nothing,
-                    Err(err) => {
-                        tracing::warn!(cid = %e.cid, error = %err, "cannot serve block");
-                        if sdh {
-                            Answer::DontHave
-                        } else {
-                            Answer::Nothing
-                        }
-                    }
-                },
-                WantType::Have => match store.has(&e.cid) {
-                    Ok(true) => Answer::Have,
-                    _ if sdh => Answer::DontHave,
-                    _ => Answer::Nothing,
-                },
-            };
-            (e, a)
-        })
-        .collect()
 }
 
 /// `now + timeout`, saturating at about a century for absurd timeouts instead of overflowing.
