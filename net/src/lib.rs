@@ -10,7 +10,11 @@
 //! - `error`: [`NetError`].
 //! - `node`: the [`Node`] handle.
 //! - `command`: the commands a [`Node`] sends to the event loop, and the values they answer with.
-//! - `event_loop`: the task owning the Swarm; Bitswap want and ledger bookkeeping.
+//! - `event_loop`: the task owning the Swarm: its state, `run` and dispatch. Submodules, one
+//!   concern each: `engine` (the I/O-free Bitswap policy: `engine/client` wants,
+//!   `engine/server` ledgers), `bitswap` (Bitswap events and the outbox), `dht` (provider
+//!   searches, provide jobs, reprovide), `dial` (connections, identify, mDNS, ping), `listen`
+//!   (binding at start), `store_io` (the store reading and writing tasks).
 //! - `addr`: [`parse_addr`], [`transport_name`], and a multiaddr's peer id.
 //! - `swarm`: builds the transport and the composed behaviour.
 //! - `quic`: the QUIC muxer wrapper that accepts streams a peer stopped reading at once.
