@@ -8,8 +8,14 @@
 //! # Layout
 //! - `config`: [`NetConfig`], [`DhtMode`], [`ProvideStrategy`], [`Limits`].
 //! - `error`: [`NetError`].
-//! - `node`: the [`Node`] handle and the commands it sends.
-//! - `event_loop`: the task owning the Swarm; Bitswap want and ledger bookkeeping.
+//! - `node`: the [`Node`] handle.
+//! - `command`: the commands a [`Node`] sends to the event loop, and the values they answer with.
+//! - `event_loop`: the task owning the Swarm: its state, `run` and dispatch. Submodules, one
+//!   concern each: `engine` (the I/O-free Bitswap policy: `engine/client` wants,
+//!   `engine/server` ledgers), `bitswap` (Bitswap events and the outbox), `dht` (provider
+//!   searches, provide jobs, reprovide), `dial` (connections, identify, mDNS, ping), `listen`
+//!   (binding at start), `store_io` (the store reading and writing tasks).
+//! - `addr`: [`parse_addr`], [`transport_name`], and a multiaddr's peer id.
 //! - `swarm`: builds the transport and the composed behaviour.
 //! - `quic`: the QUIC muxer wrapper that accepts streams a peer stopped reading at once.
 //! - `bitswap`: the Bitswap protocol (`protocol`, `handler`, `behaviour`).
@@ -24,7 +30,9 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod addr;
 pub mod bitswap;
+mod command;
 mod config;
 mod error;
 mod event_loop;
@@ -35,13 +43,12 @@ mod readahead;
 mod source;
 mod swarm;
 
+pub use addr::{parse_addr, transport_name};
+pub use command::{BitswapStats, Direction, PeerInfo, ProvideReport, ProviderSearch};
 pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_KAD_PROTOCOL};
 pub use error::NetError;
 pub use event_loop::STORE_BATCH_BYTES;
 pub use libp2p::{Multiaddr, PeerId};
 pub use memstore::MemoryStore;
-pub use node::{
-    parse_addr, peer_id_from_seed, transport_name, BitswapStats, Direction, Node, PeerInfo,
-    ProvideReport, ProviderSearch,
-};
+pub use node::{peer_id_from_seed, Node};
 pub use source::{fetch_dag, fetch_many, DagError, DagProgress, NetSource};
