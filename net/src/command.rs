@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_store::Cid;
+use cairn_store::{Cid, IpnsName};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
@@ -158,4 +158,38 @@ pub(crate) enum Command {
     Shutdown {
         reply: Reply<()>,
     },
+    PutRecord {
+        name: IpnsName,
+        record: Vec<u8>,
+        reply: Reply<RecordPut>,
+    },
+    GetRecord {
+        name: IpnsName,
+        timeout: Duration,
+        reply: Reply<Option<Vec<u8>>>,
+    },
+    Subscribe {
+        name: IpnsName,
+        reply: Reply<()>,
+    },
+}
+
+/// What [`Node::put_record`](crate::Node::put_record) reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPut {
+    /// At least one DHT peer stored it.
+    pub dht: bool,
+    /// It was pushed to peers subscribed to the name's topic.
+    pub pushed: bool,
+}
+
+/// A valid record of a name this node follows, pushed by a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordEvent {
+    /// The name.
+    pub name: IpnsName,
+    /// The record's bytes (validated: signature, expiry, size).
+    pub record: Vec<u8>,
+    /// The peer that forwarded it.
+    pub from: PeerId,
 }

@@ -114,6 +114,9 @@ pub struct NetConfig {
 
 /// The public Amino DHT protocol.
 pub const KAD_PROTOCOL: &str = "/ipfs/kad/1.0.0";
+/// How long this node keeps an IPNS record in its DHT store (others' and its own): the
+/// validity cairn gives its records (publishers put them again before that).
+pub(crate) const RECORD_STORE_TTL: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
 /// Kubo's LAN DHT protocol.
 pub const LAN_KAD_PROTOCOL: &str = "/ipfs/lan/kad/1.0.0";
 

@@ -5,6 +5,9 @@ use cairn_store::Cid;
 /// Why a network operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NetError {
+    /// An IPNS record that is not valid (what is wrong with it).
+    #[error("invalid IPNS record: {0}")]
+    BadRecord(String),
     /// The node has shut down (or its task died).
     #[error("the network node has shut down")]
     Shutdown,

@@ -41,6 +41,7 @@ mod dht;
 mod dial;
 mod engine;
 mod listen;
+mod records;
 mod store_io;
 
 use dht::{Find, ProvideJob};
@@ -82,6 +83,10 @@ pub(crate) struct EventLoop {
     store_tasks: JoinSet<Vec<(Cid, Bytes)>>,
     /// Verified blocks waiting for a store task (bounded by the wants they answer).
     to_store: VecDeque<(Cid, Bytes)>,
+    /// IPNS record lookups, puts and topics.
+    records: records::Records,
+    /// Where valid pushed records go (the node's subscribers).
+    record_events: tokio::sync::broadcast::Sender<crate::command::RecordEvent>,
 }
 
 impl EventLoop {
@@ -92,6 +97,7 @@ impl EventLoop {
         key: identity::Keypair,
         store: Arc<dyn Blockstore>,
         commands: mpsc::Receiver<Command>,
+        record_events: tokio::sync::broadcast::Sender<crate::command::RecordEvent>,
     ) -> Result<Self, NetError> {
         let local = key.public().to_peer_id();
         let mut swarm = swarm_build::build(&cfg, key)?;
@@ -129,6 +135,8 @@ impl EventLoop {
             serve_tasks: JoinSet::new(),
             store_tasks: JoinSet::new(),
             to_store: VecDeque::new(),
+            records: records::Records::default(),
+            record_events,
         })
     }
 
@@ -241,6 +249,17 @@ impl EventLoop {
             Command::Shutdown { reply } => {
                 let _ = reply.send(Ok(()));
             }
+            Command::PutRecord {
+                name,
+                record,
+                reply,
+            } => self.put_record(name, record, reply),
+            Command::GetRecord {
+                name,
+                timeout,
+                reply,
+            } => self.get_record(name, far_deadline(timeout), reply),
+            Command::Subscribe { name, reply } => self.subscribe(name, reply),
         }
     }
 
@@ -249,7 +268,12 @@ impl EventLoop {
     fn on_swarm_event(&mut self, ev: SwarmEvent<NodeBehaviourEvent>) {
         match ev {
             SwarmEvent::Behaviour(NodeBehaviourEvent::Bitswap(ev)) => self.on_bitswap(ev),
-            SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(ev)) => self.on_kad(ev),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Kad(ev)) => {
+                if !self.on_kad_record(&ev) {
+                    self.on_kad(ev)
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(ev)) => self.on_gossip(ev),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -320,6 +344,7 @@ impl EventLoop {
 
         self.expire_dials(now);
         self.expire_finds(now);
+        self.expire_gets(now);
     }
 
     fn apply_actions(&mut self) {

@@ -44,7 +44,9 @@ mod source;
 mod swarm;
 
 pub use addr::{parse_addr, transport_name};
-pub use command::{BitswapStats, Direction, PeerInfo, ProvideReport, ProviderSearch};
+pub use command::{
+    BitswapStats, Direction, PeerInfo, ProvideReport, ProviderSearch, RecordEvent, RecordPut,
+};
 pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_KAD_PROTOCOL};
 pub use error::NetError;
 pub use event_loop::STORE_BATCH_BYTES;

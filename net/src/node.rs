@@ -4,15 +4,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_store::{Blockstore, Cid};
+use cairn_store::{Blockstore, Cid, IpnsName};
 use libp2p::{identity, Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::addr::parse_addr;
 use crate::command::{
-    BitswapStats, Command, Fetched, PeerInfo, ProvideReport, ProviderSearch, Reply,
+    BitswapStats, Command, Fetched, PeerInfo, ProvideReport, ProviderSearch, RecordEvent,
+    RecordPut, Reply,
 };
 use crate::config::NetConfig;
+
+/// Pushed records buffered for each subscriber of [`Node::record_events`].
+const RECORD_EVENTS: usize = 256;
 use crate::error::NetError;
 use crate::event_loop::EventLoop;
 
@@ -21,6 +25,8 @@ use crate::event_loop::EventLoop;
 #[derive(Clone)]
 pub struct Node {
     tx: mpsc::Sender<Command>,
+    /// Valid records pushed for subscribed names.
+    records: tokio::sync::broadcast::Sender<RecordEvent>,
     peer_id: PeerId,
     store: Arc<dyn Blockstore>,
     fetch_timeout: Duration,
@@ -84,9 +90,11 @@ impl Node {
         let fetch_timeout = config.fetch_timeout;
         let readahead_blocks = config.limits.readahead_blocks;
         let (tx, rx) = mpsc::channel(config.limits.command_queue.max(1));
-        let event_loop = EventLoop::new(config, key, store.clone(), rx).await?;
+        let (records, _) = tokio::sync::broadcast::channel(RECORD_EVENTS);
+        let event_loop = EventLoop::new(config, key, store.clone(), rx, records.clone()).await?;
         tokio::spawn(event_loop.run());
         Ok(Node {
+            records,
             tx,
             peer_id,
             store,
@@ -99,6 +107,44 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).await?;
         rx.await?
+    }
+
+    /// Publishes IPNS record `record` of `name` (signed here): kept in this node's DHT store,
+    /// put to the DHT, pushed to the peers subscribed to the name's topic. Returns when the
+    /// DHT put ended (an empty network is not an error: see [`RecordPut`]).
+    pub async fn put_record(&self, name: IpnsName, record: Vec<u8>) -> Result<RecordPut, NetError> {
+        self.ask(|reply| Command::PutRecord {
+            name,
+            record,
+            reply,
+        })
+        .await
+    }
+
+    /// The best valid record of `name` this node keeps or the DHT gives within `timeout` (the
+    /// first valid one from the network ends the search); `None` if there is none.
+    pub async fn get_record(
+        &self,
+        name: IpnsName,
+        timeout: Duration,
+    ) -> Result<Option<Vec<u8>>, NetError> {
+        self.ask(|reply| Command::GetRecord {
+            name,
+            timeout,
+            reply,
+        })
+        .await
+    }
+
+    /// Listens for pushed records of `name` (IPNS over PubSub); they arrive on
+    /// [`Node::record_events`].
+    pub async fn subscribe(&self, name: IpnsName) -> Result<(), NetError> {
+        self.ask(|reply| Command::Subscribe { name, reply }).await
+    }
+
+    /// Valid records pushed for the names this node subscribed to.
+    pub fn record_events(&self) -> tokio::sync::broadcast::Receiver<RecordEvent> {
+        self.records.subscribe()
     }
 
     /// This node's peer id.

@@ -3,8 +3,8 @@
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    allow_block_list, connection_limits, identify, identity, kad, mdns, noise, ping, quic, tcp,
-    yamux, StreamProtocol, Swarm, SwarmBuilder, Transport,
+    allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns, noise, ping,
+    quic, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder, Transport,
 };
 
 use crate::bitswap;
@@ -25,6 +25,7 @@ pub(crate) struct NodeBehaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) bitswap: bitswap::Behaviour,
+    pub(crate) gossipsub: gossipsub::Behaviour,
 }
 
 /// Whether the DHT should run as a server under `cfg`.
@@ -51,6 +52,12 @@ pub(crate) fn build(
     // The node re-announces on its own schedule (the reprovider), not libp2p's 12 h default.
     kad_cfg.set_provider_publication_interval(None);
     kad_cfg.set_query_timeout(std::time::Duration::from_secs(60));
+    // Records are validated before they are stored (IPNS only; see `event_loop/records.rs`),
+    // kept as long as cairn's records are valid, and republished by their publishers.
+    kad_cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
+    kad_cfg.set_record_ttl(Some(crate::config::RECORD_STORE_TTL));
+    kad_cfg.set_publication_interval(None);
+    kad_cfg.set_replication_interval(None);
     let store_cfg = kad::store::MemoryStoreConfig {
         max_records: 65_536,
         max_provided_keys: cfg.limits.max_provided_keys,
@@ -81,6 +88,19 @@ pub(crate) fn build(
         .with_max_established_per_peer(Some(cfg.limits.max_connections_per_peer))
         .with_max_pending_incoming(Some(cfg.limits.max_pending_incoming));
 
+    // IPNS over PubSub: records are validated before they are forwarded.
+    let gossip_cfg = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(cairn_store::IPNS_MAX_RECORD_SIZE + 4096)
+        .build()
+        .map_err(|e| NetError::Transport(e.to_string()))?;
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_cfg,
+    )
+    .map_err(|e| NetError::Transport(e.to_string()))?;
+
     let behaviour = NodeBehaviour {
         bans: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(limits),
@@ -92,6 +112,7 @@ pub(crate) fn build(
         kad: kademlia,
         mdns: Toggle::from(mdns),
         bitswap: bitswap::Behaviour::new(),
+        gossipsub,
     };
 
     let idle = cfg.idle_timeout;

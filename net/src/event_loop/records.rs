@@ -1,0 +1,324 @@
+//! IPNS records: put and get through the DHT (`/ipns/<multihash>` keys), and the push path,
+//! IPNS-over-PubSub (gossipsub topic `/record/<base64url(routing key)>`).
+//!
+//! Every record from outside is validated before it is used, stored or forwarded: it must
+//! decode, be at most 10 KiB, carry a V2 signature by the name's key, not be expired, and (to
+//! replace one held) supersede it (a higher sequence, or the same one valid for longer).
+//! Inbound DHT `PUT_VALUE`s reach us unstored (`StoreInserts::FilterBoth`) and are stored only
+//! if they pass; keys outside `/ipns/` are refused. A peer whose records keep failing is banned.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+use cairn_store::{IpnsName, IpnsRecord, IPNS_MAX_RECORD_SIZE as MAX_RECORD_SIZE};
+use libp2p::kad::store::RecordStore;
+use libp2p::{gossipsub, kad, PeerId};
+
+use super::EventLoop;
+use crate::command::{RecordEvent, RecordPut, Reply};
+use crate::error::NetError;
+
+/// Bad records a peer may send before it is banned.
+const BAD_RECORDS_BEFORE_BAN: u32 = 3;
+
+/// A running `GET_VALUE`.
+pub(crate) struct GetRecord {
+    pub name: IpnsName,
+    pub best: Option<IpnsRecord>,
+    pub reply: Option<Reply<Option<Vec<u8>>>>,
+    pub deadline: Instant,
+}
+
+/// What the loop keeps about records.
+#[derive(Default)]
+pub(crate) struct Records {
+    pub gets: HashMap<kad::QueryId, GetRecord>,
+    pub puts: HashMap<kad::QueryId, (Reply<RecordPut>, usize)>,
+    /// Topics subscribed to, and the name each is for.
+    pub topics: HashMap<gossipsub::TopicHash, IpnsName>,
+    /// Bad records per peer.
+    pub strikes: HashMap<PeerId, u32>,
+}
+
+/// The DHT key of `name`'s records.
+fn dht_key(name: &IpnsName) -> kad::RecordKey {
+    kad::RecordKey::new(&name.routing_key())
+}
+
+/// `bytes` as a valid record of `name` now.
+fn valid(name: &IpnsName, bytes: &[u8]) -> Result<IpnsRecord, cairn_store::RecordError> {
+    IpnsRecord::validate(bytes, name, SystemTime::now())
+}
+
+impl EventLoop {
+    /// The record of `name` in the DHT store here, if it is still valid.
+    fn stored_record(&mut self, name: &IpnsName) -> Option<IpnsRecord> {
+        let key = dht_key(name);
+        let rec = self.swarm.behaviour_mut().kad.store_mut().get(&key)?;
+        valid(name, &rec.value).ok()
+    }
+
+    /// Keeps `record` in the DHT store here if it supersedes what is there.
+    fn keep_record(&mut self, record: &IpnsRecord) {
+        if self
+            .stored_record(record.name())
+            .is_some_and(|held| !record.supersedes(&held))
+        {
+            return;
+        }
+        let mut rec = kad::Record::new(dht_key(record.name()), record.as_bytes().to_vec());
+        rec.expires = Some(Instant::now() + crate::config::RECORD_STORE_TTL);
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(rec) {
+            tracing::debug!(name = %record.name(), error = %e, "cannot keep the record");
+        }
+    }
+
+    /// Publishes `record` (a valid record of `name`, made here): kept here, put to the DHT and
+    /// pushed on the name's topic.
+    pub(super) fn put_record(&mut self, name: IpnsName, record: Vec<u8>, reply: Reply<RecordPut>) {
+        let parsed = match valid(&name, &record) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply.send(Err(NetError::BadRecord(e.to_string())));
+                return;
+            }
+        };
+        self.keep_record(&parsed);
+        let topic = gossipsub::IdentTopic::new(name.pubsub_topic());
+        let pushed = match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, record.clone())
+        {
+            Ok(_) => true,
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => false,
+            Err(e) => {
+                tracing::debug!(%name, error = %e, "cannot push the record");
+                false
+            }
+        };
+        let rec = kad::Record::new(dht_key(&name), record);
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(rec, kad::Quorum::One)
+        {
+            Ok(id) => {
+                self.records.puts.insert(id, (reply, usize::from(pushed)));
+            }
+            Err(e) => {
+                tracing::debug!(%name, error = %e, "DHT put not started");
+                let _ = reply.send(Ok(RecordPut { dht: false, pushed }));
+            }
+        }
+    }
+
+    /// Looks `name` up: the best valid record among the one kept here and those the DHT gives
+    /// before `deadline` (the first valid one from the network ends the search).
+    pub(super) fn get_record(
+        &mut self,
+        name: IpnsName,
+        deadline: Instant,
+        reply: Reply<Option<Vec<u8>>>,
+    ) {
+        let best = self.stored_record(&name);
+        let id = self.swarm.behaviour_mut().kad.get_record(dht_key(&name));
+        self.records.gets.insert(
+            id,
+            GetRecord {
+                name,
+                best,
+                reply: Some(reply),
+                deadline,
+            },
+        );
+    }
+
+    /// Subscribes to the pushes of `name`'s records.
+    pub(super) fn subscribe(&mut self, name: IpnsName, reply: Reply<()>) {
+        let topic = gossipsub::IdentTopic::new(name.pubsub_topic());
+        self.records.topics.insert(topic.hash(), name);
+        let r = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map(|_| ())
+            .map_err(|e| NetError::Transport(e.to_string()));
+        let _ = reply.send(r);
+    }
+
+    /// A peer sent a record that failed: logged, counted, and the peer banned after a few.
+    fn strike(&mut self, peer: PeerId, name: &IpnsName, why: &str) {
+        tracing::warn!(%peer, %name, why, "refused an IPNS record");
+        let n = self.records.strikes.entry(peer).or_insert(0);
+        *n += 1;
+        if *n >= BAD_RECORDS_BEFORE_BAN {
+            tracing::warn!(%peer, "banning a peer that keeps sending bad records");
+            self.engine.actions.ban.push(peer);
+        }
+    }
+
+    /// Finishes GET_VALUE `id`, answering with the best record found.
+    fn finish_get(&mut self, id: kad::QueryId) {
+        if let Some(mut g) = self.records.gets.remove(&id) {
+            if let Some(reply) = g.reply.take() {
+                let _ = reply.send(Ok(g.best.map(|r| r.as_bytes().to_vec())));
+            }
+        }
+    }
+
+    /// Ends the record lookups past their deadline.
+    pub(super) fn expire_gets(&mut self, now: Instant) {
+        let late: Vec<kad::QueryId> = self
+            .records
+            .gets
+            .iter()
+            .filter(|(_, g)| g.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
+            }
+            self.finish_get(id);
+        }
+    }
+
+    /// Kademlia's record events (query progress and inbound puts); `true` if it was one.
+    pub(super) fn on_kad_record(&mut self, ev: &kad::Event) -> bool {
+        match ev {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                kad::QueryResult::GetRecord(r) => {
+                    if let Ok(kad::GetRecordOk::FoundRecord(found)) = r {
+                        self.on_found_record(*id, found);
+                    }
+                    if step.last {
+                        self.finish_get(*id);
+                    }
+                    true
+                }
+                kad::QueryResult::PutRecord(r) => {
+                    if let Some((reply, pushed)) = self.records.puts.remove(id) {
+                        let _ = reply.send(Ok(RecordPut {
+                            dht: r.is_ok(),
+                            pushed: pushed > 0,
+                        }));
+                    }
+                    true
+                }
+                _ => false,
+            },
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => {
+                self.on_inbound_put(*source, record.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn on_found_record(&mut self, id: kad::QueryId, found: &kad::PeerRecord) {
+        let Some(name) = self.records.gets.get(&id).map(|g| g.name) else {
+            return;
+        };
+        let from = found.peer;
+        match valid(&name, &found.record.value) {
+            Ok(rec) => {
+                self.keep_record(&rec);
+                let better = self
+                    .records
+                    .gets
+                    .get(&id)
+                    .and_then(|g| g.best.as_ref())
+                    .is_none_or(|b| rec.supersedes(b));
+                if let Some(g) = self.records.gets.get_mut(&id) {
+                    if better {
+                        g.best = Some(rec);
+                    }
+                }
+                // The first valid record from the network answers at once.
+                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    q.finish();
+                }
+                self.finish_get(id);
+            }
+            Err(e) => {
+                if let Some(peer) = from {
+                    self.strike(peer, &name, &e.to_string());
+                }
+            }
+        }
+    }
+
+    fn on_inbound_put(&mut self, source: PeerId, record: kad::Record) {
+        let key = record.key.to_vec();
+        let Ok(name) = IpnsName::from_routing_key(&key) else {
+            tracing::debug!(peer = %source, "refused a DHT record outside /ipns/");
+            return;
+        };
+        if record.value.len() > MAX_RECORD_SIZE {
+            self.strike(source, &name, "over 10 KiB");
+            return;
+        }
+        match valid(&name, &record.value) {
+            Ok(rec) => self.keep_record(&rec),
+            Err(e) => self.strike(source, &name, &e.to_string()),
+        }
+    }
+
+    /// A gossipsub event.
+    pub(super) fn on_gossip(&mut self, ev: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = ev
+        else {
+            tracing::trace!(?ev, "gossipsub event");
+            return;
+        };
+        let Some(name) = self.records.topics.get(&message.topic).copied() else {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    gossipsub::MessageAcceptance::Ignore,
+                );
+            return;
+        };
+        let verdict = match valid(&name, &message.data) {
+            Ok(rec) => {
+                self.keep_record(&rec);
+                let _ = self.record_events.send(RecordEvent {
+                    name,
+                    record: message.data.clone(),
+                    from: propagation_source,
+                });
+                gossipsub::MessageAcceptance::Accept
+            }
+            Err(e) => {
+                self.strike(propagation_source, &name, &e.to_string());
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, verdict);
+    }
+}
