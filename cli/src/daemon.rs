@@ -130,6 +130,7 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     )?;
     out.finish()?;
 
+    crate::records::start(repo.clone(), node.clone(), daemon.mounts.clone());
     let accept = listener.serve(daemon.clone());
 
     let auto_gc = tokio::spawn(auto_gc(repo.clone()));

@@ -16,6 +16,7 @@ mod mounts;
 mod online;
 mod output;
 mod progress;
+mod records;
 mod repo_path;
 mod reprovide;
 mod server;

@@ -26,10 +26,15 @@ pub fn target(args: &MountArgs, repo: &cairn_store::Repo) -> Result<(Target, Pat
     match (&args.namespace, &args.cid, &args.dir) {
         (Some(dir), None, None) => Ok((Target::Root(MountRoot::Namespace), dir.clone())),
         (None, Some(cid), Some(dir)) => {
-            if cid.parse::<cairn_store::CidPath>().is_err() {
-                // `/ipns/<share id>` is the share itself (its mount follows the head).
-                let key = cid.strip_prefix("/ipns/").unwrap_or(cid);
-                let found = repo.shares().find(key.trim_end_matches('/'));
+            // `<share id>` and `/ipns/<share id>` are the share itself (its mount follows the
+            // head); a share id also parses as a CID (of a key, which cannot be mounted).
+            let key = cid
+                .strip_prefix("/ipns/")
+                .unwrap_or(cid)
+                .trim_end_matches('/');
+            let is_name = key.parse::<cairn_store::IpnsName>().is_ok();
+            if is_name || cid.parse::<cairn_store::CidPath>().is_err() {
+                let found = repo.shares().find(key);
                 if let Err(cairn_store::ShareError::NotFound(_)) = &found {
                     if let Err(e) = crate::cmd::parse_path(cid) {
                         crate::fail!(

@@ -17,7 +17,12 @@ pub struct Mounts {
     /// Each share's head as this process last made or saw it; read-only mounts of the share
     /// follow it.
     heads: Mutex<HashMap<IpnsName, tokio::sync::watch::Sender<Cid>>>,
+    /// Told of every head that moves (the daemon publishes its own).
+    on_moved: Mutex<Option<HeadHook>>,
 }
+
+/// What [`Mounts::on_head_moved`] calls.
+pub type HeadHook = Box<dyn Fn(&IpnsName) + Send + Sync>;
 
 impl Mounts {
     fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, MountHandle>> {
@@ -59,12 +64,23 @@ impl Mounts {
         tx.subscribe()
     }
 
-    /// Share `name`'s head moved to `root` (a commit, a restore): its following mounts switch.
+    /// Share `name`'s head moved to `root` (a commit, a restore, a newer record of a followed
+    /// share): its following mounts switch, and the hook hears of it.
     pub fn head_moved(&self, name: &IpnsName, root: Cid) {
-        let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = heads.get(name) {
-            tx.send_replace(root);
+        {
+            let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(tx) = heads.get(name) {
+                tx.send_replace(root);
+            }
         }
+        if let Some(hook) = &*self.on_moved.lock().unwrap_or_else(PoisonError::into_inner) {
+            hook(name);
+        }
+    }
+
+    /// Calls `hook` whenever a head moves.
+    pub fn on_head_moved(&self, hook: HeadHook) {
+        *self.on_moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
     }
 
     /// The roots that read-only mounts show now (retention keeps those versions).

@@ -48,7 +48,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             Ok(())
         }
         Command::Cat(mut args) => {
-            args.path = cmd::name::expand(ctx, &args.path)?;
+            args.path = expand(ctx, online, &args.path).await?;
             args.output = args.output.map(|o| ctx.path(&o));
             // Readahead fetches only the blocks covering the bytes asked for.
             let source = online.source().with_file_range(args.offset, args.length);
@@ -70,7 +70,7 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             cmd::run_offline(ctx, Command::Dag(export)).await
         }
         Command::Get(mut args) => {
-            args.path = cmd::name::expand(ctx, &args.path)?;
+            args.path = expand(ctx, online, &args.path).await?;
             // Refuse an occupied output before fetching anything.
             cmd::read::output_path(ctx, &args)?;
             let reader = online.reader();
@@ -85,11 +85,11 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             cmd::read::get_with(&reader, ctx, &args).await
         }
         Command::Ls(mut args) => {
-            args.path = cmd::name::expand(ctx, &args.path)?;
+            args.path = expand(ctx, online, &args.path).await?;
             cmd::read::ls_with(&online.reader(), ctx.console, &args).await
         }
         Command::Pin(PinCommand::Add { path, direct, name }) => {
-            let path = cmd::name::expand(ctx, &path)?;
+            let path = expand(ctx, online, &path).await?;
             let p = cmd::parse_path(&path)?;
             let reader = online.reader();
             let cid = reader
@@ -172,8 +172,27 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             })?;
             out.finish()
         }
+        Command::Name(crate::args::NameCommand::Resolve { name }) => {
+            let (name_part, rest) = cmd::name::ipns_parts(&name).unwrap_or((name.as_str(), ""));
+            let parsed: cairn_store::IpnsName = name_part.parse().map_err(|e| {
+                crate::error::coded(
+                    "invalid_input",
+                    format!(
+                        "invalid IPNS name {name_part:?}: {e}; a name looks like k51qzi5uqu5d…"
+                    ),
+                )
+            })?;
+            let (root, sequence) = resolve_online(online, parsed).await?;
+            let value = format!("/ipfs/{root}{rest}");
+            let mut out = ctx.console.output();
+            out.item(
+                &serde_json::json!({ "name": parsed.to_string(), "value": value, "sequence": sequence }),
+                || value.clone(),
+            )?;
+            out.finish()
+        }
         Command::Status { path } => {
-            let path = cmd::name::expand(ctx, &path)?;
+            let path = expand(ctx, online, &path).await?;
             status(ctx, online, &path).await
         }
         Command::Mount(args) => mount(ctx, online, &args).await,
@@ -286,6 +305,9 @@ async fn swarm(ctx: &Ctx<'_>, online: &Online, c: SwarmCommand) -> Result<()> {
         }
         SwarmCommand::Connect { addr } => {
             let peer = node.connect(&addr).await?;
+            // Followed shares catch up with what the new peer (or the DHT it joins us to) has.
+            let d = &online.daemon;
+            crate::records::catch_up(&d.repo, &d.node, &d.mounts);
             out.ack(
                 &serde_json::json!({ "connected": peer.to_string() }),
                 || format!("connected to {peer}"),
@@ -410,7 +432,57 @@ async fn status(ctx: &Ctx<'_>, online: &Online, path: &str) -> Result<()> {
     out.finish()
 }
 
+/// `text` with an IPNS name at its start resolved: a share of this repo by its head, any other
+/// name through the DHT.
+async fn expand(ctx: &Ctx<'_>, online: &Online, text: &str) -> Result<String> {
+    let Some((name, rest)) = cmd::name::ipns_parts(text) else {
+        return Ok(text.to_string());
+    };
+    let Ok(parsed) = name.parse::<cairn_store::IpnsName>() else {
+        // The offline path says what is wrong with it.
+        return cmd::name::expand(ctx, text);
+    };
+    let (root, _) = resolve_online(online, parsed).await?;
+    Ok(format!("{root}{rest}"))
+}
+
+/// What `name` points at now, as this daemon can tell: its root and sequence.
+async fn resolve_online(online: &Online, name: cairn_store::IpnsName) -> Result<(Cid, u64)> {
+    let d = &online.daemon;
+    let Some(bytes) =
+        crate::records::resolve(&d.repo, &d.node, &d.mounts, name, online.timeout).await?
+    else {
+        crate::fail!(
+            "unreachable",
+            "no record of /ipns/{name} found on the network within {} s",
+            online.timeout.as_secs()
+        );
+    };
+    let record = cairn_store::IpnsRecord::verify(&bytes, &name)?;
+    match record.value() {
+        cairn_store::RecordValue::Ipfs(p) if p.segments.is_empty() => {
+            Ok((p.root, record.sequence()))
+        }
+        other => crate::fail!(
+            "invalid_input",
+            "/ipns/{name} points at {other:?}, not at an /ipfs/ directory or file"
+        ),
+    }
+}
+
 async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
+    // A share id this repo does not know: follow it from the network.
+    if let Some(arg) = &args.cid {
+        let bare = arg
+            .strip_prefix("/ipns/")
+            .unwrap_or(arg)
+            .trim_end_matches('/');
+        if let Ok(name) = bare.parse::<cairn_store::IpnsName>() {
+            let d = &online.daemon;
+            crate::records::follow_new(&d.repo, &d.node, &d.mounts, name, None, online.timeout)
+                .await?;
+        }
+    }
     let (target, dir) = crate::mount::target(args, ctx.repo)?;
     let dir = mount_key(&ctx.path(&dir));
     let host = crate::mount::Host {

@@ -640,6 +640,22 @@ pub fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
 }
 
+/// Unmounts (lazily) a mount a test made through a daemon or a serving process, also when the
+/// test fails.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
 /// A foreground `cairn mount`; dropping it stops the process and unmounts.
 pub struct Mount {
     child: Option<std::process::Child>,

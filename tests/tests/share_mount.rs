@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cairn_store::FAULT_ENV;
-use cairn_tests::{wait_for, TestRepo, TreeEntry};
+use cairn_tests::{wait_for, MountGuard, TestRepo, TreeEntry};
 use serde_json::Value;
 
 fn json(r: &TestRepo, args: &[&str]) -> Vec<Value> {
@@ -1038,21 +1038,6 @@ fn a_full_disk_fails_writes_with_enospc_and_the_share_recovers() {
     signal_and_wait(&mut child);
     drop(guard);
     run(&["repo", "verify"]).expect_ok();
-}
-
-/// Unmounts a mount this test started, also when it fails.
-struct MountGuard(PathBuf);
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if cairn_tests::is_mounted(&self.0) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.0)
-                .status();
-        }
-    }
 }
 
 fn signal_and_wait(child: &mut std::process::Child) {

@@ -14,7 +14,7 @@ use crate::args::NameCommand;
 
 /// The IPNS name and the rest of a path, if `text` is `/ipns/<name>[/rest]` or
 /// `<k51…>[/rest]`.
-fn ipns_parts(text: &str) -> Option<(&str, &str)> {
+pub fn ipns_parts(text: &str) -> Option<(&str, &str)> {
     let t = text.trim();
     let t = t
         .strip_prefix("/ipns/")

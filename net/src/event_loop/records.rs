@@ -247,11 +247,14 @@ impl EventLoop {
                         g.best = Some(rec);
                     }
                 }
-                // The first valid record from the network answers at once.
-                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                    q.finish();
+                // The first valid record from the network answers at once (the copy kept
+                // here, which Kademlia reports first, does not: the network may know newer).
+                if from.is_some() {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                    self.finish_get(id);
                 }
-                self.finish_get(id);
             }
             Err(e) => {
                 if let Some(peer) = from {

@@ -1,0 +1,142 @@
+//! Following a share from another node: two daemons on 127.0.0.1; A writes in its writable
+//! mount, B mounts the share id and sees each commit (pushed by IPNS over PubSub, content
+//! fetched on demand through Bitswap), `cairn name resolve` finds the newest record through
+//! the DHT, and a follower that was away catches up when it is back.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use cairn_tests::{wait_for, MountGuard, TestRepo};
+
+fn mount(r: &TestRepo, what: &str, name: &str) -> MountGuard {
+    let dir = r.path(name);
+    fs::create_dir_all(&dir).unwrap();
+    r.cairn(&["mount", what, dir.to_str().unwrap()]).expect_ok();
+    MountGuard(fs::canonicalize(&dir).unwrap())
+}
+
+/// Writes `text` to `file` and fsyncs it (the fsync commits the share).
+fn write_synced(file: &std::path::Path, text: &str) {
+    let f = fs::File::create(file).unwrap();
+    f.write_all_at(text.as_bytes(), 0).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn a_peer_mounts_a_share_by_its_id_and_follows_each_commit() {
+    let a = TestRepo::new();
+    let b = TestRepo::new();
+    a.use_loopback_network();
+    b.use_loopback_network();
+    let share = &a.json(&["share", "new", "team"])[0];
+    let name = share["name"].as_str().unwrap().to_string();
+    let da = a.daemon();
+    let _db = b.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+
+    let aw = mount(&a, "team", "writable");
+    write_synced(&aw.0.join("plan.txt"), "version one\n");
+
+    // B: the share id is all it needs.
+    let t = Instant::now();
+    let bf = mount(&b, &name, "following");
+    eprintln!("B mounted the share in {:?}", t.elapsed());
+    assert_eq!(
+        fs::read_to_string(bf.0.join("plan.txt")).unwrap(),
+        "version one\n"
+    );
+    let listed = &b.json(&["share", "ls"])[0];
+    assert_eq!(listed["writable"], false, "{listed}");
+    assert_eq!(listed["name"], name.as_str());
+
+    // Each commit reaches B's mount: measured from A's fsync returning to B reading it.
+    let mut delays = Vec::new();
+    for i in 2..=4 {
+        let text = format!("version {i}\n");
+        write_synced(&aw.0.join("plan.txt"), &text);
+        let t = Instant::now();
+        wait_for(20, "B to show A's commit", || {
+            (fs::read_to_string(bf.0.join("plan.txt")).ok()? == text).then_some(())
+        });
+        delays.push(t.elapsed());
+    }
+    eprintln!("follow delays (A's fsync -> B reads the new bytes): {delays:?}");
+
+    // Name resolution through the network, as Kubo's `ipfs name resolve`.
+    let head = a.json(&["share", "log", "team"])[0]["root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resolved = &b.json(&["name", "resolve", &name])[0];
+    assert_eq!(resolved["value"], format!("/ipfs/{head}"), "{resolved}");
+    assert_eq!(
+        b.cairn(&["cat", &format!("/ipns/{name}/plan.txt")])
+            .expect_ok(),
+        "version 4"
+    );
+    // B's copy of the history comes with the records.
+    assert!(b.json(&["share", "log", &name]).len() >= 2);
+    // B cannot write.
+    let e = fs::write(bf.0.join("plan.txt"), b"mine").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    b.cairn(&["unmount", bf.0.to_str().unwrap()]).expect_ok();
+    a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
+}
+
+#[test]
+fn a_follower_that_was_away_catches_up_when_it_connects_again() {
+    let a = TestRepo::new();
+    let b = TestRepo::new();
+    a.use_loopback_network();
+    b.use_loopback_network();
+    let name = a.json(&["share", "new", "away"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let da = a.daemon();
+    let mut db = b.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    let aw = mount(&a, "away", "writable");
+    write_synced(&aw.0.join("f.txt"), "one\n");
+    let bf = mount(&b, &name, "following");
+    assert_eq!(fs::read_to_string(bf.0.join("f.txt")).unwrap(), "one\n");
+    b.cairn(&["unmount", bf.0.to_str().unwrap()]).expect_ok();
+    // B goes away; A commits three times.
+    assert_eq!(db.stop(), Some(0));
+    for i in 2..=4 {
+        write_synced(&aw.0.join("f.txt"), &format!("{i}\n"));
+    }
+    let head = a.json(&["share", "log", "away"])[0]["sequence"]
+        .as_u64()
+        .unwrap();
+    // B is back: its mount shows the last version it had, then the newest once connected.
+    let _db = b.daemon();
+    let bf = mount(&b, &name, "following");
+    assert_eq!(fs::read_to_string(bf.0.join("f.txt")).unwrap(), "one\n");
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    wait_for(20, "B to catch up", || {
+        (fs::read_to_string(bf.0.join("f.txt")).ok()? == "4\n").then_some(())
+    });
+    let listed = &b.json(&["share", "ls"])[0];
+    assert_eq!(listed["sequence"], head, "{listed}");
+    b.cairn(&["unmount", bf.0.to_str().unwrap()]).expect_ok();
+    a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
+}
+
+#[test]
+fn an_unknown_share_id_is_refused_clearly_by_a_daemon() {
+    let b = TestRepo::new();
+    b.use_loopback_network();
+    b.cairn(&["config", "set", "network.fetch_timeout_secs", "3"])
+        .expect_ok();
+    let _db = b.daemon();
+    let nobody = "k51qzi5uqu5dlkw8pxuw9qmqayfdeh4kfebhmreauqdc6a7c3y7d5i9fi8mk9w";
+    let dir = b.path("m");
+    fs::create_dir_all(&dir).unwrap();
+    b.cairn(&["mount", nobody, dir.to_str().unwrap()])
+        .expect_err("no record of /ipns/");
+    b.cairn(&["name", "resolve", nobody])
+        .expect_err("no record of /ipns/");
+}
