@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use cairn_store::{IpnsRecord, RecordFields, RecordValue, ShareKey};
+use cairn_store::ShareKey;
 use common::*;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -22,15 +22,6 @@ use libp2p::{
 struct Hostile {
     gossipsub: gossipsub::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
-}
-
-fn record(key: &ShareKey, seq: u64, valid_for: Duration) -> Vec<u8> {
-    let root = *raw_block(seq, 8).cid();
-    let fields = RecordFields::new(RecordValue::ipfs(root), seq, SystemTime::now() + valid_for);
-    IpnsRecord::create(key, &fields)
-        .unwrap()
-        .as_bytes()
-        .to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

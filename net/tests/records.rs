@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use cairn_net::NetConfig;
-use cairn_store::{IpnsRecord, RecordFields, RecordValue, ShareKey};
+use cairn_store::ShareKey;
 use common::*;
 
 fn with_bootstrap(addr: &str) -> NetConfig {
@@ -17,15 +17,6 @@ fn with_bootstrap(addr: &str) -> NetConfig {
         bootstrap: vec![addr.to_string()],
         ..test_config()
     }
-}
-
-fn record(key: &ShareKey, seq: u64, valid_for: Duration) -> Vec<u8> {
-    let root = *raw_block(seq, 8).cid();
-    let fields = RecordFields::new(RecordValue::ipfs(root), seq, SystemTime::now() + valid_for);
-    IpnsRecord::create(key, &fields)
-        .unwrap()
-        .as_bytes()
-        .to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,3 +154,18 @@ impl Blockstore for CorruptingStore {
         Ok(())
     }
 }
+
+/// A record of `key`'s name pointing at a small raw block, version `seq`, valid for
+/// `valid_for` from now.
+pub fn record(key: &cairn_store::ShareKey, seq: u64, valid_for: Duration) -> Vec<u8> {
+    let root = *raw_block(seq, 8).cid();
+    let fields = cairn_store::RecordFields::new(
+        cairn_store::RecordValue::ipfs(root),
+        seq,
+        std::time::SystemTime::now() + valid_for,
+    );
+    cairn_store::IpnsRecord::create(key, &fields)
+        .unwrap()
+        .as_bytes()
+        .to_vec()
+}
