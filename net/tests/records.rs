@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use cairn_net::NetConfig;
 use cairn_store::ShareKey;
