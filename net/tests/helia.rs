@@ -235,3 +235,66 @@ async fn helia_reads_a_unixfs_file_cairn_imported() {
     }
     assert!(node.bitswap_stats().await.unwrap().blocks_sent >= 2 * 23);
 }
+
+/// IPNS names between cairn and Helia over the DHT: Helia resolves a record cairn published
+/// (as a share's commit puts it), cairn resolves and validates a record Helia published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helia_and_cairn_resolve_each_others_ipns_names() {
+    let Some(mut helia) = Helia::spawn().await else {
+        return;
+    };
+    let (node, store) = start_mem(test_config()).await;
+    node.connect(&helia.addr).await.unwrap();
+    // Both DHTs learn each other (identify) before the puts.
+    wait_until(20, "Helia in cairn's view", || async {
+        !node.peers().await.unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // cairn publishes: a record pointing at a block Helia can then fetch from cairn.
+    let key = cairn_store::ShareKey::from_seed(&[31; 32]);
+    let block = raw_block(77, 1000);
+    store.put(&block).unwrap();
+    let fields = cairn_store::RecordFields::new(
+        cairn_store::RecordValue::ipfs(*block.cid()),
+        3,
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    );
+    let record = cairn_store::IpnsRecord::create(&key, &fields).unwrap();
+    let put = node
+        .put_record(key.name(), record.as_bytes().to_vec())
+        .await
+        .unwrap();
+    assert!(put.dht, "{put:?}");
+    let got = helia
+        .cmd(&format!("nameget {} 20000", key.name()))
+        .await
+        .unwrap();
+    assert_eq!(got, format!("/ipfs/{} 3", block.cid()));
+    let fetched = helia
+        .cmd(&format!("get {} 20000", block.cid()))
+        .await
+        .unwrap();
+    assert_eq!(fetched, format!("1000 {}", sha256_hex(block.data())));
+
+    // Helia publishes; cairn resolves it through the DHT and validates it.
+    let seed = [41u8; 32];
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    let target = format!("/ipfs/{}", raw_block(78, 10).cid());
+    let name = helia
+        .cmd(&format!("nameput {hex} {target} 9"))
+        .await
+        .unwrap();
+    let name: cairn_store::IpnsName = name.parse().unwrap();
+    assert_eq!(name, cairn_store::ShareKey::from_seed(&seed).name());
+    let bytes = node
+        .get_record(name, Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("Helia's record");
+    let theirs =
+        cairn_store::IpnsRecord::validate(&bytes, &name, std::time::SystemTime::now()).unwrap();
+    assert_eq!(theirs.sequence(), 9);
+    assert_eq!(format!("{}", theirs.value()), target);
+}

@@ -12,6 +12,9 @@
 //   provide <cid>               -> OK
 //   findprovs <cid> <timeout ms>-> OK <peer id>,<peer id>,...
 //   peers                       -> OK <peer id>,...
+//   nameget <k51 name> <timeout ms>     -> OK <value> <sequence>   (IPNS record from the DHT)
+//   nameput <seed hex> <value> <seq>    -> OK <k51 name>           (a record signed by the
+//                                          Ed25519 key of that 32-byte seed, put to the DHT)
 //   quit                        -> exits
 import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
@@ -24,6 +27,11 @@ import { unixfs } from '@helia/unixfs'
 import { Helia } from '@helia/utils'
 import { identify } from '@libp2p/identify'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { generateKeyPairFromSeed, publicKeyFromMultihash } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { createIPNSRecord, marshalIPNSRecord, multihashToIPNSRoutingKey, unmarshalIPNSRecord } from 'ipns'
+import { ipnsSelector } from 'ipns/selector'
+import { ipnsValidator } from 'ipns/validator'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { MemoryBlockstore } from 'blockstore-core'
@@ -48,7 +56,9 @@ const libp2p = await createLibp2p({
     dht: kadDHT({
       protocol: '/ipfs/kad/1.0.0',
       clientMode: false,
-      peerInfoMapper: passthroughMapper
+      peerInfoMapper: passthroughMapper,
+      validators: { ipns: ipnsValidator },
+      selectors: { ipns: ipnsSelector }
     })
   }
 })
@@ -113,6 +123,23 @@ const commands = {
       if (found.length === 0) throw e
     }
     return `OK ${found.join(',')}`
+  },
+  async nameget ([name, ms]) {
+    const peer = peerIdFromString(name)
+    const key = multihashToIPNSRoutingKey(peer.toMultihash())
+    const bytes = await helia.routing.get(key, { signal: AbortSignal.timeout(Number(ms)) })
+    const pub = publicKeyFromMultihash(peer.toMultihash())
+    await ipnsValidator(key, bytes)
+    const record = unmarshalIPNSRecord(bytes)
+    if (pub == null) throw new Error('no public key in the name')
+    return `OK ${record.value} ${record.sequence}`
+  },
+  async nameput ([seedHex, value, seq]) {
+    const key = await generateKeyPairFromSeed('Ed25519', Buffer.from(seedHex, 'hex'))
+    const record = await createIPNSRecord(key, value, BigInt(seq), 3600 * 1000)
+    const routingKey = multihashToIPNSRoutingKey(key.publicKey.toMultihash())
+    await helia.routing.put(routingKey, marshalIPNSRecord(record), { signal: AbortSignal.timeout(30000) })
+    return `OK ${key.publicKey.toCID().toString(await import('multiformats/bases/base36').then(m => m.base36))}`
   },
   async peers () {
     return `OK ${libp2p.getPeers().map(p => p.toString()).join(',')}`
