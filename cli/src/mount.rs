@@ -144,7 +144,13 @@ pub fn start_target<S: BlockSource + Clone>(
             space_of: Some(host.repo.path().to_path_buf()),
             ..MountOptions::default()
         };
-        let heads = host.mounts.follow(&share.name, head.root);
+        let heads = host.mounts.follow(
+            &share.name,
+            cairn_fs::FollowHead {
+                root: head.root,
+                sequence: head.sequence,
+            },
+        );
         let handle = cairn_fs::mount_follow(source, heads, dir, options, host.runtime.clone())
             .with_context(|| format!("cannot mount at {}", dir.display()))?;
         let note = if args.read_only {

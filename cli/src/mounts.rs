@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use anyhow::Result;
-use cairn_fs::{CommitStats, MountHandle, PublishError, Published, ShareControl, ShareStore};
+use cairn_fs::{
+    CommitStats, FollowHead, MountHandle, PublishError, Published, ShareControl, ShareStore,
+};
 use cairn_store::{BlockSink, Cid, IpnsName, Repo};
 
 /// The mount table of one process.
@@ -16,7 +18,7 @@ pub struct Mounts {
     table: Mutex<HashMap<PathBuf, MountHandle>>,
     /// Each share's head as this process last made or saw it; read-only mounts of the share
     /// follow it.
-    heads: Mutex<HashMap<IpnsName, tokio::sync::watch::Sender<Cid>>>,
+    heads: Mutex<HashMap<IpnsName, tokio::sync::watch::Sender<FollowHead>>>,
     /// Told of every head that moves (the daemon publishes its own).
     on_moved: Mutex<Option<HeadHook>>,
 }
@@ -56,7 +58,11 @@ impl Mounts {
     }
 
     /// A receiver of share `name`'s head, starting at `current`.
-    pub fn follow(&self, name: &IpnsName, current: Cid) -> tokio::sync::watch::Receiver<Cid> {
+    pub fn follow(
+        &self,
+        name: &IpnsName,
+        current: FollowHead,
+    ) -> tokio::sync::watch::Receiver<FollowHead> {
         let mut heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
         let tx = heads
             .entry(*name)
@@ -66,11 +72,11 @@ impl Mounts {
 
     /// Share `name`'s head moved to `root` (a commit, a restore, a newer record of a followed
     /// share): its following mounts switch, and the hook hears of it.
-    pub fn head_moved(&self, name: &IpnsName, root: Cid) {
+    pub fn head_moved(&self, name: &IpnsName, root: Cid, sequence: u64) {
         {
             let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(tx) = heads.get(name) {
-                tx.send_replace(root);
+                tx.send_replace(FollowHead { root, sequence });
             }
         }
         if let Some(hook) = &*self.on_moved.lock().unwrap_or_else(PoisonError::into_inner) {
@@ -119,7 +125,7 @@ impl ShareStore for RepoShare {
                 message: format!("cannot commit share {}: {e}", self.name),
             })?;
         if let Some(m) = self.mounts.upgrade() {
-            m.head_moved(&self.name, stats.root);
+            m.head_moved(&self.name, stats.root, version.sequence);
         }
         Ok(Published {
             sequence: version.sequence,

@@ -117,7 +117,7 @@ fn adopt(repo: &Repo, mounts: &Mounts, name: IpnsName, record: &[u8]) {
     match repo.shares().adopt(&name, record) {
         Ok(Some(v)) => {
             tracing::info!(share = %name, sequence = v.sequence, root = %v.root, "followed share moved");
-            mounts.head_moved(&name, v.root);
+            mounts.head_moved(&name, v.root, v.sequence);
         }
         Ok(None) => {}
         Err(cairn_store::ShareError::NotFound(_)) => {}
@@ -154,7 +154,7 @@ pub async fn follow_new(
     let (share, _) = repo.shares().follow(&name, label, &bytes)?;
     node.subscribe(name).await?;
     if let Some(head) = share.head {
-        mounts.head_moved(&name, head.root);
+        mounts.head_moved(&name, head.root, head.sequence);
     }
     Ok(())
 }

@@ -46,6 +46,8 @@ use crate::options::MountOptions;
 pub(crate) const XATTR_CID: &str = "user.cairn.cid";
 /// The extended attribute reporting how much of a node is stored locally.
 pub(crate) const XATTR_LOCAL: &str = "user.cairn.local";
+/// The extended attribute of a share mount's root giving the version (sequence number) shown.
+pub(crate) const XATTR_VERSION: &str = "user.cairn.version";
 /// The extended attribute of the mount root giving the number of inodes the mount holds.
 pub(crate) const XATTR_INODES: &str = "user.cairn.inodes";
 /// Leaves fetched at once by one read or prefetch.
@@ -77,6 +79,8 @@ pub(crate) struct Shared<S> {
     pub gid: u32,
     /// The times of nodes without a UnixFS mtime (and of synthetic directories).
     pub default_mtime: SystemTime,
+    /// A following mount: the version (sequence number) it shows.
+    pub version: Mutex<Option<u64>>,
 }
 
 /// The filesystem handed to fuser.
@@ -111,6 +115,7 @@ impl<S: BlockSource + Clone> Shared<S> {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             prefetch: Arc::new(Semaphore::new(PREFETCH_TASKS)),
+            version: Mutex::new(None),
             options,
             namespace,
             uid,
@@ -507,6 +512,12 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
             let count = lock(&self.shared.inodes).len().to_string();
             return reply_xattr(reply, size, count.as_bytes());
         }
+        if ino.0 == Ino::ROOT.0 && name.to_str() == Some(XATTR_VERSION) {
+            return match *lock(&self.shared.version) {
+                Some(v) => reply_xattr(reply, size, v.to_string().as_bytes()),
+                None => reply.error(Errno::ENODATA),
+            };
+        }
         let info = match self.node(ino) {
             Ok(Inode {
                 node: Some(info), ..
@@ -529,10 +540,10 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let root = if ino.0 == Ino::ROOT.0 {
-            format!("{XATTR_INODES}\0")
-        } else {
-            String::new()
+        let root = match (ino.0 == Ino::ROOT.0, *lock(&self.shared.version)) {
+            (true, Some(_)) => format!("{XATTR_INODES}\0{XATTR_VERSION}\0"),
+            (true, None) => format!("{XATTR_INODES}\0"),
+            (false, _) => String::new(),
         };
         match self.node(ino) {
             Ok(Inode { node: Some(_), .. }) => {

@@ -41,7 +41,7 @@ mod writable;
 
 pub use error::MountError;
 pub use mount::{commit_staged, mount, mount_follow, mount_share, MountHandle};
-pub use options::{MountOptions, MountRoot};
+pub use options::{FollowHead, MountOptions, MountRoot};
 pub use overlay::{
     Attr, CommitStats, DirItem, FileContent, NodeId, Overlay, OverlayDir, OverlayError, SetAttr,
     TimeSet, MAX_FILE_SIZE, NAME_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, SYMLINK_MAX,
@@ -55,6 +55,8 @@ pub use writable::{
 pub const XATTR_CID: &str = filesystem::XATTR_CID;
 /// The extended attribute reporting how many of a node's blocks are stored locally.
 pub const XATTR_LOCAL: &str = filesystem::XATTR_LOCAL;
+/// The extended attribute of a share mount's root giving the version (sequence number) shown.
+pub const XATTR_VERSION: &str = filesystem::XATTR_VERSION;
 /// The extended attribute of a mount's root giving how many inodes the mount holds (they go
 /// when the kernel forgets them).
 pub const XATTR_INODES: &str = filesystem::XATTR_INODES;

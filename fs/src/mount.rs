@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use crate::error::MountError;
 use crate::filesystem::{CairnFs, Shared};
 use crate::inode::{Ino, InodeTable};
-use crate::options::{MountOptions, MountRoot};
+use crate::options::{FollowHead, MountOptions, MountRoot};
 use crate::overlay::{NodeId, Overlay};
 use crate::writable::{
     new_fs, Activity, CommitError, CommitOutcome, ShareControl, ShareMount, Staged, State,
@@ -137,7 +137,7 @@ where
 /// a few seconds later; meanwhile the mount keeps showing the last version it switched to.
 pub fn mount_follow<S>(
     source: S,
-    heads: tokio::sync::watch::Receiver<cairn_store::Cid>,
+    heads: tokio::sync::watch::Receiver<FollowHead>,
     mountpoint: impl AsRef<Path>,
     options: MountOptions,
     runtime: Handle,
@@ -149,13 +149,14 @@ where
     let timeout = options.timeout;
     let (mut handle, shared) = mount_read_only(
         source,
-        MountRoot::Cid(first),
+        MountRoot::Cid(first.root),
         mountpoint.as_ref(),
         options,
         runtime.clone(),
     )?;
     // It shows whatever the head is: no one version to keep for it.
     handle.root = None;
+    *crate::filesystem::lock(&shared.version) = Some(first.sequence);
     let notifier = handle.session.as_ref().map(BackgroundSession::notifier);
     if let Some(notifier) = notifier {
         let task = runtime.spawn(follow(shared, heads, notifier, timeout));
@@ -169,7 +170,7 @@ const FOLLOW_RETRY: Duration = Duration::from_secs(5);
 
 async fn follow<S: BlockSource + Clone>(
     shared: Arc<Shared<S>>,
-    mut heads: tokio::sync::watch::Receiver<cairn_store::Cid>,
+    mut heads: tokio::sync::watch::Receiver<FollowHead>,
     notifier: fuser::Notifier,
     timeout: Duration,
 ) {
@@ -183,9 +184,11 @@ async fn follow<S: BlockSource + Clone>(
         } else if heads.changed().await.is_err() {
             return;
         }
-        let target = *heads.borrow_and_update();
+        let head = *heads.borrow_and_update();
+        let target = head.root;
         retry = match tokio::time::timeout(timeout, shared.switch_root(target)).await {
             Ok(Ok(drop_these)) => {
+                *crate::filesystem::lock(&shared.version) = Some(head.sequence);
                 let n = notifier.clone();
                 let sent = tokio::task::spawn_blocking(move || {
                     for what in drop_these {

@@ -15,6 +15,15 @@ pub enum MountRoot {
     Namespace,
 }
 
+/// A version a following mount is to show (see [`crate::mount_follow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowHead {
+    /// The version's root directory.
+    pub root: Cid,
+    /// Its sequence number (what `user.cairn.version` on the mount's root says).
+    pub sequence: u64,
+}
+
 /// Tuning of a mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {

@@ -1087,6 +1087,11 @@ fn a_read_only_mount_follows_the_share_as_its_writable_mount_commits() {
         (fs::read(ro.join("docs/edit.txt")).ok()? == b"second, longer\n").then_some(())
     });
     eprintln!("follower showed the commit after {:?}", started.elapsed());
+    assert_eq!(
+        xattr(&ro, "user.cairn.version"),
+        Some(head_seq(&r, "f").to_string()),
+        "the version shown"
+    );
     assert_eq!(fs::read(ro.join("new.txt")).unwrap(), b"new\n");
     assert!(!ro.join("docs/old").exists(), "a removed directory is gone");
     assert_eq!(

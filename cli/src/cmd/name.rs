@@ -118,7 +118,8 @@ pub async fn run(ctx: &Ctx<'_>, cmd: NameCommand) -> Result<()> {
                 ctx.repo
                     .shares()
                     .commit(&share.name, root, info.size, 0, &ctx.mounts.roots())?;
-            ctx.mounts.head_moved(&share.name, version.root);
+            ctx.mounts
+                .head_moved(&share.name, version.root, version.sequence);
             let value = format!("/ipfs/{}", version.root);
             out.ack(
                 &json!({ "name": share.name.to_string(), "value": value, "sequence": version.sequence }),

@@ -186,7 +186,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             let head = shares.log(&s.name)?.remove(0);
             let changed = diff(ctx.repo, Some(head.root), old.root).await?.len() as u64;
             let v = shares.commit(&s.name, old.root, old.size, changed, &ctx.mounts.roots())?;
-            ctx.mounts.head_moved(&s.name, v.root);
+            ctx.mounts.head_moved(&s.name, v.root, v.sequence);
             out.ack(&version_json(&v), || {
                 format!(
                     "restored v{} of {} as v{} ({})",

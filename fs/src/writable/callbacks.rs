@@ -30,7 +30,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use super::{DirHandle, OpenFile, Staged, State};
-use crate::filesystem::{disk_space, lock, reply_xattr};
+use crate::filesystem::{disk_space, lock, reply_xattr, XATTR_VERSION};
 use crate::listing::file_type;
 use crate::overlay::{Attr, FileContent, NodeId, OverlayError, SetAttr, TimeSet};
 
@@ -44,8 +44,6 @@ const BLKSIZE: u32 = 1 << 20;
 pub(crate) const XATTR_CID: &str = "user.cairn.cid";
 /// The extended attribute saying whether a node has uncommitted changes.
 pub(crate) const XATTR_DIRTY: &str = "user.cairn.dirty";
-/// The extended attribute of the root giving the version (sequence number) shown.
-pub(crate) const XATTR_VERSION: &str = "user.cairn.version";
 /// Open handles of files and directories, each.
 const MAX_HANDLES: usize = 1 << 16;
 
