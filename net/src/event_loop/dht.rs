@@ -319,6 +319,24 @@ impl EventLoop {
                     }
                 }
             }
+            // Inbound provider records are filtered by hand (`StoreInserts::FilterBoth`, which
+            // the IPNS records need): stored as Kademlia would have stored them.
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record)
+                {
+                    tracing::debug!(error = %e, "cannot keep a provider record");
+                }
+            }
             other => tracing::trace!(?other, "kad event"),
         }
     }
