@@ -16,12 +16,18 @@ use cairn_store::{
 };
 
 fn config(bootstrap: Vec<String>) -> NetConfig {
-    NetConfig {
+    let mut cfg = NetConfig {
         dht_mode: DhtMode::Server,
         bootstrap,
         fetch_timeout: Duration::from_secs(20),
+        // Only TCP (a QUIC socket per node would double the descriptors), few connections
+        // each, closed when idle: a process holds at most 20 000 descriptors here.
+        listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        idle_timeout: Duration::from_secs(5),
         ..NetConfig::local()
-    }
+    };
+    cfg.limits.max_connections = 40;
+    cfg
 }
 
 fn seed(i: u64) -> [u8; 32] {
