@@ -89,6 +89,39 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             cmd::read::ls_with(&online.reader(), ctx.console, &args).await
         }
         Command::Pin(PinCommand::Add { path, direct, name }) => {
+            // `/ipns/<share id>` alone pins the share: a followed share keeps each version
+            // (within retention) offline as it arrives.
+            if let Some((n, "")) = cmd::name::ipns_parts(&path) {
+                if let (Ok(share_name), false) = (n.parse::<cairn_store::IpnsName>(), direct) {
+                    let d = &online.daemon;
+                    crate::records::follow_new(
+                        &d.repo,
+                        &d.node,
+                        &d.mounts,
+                        share_name,
+                        None,
+                        online.timeout,
+                    )
+                    .await?;
+                    let share = d.repo.shares().find(&share_name.to_string())?;
+                    if !share.writable {
+                        let Some(root) = d.repo.shares().set_pinned(&share_name, true)? else {
+                            crate::fail!(
+                                "corrupt",
+                                "share {} has no valid head record",
+                                share.label
+                            );
+                        };
+                        prefetch(ctx, online, root).await?;
+                        let mut out = ctx.console.output();
+                        out.ack(
+                            &serde_json::json!({ "cid": root.to_string(), "type": "share", "name": share_name.to_string() }),
+                            || format!("pinned share {} (now {root}); each new version is kept as it arrives", share.label),
+                        )?;
+                        return out.finish();
+                    }
+                }
+            }
             let path = expand(ctx, online, &path).await?;
             let p = cmd::parse_path(&path)?;
             let reader = online.reader();

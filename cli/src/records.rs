@@ -55,7 +55,7 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
         catch_up(&r, &n, &m);
         loop {
             match pushed.recv().await {
-                Ok(ev) => adopt(&r, &m, ev.name, &ev.record),
+                Ok(ev) => adopt(&r, &n, &m, ev.name, &ev.record),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "missed pushed records; the DHT poll catches up")
                 }
@@ -81,7 +81,7 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
                     for share in repo.shares().list().unwrap_or_default() {
                         if !share.writable {
                             if let Ok(Some(bytes)) = node.get_record(share.name, Duration::from_secs(20)).await {
-                                adopt(&repo, &mounts, share.name, &bytes);
+                                adopt(&repo, &node, &mounts, share.name, &bytes);
                             }
                         }
                     }
@@ -104,7 +104,7 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
                     if let Ok(Some(bytes)) =
                         node.get_record(share.name, Duration::from_secs(20)).await
                     {
-                        adopt(&repo, &mounts, share.name, &bytes);
+                        adopt(&repo, &node, &mounts, share.name, &bytes);
                     }
                 }
             }
@@ -113,16 +113,38 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
 }
 
 /// A valid record of a followed share: its head here if newer, and the following mounts move.
-fn adopt(repo: &Repo, mounts: &Mounts, name: IpnsName, record: &[u8]) {
+fn adopt(repo: &Repo, node: &Node, mounts: &Mounts, name: IpnsName, record: &[u8]) {
     match repo.shares().adopt(&name, record) {
         Ok(Some(v)) => {
             tracing::info!(share = %name, sequence = v.sequence, root = %v.root, "followed share moved");
             mounts.head_moved(&name, v.root, v.sequence);
+            if repo
+                .shares()
+                .find(&name.to_string())
+                .is_ok_and(|s| s.pinned)
+            {
+                fetch_whole(node, name, v.root);
+            }
         }
         Ok(None) => {}
         Err(cairn_store::ShareError::NotFound(_)) => {}
         Err(e) => tracing::warn!(share = %name, error = %e, "refused a record of a followed share"),
     }
+}
+
+/// Fetches every block of `root` (a version of pinned share `name`) in the background.
+pub fn fetch_whole(node: &Node, name: IpnsName, root: cairn_store::Cid) {
+    let source = cairn_net::NetSource::new(node.clone());
+    tokio::spawn(async move {
+        match cairn_net::fetch_dag(&source, root, 16, |_| {}).await {
+            Ok(done) => {
+                tracing::info!(share = %name, %root, blocks = done.blocks, "pinned version fetched")
+            }
+            Err(e) => {
+                tracing::warn!(share = %name, %root, error = %e, "cannot fetch the pinned version yet")
+            }
+        }
+    });
 }
 
 /// Follows share `name` from the network if this repo does not know it: its newest record
@@ -171,7 +193,7 @@ pub async fn resolve(
     if let Ok(share) = repo.shares().find(&name.to_string()) {
         if !share.writable {
             if let Ok(Some(bytes)) = node.get_record(name, timeout).await {
-                adopt(repo, mounts, name, &bytes);
+                adopt(repo, node, mounts, name, &bytes);
             }
         }
         return Ok(repo

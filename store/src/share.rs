@@ -228,6 +228,9 @@ struct Meta {
     created: u64,
     #[serde(default)]
     retention: Retention,
+    /// A followed share whose versions (as retention keeps them) are pinned here as they come.
+    #[serde(default)]
+    pinned: bool,
 }
 
 /// A share as this repo knows it.
@@ -243,6 +246,8 @@ pub struct Share {
     pub head: Option<Version>,
     /// What retention keeps.
     pub retention: Retention,
+    /// A followed share pinned here: each version it takes is kept (within retention).
+    pub pinned: bool,
 }
 
 /// The shares of a repo. Cheap to clone; commits of one repo are serialised.
@@ -373,6 +378,7 @@ impl Shares {
                         writable: self.share_dir(&name).join("key").exists(),
                         head: None,
                         retention: Retention::default(),
+                        pinned: false,
                     });
                 }
             }
@@ -405,6 +411,7 @@ impl Shares {
             writable,
             head,
             retention: meta.retention,
+            pinned: meta.pinned,
         })
     }
 
@@ -488,6 +495,7 @@ impl Shares {
             label: label.to_string(),
             created: now_ms(SystemTime::now()),
             retention: self.default_retention,
+            pinned: false,
         };
         self.write_meta(&name, &meta)?;
         self.commit_locked(&name, &key, None, root, size, 0, &[])?;
@@ -519,6 +527,7 @@ impl Shares {
                 label: label.to_string(),
                 created: now_ms(SystemTime::now()),
                 retention: self.default_retention,
+                pinned: false,
             };
             self.write_meta(name, &meta)?;
         }
@@ -551,9 +560,19 @@ impl Shares {
         );
         self.store.put(&block)?;
         self.store.flush()?;
-        self.roots
-            .set_many(&[(root_name(name, 'r', version.sequence), *block.cid())])?;
+        let pinned = self.read_meta(name).is_ok_and(|m| m.pinned);
+        let mut roots = vec![(root_name(name, 'r', version.sequence), *block.cid())];
+        if pinned {
+            // Kept from now on (its blocks arrive as the caller fetches them).
+            roots.push((root_name(name, 'v', version.sequence), version.root));
+        }
+        self.roots.set_many(&roots)?;
         replace_file(&self.share_dir(name).join("head"), record.as_bytes(), 0o600)?;
+        if pinned {
+            if let Err(e) = self.retain(name, version.sequence, &[]) {
+                tracing::warn!(share = %name, error = %e, "retention failed; old versions stay for now");
+            }
+        }
         Ok(Some(version))
     }
 
@@ -721,6 +740,34 @@ impl Shares {
             name: *name,
             version: which.to_string(),
         })
+    }
+
+    /// Pins (or stops pinning) a followed share: its head version is kept from now on, and each
+    /// version it adopts (within retention). Returns the head's root, whose blocks the caller
+    /// fetches.
+    pub fn set_pinned(&self, name: &IpnsName, pinned: bool) -> Result<Option<Cid>, ShareError> {
+        let _g = self.guard();
+        let mut meta = self.read_meta(name)?;
+        meta.pinned = pinned;
+        self.write_meta(name, &meta)?;
+        let head = self.head_record(name).ok().map(|(v, _)| v);
+        match (&head, pinned) {
+            (Some(v), true) => self
+                .roots
+                .set_many(&[(root_name(name, 'v', v.sequence), v.root)])?,
+            (_, false) => {
+                let names: Vec<String> = self
+                    .version_roots(name, 'v')
+                    .into_iter()
+                    .map(|(seq, _)| root_name(name, 'v', seq))
+                    .collect();
+                if !names.is_empty() {
+                    self.roots.remove_many(&names)?;
+                }
+            }
+            (None, true) => {}
+        }
+        Ok(head.map(|v| v.root))
     }
 
     /// Changes what retention keeps.

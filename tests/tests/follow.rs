@@ -140,3 +140,65 @@ fn an_unknown_share_id_is_refused_clearly_by_a_daemon() {
     b.cairn(&["name", "resolve", nobody])
         .expect_err("no record of /ipns/");
 }
+
+#[test]
+fn a_pinned_follow_keeps_every_retained_version_offline() {
+    let a = TestRepo::new();
+    let b = TestRepo::new();
+    a.use_loopback_network();
+    b.use_loopback_network();
+    let name = a.json(&["share", "new", "kept"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut da = a.daemon();
+    let _db = b.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    let aw = mount(&a, "kept", "writable");
+    write_synced(&aw.0.join("doc.txt"), "first\n");
+    let pinned = &b.json(&["pin", "add", &format!("/ipns/{name}")])[0];
+    assert_eq!(pinned["type"], "share", "{pinned}");
+    let listed = &b.json(&["share", "ls"])[0];
+    let first = listed["root"].as_str().unwrap().to_string();
+    // Two more versions arrive and are fetched whole.
+    write_synced(&aw.0.join("doc.txt"), "second\n");
+    write_synced(&aw.0.join("big.bin"), &"x".repeat(3 << 20));
+    let head = a.json(&["share", "log", "kept"])[0]["sequence"]
+        .as_u64()
+        .unwrap();
+    wait_for(20, "B to take the last version", || {
+        (b.json(&["share", "ls"])[0]["sequence"].as_u64()? == head).then_some(())
+    });
+    let last = b.json(&["share", "ls"])[0]["root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(30, "B to hold the last version's blocks", || {
+        let out = b.cairn(&["status", &last]);
+        out.ok()
+            .then(|| out.text())
+            .filter(|t| t.contains("complete"))
+    });
+    // A is gone: B still has every version, and B's daemon serves them offline.
+    a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
+    assert_eq!(da.stop(), Some(0));
+    assert_eq!(
+        b.cairn(&["cat", &format!("{first}/doc.txt")]).expect_ok(),
+        "first"
+    );
+    assert_eq!(
+        b.cairn(&["cat", &format!("{last}/doc.txt")]).expect_ok(),
+        "second"
+    );
+    let big = b
+        .command(&["cat", &format!("{last}/big.bin")])
+        .output()
+        .unwrap();
+    assert_eq!(big.stdout.len(), 3 << 20);
+    // A GC keeps them: they are the share's retained versions.
+    b.cairn(&["repo", "gc"]).expect_ok();
+    assert_eq!(
+        b.cairn(&["cat", &format!("{first}/doc.txt")]).expect_ok(),
+        "first"
+    );
+}
