@@ -55,7 +55,7 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
         catch_up(&r, &n, &m);
         loop {
             match pushed.recv().await {
-                Ok(ev) => adopt(&r, &n, &m, ev.name, &ev.record),
+                Ok(ev) => adopt(&r, &n, &m, ev.name, &ev.record, &ev.from.to_string()),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "missed pushed records; the DHT poll catches up")
                 }
@@ -81,7 +81,7 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
                     for share in repo.shares().list().unwrap_or_default() {
                         if !share.writable {
                             if let Ok(Some(bytes)) = node.get_record(share.name, Duration::from_secs(20)).await {
-                                adopt(&repo, &node, &mounts, share.name, &bytes);
+                                adopt(&repo, &node, &mounts, share.name, &bytes, "dht");
                             }
                         }
                     }
@@ -104,7 +104,7 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
                     if let Ok(Some(bytes)) =
                         node.get_record(share.name, Duration::from_secs(20)).await
                     {
-                        adopt(&repo, &node, &mounts, share.name, &bytes);
+                        adopt(&repo, &node, &mounts, share.name, &bytes, "dht");
                     }
                 }
             }
@@ -113,8 +113,25 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
 }
 
 /// A valid record of a followed share: its head here if newer, and the following mounts move.
-fn adopt(repo: &Repo, node: &Node, mounts: &Mounts, name: IpnsName, record: &[u8]) {
-    match repo.shares().adopt(&name, record) {
+fn adopt(repo: &Repo, node: &Node, mounts: &Mounts, name: IpnsName, record: &[u8], from: &str) {
+    let took = repo.shares().adopt(&name, record);
+    if let Ok(Some(_)) = &took {
+        let _ = repo.shares().note_seen(&name, from);
+    } else if let Ok(None) = &took {
+        // As new as the head (not older): still a sign of life.
+        let head_seq = repo
+            .shares()
+            .head_record(&name)
+            .ok()
+            .map(|(v, _)| v.sequence);
+        let this = cairn_store::IpnsRecord::verify(record, &name)
+            .ok()
+            .map(|r| r.sequence());
+        if head_seq.is_some() && head_seq == this {
+            let _ = repo.shares().note_seen(&name, from);
+        }
+    }
+    match took {
         Ok(Some(v)) => {
             tracing::info!(share = %name, sequence = v.sequence, root = %v.root, "followed share moved");
             mounts.head_moved(&name, v.root, v.sequence);
@@ -193,7 +210,7 @@ pub async fn resolve(
     if let Ok(share) = repo.shares().find(&name.to_string()) {
         if !share.writable {
             if let Ok(Some(bytes)) = node.get_record(name, timeout).await {
-                adopt(repo, node, mounts, name, &bytes);
+                adopt(repo, node, mounts, name, &bytes, "dht");
             }
         }
         return Ok(repo

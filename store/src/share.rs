@@ -231,6 +231,12 @@ struct Meta {
     /// A followed share whose versions (as retention keeps them) are pinned here as they come.
     #[serde(default)]
     pinned: bool,
+    /// A followed share: when its newest record was last seen (ms since the epoch), and from
+    /// where (a peer id, or "dht").
+    #[serde(default)]
+    seen: Option<u64>,
+    #[serde(default)]
+    seen_from: Option<String>,
 }
 
 /// A share as this repo knows it.
@@ -248,6 +254,8 @@ pub struct Share {
     pub retention: Retention,
     /// A followed share pinned here: each version it takes is kept (within retention).
     pub pinned: bool,
+    /// A followed share: when its newest record was last seen, and from where.
+    pub seen: Option<(SystemTime, String)>,
 }
 
 /// The shares of a repo. Cheap to clone; commits of one repo are serialised.
@@ -379,6 +387,7 @@ impl Shares {
                         head: None,
                         retention: Retention::default(),
                         pinned: false,
+                        seen: None,
                     });
                 }
             }
@@ -412,6 +421,12 @@ impl Shares {
             head,
             retention: meta.retention,
             pinned: meta.pinned,
+            seen: meta.seen.map(|ms| {
+                (
+                    UNIX_EPOCH + Duration::from_millis(ms),
+                    meta.seen_from.clone().unwrap_or_default(),
+                )
+            }),
         })
     }
 
@@ -496,6 +511,8 @@ impl Shares {
             created: now_ms(SystemTime::now()),
             retention: self.default_retention,
             pinned: false,
+            seen: None,
+            seen_from: None,
         };
         self.write_meta(&name, &meta)?;
         self.commit_locked(&name, &key, None, root, size, 0, &[])?;
@@ -528,6 +545,8 @@ impl Shares {
                 created: now_ms(SystemTime::now()),
                 retention: self.default_retention,
                 pinned: false,
+                seen: None,
+                seen_from: None,
             };
             self.write_meta(name, &meta)?;
         }
@@ -740,6 +759,16 @@ impl Shares {
             name: *name,
             version: which.to_string(),
         })
+    }
+
+    /// Notes that a valid record of followed share `name`, as new as its head, came from
+    /// `from` (a peer id, or "dht") just now.
+    pub fn note_seen(&self, name: &IpnsName, from: &str) -> Result<(), ShareError> {
+        let _g = self.guard();
+        let mut meta = self.read_meta(name)?;
+        meta.seen = Some(now_ms(SystemTime::now()));
+        meta.seen_from = Some(from.to_string());
+        self.write_meta(name, &meta)
     }
 
     /// Pins (or stops pinning) a followed share: its head version is kept from now on, and each

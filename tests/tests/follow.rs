@@ -63,6 +63,13 @@ fn a_peer_mounts_a_share_by_its_id_and_follows_each_commit() {
         delays.push(t.elapsed());
     }
     eprintln!("follow delays (A's fsync -> B reads the new bytes): {delays:?}");
+    // B says when it last heard of the share, and from whom (the pushes come from A).
+    let a_id = a.json(&["id"])[0]["peer_id"].as_str().unwrap().to_string();
+    let listed = &b.json(&["share", "ls"])[0];
+    assert!(listed["seen"].is_string(), "{listed}");
+    // Pushed by A, or found again in the DHT by a catch-up.
+    let from = listed["seen_from"].as_str().unwrap();
+    assert!(from == a_id || from == "dht", "{listed}");
 
     // Name resolution through the network, as Kubo's `ipfs name resolve`.
     let head = a.json(&["share", "log", "team"])[0]["root"]

@@ -68,10 +68,16 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
                         ),
                         None => "no valid head".to_string(),
                     };
-                    let at = mounted
+                    let mut at = mounted
                         .as_ref()
                         .map(|d| format!(" mounted at {}", d.display()))
                         .unwrap_or_default();
+                    if let Some((t, from)) = &share.seen {
+                        at.push_str(&format!(" (seen {} from {from})", time_text(*t)));
+                    }
+                    if share.pinned {
+                        at.push_str(" pinned");
+                    }
                     format!(
                         "{} {} {} {head}{at}",
                         share.label,
@@ -385,6 +391,9 @@ fn share_json(s: &Share) -> serde_json::Value {
         "size": s.head.as_ref().map(|v| v.size),
         "time": s.head.as_ref().map(|v| time_text(v.time)),
         "mounted_at": null,
+        "pinned": s.pinned,
+        "seen": s.seen.as_ref().map(|(t, _)| time_text(*t)),
+        "seen_from": s.seen.as_ref().map(|(_, f)| f.clone()),
     })
 }
 
