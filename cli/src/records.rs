@@ -13,6 +13,8 @@ use crate::mounts::Mounts;
 
 /// Own heads are published again this often (records are valid for 48 h).
 const REPUBLISH: Duration = Duration::from_secs(4 * 3600);
+/// How long a follower waits for a new version's root block before it keeps the current one.
+const ROOT_FETCH: Duration = Duration::from_secs(20);
 /// After a new connection, when followed shares ask the DHT for newer records.
 const CATCH_UP_AFTER: [Duration; 2] = [Duration::from_millis(300), Duration::from_secs(3)];
 /// Followed shares ask the DHT for a newer record this often, in case a push was missed.
@@ -55,7 +57,13 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
         catch_up(&r, &n, &m);
         loop {
             match pushed.recv().await {
-                Ok(ev) => adopt(&r, &n, &m, ev.name, &ev.record, &ev.from.to_string()),
+                Ok(ev) => {
+                    // Each on its own: a root that is slow to arrive does not hold up others.
+                    let (r, n, m) = (r.clone(), n.clone(), m.clone());
+                    tokio::spawn(async move {
+                        adopt(&r, &n, &m, ev.name, &ev.record, &ev.from.to_string()).await
+                    });
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "missed pushed records; the DHT poll catches up")
                 }
@@ -81,7 +89,7 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
                     for share in repo.shares().list().unwrap_or_default() {
                         if !share.writable {
                             if let Ok(Some(bytes)) = node.get_record(share.name, Duration::from_secs(20)).await {
-                                adopt(&repo, &node, &mounts, share.name, &bytes, "dht");
+                                adopt(&repo, &node, &mounts, share.name, &bytes, "dht").await;
                             }
                         }
                     }
@@ -104,7 +112,7 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
                     if let Ok(Some(bytes)) =
                         node.get_record(share.name, Duration::from_secs(20)).await
                     {
-                        adopt(&repo, &node, &mounts, share.name, &bytes, "dht");
+                        adopt(&repo, &node, &mounts, share.name, &bytes, "dht").await;
                     }
                 }
             }
@@ -113,7 +121,27 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
 }
 
 /// A valid record of a followed share: its head here if newer, and the following mounts move.
-fn adopt(repo: &Repo, node: &Node, mounts: &Mounts, name: IpnsName, record: &[u8], from: &str) {
+async fn adopt(
+    repo: &Repo,
+    node: &Node,
+    mounts: &Mounts,
+    name: IpnsName,
+    record: &[u8],
+    from: &str,
+) {
+    // A version whose root cannot be fetched does not replace one that works: the record is
+    // taken once its root block is here (a later push or poll tries again).
+    if let Ok(rec) = cairn_store::IpnsRecord::verify(record, &name) {
+        if let cairn_store::RecordValue::Ipfs(p) = rec.value() {
+            let here = node.store().has(&p.root).unwrap_or(false);
+            if !here {
+                if let Err(e) = node.fetch_with_timeout(p.root, ROOT_FETCH).await {
+                    tracing::warn!(share = %name, root = %p.root, error = %e, "the new version's root cannot be fetched yet; staying on the current version");
+                    return;
+                }
+            }
+        }
+    }
     let took = repo.shares().adopt(&name, record);
     if let Ok(Some(_)) = &took {
         let _ = repo.shares().note_seen(&name, from);
@@ -210,7 +238,7 @@ pub async fn resolve(
     if let Ok(share) = repo.shares().find(&name.to_string()) {
         if !share.writable {
             if let Ok(Some(bytes)) = node.get_record(name, timeout).await {
-                adopt(repo, node, mounts, name, &bytes, "dht");
+                adopt(repo, node, mounts, name, &bytes, "dht").await;
             }
         }
         return Ok(repo

@@ -209,3 +209,73 @@ fn a_pinned_follow_keeps_every_retained_version_offline() {
         "first"
     );
 }
+
+#[test]
+fn three_followers_one_offline_for_three_commits_all_end_on_the_newest() {
+    let a = TestRepo::new();
+    let followers: Vec<TestRepo> = (0..3).map(|_| TestRepo::new()).collect();
+    a.use_loopback_network();
+    for f in &followers {
+        f.use_loopback_network();
+    }
+    let name = a.json(&["share", "new", "many"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let da = a.daemon();
+    let mut daemons: Vec<_> = followers.iter().map(|f| f.daemon()).collect();
+    for f in &followers {
+        f.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    }
+    let aw = mount(&a, "many", "writable");
+    write_synced(&aw.0.join("n.txt"), "1\n");
+    let mut mounts: Vec<MountGuard> = followers
+        .iter()
+        .map(|f| mount(f, &name, "following"))
+        .collect();
+    for m in &mounts {
+        assert_eq!(fs::read_to_string(m.0.join("n.txt")).unwrap(), "1\n");
+    }
+    // The third goes away for three commits; the others follow each one.
+    followers[2]
+        .cairn(&["unmount", mounts[2].0.to_str().unwrap()])
+        .expect_ok();
+    assert_eq!(daemons[2].stop(), Some(0));
+    for i in 2..=4 {
+        let text = format!("{i}\n");
+        write_synced(&aw.0.join("n.txt"), &text);
+        for m in &mounts[..2] {
+            wait_for(20, "a live follower to show the commit", || {
+                (fs::read_to_string(m.0.join("n.txt")).ok()? == text).then_some(())
+            });
+        }
+    }
+    // Back: it catches up once connected, and all three show the same version.
+    daemons[2] = followers[2].daemon();
+    // (Its earlier guard unmounts the old path when replaced: mount elsewhere.)
+    mounts[2] = mount(&followers[2], &name, "following-again");
+    followers[2]
+        .cairn(&["swarm", "connect", &da.tcp_addr()])
+        .expect_ok();
+    wait_for(20, "the returning follower to catch up", || {
+        (fs::read_to_string(mounts[2].0.join("n.txt")).ok()? == "4\n").then_some(())
+    });
+    let roots: Vec<String> = followers
+        .iter()
+        .map(|f| {
+            f.json(&["share", "ls"])[0]["root"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let head = a.json(&["share", "log", "many"])[0]["root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(roots.iter().all(|r| *r == head), "{roots:?} vs {head}");
+    for (f, m) in followers.iter().zip(&mounts) {
+        f.cairn(&["unmount", m.0.to_str().unwrap()]).expect_ok();
+    }
+    a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
+}
