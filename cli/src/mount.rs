@@ -90,21 +90,15 @@ pub struct Host<'a> {
     pub served_by: &'a str,
 }
 
-fn start_root<S: BlockSource + Clone>(
-    source: S,
-    root: MountRoot,
-    dir: &Path,
-    args: &MountArgs,
-    host: &Host<'_>,
-) -> Result<MountHandle> {
-    start(
-        source,
-        root,
-        dir,
-        (args.allow_other, host.repo.path()),
-        host.timeout,
-        host.runtime.clone(),
-    )
+/// How a mount made for `args` on `host` runs: the host's timeout, `statfs` reporting the
+/// repo's disk.
+fn mount_options(args: &MountArgs, host: &Host<'_>) -> MountOptions {
+    MountOptions {
+        timeout: host.timeout,
+        allow_other: args.allow_other,
+        space_of: Some(host.repo.path().to_path_buf()),
+        ..MountOptions::default()
+    }
 }
 
 /// Mounts `target` at `dir` (canonical), reading through `source`.
@@ -118,7 +112,14 @@ pub fn start_target<S: BlockSource + Clone>(
     let share = match target {
         Target::Root(root) => {
             let json = mounted_json(dir, &root, host.served_by);
-            let handle = start_root(source, root, dir, args, host)?;
+            let handle = cairn_fs::mount(
+                source,
+                root,
+                dir,
+                mount_options(args, host),
+                host.runtime.clone(),
+            )
+            .with_context(|| format!("cannot mount at {}", dir.display()))?;
             return Ok(Started {
                 handle,
                 json,
@@ -138,12 +139,7 @@ pub fn start_target<S: BlockSource + Clone>(
         json["version"] = serde_json::json!(head.sequence);
         // It follows the share: each new head (a commit of its writable mount, a restore)
         // becomes what it shows.
-        let options = MountOptions {
-            timeout: host.timeout,
-            allow_other: args.allow_other,
-            space_of: Some(host.repo.path().to_path_buf()),
-            ..MountOptions::default()
-        };
+        let options = mount_options(args, host);
         let heads = host.mounts.follow(
             &share.name,
             cairn_fs::FollowHead {
@@ -183,12 +179,7 @@ pub fn start_target<S: BlockSource + Clone>(
     }
     let cfg = &host.repo.config().shares;
     let spec = share_spec(host.repo, host.mounts, &share, &head)?;
-    let options = MountOptions {
-        timeout: host.timeout,
-        allow_other: args.allow_other,
-        space_of: Some(host.repo.path().to_path_buf()),
-        ..MountOptions::default()
-    };
+    let options = mount_options(args, host);
     let handle = cairn_fs::mount_share(source, spec, dir, options, host.runtime.clone())
         .with_context(|| format!("cannot mount share {} at {}", share.label, dir.display()))?;
     let json = serde_json::json!({
@@ -263,26 +254,6 @@ pub fn mounted_json(dir: &Path, root: &MountRoot, served_by: &str) -> serde_json
         "writable": false,
         "version": null,
     })
-}
-
-/// Mounts `root` at `dir`, reading through `source`; `statfs` on the mount reports the disk
-/// of `repo` (the repo's own directory).
-pub fn start<S: BlockSource + Clone>(
-    source: S,
-    root: MountRoot,
-    dir: &Path,
-    (allow_other, repo): (bool, &Path),
-    timeout: Duration,
-    runtime: tokio::runtime::Handle,
-) -> Result<MountHandle> {
-    let options = MountOptions {
-        timeout,
-        allow_other,
-        space_of: Some(repo.to_path_buf()),
-        ..MountOptions::default()
-    };
-    cairn_fs::mount(source, root, dir, options, runtime)
-        .with_context(|| format!("cannot mount at {}", dir.display()))
 }
 
 /// Unmounts a FUSE mount this process does not serve: a foreground `cairn mount`, or one left by

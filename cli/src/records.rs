@@ -129,35 +129,32 @@ async fn adopt(
     record: &[u8],
     from: &str,
 ) {
+    let Ok(rec) = cairn_store::IpnsRecord::verify(record, &name) else {
+        tracing::warn!(share = %name, "refused a record of a followed share that does not verify");
+        return;
+    };
+    // Not newer than the head: nothing to take, but the same version is a sign of life.
+    if let Ok((head, head_rec)) = repo.shares().head_record(&name) {
+        if !rec.supersedes(&head_rec) {
+            if rec.sequence() == head.sequence {
+                let _ = repo.shares().note_seen(&name, from);
+            }
+            return;
+        }
+    }
     // A version whose root cannot be fetched does not replace one that works: the record is
     // taken once its root block is here (a later push or poll tries again).
-    if let Ok(rec) = cairn_store::IpnsRecord::verify(record, &name) {
-        if let cairn_store::RecordValue::Ipfs(p) = rec.value() {
-            let here = node.store().has(&p.root).unwrap_or(false);
-            if !here {
-                if let Err(e) = node.fetch_with_timeout(p.root, ROOT_FETCH).await {
-                    tracing::warn!(share = %name, root = %p.root, error = %e, "the new version's root cannot be fetched yet; staying on the current version");
-                    return;
-                }
+    if let cairn_store::RecordValue::Ipfs(p) = rec.value() {
+        if !node.store().has(&p.root).unwrap_or(false) {
+            if let Err(e) = node.fetch_with_timeout(p.root, ROOT_FETCH).await {
+                tracing::warn!(share = %name, root = %p.root, error = %e, "the new version's root cannot be fetched yet; staying on the current version");
+                return;
             }
         }
     }
     let took = repo.shares().adopt(&name, record);
     if let Ok(Some(_)) = &took {
         let _ = repo.shares().note_seen(&name, from);
-    } else if let Ok(None) = &took {
-        // As new as the head (not older): still a sign of life.
-        let head_seq = repo
-            .shares()
-            .head_record(&name)
-            .ok()
-            .map(|(v, _)| v.sequence);
-        let this = cairn_store::IpnsRecord::verify(record, &name)
-            .ok()
-            .map(|r| r.sequence());
-        if head_seq.is_some() && head_seq == this {
-            let _ = repo.shares().note_seen(&name, from);
-        }
     }
     match took {
         Ok(Some(v)) => {
@@ -213,10 +210,8 @@ pub async fn follow_new(
             timeout.as_secs()
         );
     };
-    let default_label = format!(
-        "followed-{}",
-        &name.to_string()[name.to_string().len() - 8..]
-    );
+    let id = name.to_string();
+    let default_label = format!("followed-{}", &id[id.len() - 8..]);
     let label = label.unwrap_or(&default_label);
     let (share, _) = repo.shares().follow(&name, label, &bytes)?;
     node.subscribe(name).await?;

@@ -48,7 +48,7 @@ pub use overlay::{
 };
 pub use writable::{
     CommitError, CommitOutcome, CommitPolicy, PublishError, Published, ShareControl, ShareMount,
-    ShareStatus, ShareStore,
+    ShareStore,
 };
 
 /// The extended attribute holding a node's CID as text.

@@ -978,19 +978,12 @@ impl<S: BlockSource + Clone> Overlay<S> {
         offset: u64,
         data: &[u8],
     ) -> Result<usize, OverlayError> {
-        let (size, _) = self.file_size(id)?;
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|e| *e <= MAX_FILE_SIZE)
-            .ok_or(OverlayError::TooLarge)?;
-        if data.is_empty() {
-            return Ok(0);
+        if let Some(done) = self.write_now(id, offset, data) {
+            return done;
         }
         self.stage(id, None).await?;
-        let path = self.data.path(id);
-        self.data.write_at(id, offset, data).map_err(io_at(&path))?;
-        self.content_changed(id, size.max(end));
-        Ok(data.len())
+        self.write_now(id, offset, data)
+            .unwrap_or_else(|| Err(self.bug(tree::Inconsistent("a file just staged is not"))))
     }
 
     /// [`Overlay::write`] without waiting: `None` when file `id` is not staged yet (its first
@@ -1001,12 +994,10 @@ impl<S: BlockSource + Clone> Overlay<S> {
         offset: u64,
         data: &[u8],
     ) -> Option<Result<usize, OverlayError>> {
-        match self.file_size(id) {
-            Ok((_, true)) => {}
-            Ok((_, false)) => return None,
+        let (size, staged) = match self.file_size(id) {
+            Ok(s) => s,
             Err(e) => return Some(Err(e)),
-        }
-        let (size, _) = self.file_size(id).ok()?;
+        };
         let Some(end) = offset
             .checked_add(data.len() as u64)
             .filter(|e| *e <= MAX_FILE_SIZE)
@@ -1015,6 +1006,9 @@ impl<S: BlockSource + Clone> Overlay<S> {
         };
         if data.is_empty() {
             return Some(Ok(0));
+        }
+        if !staged {
+            return None;
         }
         let path = self.data.path(id);
         if let Err(e) = self.data.write_at(id, offset, data) {
@@ -1060,19 +1054,14 @@ impl<S: BlockSource + Clone> Overlay<S> {
         offset: u64,
         len: usize,
     ) -> Result<Bytes, OverlayError> {
-        let (size, staged) = self.file_size(id)?;
+        if let Some(staged) = self.read_now(id, offset, len) {
+            return staged;
+        }
+        let (size, _) = self.file_size(id)?;
         if offset >= size || len == 0 {
             return Ok(Bytes::new());
         }
         let n = usize::try_from((size - offset).min(len as u64)).unwrap_or(len);
-        if staged {
-            let mut buf = vec![0u8; n];
-            let path = self.data.path(id);
-            self.data
-                .read_at(id, offset, &mut buf)
-                .map_err(io_at(&path))?;
-            return Ok(buf.into());
-        }
         let Some(cid) = self.node(id)?.base.as_ref().map(|b| b.cid) else {
             return Ok(Bytes::new());
         };

@@ -16,8 +16,7 @@ mod callbacks;
 mod committer;
 
 pub use committer::{
-    CommitError, CommitOutcome, CommitPolicy, PublishError, Published, ShareControl, ShareStatus,
-    ShareStore,
+    CommitError, CommitOutcome, CommitPolicy, PublishError, Published, ShareControl, ShareStore,
 };
 
 use std::collections::HashMap;
@@ -73,8 +72,6 @@ pub(crate) struct Staged<S> {
     pub base_size: u64,
     /// The sequence number of the base version.
     pub sequence: u64,
-    /// The last commit's failure, until a commit succeeds.
-    pub last_error: Option<String>,
 }
 
 /// When writes happened since the last commit.
@@ -112,8 +109,6 @@ pub(crate) struct State<S> {
     pub import: ImportOptions,
     pub policy: CommitPolicy,
     pub activity: Mutex<Activity>,
-    /// The head's sequence number and root, for status while a commit holds the lock.
-    pub head: Mutex<(u64, Cid)>,
     /// Wakes the committer when something changed.
     pub wake: Arc<Notify>,
     /// Set when the session ends: the committer stops.

@@ -32,7 +32,7 @@ use tokio::runtime::Handle;
 use super::{DirHandle, OpenFile, Staged, State};
 use crate::filesystem::{disk_space, lock, reply_xattr, XATTR_VERSION};
 use crate::listing::file_type;
-use crate::overlay::{Attr, FileContent, NodeId, OverlayError, SetAttr, TimeSet};
+use crate::overlay::{Attr, FileContent, NodeId, Overlay, OverlayError, SetAttr, TimeSet};
 
 /// How long the kernel may cache entries and attributes. Every change goes through this
 /// mount, which the kernel sees, so this could be long; it is short to bound the damage of a
@@ -46,6 +46,10 @@ pub(crate) const XATTR_CID: &str = "user.cairn.cid";
 pub(crate) const XATTR_DIRTY: &str = "user.cairn.dirty";
 /// Open handles of files and directories, each.
 const MAX_HANDLES: usize = 1 << 16;
+
+/// One overlay operation in progress, borrowing the overlay.
+type OverlayOp<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = Result<T, OverlayError>> + Send + 'a>>;
 
 /// The filesystem handed to fuser.
 pub(crate) struct ShareFs<S> {
@@ -127,6 +131,25 @@ impl<S: BlockSource + Clone> ShareFs<S> {
             };
             done(result)
         });
+    }
+
+    /// Runs tree change `op` on the overlay once its lock is taken (no timeout: see the module
+    /// doc), its error as an errno, and hands the result to `done`.
+    fn change<T, F, D>(&self, op: F, done: D)
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Overlay<S>) -> OverlayOp<'a, T> + Send + 'static,
+        D: FnOnce(Result<T, Errno>) + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.spawn(
+            None,
+            async move {
+                let mut st = state.staged.lock().await;
+                op(&mut st.overlay).await.map_err(errno)
+            },
+            done,
+        );
     }
 
     /// Runs `work` on the overlay: here if its lock is free, else as a task once it is.
@@ -388,17 +411,10 @@ impl<S: BlockSource + Clone> Filesystem for ShareFs<S> {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        let (state, name) = (self.state.clone(), name.to_os_string());
+        let (name, mode) = (name.to_os_string(), mode & !umask);
         let done = self.entry_done(reply);
-        self.spawn(
-            None,
-            async move {
-                let mut st = state.staged.lock().await;
-                st.overlay
-                    .create(NodeId(parent.0), &name, mode & !umask)
-                    .await
-                    .map_err(errno)
-            },
+        self.change(
+            move |ov| Box::pin(ov.create(NodeId(parent.0), name, mode)),
             done,
         );
     }
@@ -412,51 +428,24 @@ impl<S: BlockSource + Clone> Filesystem for ShareFs<S> {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let (state, name) = (self.state.clone(), name.to_os_string());
+        let (name, mode) = (name.to_os_string(), mode & !umask);
         let done = self.entry_done(reply);
-        self.spawn(
-            None,
-            async move {
-                let mut st = state.staged.lock().await;
-                st.overlay
-                    .mkdir(NodeId(parent.0), &name, mode & !umask)
-                    .await
-                    .map_err(errno)
-            },
+        self.change(
+            move |ov| Box::pin(ov.mkdir(NodeId(parent.0), name, mode)),
             done,
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let (state, name) = (self.state.clone(), name.to_os_string());
+        let name = name.to_os_string();
         let done = self.change_done(reply);
-        self.spawn(
-            None,
-            async move {
-                let mut st = state.staged.lock().await;
-                st.overlay
-                    .unlink(NodeId(parent.0), &name)
-                    .await
-                    .map_err(errno)
-            },
-            done,
-        );
+        self.change(move |ov| Box::pin(ov.unlink(NodeId(parent.0), name)), done);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let (state, name) = (self.state.clone(), name.to_os_string());
+        let name = name.to_os_string();
         let done = self.change_done(reply);
-        self.spawn(
-            None,
-            async move {
-                let mut st = state.staged.lock().await;
-                st.overlay
-                    .rmdir(NodeId(parent.0), &name)
-                    .await
-                    .map_err(errno)
-            },
-            done,
-        );
+        self.change(move |ov| Box::pin(ov.rmdir(NodeId(parent.0), name)), done);
     }
 
     fn symlink(
@@ -467,18 +456,10 @@ impl<S: BlockSource + Clone> Filesystem for ShareFs<S> {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let state = self.state.clone();
         let (name, target) = (link_name.to_os_string(), OsString::from(target));
         let done = self.entry_done(reply);
-        self.spawn(
-            None,
-            async move {
-                let mut st = state.staged.lock().await;
-                st.overlay
-                    .symlink(NodeId(parent.0), &name, &target)
-                    .await
-                    .map_err(errno)
-            },
+        self.change(
+            move |ov| Box::pin(ov.symlink(NodeId(parent.0), name, target)),
             done,
         );
     }
@@ -493,23 +474,17 @@ impl<S: BlockSource + Clone> Filesystem for ShareFs<S> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let state = self.state.clone();
         let (name, newname) = (name.to_os_string(), newname.to_os_string());
         let done = self.change_done(reply);
-        self.spawn(
-            None,
-            async move {
-                let mut st = state.staged.lock().await;
-                st.overlay
-                    .rename(
-                        NodeId(parent.0),
-                        &name,
-                        NodeId(newparent.0),
-                        &newname,
-                        flags.bits(),
-                    )
-                    .await
-                    .map_err(errno)
+        self.change(
+            move |ov| {
+                Box::pin(ov.rename(
+                    NodeId(parent.0),
+                    name,
+                    NodeId(newparent.0),
+                    newname,
+                    flags.bits(),
+                ))
             },
             done,
         );

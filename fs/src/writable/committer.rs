@@ -111,19 +111,6 @@ pub struct CommitOutcome {
     pub took: Duration,
 }
 
-/// What a writable mount reports about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShareStatus {
-    /// The version the mount shows plus its staged changes.
-    pub sequence: u64,
-    /// Its root directory.
-    pub root: Cid,
-    /// Whether there are changes not yet committed (`None`: a commit is running).
-    pub dirty: Option<bool>,
-    /// The last commit's failure, until one succeeds.
-    pub last_error: Option<String>,
-}
-
 /// Commands to a live writable mount, from any thread (e.g. `cairn share commit`).
 #[derive(Clone)]
 pub struct ShareControl {
@@ -142,33 +129,11 @@ type CommitFuture<'a> =
 
 trait Control: Send + Sync {
     fn commit(&self) -> CommitFuture<'_>;
-    fn status(&self) -> ShareStatus;
 }
 
 impl<S: BlockSource + Clone> Control for State<S> {
     fn commit(&self) -> CommitFuture<'_> {
         Box::pin(State::commit(self))
-    }
-
-    fn status(&self) -> ShareStatus {
-        match self.staged.try_lock() {
-            Ok(st) => ShareStatus {
-                sequence: st.sequence,
-                root: st.overlay.base(),
-                dirty: Some(st.overlay.getattr(NodeId::ROOT).is_ok_and(|a| a.dirty)),
-                last_error: st.last_error.clone(),
-            },
-            Err(_) => {
-                // A commit (or a long request) holds the lock: say so rather than wait.
-                let (sequence, root) = *lock(&self.head);
-                ShareStatus {
-                    sequence,
-                    root,
-                    dirty: None,
-                    last_error: None,
-                }
-            }
-        }
     }
 }
 
@@ -188,11 +153,6 @@ impl ShareControl {
     /// Commits the staged changes now; `None` when there were none.
     pub async fn commit(&self) -> Result<Option<CommitOutcome>, CommitError> {
         self.inner.commit().await
-    }
-
-    /// The mount's version and whether it has uncommitted changes.
-    pub fn status(&self) -> ShareStatus {
-        self.inner.status()
     }
 }
 
@@ -245,17 +205,13 @@ impl<S: BlockSource + Clone> State<S> {
         // Changes from now on are for the next commit.
         let pending = std::mem::take(&mut *lock(&self.activity));
         let result = self.commit_locked(&mut st, started).await;
-        match &result {
-            Ok(_) => st.last_error = None,
-            Err(e) => {
-                st.last_error = Some(e.to_string());
-                // Try again later, keeping the changes' times so the retry is not postponed
-                // by every new write.
-                let mut a = lock(&self.activity);
-                a.first = pending.first.or(a.first).or(Some(started));
-                a.last = a.last.or(pending.last);
-                a.retry_at = Some(Instant::now() + self.policy.max_interval);
-            }
+        if result.is_err() {
+            // Try again later, keeping the changes' times so the retry is not postponed by
+            // every new write.
+            let mut a = lock(&self.activity);
+            a.first = pending.first.or(a.first).or(Some(started));
+            a.last = a.last.or(pending.last);
+            a.retry_at = Some(Instant::now() + self.policy.max_interval);
         }
         result
     }
@@ -288,7 +244,6 @@ impl<S: BlockSource + Clone> State<S> {
         cairn_store::crash_point("share-commit-published");
         st.base_size = stats.size;
         st.sequence = published.sequence;
-        *lock(&self.head) = (published.sequence, stats.root);
         if let Err(e) = st.overlay.committed_keeping(stats.root, &open) {
             // The head moved; the staging area still holds the changes it now contains. The
             // next commit builds the same tree again; a restart sees the journal's commit
