@@ -90,7 +90,23 @@ fn bad_and_unknown_names_are_refused_clearly() {
     let e = r.cairn(&["--json", "name", "resolve", unknown]);
     assert!(!e.ok());
     assert!(e.stderr.contains("\"not_found\""), "{}", e.stderr);
-    r.cairn(&["share", "new", "ro"]).expect_ok();
+    let name = r.json(&["share", "new", "ro"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     r.cairn(&["name", "publish", "--key", "nosuch", "bafkqaaa"])
         .expect_err("nosuch");
+    // While its writable mount runs, the mount's commits publish it.
+    let root = r.json(&["share", "log", "ro"])[0]["root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = r.mount("ro", &r.path("mnt"));
+    r.cairn(&["name", "publish", "--key", "ro", &root])
+        .expect_err("mounted writable");
+    drop(m);
+    // Without the key, nothing can be published.
+    fs::remove_file(r.repo().join("shares").join(&name).join("key")).unwrap();
+    r.cairn(&["name", "publish", "--key", "ro", &root])
+        .expect_err("does not hold its key");
 }
