@@ -221,6 +221,12 @@ pub enum ShareCommand {
     },
     /// List the shares of this repo.
     Ls,
+    /// How current a share is here: the version shown, the peers with the share connected,
+    /// the last DHT check, and whether it is stale (a newer version may exist).
+    Status {
+        /// Label or share id [default: every share]
+        share: Option<String>,
+    },
     /// Commit a share's staged changes now (those of its writable mount, or left staged by a
     /// crash) as a new version.
     Commit {

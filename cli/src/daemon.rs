@@ -25,6 +25,8 @@ pub struct Daemon {
     pub node: Node,
     /// Mounts served by this process, by mount point.
     pub mounts: Arc<crate::mounts::Mounts>,
+    /// How current each followed share is.
+    pub live: Arc<crate::records::Liveness>,
     /// The async runtime.
     pub runtime: tokio::runtime::Handle,
     /// Default network deadline.
@@ -100,6 +102,7 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
         repo: repo.clone(),
         node: node.clone(),
         mounts: Arc::new(crate::mounts::Mounts::default()),
+        live: Arc::new(crate::records::Liveness::default()),
         runtime: tokio::runtime::Handle::current(),
         timeout,
         provide,
@@ -130,7 +133,12 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     )?;
     out.finish()?;
 
-    crate::records::start(repo.clone(), node.clone(), daemon.mounts.clone());
+    crate::records::start(
+        repo.clone(),
+        node.clone(),
+        daemon.mounts.clone(),
+        daemon.live.clone(),
+    );
     let accept = listener.serve(daemon.clone());
 
     let auto_gc = tokio::spawn(auto_gc(repo.clone()));

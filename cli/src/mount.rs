@@ -145,6 +145,9 @@ pub fn start_target<S: BlockSource + Clone>(
             cairn_fs::FollowHead {
                 root: head.root,
                 sequence: head.sequence,
+                // A foreground mount has no network: a followed share cannot be confirmed.
+                stale: !share.writable
+                    && (host.served_by != "daemon" || host.mounts.is_stale(&share.name)),
             },
         );
         let handle = cairn_fs::mount_follow(source, heads, dir, options, host.runtime.clone())

@@ -21,6 +21,8 @@ pub struct Mounts {
     heads: Mutex<HashMap<IpnsName, tokio::sync::watch::Sender<FollowHead>>>,
     /// Told of every head that moves (the daemon publishes its own).
     on_moved: Mutex<Option<HeadHook>>,
+    /// Followed shares whose newest version cannot be confirmed now (see `records.rs`).
+    stale: Mutex<HashMap<IpnsName, bool>>,
 }
 
 /// What [`Mounts::on_head_moved`] calls.
@@ -73,14 +75,37 @@ impl Mounts {
     /// Share `name`'s head moved to `root` (a commit, a restore, a newer record of a followed
     /// share): its following mounts switch, and the hook hears of it.
     pub fn head_moved(&self, name: &IpnsName, root: Cid, sequence: u64) {
+        let stale = self.is_stale(name);
         {
             let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(tx) = heads.get(name) {
-                tx.send_replace(FollowHead { root, sequence });
+                tx.send_replace(FollowHead {
+                    root,
+                    sequence,
+                    stale,
+                });
             }
         }
         if let Some(hook) = &*self.on_moved.lock().unwrap_or_else(PoisonError::into_inner) {
             hook(name);
+        }
+    }
+
+    /// Whether followed share `name` was last found stale (unknown: not stale).
+    pub fn is_stale(&self, name: &IpnsName) -> bool {
+        let stale = self.stale.lock().unwrap_or_else(PoisonError::into_inner);
+        stale.get(name).copied().unwrap_or(false)
+    }
+
+    /// Followed share `name` is found `stale` or current: its following mounts say so.
+    pub fn set_stale(&self, name: &IpnsName, stale: bool) {
+        self.stale
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*name, stale);
+        let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = heads.get(name) {
+            tx.send_if_modified(|h| std::mem::replace(&mut h.stale, stale) != stale);
         }
     }
 

@@ -229,6 +229,24 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             status(ctx, online, &path).await
         }
         Command::Mount(args) => mount(ctx, online, &args).await,
+        Command::Share(crate::args::ShareCommand::Log { share }) => {
+            // A follower's history arrives with the records it took; the older records come
+            // through the chain, from the peers.
+            if let Ok(s) = ctx.repo.shares().find(&share) {
+                if !s.writable {
+                    crate::records::fetch_history(ctx.repo, node, s.name, online.timeout).await;
+                }
+            }
+            cmd::run_offline(
+                ctx,
+                Command::Share(crate::args::ShareCommand::Log { share }),
+            )
+            .await
+        }
+        Command::Share(crate::args::ShareCommand::Status { share }) => {
+            let live = Some((node, &*online.daemon.live));
+            cmd::share::status(ctx, share.as_deref(), live).await
+        }
         Command::Unmount { dir } => {
             let dir = mount_key(&ctx.path(&dir));
             let handle = online.daemon.mounts.take(&dir);

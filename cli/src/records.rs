@@ -1,9 +1,13 @@
 //! The daemon's IPNS records: every head this repo signs is published (the DHT and the name's
 //! pubsub topic) when it moves, at start and again before it expires; every share followed here
-//! takes the newer records peers push, and a follower that was away catches up from the DHT.
+//! takes the newer records peers push or answer when asked (a follower that was away catches up
+//! as soon as it meets a peer with the share), and the DHT is polled in case a push was missed.
+//! A followed share is *stale* while no peer with the share is connected and the DHT gave no
+//! answer: its mounts say so (`user.cairn.stale`), and so does `cairn share status`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use cairn_net::Node;
@@ -13,12 +17,24 @@ use crate::mounts::Mounts;
 
 /// Own heads are published again this often (records are valid for 48 h).
 const REPUBLISH: Duration = Duration::from_secs(4 * 3600);
-/// How long a follower waits for a new version's root block before it keeps the current one.
+/// How long a follower waits for a new version's root block before it keeps the current one
+/// (at most; less if the configured fetch timeout is shorter).
 const ROOT_FETCH: Duration = Duration::from_secs(20);
+/// Retries of a version whose root could not be fetched: first wait, longest wait, for how long.
+const ROOT_RETRY_FIRST: Duration = Duration::from_secs(5);
+const ROOT_RETRY_MAX: Duration = Duration::from_secs(60);
+const ROOT_RETRY_FOR: Duration = Duration::from_secs(600);
 /// After a new connection, when followed shares ask the DHT for newer records.
 const CATCH_UP_AFTER: [Duration; 2] = [Duration::from_millis(300), Duration::from_secs(3)];
-/// Followed shares ask the DHT for a newer record this often, in case a push was missed.
+/// Followed shares ask the DHT for a newer record this often, in case a push was missed; while
+/// peers with the share are connected (pushes and pulls reach us), the interval doubles after
+/// each poll that found nothing new, up to [`POLL_MAX`].
 const POLL: Duration = Duration::from_secs(60);
+const POLL_MAX: Duration = Duration::from_secs(15 * 60);
+/// How long a DHT lookup of a followed share may take.
+const DHT_WAIT: Duration = Duration::from_secs(20);
+/// How often followed shares' connected sources are counted (staleness).
+const LIVENESS_TICK: Duration = Duration::from_secs(2);
 
 /// Publishes the head of share `name` (one this repo holds the key of) in the background.
 pub fn publish_head(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
@@ -28,6 +44,9 @@ pub fn publish_head(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
     let node = node.clone();
     let bytes = record.as_bytes().to_vec();
     tokio::spawn(async move {
+        if let Err(e) = node.serve_name(name).await {
+            tracing::debug!(%name, error = %e, "cannot join the share's topic");
+        }
         match node.put_record(name, bytes).await {
             Ok(put) => tracing::debug!(%name, dht = put.dht, pushed = put.pushed, "published"),
             Err(e) => tracing::warn!(%name, error = %e, "cannot publish the share's head"),
@@ -36,8 +55,9 @@ pub fn publish_head(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
 }
 
 /// Starts the record work of a daemon: publishing own heads when they move and periodically,
-/// following the followed shares.
-pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
+/// following the followed shares, and keeping `live` (and the following mounts' staleness)
+/// current.
+pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>, live: Arc<Liveness>) {
     let (r, n) = (repo.clone(), node.clone());
     mounts.on_head_moved(Box::new(move |name: &IpnsName| {
         if r.shares().find(&name.to_string()).is_ok_and(|s| s.writable) {
@@ -48,6 +68,8 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
     let (r, n, m) = (repo.clone(), node.clone(), mounts.clone());
     tokio::spawn(async move {
         for share in r.shares().list().unwrap_or_default() {
+            // Own shares too: their followers find the publisher among the topic's peers,
+            // and ask it for the newest record when they connect.
             if share.writable {
                 publish_head(&r, &n, share.name);
             } else if let Err(e) = n.subscribe(share.name).await {
@@ -71,32 +93,148 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
             }
         }
     });
+    let (r, n) = (repo.clone(), node.clone());
     tokio::spawn(async move {
         let mut republish = tokio::time::interval(REPUBLISH);
-        let mut poll = tokio::time::interval(POLL);
         republish.tick().await;
-        poll.tick().await;
         loop {
-            tokio::select! {
-                _ = republish.tick() => {
-                    for share in repo.shares().list().unwrap_or_default() {
-                        if share.writable {
-                            publish_head(&repo, &node, share.name);
-                        }
-                    }
-                }
-                _ = poll.tick() => {
-                    for share in repo.shares().list().unwrap_or_default() {
-                        if !share.writable {
-                            if let Ok(Some(bytes)) = node.get_record(share.name, Duration::from_secs(20)).await {
-                                adopt(&repo, &node, &mounts, share.name, &bytes, "dht").await;
-                            }
-                        }
-                    }
+            republish.tick().await;
+            for share in r.shares().list().unwrap_or_default() {
+                if share.writable {
+                    publish_head(&r, &n, share.name);
                 }
             }
         }
     });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIVENESS_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            check_followed(&repo, &node, &mounts, &live).await;
+        }
+    });
+}
+
+/// What this daemon knows of how current each followed share is.
+#[derive(Default)]
+pub struct Liveness {
+    shares: Mutex<HashMap<IpnsName, Live>>,
+}
+
+/// One followed share's liveness.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// Connected peers that follow or publish it (its pushes and pulls come from them).
+    pub sources: Vec<cairn_net::PeerId>,
+    /// When the DHT was last asked for a newer record, and whether a peer answered.
+    pub checked: Option<(SystemTime, bool)>,
+    /// No source connected and the DHT gave no answer: the version here may not be the
+    /// newest.
+    pub stale: bool,
+    /// The DHT poll's interval now (it backs off while sources are connected).
+    poll_every: Duration,
+    next_poll: Option<Instant>,
+    polling: bool,
+}
+
+impl Liveness {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpnsName, Live>> {
+        self.shares.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What is known of followed share `name` (nothing yet: `None`).
+    pub fn get(&self, name: &IpnsName) -> Option<Live> {
+        self.lock().get(name).cloned()
+    }
+}
+
+/// One round of the liveness check: each followed share's connected sources are counted, the
+/// DHT is asked when its poll is due or when the last source just went away, and the shares'
+/// staleness is updated (and told to their following mounts).
+async fn check_followed(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>, live: &Arc<Liveness>) {
+    let now = Instant::now();
+    let followed: Vec<IpnsName> = repo
+        .shares()
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| !s.writable)
+        .map(|s| s.name)
+        .collect();
+    live.lock().retain(|n, _| followed.contains(n));
+    for name in followed {
+        let sources = node.record_sources(name).await.unwrap_or_default();
+        let poll = {
+            let mut all = live.lock();
+            let l = all.entry(name).or_insert_with(|| Live {
+                poll_every: POLL,
+                ..Live::default()
+            });
+            let lost_all = sources.is_empty() && !l.sources.is_empty();
+            l.sources = sources;
+            if l.sources.is_empty() {
+                // Without a source, pushes cannot arrive: poll at the base rate.
+                l.poll_every = POLL;
+            }
+            let due = l.next_poll.is_none_or(|t| t <= now) || lost_all;
+            let poll = due && !l.polling;
+            if poll {
+                l.polling = true;
+                l.next_poll = Some(now + l.poll_every);
+            }
+            l.stale = l.sources.is_empty() && !l.checked.is_some_and(|(_, answered)| answered);
+            if lost_all {
+                // Until the DHT says otherwise.
+                l.stale = true;
+            }
+            mounts.set_stale(&name, l.stale);
+            poll
+        };
+        if poll {
+            let (repo, node, mounts, live) =
+                (repo.clone(), node.clone(), mounts.clone(), live.clone());
+            tokio::spawn(async move { poll_dht(&repo, &node, &mounts, &live, name).await });
+        }
+    }
+}
+
+/// Asks the DHT for a newer record of followed share `name`.
+async fn poll_dht(
+    repo: &Arc<Repo>,
+    node: &Node,
+    mounts: &Arc<Mounts>,
+    live: &Liveness,
+    name: IpnsName,
+) {
+    let before = repo
+        .shares()
+        .head_record(&name)
+        .ok()
+        .map(|(v, _)| v.sequence);
+    let found = node.lookup_record(name, DHT_WAIT).await.unwrap_or_default();
+    if let Some(bytes) = &found.record {
+        adopt(repo, node, mounts, name, bytes, "dht").await;
+    }
+    let after = repo
+        .shares()
+        .head_record(&name)
+        .ok()
+        .map(|(v, _)| v.sequence);
+    let mut all = live.lock();
+    let Some(l) = all.get_mut(&name) else { return };
+    l.polling = false;
+    let answered = !found.answered_by.is_empty();
+    l.checked = Some((SystemTime::now(), answered));
+    if after != before || l.sources.is_empty() {
+        l.poll_every = POLL;
+    } else {
+        // Nothing new while sources push: the DHT is asked less and less often.
+        l.poll_every = (l.poll_every * 2).min(POLL_MAX);
+    }
+    l.next_poll = Some(Instant::now() + l.poll_every);
+    l.stale = l.sources.is_empty() && !answered;
+    mounts.set_stale(&name, l.stale);
 }
 
 /// Asks the DHT, in the background, for newer records of every followed share (after a new
@@ -120,18 +258,78 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
     });
 }
 
+/// Followed shares with a newer record whose root could not be fetched: a task retries them.
+static ROOT_RETRIES: Mutex<Vec<IpnsName>> = Mutex::new(Vec::new());
+
 /// A valid record of a followed share: its head here if newer, and the following mounts move.
+/// A version whose root block cannot be fetched does not replace one that works: it is tried
+/// again in the background (5 s, then doubling to a minute, for ten minutes), each time with
+/// the best record known then, until one is taken.
 async fn adopt(
+    repo: &Arc<Repo>,
+    node: &Node,
+    mounts: &Arc<Mounts>,
+    name: IpnsName,
+    record: &[u8],
+    from: &str,
+) {
+    if adopt_once(repo, node, mounts, name, record, from).await != Adopted::RootMissing {
+        return;
+    }
+    {
+        let mut retrying = ROOT_RETRIES.lock().unwrap_or_else(PoisonError::into_inner);
+        if retrying.contains(&name) {
+            return;
+        }
+        retrying.push(name);
+    }
+    let (repo, node, mounts) = (repo.clone(), node.clone(), mounts.clone());
+    tokio::spawn(async move {
+        let (mut wait, started) = (ROOT_RETRY_FIRST, Instant::now());
+        while started.elapsed() < ROOT_RETRY_FOR {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(ROOT_RETRY_MAX);
+            let Ok(Some(best)) = node.get_record(name, Duration::from_secs(5)).await else {
+                continue;
+            };
+            if adopt_once(&repo, &node, &mounts, name, &best, "dht").await != Adopted::RootMissing {
+                break;
+            }
+        }
+        ROOT_RETRIES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|n| *n != name);
+    });
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Adopted {
+    /// Taken, or nothing to take (not newer, not valid, not followed).
+    Done,
+    /// Newer, but its root block could not be fetched.
+    RootMissing,
+}
+
+async fn adopt_once(
     repo: &Repo,
     node: &Node,
     mounts: &Mounts,
     name: IpnsName,
     record: &[u8],
     from: &str,
-) {
+) -> Adopted {
+    if repo
+        .shares()
+        .find(&name.to_string())
+        .is_ok_and(|s| s.writable)
+    {
+        // Our own: the head here is the newest there is.
+        return Adopted::Done;
+    }
     let Ok(rec) = cairn_store::IpnsRecord::verify(record, &name) else {
         tracing::warn!(share = %name, "refused a record of a followed share that does not verify");
-        return;
+        return Adopted::Done;
     };
     // Not newer than the head: nothing to take, but the same version is a sign of life.
     if let Ok((head, head_rec)) = repo.shares().head_record(&name) {
@@ -139,16 +337,15 @@ async fn adopt(
             if rec.sequence() == head.sequence {
                 let _ = repo.shares().note_seen(&name, from);
             }
-            return;
+            return Adopted::Done;
         }
     }
-    // A version whose root cannot be fetched does not replace one that works: the record is
-    // taken once its root block is here (a later push or poll tries again).
     if let cairn_store::RecordValue::Ipfs(p) = rec.value() {
         if !node.store().has(&p.root).unwrap_or(false) {
-            if let Err(e) = node.fetch_with_timeout(p.root, ROOT_FETCH).await {
-                tracing::warn!(share = %name, root = %p.root, error = %e, "the new version's root cannot be fetched yet; staying on the current version");
-                return;
+            let wait = node.fetch_timeout().min(ROOT_FETCH);
+            if let Err(e) = node.fetch_with_timeout(p.root, wait).await {
+                tracing::warn!(share = %name, sequence = rec.sequence(), root = %p.root, error = %e, "the new version's root cannot be fetched yet; staying on the current version");
+                return Adopted::RootMissing;
             }
         }
     }
@@ -172,6 +369,7 @@ async fn adopt(
         Err(cairn_store::ShareError::NotFound(_)) => {}
         Err(e) => tracing::warn!(share = %name, error = %e, "refused a record of a followed share"),
     }
+    Adopted::Done
 }
 
 /// Fetches every block of `root` (a version of pinned share `name`) in the background.
@@ -224,9 +422,9 @@ pub async fn follow_new(
 /// The newest record of `name`: a share of this repo answers from its head (its own is
 /// authoritative; a followed one also asks the DHT for a newer one).
 pub async fn resolve(
-    repo: &Repo,
+    repo: &Arc<Repo>,
     node: &Node,
-    mounts: &Mounts,
+    mounts: &Arc<Mounts>,
     name: IpnsName,
     timeout: Duration,
 ) -> Result<Option<Vec<u8>>> {
@@ -243,4 +441,48 @@ pub async fn resolve(
             .map(|(_, r)| r.as_bytes().to_vec()));
     }
     Ok(node.get_record(name, timeout).await?)
+}
+
+/// Versions `share log` of a followed share walks back at most.
+const HISTORY_MAX: usize = 10_000;
+
+/// Fetches the record blocks of followed share `name`'s history that are not here, walking the
+/// chain back from the head (each record names the previous one's block), so that `share log`
+/// shows it. Stops at the first record that cannot be fetched within `timeout`, at a record
+/// that does not verify or does not go strictly down in sequence, or after [`HISTORY_MAX`].
+/// Returns how many record blocks were fetched.
+pub async fn fetch_history(repo: &Repo, node: &Node, name: IpnsName, timeout: Duration) -> usize {
+    let Ok((head, _)) = repo.shares().head_record(&name) else {
+        return 0;
+    };
+    let (mut prev, mut last_seq, mut fetched) = (head.prev, head.sequence, 0);
+    for _ in 0..HISTORY_MAX {
+        let Some(cid) = prev else { break };
+        let data = match node.store().get_verified(&cid) {
+            Ok(Some(b)) => b,
+            _ => match node.fetch_with_timeout(cid, timeout).await {
+                Ok(b) => {
+                    fetched += 1;
+                    b
+                }
+                Err(e) => {
+                    tracing::info!(share = %name, record = %cid, error = %e, "history stops here: an older record cannot be fetched");
+                    break;
+                }
+            },
+        };
+        let Ok(v) = cairn_store::IpnsRecord::verify(&data, &name)
+            .map_err(|e| e.to_string())
+            .and_then(|r| cairn_store::Version::from_record(&r).map_err(|e| e.to_string()))
+        else {
+            tracing::warn!(share = %name, record = %cid, "history stops at a record that does not verify");
+            break;
+        };
+        if v.sequence >= last_seq {
+            break;
+        }
+        last_seq = v.sequence;
+        prev = v.prev;
+    }
+    fetched
 }

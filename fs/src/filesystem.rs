@@ -48,6 +48,9 @@ pub(crate) const XATTR_CID: &str = "user.cairn.cid";
 pub(crate) const XATTR_LOCAL: &str = "user.cairn.local";
 /// The extended attribute of a share mount's root giving the version (sequence number) shown.
 pub(crate) const XATTR_VERSION: &str = "user.cairn.version";
+/// The extended attribute of a following mount's root: `1` while the version shown may not be
+/// the newest (no peer that has the share is reachable), else `0`.
+pub(crate) const XATTR_STALE: &str = "user.cairn.stale";
 /// The extended attribute of the mount root giving the number of inodes the mount holds.
 pub(crate) const XATTR_INODES: &str = "user.cairn.inodes";
 /// Leaves fetched at once by one read or prefetch.
@@ -81,6 +84,8 @@ pub(crate) struct Shared<S> {
     pub default_mtime: SystemTime,
     /// A following mount: the version (sequence number) it shows.
     pub version: Mutex<Option<u64>>,
+    /// A following mount: whether that version may not be the newest.
+    pub stale: std::sync::atomic::AtomicBool,
 }
 
 /// The filesystem handed to fuser.
@@ -116,6 +121,7 @@ impl<S: BlockSource + Clone> Shared<S> {
             next_fh: AtomicU64::new(1),
             prefetch: Arc::new(Semaphore::new(PREFETCH_TASKS)),
             version: Mutex::new(None),
+            stale: std::sync::atomic::AtomicBool::new(false),
             options,
             namespace,
             uid,
@@ -518,6 +524,15 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
                 None => reply.error(Errno::ENODATA),
             };
         }
+        if ino.0 == Ino::ROOT.0 && name.to_str() == Some(XATTR_STALE) {
+            return match *lock(&self.shared.version) {
+                Some(_) => {
+                    let stale = self.shared.stale.load(std::sync::atomic::Ordering::Relaxed);
+                    reply_xattr(reply, size, if stale { b"1" } else { b"0" })
+                }
+                None => reply.error(Errno::ENODATA),
+            };
+        }
         let info = match self.node(ino) {
             Ok(Inode {
                 node: Some(info), ..
@@ -541,7 +556,7 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let root = match (ino.0 == Ino::ROOT.0, *lock(&self.shared.version)) {
-            (true, Some(_)) => format!("{XATTR_INODES}\0{XATTR_VERSION}\0"),
+            (true, Some(_)) => format!("{XATTR_INODES}\0{XATTR_VERSION}\0{XATTR_STALE}\0"),
             (true, None) => format!("{XATTR_INODES}\0"),
             (false, _) => String::new(),
         };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_store::{BlockSource, DagReader, EntryKind};
+use cairn_store::{BlockSource, Cid, DagReader, EntryKind};
 use fuser::{BackgroundSession, MountOption, SessionACL};
 use tokio::runtime::Handle;
 
@@ -157,9 +157,12 @@ where
     // It shows whatever the head is: no one version to keep for it.
     handle.root = None;
     *crate::filesystem::lock(&shared.version) = Some(first.sequence);
+    shared
+        .stale
+        .store(first.stale, std::sync::atomic::Ordering::Relaxed);
     let notifier = handle.session.as_ref().map(BackgroundSession::notifier);
     if let Some(notifier) = notifier {
-        let task = runtime.spawn(follow(shared, heads, notifier, timeout));
+        let task = runtime.spawn(follow(shared, heads, first.root, notifier, timeout));
         handle.follower = Some(task.abort_handle());
     }
     Ok(handle)
@@ -171,6 +174,7 @@ const FOLLOW_RETRY: Duration = Duration::from_secs(5);
 async fn follow<S: BlockSource + Clone>(
     shared: Arc<Shared<S>>,
     mut heads: tokio::sync::watch::Receiver<FollowHead>,
+    mut shown: Cid,
     notifier: fuser::Notifier,
     timeout: Duration,
 ) {
@@ -185,7 +189,16 @@ async fn follow<S: BlockSource + Clone>(
             return;
         }
         let head = *heads.borrow_and_update();
+        shared
+            .stale
+            .store(head.stale, std::sync::atomic::Ordering::Relaxed);
         let target = head.root;
+        if target == shown {
+            // The same tree (a staleness change, or a version with the same root).
+            *crate::filesystem::lock(&shared.version) = Some(head.sequence);
+            retry = false;
+            continue;
+        }
         retry = match tokio::time::timeout(timeout, shared.switch_root(target)).await {
             Ok(Ok(drop_these)) => {
                 *crate::filesystem::lock(&shared.version) = Some(head.sequence);
@@ -205,6 +218,7 @@ async fn follow<S: BlockSource + Clone>(
                 });
                 let _ = sent.await;
                 tracing::info!(root = %target, "following: now showing the new version");
+                shown = target;
                 false
             }
             Ok(Err(e)) => {

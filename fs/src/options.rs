@@ -22,6 +22,10 @@ pub struct FollowHead {
     pub root: Cid,
     /// Its sequence number (what `user.cairn.version` on the mount's root says).
     pub sequence: u64,
+    /// Whether this node could not confirm lately that it is the newest version (no peer that
+    /// has the share reachable): `user.cairn.stale` on the mount's root says `1`, else `0`. A
+    /// change of this alone does not switch anything.
+    pub stale: bool,
 }
 
 /// Tuning of a mount.

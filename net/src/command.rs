@@ -166,12 +166,28 @@ pub(crate) enum Command {
     GetRecord {
         name: IpnsName,
         timeout: Duration,
-        reply: Reply<Option<Vec<u8>>>,
+        reply: Reply<RecordLookup>,
     },
     Subscribe {
         name: IpnsName,
+        /// Followed (its sources are tracked, asked and redialled), or only published here.
+        follow: bool,
         reply: Reply<()>,
     },
+    RecordSources {
+        name: IpnsName,
+        reply: Reply<Vec<PeerId>>,
+    },
+}
+
+/// What [`Node::lookup_record`](crate::Node::lookup_record) found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordLookup {
+    /// The best valid record: the one kept here or a better one from the network.
+    pub record: Option<Vec<u8>>,
+    /// Peers that answered with a valid record during this lookup (none: only the copy kept
+    /// here, if any, was found).
+    pub answered_by: Vec<PeerId>,
 }
 
 /// What [`Node::put_record`](crate::Node::put_record) reached.

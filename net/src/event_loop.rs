@@ -259,7 +259,12 @@ impl EventLoop {
                 timeout,
                 reply,
             } => self.get_record(name, far_deadline(timeout), reply),
-            Command::Subscribe { name, reply } => self.subscribe(name, reply),
+            Command::Subscribe {
+                name,
+                follow,
+                reply,
+            } => self.subscribe(name, follow, reply),
+            Command::RecordSources { name, reply } => self.record_sources(name, reply),
         }
     }
 
@@ -274,6 +279,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(ev)) => self.on_gossip(ev),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Pull(ev)) => self.on_pull(ev),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -345,6 +351,7 @@ impl EventLoop {
         self.expire_dials(now);
         self.expire_finds(now);
         self.expire_gets(now);
+        self.redial_sources(now);
     }
 
     fn apply_actions(&mut self) {

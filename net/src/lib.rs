@@ -17,6 +17,7 @@
 //!   (binding at start), `store_io` (the store reading and writing tasks).
 //! - `addr`: [`parse_addr`], [`transport_name`], and a multiaddr's peer id.
 //! - `swarm`: builds the transport and the composed behaviour.
+//! - `pull`: the `/cairn/ipns/pull/1.0.0` codec (a peer's newest record of a name).
 //! - `quic`: the QUIC muxer wrapper that accepts streams a peer stopped reading at once.
 //! - `bitswap`: the Bitswap protocol (`protocol`, `handler`, `behaviour`).
 //! - `source`: [`NetSource`], [`fetch_dag`].
@@ -38,6 +39,7 @@ mod error;
 mod event_loop;
 mod memstore;
 mod node;
+mod pull;
 mod quic;
 mod readahead;
 mod source;
@@ -45,7 +47,8 @@ mod swarm;
 
 pub use addr::{parse_addr, transport_name};
 pub use command::{
-    BitswapStats, Direction, PeerInfo, ProvideReport, ProviderSearch, RecordEvent, RecordPut,
+    BitswapStats, Direction, PeerInfo, ProvideReport, ProviderSearch, RecordEvent, RecordLookup,
+    RecordPut,
 };
 pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_KAD_PROTOCOL};
 pub use error::NetError;

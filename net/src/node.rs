@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::addr::parse_addr;
 use crate::command::{
     BitswapStats, Command, Fetched, PeerInfo, ProvideReport, ProviderSearch, RecordEvent,
-    RecordPut, Reply,
+    RecordLookup, RecordPut, Reply,
 };
 use crate::config::NetConfig;
 
@@ -128,6 +128,16 @@ impl Node {
         name: IpnsName,
         timeout: Duration,
     ) -> Result<Option<Vec<u8>>, NetError> {
+        Ok(self.lookup_record(name, timeout).await?.record)
+    }
+
+    /// As [`Node::get_record`], and which peers answered (none: the network gave nothing
+    /// valid within `timeout`, and the record, if any, is the copy kept here).
+    pub async fn lookup_record(
+        &self,
+        name: IpnsName,
+        timeout: Duration,
+    ) -> Result<RecordLookup, NetError> {
         self.ask(|reply| Command::GetRecord {
             name,
             timeout,
@@ -136,10 +146,33 @@ impl Node {
         .await
     }
 
+    /// The connected peers that follow or publish `name` (subscribed to its topic): the
+    /// sources this node gets `name`'s new records from.
+    pub async fn record_sources(&self, name: IpnsName) -> Result<Vec<PeerId>, NetError> {
+        self.ask(|reply| Command::RecordSources { name, reply })
+            .await
+    }
+
     /// Listens for pushed records of `name` (IPNS over PubSub); they arrive on
     /// [`Node::record_events`].
     pub async fn subscribe(&self, name: IpnsName) -> Result<(), NetError> {
-        self.ask(|reply| Command::Subscribe { name, reply }).await
+        self.ask(|reply| Command::Subscribe {
+            name,
+            follow: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Joins the topic of `name`, a name published here, without following it: its followers
+    /// find this node among the topic's peers and ask it for the newest record.
+    pub async fn serve_name(&self, name: IpnsName) -> Result<(), NetError> {
+        self.ask(|reply| Command::Subscribe {
+            name,
+            follow: false,
+            reply,
+        })
+        .await
     }
 
     /// Valid records pushed for the names this node subscribed to.

@@ -4,7 +4,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns, noise, ping,
-    quic, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder, Transport,
+    quic, request_response, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder, Transport,
 };
 
 use crate::bitswap;
@@ -26,6 +26,7 @@ pub(crate) struct NodeBehaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) bitswap: bitswap::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) pull: request_response::Behaviour<crate::pull::Codec>,
 }
 
 /// Whether the DHT should run as a server under `cfg`.
@@ -113,6 +114,15 @@ pub(crate) fn build(
         mdns: Toggle::from(mdns),
         bitswap: bitswap::Behaviour::new(),
         gossipsub,
+        pull: request_response::Behaviour::new(
+            [(
+                crate::pull::PROTOCOL,
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(std::time::Duration::from_secs(10))
+                .with_max_concurrent_streams(64),
+        ),
     };
 
     let idle = cfg.idle_timeout;

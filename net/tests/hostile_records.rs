@@ -24,6 +24,31 @@ struct Hostile {
     kad: kad::Behaviour<kad::store::MemoryStore>,
 }
 
+/// Gossipsub as the hostile peer runs it: messages signed correctly by `hk`.
+fn signed_gossip(hk: &identity::Keypair) -> gossipsub::Behaviour {
+    let gcfg = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(hk.clone()), gcfg).unwrap()
+}
+
+/// The hostile peer's swarm: TCP, Noise, Yamux and `behaviour`.
+fn hostile_swarm<B: NetworkBehaviour>(hk: identity::Keypair, behaviour: B) -> libp2p::Swarm<B> {
+    SwarmBuilder::with_existing_identity(hk)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_from_a_real_peer_are_refused_and_the_peer_is_banned() {
     let (a, _) = start_mem(test_config()).await;
@@ -36,34 +61,15 @@ async fn bad_records_from_a_real_peer_are_refused_and_the_peer_is_banned() {
 
     let hk = identity::Keypair::generate_ed25519();
     let hostile_id = hk.public().to_peer_id();
-    let gcfg = gossipsub::ConfigBuilder::default()
-        .heartbeat_interval(Duration::from_millis(200))
-        .build()
-        .unwrap();
     let behaviour = Hostile {
-        gossipsub: gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(hk.clone()),
-            gcfg,
-        )
-        .unwrap(),
+        gossipsub: signed_gossip(&hk),
         kad: kad::Behaviour::with_config(
             hostile_id,
             kad::store::MemoryStore::new(hostile_id),
             kad::Config::new(StreamProtocol::new("/ipfs/kad/1.0.0")),
         ),
     };
-    let mut swarm = SwarmBuilder::with_existing_identity(hk)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = hostile_swarm(hk, behaviour);
     let a_addr: Multiaddr = addr(&a).await.parse().unwrap();
     swarm
         .behaviour_mut()
@@ -149,4 +155,132 @@ async fn bad_records_from_a_real_peer_are_refused_and_the_peer_is_banned() {
     assert_eq!(got.as_deref(), Some(&good[..]));
     let stats = a.bitswap_stats().await.unwrap();
     assert!(stats.peers_banned >= 1, "{stats:?}");
+}
+
+/// The hostile peer's side of `/cairn/ipns/pull/1.0.0`: raw bytes each way.
+#[derive(Clone, Default)]
+struct PullCodec;
+
+impl libp2p::request_response::Codec for PullCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        futures::AsyncReadExt::read_to_end(io, &mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut buf = Vec::new();
+        futures::AsyncReadExt::read_to_end(io, &mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        futures::AsyncWriteExt::write_all(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        futures::AsyncWriteExt::write_all(io, &res).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct HostilePuller {
+    gossipsub: gossipsub::Behaviour,
+    pull: libp2p::request_response::Behaviour<PullCodec>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_answering_a_pull_are_refused_and_the_peer_is_banned() {
+    use libp2p::request_response;
+    let (a, _) = start_mem(test_config()).await;
+    let key = ShareKey::from_seed(&[23; 32]);
+    let name = key.name();
+    a.subscribe(name).await.unwrap();
+    let mut events = a.record_events();
+    let good = record(&key, 5, Duration::from_secs(3600));
+    a.put_record(name, good.clone()).await.unwrap();
+
+    let hk = identity::Keypair::generate_ed25519();
+    let hostile_id = hk.public().to_peer_id();
+    let behaviour = HostilePuller {
+        gossipsub: signed_gossip(&hk),
+        pull: request_response::Behaviour::new(
+            [(
+                StreamProtocol::new("/cairn/ipns/pull/1.0.0"),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default(),
+        ),
+    };
+    let mut swarm = hostile_swarm(hk, behaviour);
+    let a_addr: Multiaddr = addr(&a).await.parse().unwrap();
+    swarm.dial(a_addr).unwrap();
+    let topic = gossipsub::IdentTopic::new(name.pubsub_topic());
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+
+    // Each time the hostile peer (re)joins the topic, cairn asks it for the record; each
+    // answer is bad in another way: forged, another key's, expired.
+    let mut forged = good.clone();
+    let n = forged.len();
+    forged[n - 5] ^= 0x01;
+    let mut answers = vec![
+        record(&key, 6, Duration::ZERO),
+        record(
+            &ShareKey::from_seed(&[24; 32]),
+            99,
+            Duration::from_secs(3600),
+        ),
+        forged,
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut asked = 0;
+    while swarm.is_connected(&a.peer_id()) || asked == 0 {
+        tokio::select! {
+            ev = swarm.select_next_some() => if let SwarmEvent::Behaviour(HostilePullerEvent::Pull(
+                request_response::Event::Message {
+                    message: request_response::Message::Request { request, channel, .. }, ..
+                },
+            )) = ev {
+                assert_eq!(request, name.routing_key(), "cairn asked for another name");
+                asked += 1;
+                let answer = answers.pop().unwrap_or_default();
+                let _ = swarm.behaviour_mut().pull.send_response(channel, answer);
+                // Leave and join again, for another question.
+                let _ = swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+                swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+            },
+            _ = tokio::time::sleep_until(deadline) => panic!("the hostile peer was not banned (asked {asked} times)"),
+        }
+    }
+    assert!(asked >= 3, "cairn asked {asked} times");
+    assert!(!a.peers().await.unwrap().contains(&hostile_id));
+    assert!(events.try_recv().is_err(), "a bad record got through");
+    let got = a.get_record(name, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got.as_deref(), Some(&good[..]));
 }

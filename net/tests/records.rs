@@ -93,3 +93,67 @@ async fn records_travel_by_dht_and_by_push_and_bad_ones_are_refused() {
     );
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_connects_later_pulls_the_record_and_redials_a_lost_publisher() {
+    // The publisher comes back at the same address after a restart.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = NetConfig {
+        listen_addrs: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+        ..test_config()
+    };
+    let seed_a = [31; 32];
+    let (a, store_a) = {
+        let store = std::sync::Arc::new(cairn_net::MemoryStore::new());
+        let node = cairn_net::Node::start(listen.clone(), seed_a, store.clone())
+            .await
+            .unwrap();
+        (node, store)
+    };
+    let key = ShareKey::from_seed(&[32; 32]);
+    let name = key.name();
+    a.serve_name(name).await.unwrap();
+    let v1 = record(&key, 1, Duration::from_secs(3600));
+    a.put_record(name, v1.clone()).await.unwrap();
+
+    // B follows only now: nothing is pushed, the record comes from asking A.
+    let (b, _) = start_mem(test_config()).await;
+    b.subscribe(name).await.unwrap();
+    let mut events = b.record_events();
+    b.connect(&addr(&a).await).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("the record pulled in time")
+        .unwrap();
+    assert_eq!((ev.name, ev.record, ev.from), (name, v1, a.peer_id()));
+    assert_eq!(b.record_sources(name).await.unwrap(), vec![a.peer_id()]);
+
+    // A goes away and comes back with a newer record: B dials it again and pulls it.
+    a.shutdown().await.unwrap();
+    drop(a);
+    wait_until(10, "B to see A gone", || async {
+        b.record_sources(name).await.unwrap().is_empty()
+    })
+    .await;
+    let a = cairn_net::Node::start(listen, seed_a, store_a)
+        .await
+        .unwrap();
+    a.serve_name(name).await.unwrap();
+    let v2 = record(&key, 2, Duration::from_secs(3600));
+    a.put_record(name, v2.clone()).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let ev = events.recv().await.unwrap();
+            if ev.record == v2 {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("B to redial A and pull the newer record");
+    assert_eq!(ev.from, a.peer_id());
+}

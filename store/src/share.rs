@@ -163,7 +163,8 @@ pub struct Version {
 }
 
 impl Version {
-    fn from_record(record: &IpnsRecord) -> Result<Version, RecordError> {
+    /// The version a share's record describes (its value must be `/ipfs/<root>`).
+    pub fn from_record(record: &IpnsRecord) -> Result<Version, RecordError> {
         let RecordValue::Ipfs(path) = record.value() else {
             return Err(RecordError::Malformed(
                 "a share version's value must be /ipfs/<root>",

@@ -279,3 +279,189 @@ fn three_followers_one_offline_for_three_commits_all_end_on_the_newest() {
     }
     a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
 }
+
+/// An unused TCP port on 127.0.0.1 (for a daemon that must come back at the same address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sets `network.<key>` in `r`'s config.
+fn set_network(r: &TestRepo, key: &str, value: toml::Value) {
+    let path = r.repo().join("config.toml");
+    let mut cfg: toml::Table = fs::read_to_string(&path).unwrap().parse().unwrap();
+    cfg["network"]
+        .as_table_mut()
+        .unwrap()
+        .insert(key.into(), value);
+    fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+}
+
+fn xattr(path: &std::path::Path, name: &str) -> Option<String> {
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::getxattr(path, name, &mut buf[..]).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn the_follower_ends_on_the_newest_version_through_publisher_and_follower_restarts() {
+    let a = TestRepo::new();
+    let b = TestRepo::new();
+    a.use_loopback_network();
+    b.use_loopback_network();
+    let port = free_port();
+    let a_listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let a_id = a.json(&["id"])[0]["peer_id"].as_str().unwrap().to_string();
+    // B joins the network through A, as a node joins through its bootstrap peers.
+    set_network(
+        &b,
+        "bootstrap",
+        toml::Value::Array(vec![format!("{a_listen}/p2p/{a_id}").into()]),
+    );
+    let name = a.json(&["share", "new", "churn"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut da = a.daemon_with(&["--listen", &a_listen]);
+    let aw = mount(&a, "churn", "writable");
+    for i in 1..=3 {
+        write_synced(&aw.0.join("f.txt"), &format!("{i}\n"));
+    }
+    let mut db = b.daemon();
+    let bf = mount(&b, &name, "following");
+    assert_eq!(fs::read_to_string(bf.0.join("f.txt")).unwrap(), "3\n");
+    wait_for(20, "B's mount to say it is current", || {
+        (xattr(&bf.0, "user.cairn.stale")? == "0").then_some(())
+    });
+    // B took only the newest record; `share log` fetches the history through the chain.
+    let log = b.json(&["share", "log", &name]);
+    let seqs: Vec<u64> = log
+        .iter()
+        .map(|v| v["sequence"].as_u64().unwrap())
+        .collect();
+    let a_seqs: Vec<u64> = a
+        .json(&["share", "log", "churn"])
+        .iter()
+        .map(|v| v["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, a_seqs, "{log:?}");
+    let status = &b.json(&["share", "status", &name])[0];
+    assert_eq!(status["stale"], false, "{status}");
+    assert_eq!(status["role"], "follower", "{status}");
+    assert_eq!(status["sources"][0], a_id.as_str(), "{status}");
+    // The owner sees its follower among the share's peers.
+    let b_id = b.json(&["id"])[0]["peer_id"].as_str().unwrap().to_string();
+    wait_for(10, "A to see its follower", || {
+        let s = &a.json(&["share", "status", "churn"])[0];
+        (s["sources"][0] == b_id.as_str() && s["stale"] == false).then_some(())
+    });
+
+    // The publisher goes away: B keeps serving what it has, and says it is stale.
+    a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
+    assert_eq!(da.stop(), Some(0));
+    wait_for(30, "B's mount to say it is stale", || {
+        (xattr(&bf.0, "user.cairn.stale")? == "1").then_some(())
+    });
+    assert_eq!(fs::read_to_string(bf.0.join("f.txt")).unwrap(), "3\n");
+    let status = &b.json(&["share", "status", &name])[0];
+    assert_eq!(status["stale"], true, "{status}");
+    assert_eq!(status["sources"], serde_json::json!([]), "{status}");
+    let text = b.cairn(&["share", "status", &name]).expect_ok();
+    assert!(text.contains("stale"), "{text}");
+
+    // The publisher restarts at the same address and commits: B dials it again, catches up.
+    let mut da = a.daemon_with(&["--listen", &a_listen]);
+    let aw = mount(&a, "churn", "writable");
+    write_synced(&aw.0.join("f.txt"), "4\n");
+    let t = Instant::now();
+    wait_for(60, "B to follow the restarted publisher", || {
+        (fs::read_to_string(bf.0.join("f.txt")).ok()? == "4\n").then_some(())
+    });
+    println!(
+        "after the publisher's restart, B showed its commit in {:?}",
+        t.elapsed()
+    );
+    wait_for(20, "B's mount to say it is current again", || {
+        (xattr(&bf.0, "user.cairn.stale")? == "0").then_some(())
+    });
+
+    // The follower restarts while the publisher commits twice.
+    b.cairn(&["unmount", bf.0.to_str().unwrap()]).expect_ok();
+    assert_eq!(db.stop(), Some(0));
+    write_synced(&aw.0.join("f.txt"), "5\n");
+    write_synced(&aw.0.join("g.txt"), "new\n");
+    let _db = b.daemon();
+    let bf = mount(&b, &name, "following");
+    wait_for(30, "the restarted follower to catch up", || {
+        (fs::read_to_string(bf.0.join("g.txt")).ok()? == "new\n").then_some(())
+    });
+    assert_eq!(fs::read_to_string(bf.0.join("f.txt")).unwrap(), "5\n");
+    let head = a.json(&["share", "log", "churn"])[0]["sequence"].clone();
+    assert_eq!(
+        xattr(&bf.0, "user.cairn.version").unwrap(),
+        head.to_string()
+    );
+    b.cairn(&["unmount", bf.0.to_str().unwrap()]).expect_ok();
+    a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
+    assert_eq!(da.stop(), Some(0));
+}
+
+#[test]
+fn a_version_whose_root_cannot_be_fetched_does_not_replace_the_working_one() {
+    let a = TestRepo::new();
+    let b = TestRepo::new();
+    a.use_loopback_network();
+    b.use_loopback_network();
+    // B gives up on a missing block after 2 s (the root fetch waits at most that).
+    set_network(&b, "fetch_timeout_secs", 2.into());
+    let name = a.json(&["share", "new", "roots"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let da = a.daemon();
+    let _db = b.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    let aw = mount(&a, "roots", "writable");
+    write_synced(&aw.0.join("f.txt"), "good\n");
+    let bf = mount(&b, &name, "following");
+    assert_eq!(fs::read_to_string(bf.0.join("f.txt")).unwrap(), "good\n");
+    a.cairn(&["unmount", aw.0.to_str().unwrap()]).expect_ok();
+    let working = xattr(&bf.0, "user.cairn.version").unwrap();
+
+    // A publishes a version and then loses its root block: nobody can serve it.
+    let dir = a.path("next");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("f.txt"), "next\n").unwrap();
+    let root = a
+        .json(&["add", "-r", dir.to_str().unwrap()])
+        .last()
+        .unwrap()["cid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.cairn(&["swarm", "disconnect", &da.tcp_addr()])
+        .expect_ok();
+    a.cairn(&["name", "publish", "--key", "roots", &root])
+        .expect_ok();
+    a.cairn(&["block", "rm", "--force", &root]).expect_ok();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    // B hears of the version (pull on connect), cannot fetch its root, keeps the working one.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert_eq!(fs::read_to_string(bf.0.join("f.txt")).unwrap(), "good\n");
+    assert_eq!(xattr(&bf.0, "user.cairn.version").unwrap(), working);
+    assert_eq!(
+        b.json(&["share", "ls"])[0]["sequence"].to_string(),
+        working,
+        "B's head must not move to a version it cannot read"
+    );
+    // The root comes back at A: B takes the version on its own (it tries again).
+    a.cairn(&["add", "-r", dir.to_str().unwrap()]).expect_ok();
+    wait_for(60, "B to take the version once its root is there", || {
+        (fs::read_to_string(bf.0.join("f.txt")).ok()? == "next\n").then_some(())
+    });
+    assert_ne!(xattr(&bf.0, "user.cairn.version").unwrap(), working);
+    b.cairn(&["unmount", bf.0.to_str().unwrap()]).expect_ok();
+}

@@ -87,6 +87,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
                 })?;
             }
         }
+        ShareCommand::Status { share } => return status(ctx, share.as_deref(), None).await,
         ShareCommand::Commit { share } => {
             let s = shares.find(&share)?;
             let outcome = commit(ctx, &s).await?;
@@ -375,6 +376,100 @@ fn dag_size(repo: &Repo, root: &Cid) -> Result<u64> {
         + node
             .map(|n| n.links.iter().filter_map(|l| l.tsize).sum::<u64>())
             .unwrap_or(0))
+}
+
+/// `cairn share status`: for each share (or the one named), the version here and how current
+/// it is. `online` is the daemon's node and what it knows of followed shares; without it (no
+/// daemon) nothing is followed live, so a followed share is stale.
+pub async fn status(
+    ctx: &Ctx<'_>,
+    share: Option<&str>,
+    online: Option<(&cairn_net::Node, &crate::records::Liveness)>,
+) -> Result<()> {
+    let shares = ctx.repo.shares();
+    let list = match share {
+        Some(s) => vec![shares.find(s)?],
+        None => shares.list()?,
+    };
+    let mut out = ctx.console.output();
+    for s in list {
+        let mounted = ctx
+            .mounts
+            .share(&s.name)
+            .map(|(dir, _)| dir.display().to_string());
+        let (sources, checked, stale) = match online {
+            Some((node, live)) => {
+                let l = live.get(&s.name);
+                let sources = match &l {
+                    Some(l) => l.sources.clone(),
+                    None => node.record_sources(s.name).await.unwrap_or_default(),
+                };
+                let checked = l.as_ref().and_then(|l| l.checked);
+                // Not checked yet (followed a moment ago): as its mounts say.
+                let stale = !s.writable
+                    && l.as_ref()
+                        .map_or_else(|| ctx.mounts.is_stale(&s.name), |l| l.stale);
+                (Some(sources), checked, stale)
+            }
+            None => (None, None, !s.writable),
+        };
+        let mut j = share_json(&s);
+        j["mounted_at"] = json!(mounted);
+        j["role"] = json!(if s.writable { "owner" } else { "follower" });
+        j["online"] = json!(online.is_some());
+        j["sources"] = json!(sources
+            .as_ref()
+            .map(|v| v.iter().map(|p| p.to_string()).collect::<Vec<_>>()));
+        j["checked"] = json!(checked.map(|(t, _)| time_text(t)));
+        j["dht_answered"] = json!(checked.map(|(_, a)| a));
+        j["stale"] = json!(stale);
+        out.item(&j, || {
+            let head = match &s.head {
+                Some(v) => format!("v{} {} ({})", v.sequence, v.root, time_text(v.time)),
+                None => "no valid head".to_string(),
+            };
+            let role = if s.writable { "owner" } else { "follower" };
+            let mut text = format!("{} {} {role}: {head}", s.label, s.name);
+            if let Some(d) = &mounted {
+                text.push_str(&format!(", mounted at {d}"));
+            }
+            if let Some((t, from)) = &s.seen {
+                text.push_str(&format!(
+                    "\n  newest record seen {} from {from}",
+                    time_text(*t)
+                ));
+            }
+            let peers = match &sources {
+                None => "no daemon is running: nothing is followed live".to_string(),
+                Some(p) if p.is_empty() => "no peer with the share is connected".to_string(),
+                Some(p) => format!(
+                    "{} peer(s) with the share connected: {}",
+                    p.len(),
+                    p.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            text.push_str(&format!("\n  {peers}"));
+            if let Some((t, answered)) = checked {
+                text.push_str(&format!(
+                    "\n  DHT checked {}: {}",
+                    time_text(t),
+                    if answered { "answered" } else { "no answer" }
+                ));
+            }
+            if stale {
+                text.push_str(
+                    "\n  stale: a newer version may exist; this is the last one this node has",
+                );
+            } else if !s.writable {
+                text.push_str("\n  current: the newest version the network knows of");
+            }
+            text
+        })?;
+    }
+    out.finish()
 }
 
 fn time_text(t: SystemTime) -> String {

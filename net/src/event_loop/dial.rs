@@ -124,6 +124,7 @@ impl EventLoop {
             }));
             return;
         };
+        self.records.let_go.insert(peer);
         if self.swarm.disconnect_peer_id(peer).is_err() {
             let _ = reply.send(Err(NetError::NotConnected {
                 target: target.to_string(),
@@ -263,6 +264,7 @@ impl EventLoop {
         if let Some(d) = self.dials.remove(&connection_id) {
             let _ = d.reply.send(Ok(peer_id));
         }
+        self.records.let_go.remove(&peer_id);
         if num_established.get() == 1 {
             self.engine.on_peer_connected(peer_id);
         }
@@ -284,6 +286,7 @@ impl EventLoop {
             cs.retain(|c| c.id != connection_id);
         }
         if num_established == 0 {
+            self.on_source_gone(peer_id);
             self.conns.remove(&peer_id);
             self.protocols.remove(&peer_id);
             self.listen_of.remove(&peer_id);

@@ -6,27 +6,59 @@
 //! replace one held) supersede it (a higher sequence, or the same one valid for longer).
 //! Inbound DHT `PUT_VALUE`s reach us unstored (`StoreInserts::FilterBoth`) and are stored only
 //! if they pass; keys outside `/ipns/` are refused. A peer whose records keep failing is banned.
+//!
+//! The peers seen subscribed to a followed name's topic are its *sources*: each is asked for
+//! its newest record as soon as it shows up (`/cairn/ipns/pull/1.0.0`, see `pull.rs`), so a
+//! follower that was away catches up without waiting for the next push; and when the last
+//! connected source of a name goes away (a publisher restarting, a dropped link), it is dialled
+//! again with back-off, so that pushes reach this node again once it is back.
 
-use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
 
 use cairn_store::{IpnsName, IpnsRecord, IPNS_MAX_RECORD_SIZE as MAX_RECORD_SIZE};
 use libp2p::kad::store::RecordStore;
-use libp2p::{gossipsub, kad, PeerId};
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{gossipsub, kad, Multiaddr, PeerId};
 
 use super::EventLoop;
-use crate::command::{RecordEvent, RecordPut, Reply};
+use crate::command::{RecordEvent, RecordLookup, RecordPut, Reply};
 use crate::error::NetError;
 
 /// Bad records a peer may send before it is banned.
 const BAD_RECORDS_BEFORE_BAN: u32 = 3;
+/// Sources remembered per name (the newest ones are kept).
+const MAX_SOURCES: usize = 16;
+/// The first redial of a lost source, doubled after each failed one up to [`REDIAL_MAX`].
+const REDIAL_FIRST: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(60);
+/// A source gone this long is no longer redialled (the DHT poll still finds its records).
+const REDIAL_GIVE_UP: Duration = Duration::from_secs(3600);
 
 /// A running `GET_VALUE`.
 pub(crate) struct GetRecord {
     pub name: IpnsName,
     pub best: Option<IpnsRecord>,
-    pub reply: Option<Reply<Option<Vec<u8>>>>,
+    pub answered_by: Vec<PeerId>,
+    pub reply: Option<Reply<RecordLookup>>,
     pub deadline: Instant,
+}
+
+/// A peer subscribed to a followed name's topic.
+pub(crate) struct Source {
+    /// Addresses it was reached at (kept for redialling after it went away).
+    addrs: Vec<Multiaddr>,
+    /// When it was last seen subscribed (for keeping the newest [`MAX_SOURCES`]).
+    seen: Instant,
+    /// Set while it is disconnected and no other source of the name is connected.
+    redial: Option<Redial>,
+}
+
+struct Redial {
+    at: Instant,
+    backoff: Duration,
+    since: Instant,
 }
 
 /// What the loop keeps about records.
@@ -38,6 +70,12 @@ pub(crate) struct Records {
     pub topics: HashMap<gossipsub::TopicHash, IpnsName>,
     /// Bad records per peer.
     pub strikes: HashMap<PeerId, u32>,
+    /// The sources of each followed name.
+    pub sources: HashMap<IpnsName, HashMap<PeerId, Source>>,
+    /// Pull requests in flight.
+    pub pulls: HashMap<OutboundRequestId, IpnsName>,
+    /// Peers disconnected on request: not redialled until they connect again.
+    pub let_go: HashSet<PeerId>,
 }
 
 /// The DHT key of `name`'s records.
@@ -121,7 +159,7 @@ impl EventLoop {
         &mut self,
         name: IpnsName,
         deadline: Instant,
-        reply: Reply<Option<Vec<u8>>>,
+        reply: Reply<RecordLookup>,
     ) {
         let best = self.stored_record(&name);
         let id = self.swarm.behaviour_mut().kad.get_record(dht_key(&name));
@@ -130,6 +168,7 @@ impl EventLoop {
             GetRecord {
                 name,
                 best,
+                answered_by: Vec::new(),
                 reply: Some(reply),
                 deadline,
             },
@@ -137,9 +176,12 @@ impl EventLoop {
     }
 
     /// Subscribes to the pushes of `name`'s records.
-    pub(super) fn subscribe(&mut self, name: IpnsName, reply: Reply<()>) {
+    pub(super) fn subscribe(&mut self, name: IpnsName, follow: bool, reply: Reply<()>) {
         let topic = gossipsub::IdentTopic::new(name.pubsub_topic());
         self.records.topics.insert(topic.hash(), name);
+        if follow {
+            self.records.sources.entry(name).or_default();
+        }
         let r = self
             .swarm
             .behaviour_mut()
@@ -165,7 +207,10 @@ impl EventLoop {
     fn finish_get(&mut self, id: kad::QueryId) {
         if let Some(mut g) = self.records.gets.remove(&id) {
             if let Some(reply) = g.reply.take() {
-                let _ = reply.send(Ok(g.best.map(|r| r.as_bytes().to_vec())));
+                let _ = reply.send(Ok(RecordLookup {
+                    record: g.best.map(|r| r.as_bytes().to_vec()),
+                    answered_by: g.answered_by,
+                }));
             }
         }
     }
@@ -246,6 +291,9 @@ impl EventLoop {
                     if better {
                         g.best = Some(rec);
                     }
+                    if let Some(peer) = from {
+                        g.answered_by.push(peer);
+                    }
                 }
                 // The first valid record from the network answers at once (the copy kept
                 // here, which Kademlia reports first, does not: the network may know newer).
@@ -282,14 +330,30 @@ impl EventLoop {
 
     /// A gossipsub event.
     pub(super) fn on_gossip(&mut self, ev: gossipsub::Event) {
-        let gossipsub::Event::Message {
-            propagation_source,
-            message_id,
-            message,
-        } = ev
-        else {
-            tracing::trace!(?ev, "gossipsub event");
-            return;
+        let (propagation_source, message_id, message) = match ev {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => (propagation_source, message_id, message),
+            gossipsub::Event::Subscribed { peer_id, topic, .. } => {
+                if let Some(name) = self.records.topics.get(&topic).copied() {
+                    self.on_source(name, peer_id);
+                }
+                return;
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                if let Some(name) = self.records.topics.get(&topic) {
+                    if let Some(s) = self.records.sources.get_mut(name) {
+                        s.remove(&peer_id);
+                    }
+                }
+                return;
+            }
+            ev => {
+                tracing::trace!(?ev, "gossipsub event");
+                return;
+            }
         };
         let Some(name) = self.records.topics.get(&message.topic).copied() else {
             let _ = self
@@ -323,5 +387,183 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&message_id, &propagation_source, verdict);
+    }
+
+    /// `peer` follows or publishes `name`: if `name` is followed here, `peer` is remembered as
+    /// a source and asked for its record.
+    fn on_source(&mut self, name: IpnsName, peer: PeerId) {
+        let addrs = self.known_addrs(&peer);
+        let Some(sources) = self.records.sources.get_mut(&name) else {
+            return;
+        };
+        let now = Instant::now();
+        let s = sources.entry(peer).or_insert(Source {
+            addrs: Vec::new(),
+            seen: now,
+            redial: None,
+        });
+        s.seen = now;
+        s.redial = None;
+        for a in addrs {
+            if !s.addrs.contains(&a) {
+                s.addrs.push(a);
+            }
+        }
+        if sources.len() > MAX_SOURCES {
+            if let Some(oldest) = sources.iter().min_by_key(|(_, s)| s.seen).map(|(p, _)| *p) {
+                sources.remove(&oldest);
+            }
+        }
+        for s in sources.values_mut() {
+            s.redial = None;
+        }
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .pull
+            .send_request(&peer, name.routing_key());
+        self.records.pulls.insert(id, name);
+    }
+
+    /// The connected peers subscribed to `name`'s topic.
+    pub(super) fn record_sources(&mut self, name: IpnsName, reply: Reply<Vec<PeerId>>) {
+        let topic = gossipsub::IdentTopic::new(name.pubsub_topic()).hash();
+        let mut connected: Vec<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(p, topics)| topics.contains(&&topic) && self.swarm.is_connected(p))
+            .map(|(p, _)| *p)
+            .collect();
+        connected.sort();
+        let _ = reply.send(Ok(connected));
+    }
+
+    /// `peer`'s last connection closed: a name it was the last connected source of gets its
+    /// sources redialled (unless it was let go on request).
+    pub(super) fn on_source_gone(&mut self, peer: PeerId) {
+        if self.records.let_go.contains(&peer) {
+            return;
+        }
+        let addrs = self.known_addrs(&peer);
+        let now = Instant::now();
+        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        for sources in self.records.sources.values_mut() {
+            let Some(s) = sources.get_mut(&peer) else {
+                continue;
+            };
+            for a in &addrs {
+                if !s.addrs.contains(a) {
+                    s.addrs.push(a.clone());
+                }
+            }
+            if sources.keys().any(|p| *p != peer && connected.contains(p)) {
+                continue;
+            }
+            for s in sources.values_mut() {
+                s.redial.get_or_insert(Redial {
+                    at: now + REDIAL_FIRST,
+                    backoff: REDIAL_FIRST,
+                    since: now,
+                });
+            }
+        }
+    }
+
+    /// Dials the lost sources whose time has come.
+    pub(super) fn redial_sources(&mut self, now: Instant) {
+        let mut dial: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        for sources in self.records.sources.values_mut() {
+            for (peer, s) in sources.iter_mut() {
+                let Some(r) = &mut s.redial else { continue };
+                if now.duration_since(r.since) > REDIAL_GIVE_UP {
+                    s.redial = None;
+                    continue;
+                }
+                if r.at > now {
+                    continue;
+                }
+                r.backoff = (r.backoff * 2).min(REDIAL_MAX);
+                r.at = now + r.backoff;
+                if !dial.iter().any(|(p, _)| p == peer) {
+                    dial.push((*peer, s.addrs.clone()));
+                }
+            }
+        }
+        for (peer, mut addrs) in dial {
+            if self.swarm.is_connected(&peer) || self.records.let_go.contains(&peer) {
+                continue;
+            }
+            for a in self.known_addrs(&peer) {
+                if !addrs.contains(&a) {
+                    addrs.push(a);
+                }
+            }
+            if addrs.is_empty() {
+                continue;
+            }
+            tracing::debug!(%peer, "dialling a lost source of a followed name");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    /// A pull request's event: a peer's answer, its question, or a failure.
+    pub(super) fn on_pull(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let answer = IpnsName::from_routing_key(&request)
+                        .ok()
+                        .and_then(|name| self.stored_record(&name))
+                        .map(|r| r.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .pull
+                        .send_response(channel, answer);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    let Some(name) = self.records.pulls.remove(&request_id) else {
+                        return;
+                    };
+                    if response.is_empty() {
+                        return;
+                    }
+                    match valid(&name, &response) {
+                        Ok(rec) => {
+                            self.keep_record(&rec);
+                            let _ = self.record_events.send(RecordEvent {
+                                name,
+                                record: response,
+                                from: peer,
+                            });
+                        }
+                        Err(e) => self.strike(peer, &name, &e.to_string()),
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(name) = self.records.pulls.remove(&request_id) {
+                    tracing::debug!(%peer, %name, %error, "pull of a record failed");
+                }
+            }
+            ev => tracing::trace!(?ev, "pull event"),
+        }
     }
 }
