@@ -436,11 +436,9 @@ fn a_version_whose_root_cannot_be_fetched_does_not_replace_the_working_one() {
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("f.txt"), "next\n").unwrap();
     let root = a
-        .json(&["add", "-r", dir.to_str().unwrap()])
-        .last()
-        .unwrap()["cid"]
-        .as_str()
-        .unwrap()
+        .cairn(&["add", "-r", "-Q", dir.to_str().unwrap()])
+        .expect_ok()
+        .trim()
         .to_string();
     b.cairn(&["swarm", "disconnect", &da.tcp_addr()])
         .expect_ok();

@@ -324,11 +324,9 @@ fn a_kubo_subscriber_receives_a_shares_records_over_ipns_pubsub() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("hello.txt"), b"hello Kubo").unwrap();
     let root = cairn
-        .json(&["add", "-r", dir.to_str().unwrap()])
-        .last()
-        .unwrap()["cid"]
-        .as_str()
-        .unwrap()
+        .cairn(&["add", "-r", "-Q", dir.to_str().unwrap()])
+        .expect_ok()
+        .trim()
         .to_string();
     cairn
         .cairn(&["name", "publish", "--key", "pub", &root])
