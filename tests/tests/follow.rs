@@ -391,6 +391,17 @@ fn the_follower_ends_on_the_newest_version_through_publisher_and_follower_restar
     // The follower restarts while the publisher commits twice.
     b.cairn(&["unmount", bf.0.to_str().unwrap()]).expect_ok();
     assert_eq!(db.stop(), Some(0));
+    // Without a daemon nothing is followed live: a followed share is stale by definition.
+    let status = &b.json(&["share", "status", &name])[0];
+    assert_eq!(
+        (&status["online"], &status["sources"], &status["stale"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::Value::Null,
+            &serde_json::json!(true)
+        ),
+        "{status}"
+    );
     write_synced(&aw.0.join("f.txt"), "5\n");
     write_synced(&aw.0.join("g.txt"), "new\n");
     let _db = b.daemon();
