@@ -176,6 +176,7 @@ impl Local {
             timeout: self.timeout,
             runtime: self.runtime.clone(),
             served_by: "local",
+            names: crate::mount::local_names(&self.repo),
         };
         let started = crate::mount::start_target(
             LocalSource::new(self.repo.store().clone()),

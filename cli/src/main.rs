@@ -302,6 +302,7 @@ async fn mount_foreground(
         timeout,
         runtime: tokio::runtime::Handle::current(),
         served_by: "local",
+        names: mount::local_names(owner.local().repo()),
     };
     let started = mount::start_target(source, target, &dir, args, &host)?;
     // Known while mounted: how to tell, after a lazy detach, when the kernel ends the session.

@@ -88,6 +88,24 @@ pub struct Host<'a> {
     pub runtime: tokio::runtime::Handle,
     /// "daemon" or "local", for `--json`.
     pub served_by: &'a str,
+    /// Resolves IPNS names in a namespace mount's root (`<mnt>/k51…/…`).
+    pub names: cairn_fs::NameResolver,
+}
+
+/// Names as a process without a network resolves them: the shares of `repo`, by their heads.
+pub fn local_names(repo: &Arc<Repo>) -> cairn_fs::NameResolver {
+    let repo = repo.clone();
+    Arc::new(move |name: String| {
+        let repo = repo.clone();
+        Box::pin(async move { share_head(&repo, &name) })
+    })
+}
+
+/// The head root of share `name` (a share id) of `repo`, if it has one.
+pub fn share_head(repo: &Repo, name: &str) -> Option<cairn_store::Cid> {
+    let parsed: cairn_store::IpnsName = name.parse().ok()?;
+    let (head, _) = repo.shares().head_record(&parsed).ok()?;
+    Some(head.root)
 }
 
 /// How a mount made for `args` on `host` runs: the host's timeout, `statfs` reporting the
@@ -112,12 +130,13 @@ pub fn start_target<S: BlockSource + Clone>(
     let share = match target {
         Target::Root(root) => {
             let json = mounted_json(dir, &root, host.served_by);
-            let handle = cairn_fs::mount(
+            let handle = cairn_fs::mount_with_names(
                 source,
                 root,
                 dir,
                 mount_options(args, host),
                 host.runtime.clone(),
+                host.names.clone(),
             )
             .with_context(|| format!("cannot mount at {}", dir.display()))?;
             return Ok(Started {

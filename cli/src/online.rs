@@ -542,6 +542,7 @@ async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {
         timeout: online.timeout,
         runtime: online.daemon.runtime.clone(),
         served_by: "daemon",
+        names: crate::records::daemon_names(&online.daemon, online.timeout),
     };
     // The mount runs its own readahead, sized by what the kernel reads: no DAG-order prefetch
     // below it, so a small read moves only the blocks that cover it.

@@ -486,3 +486,54 @@ pub async fn fetch_history(repo: &Repo, node: &Node, name: IpnsName, timeout: Du
     }
     fetched
 }
+
+/// How long a name that is not a share here keeps its resolution in a namespace mount.
+const NAME_CACHE: Duration = Duration::from_secs(30);
+
+/// Names as the daemon resolves them in a namespace mount: a share of this repo by its head
+/// (a followed share's head moves as records arrive), any other IPNS name through the DHT,
+/// kept for [`NAME_CACHE`] (a lookup every second would otherwise ask the network each time).
+pub fn daemon_names(
+    daemon: &Arc<crate::daemon::Daemon>,
+    timeout: Duration,
+) -> cairn_fs::NameResolver {
+    let daemon = daemon.clone();
+    let cache: Arc<Mutex<HashMap<IpnsName, (Instant, cairn_store::Cid)>>> = Arc::default();
+    Arc::new(move |text: String| {
+        let (d, cache) = (daemon.clone(), cache.clone());
+        Box::pin(async move {
+            if let Some(root) = crate::mount::share_head(&d.repo, &text) {
+                return Some(root);
+            }
+            let name: IpnsName = text.parse().ok()?;
+            if let Some((at, root)) = cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&name)
+            {
+                if at.elapsed() < NAME_CACHE {
+                    return Some(*root);
+                }
+            }
+            let bytes = resolve(&d.repo, &d.node, &d.mounts, name, timeout)
+                .await
+                .ok()??;
+            let record = cairn_store::IpnsRecord::verify(&bytes, &name).ok()?;
+            let cairn_store::RecordValue::Ipfs(p) = record.value() else {
+                return None;
+            };
+            if !p.segments.is_empty() {
+                return None;
+            }
+            let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.len() >= 1024 {
+                cache.retain(|_, (at, _)| at.elapsed() < NAME_CACHE);
+                if cache.len() >= 1024 {
+                    cache.clear();
+                }
+            }
+            cache.insert(name, (Instant::now(), p.root));
+            Some(p.root)
+        })
+    })
+}

@@ -48,6 +48,8 @@ pub(crate) const XATTR_CID: &str = "user.cairn.cid";
 pub(crate) const XATTR_LOCAL: &str = "user.cairn.local";
 /// The extended attribute of a share mount's root giving the version (sequence number) shown.
 pub(crate) const XATTR_VERSION: &str = "user.cairn.version";
+/// How long the kernel may keep a namespace root's entry for a mutable name (`<mnt>/k51…`).
+const NAME_TTL: Duration = Duration::from_secs(1);
 /// The extended attribute of a following mount's root: `1` while the version shown may not be
 /// the newest (no peer that has the share is reachable), else `0`.
 pub(crate) const XATTR_STALE: &str = "user.cairn.stale";
@@ -86,6 +88,8 @@ pub(crate) struct Shared<S> {
     pub version: Mutex<Option<u64>>,
     /// A following mount: whether that version may not be the newest.
     pub stale: std::sync::atomic::AtomicBool,
+    /// A namespace mount: resolves names in its root that are not CIDs (IPNS names).
+    pub names: Option<crate::options::NameResolver>,
 }
 
 /// The filesystem handed to fuser.
@@ -122,6 +126,7 @@ impl<S: BlockSource + Clone> Shared<S> {
             prefetch: Arc::new(Semaphore::new(PREFETCH_TASKS)),
             version: Mutex::new(None),
             stale: std::sync::atomic::AtomicBool::new(false),
+            names: None,
             options,
             namespace,
             uid,
@@ -302,6 +307,19 @@ impl<S: BlockSource + Clone> Filesystem for CairnFs<S> {
             return reply.error(Errno::ENOENT);
         };
         let (ttl, parent) = (self.ttl(), Ino(parent.0));
+        // A share id is also a CID (of a key, with nothing to mount): a name first.
+        let mutable = name.parse::<cairn_store::IpnsName>().is_ok() || Cid::try_from(name).is_err();
+        if parent == Ino::ROOT && self.shared.namespace && mutable {
+            if let Some(names) = self.shared.names.clone() {
+                // A mutable name: resolved at each lookup, and the kernel keeps the entry only
+                // briefly, so `<mnt>/<name>` moves with the name.
+                let work = self.shared.clone().lookup_name(names, name.to_string());
+                return self.spawn(None, work, move |r| match r {
+                    Ok(attr) => reply.entry(&NAME_TTL, &attr, Generation(0)),
+                    Err(e) => reply.error(e),
+                });
+            }
+        }
         match self.shared.lookup_now(parent, name) {
             Some(Ok(attr)) => return reply.entry(&ttl, &attr, Generation(0)),
             Some(Err(e)) => return reply.error(Errno::from(e)),

@@ -40,8 +40,8 @@ mod overlay;
 mod writable;
 
 pub use error::MountError;
-pub use mount::{commit_staged, mount, mount_follow, mount_share, MountHandle};
-pub use options::{FollowHead, MountOptions, MountRoot};
+pub use mount::{commit_staged, mount, mount_follow, mount_share, mount_with_names, MountHandle};
+pub use options::{FollowHead, MountOptions, MountRoot, NameResolver};
 pub use overlay::{
     Attr, CommitStats, DirItem, FileContent, NodeId, Overlay, OverlayDir, OverlayError, SetAttr,
     TimeSet, MAX_FILE_SIZE, NAME_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, SYMLINK_MAX,

@@ -128,7 +128,31 @@ pub fn mount<S>(
 where
     S: BlockSource + Clone,
 {
-    mount_read_only(source, root, mountpoint.as_ref(), options, runtime).map(|(h, _)| h)
+    mount_read_only(source, root, mountpoint.as_ref(), options, runtime, None).map(|(h, _)| h)
+}
+
+/// As [`mount`], and in a [`MountRoot::Namespace`] mount, a name in the root that is not a CID
+/// is resolved by `names` (`<mnt>/k51…/path`: a share's or any IPNS name's current version).
+pub fn mount_with_names<S>(
+    source: S,
+    root: MountRoot,
+    mountpoint: impl AsRef<Path>,
+    options: MountOptions,
+    runtime: Handle,
+    names: crate::options::NameResolver,
+) -> Result<MountHandle, MountError>
+where
+    S: BlockSource + Clone,
+{
+    mount_read_only(
+        source,
+        root,
+        mountpoint.as_ref(),
+        options,
+        runtime,
+        Some(names),
+    )
+    .map(|(h, _)| h)
 }
 
 /// Mounts directory `*heads.borrow()` read-only at `mountpoint` and follows `heads`: each new
@@ -153,6 +177,7 @@ where
         mountpoint.as_ref(),
         options,
         runtime.clone(),
+        None,
     )?;
     // It shows whatever the head is: no one version to keep for it.
     handle.root = None;
@@ -239,6 +264,7 @@ fn mount_read_only<S>(
     mountpoint: &Path,
     options: MountOptions,
     runtime: Handle,
+    names: Option<crate::options::NameResolver>,
 ) -> Result<(MountHandle, Arc<Shared<S>>), MountError>
 where
     S: BlockSource + Clone,
@@ -265,7 +291,7 @@ where
         }
     };
 
-    let shared = Shared::new(
+    let mut shared = Shared::new(
         reader,
         table,
         options.clone(),
@@ -273,6 +299,7 @@ where
         meta.uid(),
         meta.gid(),
     );
+    shared.names = names;
     let shared = Arc::new(shared);
     let fs = CairnFs {
         shared: shared.clone(),

@@ -66,3 +66,12 @@ impl Default for MountOptions {
         }
     }
 }
+
+/// Resolves a name looked up in a namespace mount's root that is not a CID (an IPNS name, a
+/// share id) to the root it points at now; `None`: no such name (ENOENT). Given to
+/// [`crate::mount_with_names`].
+pub type NameResolver = std::sync::Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Cid>> + Send>>
+        + Send
+        + Sync,
+>;

@@ -63,6 +63,21 @@ fn a_peer_mounts_a_share_by_its_id_and_follows_each_commit() {
         delays.push(t.elapsed());
     }
     eprintln!("follow delays (A's fsync -> B reads the new bytes): {delays:?}");
+    // B's namespace mount resolves the share id in its root, and moves with it.
+    let ns_dir = b.path("ns");
+    fs::create_dir_all(&ns_dir).unwrap();
+    b.cairn(&["mount", "--namespace", ns_dir.to_str().unwrap()])
+        .expect_ok();
+    let ns = MountGuard(fs::canonicalize(&ns_dir).unwrap());
+    let via_ns = ns.0.join(&name).join("plan.txt");
+    assert_eq!(fs::read_to_string(&via_ns).unwrap(), "version 4\n");
+    write_synced(&aw.0.join("plan.txt"), "version 5\n");
+    wait_for(20, "the namespace path to show A's commit", || {
+        (fs::read_to_string(&via_ns).ok()? == "version 5\n").then_some(())
+    });
+    let e = fs::metadata(ns.0.join("not-a-name")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    b.cairn(&["unmount", ns.0.to_str().unwrap()]).expect_ok();
     // B says when it last heard of the share, and from whom (the pushes come from A).
     let a_id = a.json(&["id"])[0]["peer_id"].as_str().unwrap().to_string();
     let listed = &b.json(&["share", "ls"])[0];
@@ -81,7 +96,7 @@ fn a_peer_mounts_a_share_by_its_id_and_follows_each_commit() {
     assert_eq!(
         b.cairn(&["cat", &format!("/ipns/{name}/plan.txt")])
             .expect_ok(),
-        "version 4"
+        "version 5"
     );
     // B's copy of the history comes with the records.
     assert!(b.json(&["share", "log", &name]).len() >= 2);

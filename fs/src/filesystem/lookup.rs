@@ -93,4 +93,18 @@ impl<S: BlockSource + Clone> Shared<S> {
         let ino = self.remember(parent, &name, info.clone())?;
         Ok(self.attr(ino, Some(&info)))
     }
+
+    /// `<mnt>/<name>` in a namespace mount, `name` not a CID: the root `names` resolves it to
+    /// now. Each version is its own entry (keyed by name and root), so a file read through the
+    /// old one keeps reading the old version.
+    pub(super) async fn lookup_name(
+        self: Arc<Self>,
+        names: crate::options::NameResolver,
+        name: String,
+    ) -> Result<FileAttr, FsError> {
+        let cid = names(name.clone()).await.ok_or(FsError::NotFound)?;
+        let info = self.reader.stat(&cid).await?;
+        let ino = self.remember(Ino::ROOT, &format!("{name}@{cid}"), info.clone())?;
+        Ok(self.attr(ino, Some(&info)))
+    }
 }
