@@ -219,6 +219,20 @@ pub enum ShareCommand {
         #[arg(long, value_name = "PATH|CID")]
         from: Option<String>,
     },
+    /// Follow another node's share by its id (needs a daemon): its newest version becomes its
+    /// head here and each new one is taken as it is published; mount it, read it with
+    /// `/ipns/<id>/…`, `share rm` to stop.
+    Follow {
+        /// The share id (k51…, or /ipns/k51…).
+        share: String,
+        /// A local name for it [default: followed-<last 8 characters of the id>]
+        #[arg(long)]
+        label: Option<String>,
+        /// Also keep every version (within retention) offline, fetched whole as it arrives
+        /// (as `cairn pin add /ipns/<id>`).
+        #[arg(long)]
+        pin: bool,
+    },
     /// List the shares of this repo.
     Ls,
     /// How current a share is here: the version shown, the peers with the share connected,

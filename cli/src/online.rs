@@ -229,6 +229,9 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
             status(ctx, online, &path).await
         }
         Command::Mount(args) => mount(ctx, online, &args).await,
+        Command::Share(crate::args::ShareCommand::Follow { share, label, pin }) => {
+            follow(ctx, online, &share, label.as_deref(), pin).await
+        }
         Command::Share(crate::args::ShareCommand::Log { share }) => {
             // A follower's history arrives with the records it took; the older records come
             // through the chain, from the peers.
@@ -519,6 +522,66 @@ async fn resolve_online(online: &Online, name: cairn_store::IpnsName) -> Result<
             "/ipns/{name} points at {other:?}, not at an /ipfs/ directory or file"
         ),
     }
+}
+
+/// `cairn share follow ID [--label L] [--pin]`.
+async fn follow(
+    ctx: &Ctx<'_>,
+    online: &Online,
+    id: &str,
+    label: Option<&str>,
+    pin: bool,
+) -> Result<()> {
+    let bare = id
+        .strip_prefix("/ipns/")
+        .unwrap_or(id)
+        .trim_end_matches('/');
+    let name: cairn_store::IpnsName = bare.parse().map_err(|e| {
+        crate::error::coded(
+            "invalid_input",
+            format!("invalid share id {bare:?}: {e}; a share id looks like k51qzi5uqu5d…"),
+        )
+    })?;
+    if let Some(l) = label {
+        cairn_store::check_label(l)?;
+        if ctx.repo.shares().find(l).is_ok_and(|s| s.name != name) {
+            return Err(cairn_store::ShareError::LabelTaken(l.to_string()).into());
+        }
+    }
+    let d = &online.daemon;
+    crate::records::follow_new(&d.repo, &d.node, &d.mounts, name, label, online.timeout).await?;
+    let share = d.repo.shares().find(&name.to_string())?;
+    if share.writable {
+        crate::fail!(
+            "invalid_input",
+            "share {} is this repo's own (it holds the key): there is nothing to follow",
+            share.label
+        );
+    }
+    if pin {
+        if let Some(root) = d.repo.shares().set_pinned(&name, true)? {
+            prefetch(ctx, online, root).await?;
+        }
+    }
+    let share = d.repo.shares().find(&name.to_string())?;
+    let mut out = ctx.console.output();
+    let j = serde_json::json!({
+        "label": share.label,
+        "name": name.to_string(),
+        "sequence": share.head.as_ref().map(|v| v.sequence),
+        "root": share.head.as_ref().map(|v| v.root.to_string()),
+        "pinned": share.pinned,
+    });
+    out.ack(&j, || {
+        format!(
+            "following {} as {} (version {}){}",
+            name,
+            share.label,
+            share.head.as_ref().map_or(0, |v| v.sequence),
+            if share.pinned { ", pinned" } else { "" }
+        )
+    })?;
+    out.finish()
 }
 
 async fn mount(ctx: &Ctx<'_>, online: &Online, args: &MountArgs) -> Result<()> {

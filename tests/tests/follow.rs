@@ -161,6 +161,14 @@ fn an_unknown_share_id_is_refused_clearly_by_a_daemon() {
         .expect_err("no record of /ipns/");
     b.cairn(&["name", "resolve", nobody])
         .expect_err("no record of /ipns/");
+    b.cairn(&["share", "follow", nobody])
+        .expect_err("no record of /ipns/");
+    b.cairn(&["share", "follow", "k51nonsense"])
+        .expect_err("invalid share id");
+    assert!(
+        b.json(&["share", "ls"]).is_empty(),
+        "a failed follow left a share"
+    );
 }
 
 #[test]
@@ -244,9 +252,17 @@ fn three_followers_one_offline_for_three_commits_all_end_on_the_newest() {
     }
     let aw = mount(&a, "many", "writable");
     write_synced(&aw.0.join("n.txt"), "1\n");
+    // The first follows without mounting, under a label of its choice, then mounts that.
+    let followed = &followers[0].json(&["share", "follow", &name, "--label", "theirs"])[0];
+    assert_eq!(
+        (&followed["label"], &followed["sequence"]),
+        (&serde_json::json!("theirs"), &serde_json::json!(2)),
+        "{followed}"
+    );
     let mut mounts: Vec<MountGuard> = followers
         .iter()
-        .map(|f| mount(f, &name, "following"))
+        .enumerate()
+        .map(|(i, f)| mount(f, if i == 0 { "theirs" } else { &name }, "following"))
         .collect();
     for m in &mounts {
         assert_eq!(fs::read_to_string(m.0.join("n.txt")).unwrap(), "1\n");

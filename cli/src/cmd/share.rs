@@ -88,6 +88,11 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             }
         }
         ShareCommand::Status { share } => return status(ctx, share.as_deref(), None).await,
+        ShareCommand::Follow { share, .. } => crate::fail!(
+            "unreachable",
+            "following {share} needs the network: start `cairn daemon`, connect it to a peer \
+             with the share (or set network.bootstrap), then run this again"
+        ),
         ShareCommand::Commit { share } => {
             let s = shares.find(&share)?;
             let outcome = commit(ctx, &s).await?;
