@@ -229,7 +229,7 @@ pub enum ShareCommand {
         #[arg(long)]
         label: Option<String>,
         /// Also keep every version (within retention) offline, fetched whole as it arrives
-        /// (as `cairn pin add /ipns/<id>`).
+        /// (as `cairn pin add /ipns/ID`).
         #[arg(long)]
         pin: bool,
     },

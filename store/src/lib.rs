@@ -50,6 +50,7 @@ mod hash;
 mod importer;
 mod ipns;
 mod journal;
+pub mod merge;
 mod murmur3;
 mod pack;
 mod path;
