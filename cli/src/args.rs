@@ -233,6 +233,33 @@ pub enum ShareCommand {
         #[arg(long)]
         pin: bool,
     },
+    /// Let another writer commit to a share of this repo (its peer id or writer key); the
+    /// signed member list is part of the share's history.
+    Grant {
+        /// Label or share id.
+        share: String,
+        /// The writer: its peer id (12D3Koo…) or key (k51…).
+        writer: String,
+        /// A name for it in listings and conflict copies [default: the last 8 characters of
+        /// its key]
+        #[arg(long)]
+        label: Option<String>,
+        /// Also let it publish the share's head record.
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Take a writer's access away: its later commits are refused.
+    Revoke {
+        /// Label or share id.
+        share: String,
+        /// The writer: its peer id or key.
+        writer: String,
+    },
+    /// The writers of a share: its owner and those granted.
+    Members {
+        /// Label or share id.
+        share: String,
+    },
     /// List the shares of this repo.
     Ls,
     /// How current a share is here: the version shown, the peers with the share connected,

@@ -27,7 +27,7 @@
 //! assert!(key.name().to_string().starts_with("k51"));
 //! ```
 
-mod cbor;
+pub(crate) mod cbor;
 mod key;
 mod name;
 mod record;

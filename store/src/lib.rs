@@ -50,6 +50,7 @@ mod hash;
 mod importer;
 mod ipns;
 mod journal;
+mod members;
 pub mod merge;
 mod murmur3;
 mod pack;
@@ -91,6 +92,9 @@ pub use ipns::{
     NameError, PublicKeyError, RecordError, RecordFields, RecordValue, ShareKey, CBOR_MAX_DEPTH,
     DEFAULT_TTL as IPNS_DEFAULT_TTL, KEY_TYPE_ED25519, LIBP2P_KEY,
     MAX_RECORD_SIZE as IPNS_MAX_RECORD_SIZE, SIGNATURE_V2_PREFIX as IPNS_SIGNATURE_V2_PREFIX,
+};
+pub use members::{
+    check_member_label, Member, MemberList, MembersError, MAX_MEMBERS, MEMBERS_SIGNATURE_PREFIX,
 };
 pub use path::{cid_parse_reason, CidPath, PathError, CID_HINT};
 pub use pb::{PbError, PbLink, PbNode, MAX_LINKS};

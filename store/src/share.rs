@@ -101,6 +101,20 @@ pub enum ShareError {
     /// The share's key file failed to load or save.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A member list could not be made or read.
+    #[error(transparent)]
+    Members(#[from] crate::MembersError),
+    /// A writer named is not a member.
+    #[error("{writer} is not a member of share {name} (`cairn share members` lists them)")]
+    NotMember {
+        /// The share.
+        name: IpnsName,
+        /// The writer.
+        writer: IpnsName,
+    },
+    /// The share's owner was named as a member to grant or revoke.
+    #[error("{0} is the share's own key: its owner is always a member")]
+    Owner(IpnsName),
     /// A record could not be made or read.
     #[error(transparent)]
     Record(#[from] RecordError),
@@ -487,6 +501,85 @@ impl Shares {
             .collect();
         out.sort();
         out
+    }
+
+    /// Share `name`'s member list: the newest one kept here, `None` if no writer was ever
+    /// granted. The `members` file holds it; if that is missing or damaged, the newest list
+    /// among the share's `m` roots that verifies stands in.
+    pub fn members(&self, name: &IpnsName) -> Result<Option<crate::MemberList>, ShareError> {
+        let path = self.share_dir(name).join("members");
+        match fs::read(&path) {
+            Ok(bytes) => match crate::MemberList::verify(&bytes, name) {
+                Ok(list) => return Ok(Some(list)),
+                Err(e) => {
+                    tracing::warn!(share = %name, error = %e, "the members file is damaged; using the newest member list kept as a block")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&path)(e)),
+        }
+        for (_, cid) in self.version_roots(name, 'm').into_iter().rev() {
+            if let Ok(Some(data)) = self.store.get_verified(&cid) {
+                if let Ok(list) = crate::MemberList::verify(&data, name) {
+                    return Ok(Some(list));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Grants (`Some((label, publish))`) or revokes (`None`) writer `writer` on share `name`,
+    /// whose key this repo holds: a new member list, one more in sequence, naming the previous
+    /// one, signed, stored as a block with an `m` root, then the `members` file.
+    pub fn set_member(
+        &self,
+        name: &IpnsName,
+        writer: &IpnsName,
+        grant: Option<(&str, bool)>,
+    ) -> Result<crate::MemberList, ShareError> {
+        let _g = self.guard();
+        let key = self.key(name)?;
+        if writer == name {
+            return Err(ShareError::Owner(*writer));
+        }
+        let current = self.members(name)?;
+        let (seq, prev, mut members) = match &current {
+            Some(l) => (l.seq + 1, Some(*l.block().cid()), l.members.clone()),
+            None => (1, None, std::collections::BTreeMap::new()),
+        };
+        match grant {
+            Some((label, publish)) => {
+                crate::check_member_label(label)?;
+                members.insert(
+                    writer.to_string(),
+                    crate::Member {
+                        writer: *writer,
+                        label: label.to_string(),
+                        publish,
+                    },
+                );
+            }
+            None => {
+                if members.remove(&writer.to_string()).is_none() {
+                    return Err(ShareError::NotMember {
+                        name: *name,
+                        writer: *writer,
+                    });
+                }
+            }
+        }
+        let list = crate::MemberList::create(&key, seq, prev, members)?;
+        let block = list.block();
+        self.store.put(&block)?;
+        self.store.flush()?;
+        self.roots
+            .set_many(&[(root_name(name, 'm', seq), *block.cid())])?;
+        replace_file(
+            &self.share_dir(name).join("members"),
+            list.as_bytes(),
+            0o600,
+        )?;
+        Ok(list)
     }
 
     /// Creates a share labelled `label` whose first version is the directory `root` (in the

@@ -387,3 +387,93 @@ fn bad_starting_points_are_refused_and_no_share_is_made() {
     ])
     .expect_err("no share");
 }
+
+#[test]
+fn the_owner_grants_and_revokes_writers_in_a_signed_member_list() {
+    let r = TestRepo::new();
+    let bob = TestRepo::new();
+    let carol = TestRepo::new();
+    let name = json(&r, &["share", "new", "team"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Before any grant: the owner alone.
+    let m = json(&r, &["share", "members", "team"]);
+    assert_eq!(m.len(), 1);
+    assert_eq!(
+        (&m[0]["writer"], &m[0]["role"]),
+        (&name.as_str().into(), &"owner".into())
+    );
+    // Bob by peer id, Carol by key, with a label and the right to publish.
+    let bob_id = bob.json(&["id"])[0]["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let carol_key = carol.json(&["id"])[0]["peer_id"]
+        .as_str()
+        .unwrap()
+        .parse::<IpnsName>()
+        .unwrap()
+        .to_string();
+    json(&r, &["share", "grant", "team", &bob_id]);
+    let granted = &json(
+        &r,
+        &[
+            "share",
+            "grant",
+            "team",
+            &carol_key,
+            "--label",
+            "carol",
+            "--publish",
+        ],
+    )[0];
+    assert_eq!(granted["list"], 2, "{granted}");
+    let m = json(&r, &["share", "members", "team"]);
+    let bob_key: IpnsName = bob_id.parse().unwrap();
+    let row = |k: &str| m.iter().find(|x| x["writer"] == k).cloned();
+    let b = row(&bob_key.to_string()).expect("bob is listed");
+    assert_eq!(
+        (&b["role"], &b["publish"]),
+        (&"writer".into(), &false.into()),
+        "{b}"
+    );
+    let c = row(&carol_key).expect("carol is listed");
+    assert_eq!(
+        (&c["label"], &c["publish"]),
+        (&"carol".into(), &true.into()),
+        "{c}"
+    );
+    // The list is signed by the share's key and chained; flipping a byte of the file makes the
+    // repo fall back to the list kept as a block.
+    let file = share_dir(&r, &name).join("members");
+    let bytes = fs::read(&file).unwrap();
+    let list = cairn_store::MemberList::verify(&bytes, &name.parse().unwrap()).unwrap();
+    assert_eq!(list.seq, 2);
+    assert!(list.prev.is_some());
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 0x40;
+    fs::write(&file, &bad).unwrap();
+    assert_eq!(json(&r, &["share", "members", "team"]).len(), 3);
+    // Revoking: gone from the list; revoking again says it is not a member.
+    json(&r, &["share", "revoke", "team", &bob_id]);
+    let m = json(&r, &["share", "members", "team"]);
+    assert_eq!(m.len(), 2);
+    assert!(m
+        .iter()
+        .all(|x| x["writer"] != bob_key.to_string().as_str()));
+    r.cairn(&["share", "revoke", "team", &bob_id])
+        .expect_err("is not a member");
+    // Bad input: the owner itself, an invalid key, a bad label.
+    r.cairn(&["share", "grant", "team", &name])
+        .expect_err("always a member");
+    r.cairn(&["share", "grant", "team", "12D3KooWnope"])
+        .expect_err("invalid writer");
+    r.cairn(&["share", "grant", "team", &bob_id, "--label", "a/b"])
+        .expect_err("invalid member label");
+    // GC keeps every list.
+    r.cairn(&["repo", "gc"]).expect_ok();
+    fs::remove_file(&file).unwrap();
+    assert_eq!(json(&r, &["share", "members", "team"]).len(), 2);
+}

@@ -88,6 +88,66 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             }
         }
         ShareCommand::Status { share } => return status(ctx, share.as_deref(), None).await,
+        ShareCommand::Grant {
+            share,
+            writer,
+            label,
+            publish,
+        } => {
+            let s = shares.find(&share)?;
+            let w = writer_key(&writer)?;
+            let id = w.to_string();
+            let label = label.unwrap_or_else(|| id[id.len() - 8..].to_string());
+            let list = shares.set_member(&s.name, &w, Some((&label, publish)))?;
+            out.ack(
+                &members_json(&s, &list_entries(&s, Some(&list)), Some(&list)),
+                || {
+                    format!(
+                        "granted {label} ({w}) write access to {}{}; member list {}",
+                        s.label,
+                        if publish { " (and publishing)" } else { "" },
+                        list.seq
+                    )
+                },
+            )?;
+        }
+        ShareCommand::Revoke { share, writer } => {
+            let s = shares.find(&share)?;
+            let w = writer_key(&writer)?;
+            let list = shares.set_member(&s.name, &w, None)?;
+            out.ack(
+                &members_json(&s, &list_entries(&s, Some(&list)), Some(&list)),
+                || {
+                    format!(
+                        "revoked {w} from {}: its later commits are refused; member list {}",
+                        s.label, list.seq
+                    )
+                },
+            )?;
+        }
+        ShareCommand::Members { share } => {
+            let s = shares.find(&share)?;
+            let list = shares.members(&s.name)?;
+            for m in list_entries(&s, list.as_ref()) {
+                let j = serde_json::json!({
+                    "share": s.name.to_string(),
+                    "writer": m.0,
+                    "label": m.1,
+                    "role": m.2,
+                    "publish": m.3,
+                    "list": list.as_ref().map(|l| l.seq),
+                });
+                out.item(&j, || {
+                    format!(
+                        "{} {} {}{}",
+                        m.0,
+                        m.1,
+                        m.2,
+                        if m.3 { " publishes" } else { "" }
+                    )
+                })?;
+            }
+        }
         ShareCommand::Follow { share, .. } => crate::fail!(
             "unreachable",
             "following {share} needs the network: start `cairn daemon`, connect it to a peer \
@@ -381,6 +441,48 @@ fn dag_size(repo: &Repo, root: &Cid) -> Result<u64> {
         + node
             .map(|n| n.links.iter().filter_map(|l| l.tsize).sum::<u64>())
             .unwrap_or(0))
+}
+
+/// A writer named on the command line: a peer id or a key.
+fn writer_key(text: &str) -> Result<cairn_store::IpnsName> {
+    text.parse().map_err(|e| {
+        crate::error::coded(
+            "invalid_input",
+            format!(
+                "invalid writer {text:?}: {e}; give its peer id (12D3Koo…, `cairn id` on its node) \
+                 or key (k51…)"
+            ),
+        )
+    })
+}
+
+/// The writers of share `s` under `list`: (key, label, role, may publish), the owner first.
+fn list_entries(
+    s: &Share,
+    list: Option<&cairn_store::MemberList>,
+) -> Vec<(String, String, &'static str, bool)> {
+    let mut out = vec![(s.name.to_string(), s.label.clone(), "owner", true)];
+    if let Some(l) = list {
+        for (k, m) in &l.members {
+            out.push((k.clone(), m.label.clone(), "writer", m.publish));
+        }
+    }
+    out
+}
+
+fn members_json(
+    s: &Share,
+    entries: &[(String, String, &'static str, bool)],
+    list: Option<&cairn_store::MemberList>,
+) -> serde_json::Value {
+    json!({
+        "share": s.name.to_string(),
+        "list": list.map(|l| l.seq),
+        "members": entries
+            .iter()
+            .map(|(w, l, r, p)| json!({"writer": w, "label": l, "role": r, "publish": p}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// `cairn share status`: for each share (or the one named), the version here and how current
