@@ -47,6 +47,7 @@ mod fault;
 mod gc;
 mod hamt;
 mod hash;
+pub mod identity;
 mod importer;
 mod ipns;
 mod journal;
@@ -64,6 +65,8 @@ mod sink;
 mod sled_store;
 mod source;
 mod space;
+#[cfg(test)]
+mod test_blocks;
 mod unixfs;
 mod varint;
 mod walk;

@@ -482,38 +482,8 @@ fn rebuild_slot(
 mod tests {
     use super::*;
     use crate::hash::{cid_for, HashAlg, RAW};
-    use crate::source::GetError;
-    use bytes::Bytes;
-    use std::sync::{Arc, Mutex};
 
-    #[derive(Default, Clone)]
-    struct Mem(Arc<Mutex<HashMap<Cid, Bytes>>>, Arc<Mutex<usize>>);
-
-    impl BlockSink for Mem {
-        fn put_blocks(&self, blocks: Vec<Block>) -> Result<(), StoreError> {
-            *self.1.lock().unwrap() += blocks.len();
-            let mut m = self.0.lock().unwrap();
-            for b in blocks {
-                let (c, d) = b.into_parts();
-                m.insert(c, d);
-            }
-            Ok(())
-        }
-    }
-
-    impl BlockSource for Mem {
-        async fn get(&self, cid: &Cid) -> Result<Bytes, GetError> {
-            self.0
-                .lock()
-                .unwrap()
-                .get(cid)
-                .cloned()
-                .ok_or(GetError::NotFoundLocally(*cid))
-        }
-        fn has_local(&self, cid: &Cid) -> bool {
-            self.0.lock().unwrap().contains_key(cid)
-        }
-    }
+    use crate::test_blocks::MemBlocks as Mem;
 
     fn child(name: &str, n: u64) -> DirChild {
         let cid = cid_for(1, RAW, HashAlg::Sha2_256, &n.to_le_bytes());
@@ -589,12 +559,12 @@ mod tests {
                 &Mem::default(),
             )
             .unwrap();
-            let before = *mem.1.lock().unwrap();
+            let before = *mem.puts.lock().unwrap();
             let updated = block_on(update_sharded_directory(
                 &reader, &base.cid, &changes, None, None, &opts, &mem,
             ))
             .unwrap();
-            let new_blocks = *mem.1.lock().unwrap() - before;
+            let new_blocks = *mem.puts.lock().unwrap() - before;
             assert_eq!(
                 updated,
                 fresh,
