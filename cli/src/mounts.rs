@@ -23,6 +23,8 @@ pub struct Mounts {
     on_moved: Mutex<Option<HeadHook>>,
     /// Followed shares whose newest version cannot be confirmed now (see `records.rs`).
     stale: Mutex<HashMap<IpnsName, bool>>,
+    /// Followed shares with a newer record whose root is being fetched again (`records.rs`).
+    root_retries: Mutex<Vec<IpnsName>>,
 }
 
 /// What [`Mounts::on_head_moved`] calls.
@@ -75,10 +77,11 @@ impl Mounts {
     /// Share `name`'s head moved to `root` (a commit, a restore, a newer record of a followed
     /// share): its following mounts switch, and the hook hears of it.
     pub fn head_moved(&self, name: &IpnsName, root: Cid, sequence: u64) {
-        let stale = self.is_stale(name);
         {
+            // Heads, then staleness: the order `set_stale` takes them in too.
             let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(tx) = heads.get(name) {
+                let stale = self.is_stale(name);
                 tx.send_replace(FollowHead {
                     root,
                     sequence,
@@ -99,14 +102,35 @@ impl Mounts {
 
     /// Followed share `name` is found `stale` or current: its following mounts say so.
     pub fn set_stale(&self, name: &IpnsName, stale: bool) {
+        let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
         self.stale
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(*name, stale);
-        let heads = self.heads.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = heads.get(name) {
             tx.send_if_modified(|h| std::mem::replace(&mut h.stale, stale) != stale);
         }
+    }
+
+    /// Marks share `name` as having a root-fetch retry running; `false` if one already is.
+    pub fn start_root_retry(&self, name: &IpnsName) -> bool {
+        let mut r = self
+            .root_retries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if r.contains(name) {
+            return false;
+        }
+        r.push(*name);
+        true
+    }
+
+    /// The root-fetch retry of share `name` ended.
+    pub fn end_root_retry(&self, name: &IpnsName) {
+        self.root_retries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|n| n != name);
     }
 
     /// Calls `hook` whenever a head moves.

@@ -232,6 +232,15 @@ pub async fn run(ctx: &Ctx<'_>, online: &Online, command: Command) -> Result<()>
         Command::Share(crate::args::ShareCommand::Follow { share, label, pin }) => {
             follow(ctx, online, &share, label.as_deref(), pin).await
         }
+        Command::Share(crate::args::ShareCommand::Rm { share }) => {
+            let name = ctx.repo.shares().find(&share).map(|s| s.name);
+            cmd::run_offline(ctx, Command::Share(crate::args::ShareCommand::Rm { share })).await?;
+            // Gone here: its topic, sources and redials go too.
+            if let Ok(name) = name {
+                node.unsubscribe(name).await?;
+            }
+            Ok(())
+        }
         Command::Share(crate::args::ShareCommand::Log { share }) => {
             // A follower's history arrives with the records it took; the older records come
             // through the chain, from the peers.

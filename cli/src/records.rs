@@ -185,7 +185,8 @@ async fn check_followed(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>, liv
             }
             l.stale = l.sources.is_empty() && !l.checked.is_some_and(|(_, answered)| answered);
             if lost_all {
-                // Until the DHT says otherwise.
+                // Until the DHT says otherwise: an answer from before the loss says nothing.
+                l.checked = None;
                 l.stale = true;
             }
             mounts.set_stale(&name, l.stale);
@@ -258,9 +259,6 @@ pub fn catch_up(repo: &Arc<Repo>, node: &Node, mounts: &Arc<Mounts>) {
     });
 }
 
-/// Followed shares with a newer record whose root could not be fetched: a task retries them.
-static ROOT_RETRIES: Mutex<Vec<IpnsName>> = Mutex::new(Vec::new());
-
 /// A valid record of a followed share: its head here if newer, and the following mounts move.
 /// A version whose root block cannot be fetched does not replace one that works: it is tried
 /// again in the background (5 s, then doubling to a minute, for ten minutes), each time with
@@ -276,12 +274,8 @@ async fn adopt(
     if adopt_once(repo, node, mounts, name, record, from).await != Adopted::RootMissing {
         return;
     }
-    {
-        let mut retrying = ROOT_RETRIES.lock().unwrap_or_else(PoisonError::into_inner);
-        if retrying.contains(&name) {
-            return;
-        }
-        retrying.push(name);
+    if !mounts.start_root_retry(&name) {
+        return;
     }
     let (repo, node, mounts) = (repo.clone(), node.clone(), mounts.clone());
     tokio::spawn(async move {
@@ -296,10 +290,7 @@ async fn adopt(
                 break;
             }
         }
-        ROOT_RETRIES
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|n| *n != name);
+        mounts.end_root_retry(&name);
     });
 }
 
@@ -319,13 +310,12 @@ async fn adopt_once(
     record: &[u8],
     from: &str,
 ) -> Adopted {
-    if repo
-        .shares()
-        .find(&name.to_string())
-        .is_ok_and(|s| s.writable)
-    {
+    match repo.shares().find(&name.to_string()) {
         // Our own: the head here is the newest there is.
-        return Adopted::Done;
+        Ok(s) if s.writable => return Adopted::Done,
+        Ok(_) => {}
+        // Not followed (any more): nothing to take.
+        Err(_) => return Adopted::Done,
     }
     let Ok(rec) = cairn_store::IpnsRecord::verify(record, &name) else {
         tracing::warn!(share = %name, "refused a record of a followed share that does not verify");
@@ -487,8 +477,10 @@ pub async fn fetch_history(repo: &Repo, node: &Node, name: IpnsName, timeout: Du
     fetched
 }
 
-/// How long a name that is not a share here keeps its resolution in a namespace mount.
+/// How long a name that is not a share here keeps its resolution in a namespace mount, and how
+/// long a name nobody answered for stays unanswered.
 const NAME_CACHE: Duration = Duration::from_secs(30);
+const NAME_MISS_CACHE: Duration = Duration::from_secs(10);
 
 /// Names as the daemon resolves them in a namespace mount: a share of this repo by its head
 /// (a followed share's head moves as records arrive), any other IPNS name through the DHT,
@@ -498,7 +490,9 @@ pub fn daemon_names(
     timeout: Duration,
 ) -> cairn_fs::NameResolver {
     let daemon = daemon.clone();
-    let cache: Arc<Mutex<HashMap<IpnsName, (Instant, cairn_store::Cid)>>> = Arc::default();
+    // Name -> when resolved and the root (`None`: no record found, kept for a shorter time).
+    type Cache = Mutex<HashMap<IpnsName, (Instant, Option<cairn_store::Cid>)>>;
+    let cache: Arc<Cache> = Arc::default();
     Arc::new(move |text: String| {
         let (d, cache) = (daemon.clone(), cache.clone());
         Box::pin(async move {
@@ -511,20 +505,25 @@ pub fn daemon_names(
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&name)
             {
-                if at.elapsed() < NAME_CACHE {
-                    return Some(*root);
+                let keep = if root.is_some() {
+                    NAME_CACHE
+                } else {
+                    NAME_MISS_CACHE
+                };
+                if at.elapsed() < keep {
+                    return *root;
                 }
             }
-            let bytes = resolve(&d.repo, &d.node, &d.mounts, name, timeout)
+            // Half the request's time for the DHT: the rest is for reading what it names.
+            let found = resolve(&d.repo, &d.node, &d.mounts, name, timeout / 2)
                 .await
-                .ok()??;
-            let record = cairn_store::IpnsRecord::verify(&bytes, &name).ok()?;
-            let cairn_store::RecordValue::Ipfs(p) = record.value() else {
-                return None;
-            };
-            if !p.segments.is_empty() {
-                return None;
-            }
+                .ok()
+                .flatten()
+                .and_then(|bytes| cairn_store::IpnsRecord::verify(&bytes, &name).ok())
+                .and_then(|record| match record.value() {
+                    cairn_store::RecordValue::Ipfs(p) if p.segments.is_empty() => Some(p.root),
+                    _ => None,
+                });
             let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.len() >= 1024 {
                 cache.retain(|_, (at, _)| at.elapsed() < NAME_CACHE);
@@ -532,8 +531,8 @@ pub fn daemon_names(
                     cache.clear();
                 }
             }
-            cache.insert(name, (Instant::now(), p.root));
-            Some(p.root)
+            cache.insert(name, (Instant::now(), found));
+            found
         })
     })
 }

@@ -178,6 +178,10 @@ pub(crate) enum Command {
         name: IpnsName,
         reply: Reply<Vec<PeerId>>,
     },
+    Unsubscribe {
+        name: IpnsName,
+        reply: Reply<()>,
+    },
 }
 
 /// What [`Node::lookup_record`](crate::Node::lookup_record) found.

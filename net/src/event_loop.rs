@@ -265,6 +265,7 @@ impl EventLoop {
                 reply,
             } => self.subscribe(name, follow, reply),
             Command::RecordSources { name, reply } => self.record_sources(name, reply),
+            Command::Unsubscribe { name, reply } => self.unsubscribe(name, reply),
         }
     }
 

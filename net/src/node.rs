@@ -146,8 +146,14 @@ impl Node {
         .await
     }
 
-    /// The connected peers that follow or publish `name` (subscribed to its topic): the
-    /// sources this node gets `name`'s new records from.
+    /// Stops following (or serving) `name`: its topic, its sources and their redials go.
+    pub async fn unsubscribe(&self, name: IpnsName) -> Result<(), NetError> {
+        self.ask(|reply| Command::Unsubscribe { name, reply }).await
+    }
+
+    /// For a name followed here, the connected peers that delivered its current record (the
+    /// sources its new records come from); for a name only served here, the connected peers
+    /// subscribed to its topic (its followers).
     pub async fn record_sources(&self, name: IpnsName) -> Result<Vec<PeerId>, NetError> {
         self.ask(|reply| Command::RecordSources { name, reply })
             .await

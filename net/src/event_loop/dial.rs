@@ -124,13 +124,13 @@ impl EventLoop {
             }));
             return;
         };
-        self.records.let_go.insert(peer);
         if self.swarm.disconnect_peer_id(peer).is_err() {
             let _ = reply.send(Err(NetError::NotConnected {
                 target: target.to_string(),
             }));
             return;
         }
+        self.records.let_go.insert(peer);
         self.disconnects.push(PendingDisconnect {
             peer,
             reply,

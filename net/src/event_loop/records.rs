@@ -35,6 +35,10 @@ const REDIAL_FIRST: Duration = Duration::from_secs(1);
 const REDIAL_MAX: Duration = Duration::from_secs(60);
 /// A source gone this long is no longer redialled (the DHT poll still finds its records).
 const REDIAL_GIVE_UP: Duration = Duration::from_secs(3600);
+/// A source is asked again at most this often (a peer may resend its subscription at will).
+const PULL_AGAIN_AFTER: Duration = Duration::from_secs(30);
+/// Addresses remembered per source (the newest).
+const MAX_SOURCE_ADDRS: usize = 8;
 
 /// A running `GET_VALUE`.
 pub(crate) struct GetRecord {
@@ -47,12 +51,39 @@ pub(crate) struct GetRecord {
 
 /// A peer subscribed to a followed name's topic.
 pub(crate) struct Source {
-    /// Addresses it was reached at (kept for redialling after it went away).
+    /// Addresses known for it (kept for redialling after it went away), the newest last.
     addrs: Vec<Multiaddr>,
     /// When it was last seen subscribed (for keeping the newest [`MAX_SOURCES`]).
     seen: Instant,
-    /// Set while it is disconnected and no other source of the name is connected.
+    /// When it was last asked for the record, and whether that question is still open.
+    pulled: Option<Instant>,
+    pulling: bool,
+    /// It delivered a record at least as good as the one held: a source that counts.
+    delivered: bool,
+    /// Set while it is disconnected and no other delivering source of the name is connected.
     redial: Option<Redial>,
+}
+
+impl Source {
+    fn new(now: Instant) -> Source {
+        Source {
+            addrs: Vec::new(),
+            seen: now,
+            pulled: None,
+            pulling: false,
+            delivered: false,
+            redial: None,
+        }
+    }
+
+    fn add_addrs(&mut self, addrs: Vec<Multiaddr>) {
+        for a in addrs {
+            self.addrs.retain(|x| *x != a);
+            self.addrs.push(a);
+        }
+        let over = self.addrs.len().saturating_sub(MAX_SOURCE_ADDRS);
+        self.addrs.drain(..over);
+    }
 }
 
 struct Redial {
@@ -72,8 +103,8 @@ pub(crate) struct Records {
     pub strikes: HashMap<PeerId, u32>,
     /// The sources of each followed name.
     pub sources: HashMap<IpnsName, HashMap<PeerId, Source>>,
-    /// Pull requests in flight.
-    pub pulls: HashMap<OutboundRequestId, IpnsName>,
+    /// Pull requests in flight, and whom they went to.
+    pub pulls: HashMap<OutboundRequestId, (IpnsName, PeerId)>,
     /// Peers disconnected on request: not redialled until they connect again.
     pub let_go: HashSet<PeerId>,
 }
@@ -96,19 +127,20 @@ impl EventLoop {
         valid(name, &rec.value).ok()
     }
 
-    /// Keeps `record` in the DHT store here if it supersedes what is there.
-    fn keep_record(&mut self, record: &IpnsRecord) {
-        if self
-            .stored_record(record.name())
-            .is_some_and(|held| !record.supersedes(&held))
-        {
-            return;
+    /// Keeps `record` in the DHT store here if it supersedes what is there. Returns whether it
+    /// is at least as good as the record held (newer, or the same one): not a stale copy.
+    fn keep_record(&mut self, record: &IpnsRecord) -> bool {
+        if let Some(held) = self.stored_record(record.name()) {
+            if !record.supersedes(&held) {
+                return held.as_bytes() == record.as_bytes() || !held.supersedes(record);
+            }
         }
         let mut rec = kad::Record::new(dht_key(record.name()), record.as_bytes().to_vec());
         rec.expires = Some(Instant::now() + crate::config::RECORD_STORE_TTL);
         if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(rec) {
             tracing::debug!(name = %record.name(), error = %e, "cannot keep the record");
         }
+        true
     }
 
     /// Publishes `record` (a valid record of `name`, made here): kept here, put to the DHT and
@@ -189,7 +221,33 @@ impl EventLoop {
             .subscribe(&topic)
             .map(|_| ())
             .map_err(|e| NetError::Transport(e.to_string()));
+        if follow {
+            // Peers already connected told us their subscriptions before we cared: they are
+            // sources from now on.
+            let hash = topic.hash();
+            let already: Vec<PeerId> = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .filter(|(_, topics)| topics.contains(&&hash))
+                .map(|(p, _)| *p)
+                .collect();
+            for peer in already {
+                self.on_source(name, peer);
+            }
+        }
         let _ = reply.send(r);
+    }
+
+    /// Stops following and serving `name`: its topic, sources and redials go.
+    pub(super) fn unsubscribe(&mut self, name: IpnsName, reply: Reply<()>) {
+        let topic = gossipsub::IdentTopic::new(name.pubsub_topic());
+        self.records.topics.remove(&topic.hash());
+        self.records.sources.remove(&name);
+        self.records.pulls.retain(|_, (n, _)| *n != name);
+        self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+        let _ = reply.send(Ok(()));
     }
 
     /// A peer sent a record that failed: logged, counted, and the peer banned after a few.
@@ -323,7 +381,9 @@ impl EventLoop {
             return;
         }
         match valid(&name, &record.value) {
-            Ok(rec) => self.keep_record(&rec),
+            Ok(rec) => {
+                self.keep_record(&rec);
+            }
             Err(e) => self.strike(source, &name, &e.to_string()),
         }
     }
@@ -343,9 +403,15 @@ impl EventLoop {
                 return;
             }
             gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                // Kept (with when it was last asked), but no longer counted as a source.
                 if let Some(name) = self.records.topics.get(&topic) {
-                    if let Some(s) = self.records.sources.get_mut(name) {
-                        s.remove(&peer_id);
+                    if let Some(s) = self
+                        .records
+                        .sources
+                        .get_mut(name)
+                        .and_then(|s| s.get_mut(&peer_id))
+                    {
+                        s.delivered = false;
                     }
                 }
                 return;
@@ -369,7 +435,9 @@ impl EventLoop {
         };
         let verdict = match valid(&name, &message.data) {
             Ok(rec) => {
-                self.keep_record(&rec);
+                if self.keep_record(&rec) {
+                    self.delivered(&name, propagation_source);
+                }
                 let _ = self.record_events.send(RecordEvent {
                     name,
                     record: message.data.clone(),
@@ -390,52 +458,89 @@ impl EventLoop {
     }
 
     /// `peer` follows or publishes `name`: if `name` is followed here, `peer` is remembered as
-    /// a source and asked for its record.
+    /// a source and asked for its record (once per [`PULL_AGAIN_AFTER`], one question at a
+    /// time: gossipsub reports every SUBSCRIBE a peer sends, and a peer may send many).
     fn on_source(&mut self, name: IpnsName, peer: PeerId) {
         let addrs = self.known_addrs(&peer);
         let Some(sources) = self.records.sources.get_mut(&name) else {
             return;
         };
         let now = Instant::now();
-        let s = sources.entry(peer).or_insert(Source {
-            addrs: Vec::new(),
-            seen: now,
-            redial: None,
-        });
+        if !sources.contains_key(&peer) && sources.len() >= MAX_SOURCES {
+            // Room is made from those that never delivered, the longest unseen first; a
+            // source that delivered gives way only to the same rule among its kind.
+            let evict = sources
+                .iter()
+                .min_by_key(|(_, s)| (s.delivered, s.seen))
+                .map(|(p, _)| *p);
+            if let Some(p) = evict {
+                sources.remove(&p);
+            }
+        }
+        let s = sources.entry(peer).or_insert_with(|| Source::new(now));
         s.seen = now;
         s.redial = None;
-        for a in addrs {
-            if !s.addrs.contains(&a) {
-                s.addrs.push(a);
-            }
+        s.add_addrs(addrs);
+        let due = !s.pulling
+            && s.pulled
+                .is_none_or(|t| now.duration_since(t) >= PULL_AGAIN_AFTER);
+        if !due {
+            return;
         }
-        if sources.len() > MAX_SOURCES {
-            if let Some(oldest) = sources.iter().min_by_key(|(_, s)| s.seen).map(|(p, _)| *p) {
-                sources.remove(&oldest);
-            }
-        }
-        for s in sources.values_mut() {
-            s.redial = None;
-        }
+        s.pulling = true;
+        s.pulled = Some(now);
         let id = self
             .swarm
             .behaviour_mut()
             .pull
             .send_request(&peer, name.routing_key());
-        self.records.pulls.insert(id, name);
+        self.records.pulls.insert(id, (name, peer));
     }
 
-    /// The connected peers subscribed to `name`'s topic.
+    /// `peer` delivered a record of `name` at least as good as the one held: it counts as a
+    /// source, and the name's lost sources need not be redialled.
+    fn delivered(&mut self, name: &IpnsName, peer: PeerId) {
+        if let Some(sources) = self.records.sources.get_mut(name) {
+            if let Some(s) = sources.get_mut(&peer) {
+                s.delivered = true;
+                for s in sources.values_mut() {
+                    s.redial = None;
+                }
+            }
+        }
+    }
+
+    fn pull_done(&mut self, name: &IpnsName, peer: &PeerId) {
+        if let Some(s) = self
+            .records
+            .sources
+            .get_mut(name)
+            .and_then(|s| s.get_mut(peer))
+        {
+            s.pulling = false;
+        }
+    }
+
+    /// For a followed name, its connected sources that delivered a current record; for a name
+    /// only served here, the connected peers subscribed to its topic (its followers).
     pub(super) fn record_sources(&mut self, name: IpnsName, reply: Reply<Vec<PeerId>>) {
-        let topic = gossipsub::IdentTopic::new(name.pubsub_topic()).hash();
-        let mut connected: Vec<PeerId> = self
-            .swarm
-            .behaviour()
-            .gossipsub
-            .all_peers()
-            .filter(|(p, topics)| topics.contains(&&topic) && self.swarm.is_connected(p))
-            .map(|(p, _)| *p)
-            .collect();
+        let mut connected: Vec<PeerId> = match self.records.sources.get(&name) {
+            Some(sources) => sources
+                .iter()
+                .filter(|(p, s)| s.delivered && self.swarm.is_connected(p))
+                .map(|(p, _)| *p)
+                .collect(),
+            None => {
+                let topic = gossipsub::IdentTopic::new(name.pubsub_topic()).hash();
+                self.swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(p, topics)| topics.contains(&&topic) && self.swarm.is_connected(p))
+                    .map(|(p, _)| *p)
+                    .collect()
+            }
+        };
         connected.sort();
         let _ = reply.send(Ok(connected));
     }
@@ -453,12 +558,15 @@ impl EventLoop {
             let Some(s) = sources.get_mut(&peer) else {
                 continue;
             };
-            for a in &addrs {
-                if !s.addrs.contains(a) {
-                    s.addrs.push(a.clone());
-                }
-            }
-            if sources.keys().any(|p| *p != peer && connected.contains(p)) {
+            s.add_addrs(addrs.clone());
+            // Asked afresh once it is back (what it has may have moved meanwhile).
+            s.pulling = false;
+            s.pulled = None;
+            s.delivered = false;
+            if sources
+                .iter()
+                .any(|(p, s)| *p != peer && s.delivered && connected.contains(p))
+            {
                 continue;
             }
             for s in sources.values_mut() {
@@ -534,20 +642,23 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    let Some(name) = self.records.pulls.remove(&request_id) else {
+                    let Some((name, _)) = self.records.pulls.remove(&request_id) else {
                         return;
                     };
+                    self.pull_done(&name, &peer);
                     if response.is_empty() {
                         return;
                     }
                     match valid(&name, &response) {
                         Ok(rec) => {
-                            self.keep_record(&rec);
-                            let _ = self.record_events.send(RecordEvent {
-                                name,
-                                record: response,
-                                from: peer,
-                            });
+                            if self.keep_record(&rec) {
+                                self.delivered(&name, peer);
+                                let _ = self.record_events.send(RecordEvent {
+                                    name,
+                                    record: response,
+                                    from: peer,
+                                });
+                            }
                         }
                         Err(e) => self.strike(peer, &name, &e.to_string()),
                     }
@@ -559,7 +670,8 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some(name) = self.records.pulls.remove(&request_id) {
+                if let Some((name, _)) = self.records.pulls.remove(&request_id) {
+                    self.pull_done(&name, &peer);
                     tracing::debug!(%peer, %name, %error, "pull of a record failed");
                 }
             }
