@@ -43,6 +43,7 @@ mod block;
 mod blockstore;
 mod car;
 mod chunker;
+pub mod commit;
 mod fault;
 mod gc;
 mod hamt;
