@@ -200,15 +200,27 @@ impl Commit {
         })
     }
 
-    /// Whether the writer may commit under `list` (the list this commit names, verified).
-    pub fn check_member(&self, list: Option<&crate::MemberList>) -> Result<(), CommitError> {
-        let ok = self.writer == self.share || list.is_some_and(|l| l.may_write(&self.writer));
-        if ok {
-            Ok(())
-        } else {
-            Err(CommitError::NotMember {
-                writer: self.writer.to_string(),
-            })
+    /// Whether the commit is acceptable: its writer is the owner, or a member under `named`
+    /// (the list the commit names, verified), and not revoked before this commit under
+    /// `newest` (the newest list this node knows, which may be later than `named`: a revoked
+    /// writer cannot get past its revocation by naming an older list).
+    pub fn check_member(
+        &self,
+        named: Option<&crate::MemberList>,
+        newest: Option<&crate::MemberList>,
+    ) -> Result<(), CommitError> {
+        let refused = || CommitError::NotMember {
+            writer: self.writer.to_string(),
+        };
+        if self.writer == self.share {
+            return Ok(());
+        }
+        if !named.is_some_and(|l| l.may_write(&self.writer)) {
+            return Err(refused());
+        }
+        match newest.and_then(|l| l.revoked_after(&self.writer)) {
+            Some(last) if self.seq > last => Err(refused()),
+            _ => Ok(()),
         }
     }
 
@@ -319,8 +331,8 @@ mod tests {
         ));
         // Membership: the owner always; Bob only under a list that names him.
         let own = Commit::create(&share, &fields(&share, 1, vec![])).unwrap();
-        assert!(own.check_member(None).is_ok());
-        assert!(c.check_member(None).is_err());
+        assert!(own.check_member(None, None).is_ok());
+        assert!(c.check_member(None, None).is_err());
         let list = crate::MemberList::create(
             &share,
             1,
@@ -334,11 +346,24 @@ mod tests {
                 },
             )]
             .into(),
+            BTreeMap::new(),
         )
         .unwrap();
-        assert!(c.check_member(Some(&list)).is_ok());
-        let empty = crate::MemberList::create(&share, 2, None, BTreeMap::new()).unwrap();
-        assert!(c.check_member(Some(&empty)).is_err());
+        assert!(c.check_member(Some(&list), Some(&list)).is_ok());
+        // Revoked after his commit 3: commit 4 is refused even though it names the old list;
+        // commit 3 and earlier stay accepted.
+        let revoked = crate::MemberList::create(
+            &share,
+            2,
+            Some(*list.block().cid()),
+            BTreeMap::new(),
+            [(bob.name().to_string(), 3)].into(),
+        )
+        .unwrap();
+        assert!(c.check_member(Some(&revoked), Some(&revoked)).is_err());
+        assert!(c.check_member(Some(&list), Some(&revoked)).is_err());
+        let earlier = Commit::create(&bob, &fields(&share, 3, vec![])).unwrap();
+        assert!(earlier.check_member(Some(&list), Some(&revoked)).is_ok());
     }
 
     #[test]

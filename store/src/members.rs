@@ -7,6 +7,9 @@
 //!   id) to a map `{label: text, publish: 0|1}` (`publish`: the writer may also publish the
 //!   share's head record);
 //! - `prev`: CID of the previous list's block (absent for the first);
+//! - `revoked` (absent when empty): map from a revoked writer's key to the last of its commit
+//!   sequence numbers that stays accepted; its later commits are refused, whatever list they
+//!   name;
 //! - `seq`: the list's number, 1 for the first, one more each change;
 //! - `share`: the share id (text);
 //! - `sig`: Ed25519 signature by the share's key over `cairn-members:` ‖ the same map encoded
@@ -52,6 +55,8 @@ pub struct MemberList {
     pub prev: Option<Cid>,
     /// By the writer's key text.
     pub members: BTreeMap<String, Member>,
+    /// Revoked writers (by key text) and the last commit sequence of each that stays accepted.
+    pub revoked: BTreeMap<String, u64>,
     bytes: Bytes,
 }
 
@@ -93,6 +98,7 @@ fn unsigned_map(
     seq: u64,
     prev: Option<Cid>,
     members: &BTreeMap<String, Member>,
+    revoked: &BTreeMap<String, u64>,
 ) -> Result<BTreeMap<String, CborValue>, MembersError> {
     let mut list = BTreeMap::new();
     for (k, m) in members {
@@ -113,6 +119,16 @@ fn unsigned_map(
     if let Some(p) = prev {
         map.insert("prev".to_string(), CborValue::Link(p));
     }
+    if !revoked.is_empty() {
+        let cut: BTreeMap<String, CborValue> = revoked
+            .iter()
+            .map(|(k, v)| (k.clone(), CborValue::Int(i128::from(*v))))
+            .collect();
+        map.insert(
+            "revoked".to_string(),
+            CborValue::Other(encode_map(&cut).map_err(|e| malformed(e.to_string()))?),
+        );
+    }
     map.insert("seq".to_string(), CborValue::Int(i128::from(seq)));
     map.insert("share".to_string(), CborValue::Text(share.to_string()));
     map.insert("v".to_string(), CborValue::Int(1));
@@ -132,12 +148,13 @@ impl MemberList {
         seq: u64,
         prev: Option<Cid>,
         members: BTreeMap<String, Member>,
+        revoked: BTreeMap<String, u64>,
     ) -> Result<MemberList, MembersError> {
-        if members.len() > MAX_MEMBERS {
+        if members.len() > MAX_MEMBERS || revoked.len() > MAX_MEMBERS {
             return Err(MembersError::TooMany);
         }
         let share = key.name();
-        let mut map = unsigned_map(&share, seq, prev, &members)?;
+        let mut map = unsigned_map(&share, seq, prev, &members, &revoked)?;
         let sig = key.sign(&signed_message(&map)?);
         map.insert("sig".to_string(), CborValue::Bytes(sig.to_vec()));
         let bytes = encode_map(&map).map_err(|e| malformed(e.to_string()))?;
@@ -149,6 +166,7 @@ impl MemberList {
             seq,
             prev,
             members,
+            revoked,
             bytes: Bytes::from(bytes),
         })
     }
@@ -225,11 +243,36 @@ impl MemberList {
                 },
             );
         }
+        let mut revoked = BTreeMap::new();
+        match map.get("revoked") {
+            None => {}
+            Some(CborValue::Other(raw)) => {
+                let cut = decode_map(raw).map_err(|e| malformed(e.to_string()))?;
+                if cut.len() > MAX_MEMBERS {
+                    return Err(MembersError::TooMany);
+                }
+                for (k, v) in cut {
+                    let writer: IpnsName = k
+                        .parse()
+                        .map_err(|_| malformed(format!("revoked {k:?} is not a key")))?;
+                    if writer.to_string() != k || members.contains_key(&k) {
+                        return Err(malformed(format!("revoked {k:?} is malformed or a member")));
+                    }
+                    let CborValue::Int(n) = v else {
+                        return Err(malformed("a revocation is not a sequence number"));
+                    };
+                    let n = u64::try_from(n).map_err(|_| malformed("bad revocation"))?;
+                    revoked.insert(k, n);
+                }
+            }
+            Some(_) => return Err(malformed("revoked is not a map")),
+        }
         Ok(MemberList {
             share: *share,
             seq,
             prev,
             members,
+            revoked,
             bytes: Bytes::copy_from_slice(bytes),
         })
     }
@@ -248,6 +291,11 @@ impl MemberList {
     /// Whether `writer` may commit under this list (the owner always may).
     pub fn may_write(&self, writer: &IpnsName) -> bool {
         *writer == self.share || self.members.contains_key(&writer.to_string())
+    }
+
+    /// For a revoked writer, the last of its commit sequence numbers that stays accepted.
+    pub fn revoked_after(&self, writer: &IpnsName) -> Option<u64> {
+        self.revoked.get(&writer.to_string()).copied()
     }
 
     /// Whether `writer` may publish the share's head record.
@@ -280,7 +328,7 @@ mod tests {
     fn a_list_verifies_and_round_trips() {
         let key = ShareKey::from_seed(&[1; 32]);
         let members: BTreeMap<_, _> = [member(2, "bob"), member(3, "carol")].into();
-        let list = MemberList::create(&key, 1, None, members.clone()).unwrap();
+        let list = MemberList::create(&key, 1, None, members.clone(), BTreeMap::new()).unwrap();
         let back = MemberList::verify(list.as_bytes(), &key.name()).unwrap();
         assert_eq!(back, list);
         assert_eq!(back.members, members);
@@ -291,16 +339,28 @@ mod tests {
         assert!(!back.may_publish(&ShareKey::from_seed(&[3; 32]).name()));
         // The block is kept raw, as records are.
         assert_eq!(list.block().cid().codec(), RAW);
-        let next = MemberList::create(&key, 2, Some(*list.block().cid()), BTreeMap::new()).unwrap();
+        let next = MemberList::create(
+            &key,
+            2,
+            Some(*list.block().cid()),
+            BTreeMap::new(),
+            [(ShareKey::from_seed(&[2; 32]).name().to_string(), 7)].into(),
+        )
+        .unwrap();
         let back = MemberList::verify(next.as_bytes(), &key.name()).unwrap();
         assert_eq!(back.prev, Some(*list.block().cid()));
         assert!(back.members.is_empty());
+        assert_eq!(
+            back.revoked_after(&ShareKey::from_seed(&[2; 32]).name()),
+            Some(7)
+        );
     }
 
     #[test]
     fn forged_foreign_and_malformed_lists_are_refused() {
         let key = ShareKey::from_seed(&[1; 32]);
-        let list = MemberList::create(&key, 1, None, [member(2, "bob")].into()).unwrap();
+        let list =
+            MemberList::create(&key, 1, None, [member(2, "bob")].into(), BTreeMap::new()).unwrap();
         // Every single flipped bit is caught.
         let bytes = list.as_bytes().to_vec();
         for i in 0..bytes.len() {
@@ -317,7 +377,9 @@ mod tests {
             MemberList::verify(list.as_bytes(), &other.name()),
             Err(MembersError::OtherShare { .. })
         ));
-        let forged = MemberList::create(&other, 1, None, [member(2, "bob")].into()).unwrap();
+        let forged =
+            MemberList::create(&other, 1, None, [member(2, "bob")].into(), BTreeMap::new())
+                .unwrap();
         let mut map = decode_map(forged.as_bytes()).unwrap();
         map.insert("share".into(), CborValue::Text(key.name().to_string()));
         let relabelled = encode_map(&map).unwrap();

@@ -530,12 +530,15 @@ impl Shares {
 
     /// Grants (`Some((label, publish))`) or revokes (`None`) writer `writer` on share `name`,
     /// whose key this repo holds: a new member list, one more in sequence, naming the previous
-    /// one, signed, stored as a block with an `m` root, then the `members` file.
+    /// one, signed, stored as a block with an `m` root, then the `members` file. A revoked
+    /// writer's commits after sequence `keep_through` are refused from then on (a grant lifts
+    /// that).
     pub fn set_member(
         &self,
         name: &IpnsName,
         writer: &IpnsName,
         grant: Option<(&str, bool)>,
+        keep_through: u64,
     ) -> Result<crate::MemberList, ShareError> {
         let _g = self.guard();
         let key = self.key(name)?;
@@ -543,13 +546,24 @@ impl Shares {
             return Err(ShareError::Owner(*writer));
         }
         let current = self.members(name)?;
-        let (seq, prev, mut members) = match &current {
-            Some(l) => (l.seq + 1, Some(*l.block().cid()), l.members.clone()),
-            None => (1, None, std::collections::BTreeMap::new()),
+        let (seq, prev, mut members, mut revoked) = match &current {
+            Some(l) => (
+                l.seq + 1,
+                Some(*l.block().cid()),
+                l.members.clone(),
+                l.revoked.clone(),
+            ),
+            None => (
+                1,
+                None,
+                std::collections::BTreeMap::new(),
+                std::collections::BTreeMap::new(),
+            ),
         };
         match grant {
             Some((label, publish)) => {
                 crate::check_member_label(label)?;
+                revoked.remove(&writer.to_string());
                 members.insert(
                     writer.to_string(),
                     crate::Member {
@@ -566,9 +580,10 @@ impl Shares {
                         writer: *writer,
                     });
                 }
+                revoked.insert(writer.to_string(), keep_through);
             }
         }
-        let list = crate::MemberList::create(&key, seq, prev, members)?;
+        let list = crate::MemberList::create(&key, seq, prev, members, revoked)?;
         let block = list.block();
         self.store.put(&block)?;
         self.store.flush()?;

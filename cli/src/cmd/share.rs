@@ -98,7 +98,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             let w = writer_key(&writer)?;
             let id = w.to_string();
             let label = label.unwrap_or_else(|| id[id.len() - 8..].to_string());
-            let list = shares.set_member(&s.name, &w, Some((&label, publish)))?;
+            let list = shares.set_member(&s.name, &w, Some((&label, publish)), 0)?;
             out.ack(
                 &members_json(&s, &list_entries(&s, Some(&list)), Some(&list)),
                 || {
@@ -114,7 +114,8 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         ShareCommand::Revoke { share, writer } => {
             let s = shares.find(&share)?;
             let w = writer_key(&writer)?;
-            let list = shares.set_member(&s.name, &w, None)?;
+            // No writer commits travel yet (see docs/DESIGN.md): none of its commits is kept.
+            let list = shares.set_member(&s.name, &w, None, 0)?;
             out.ack(
                 &members_json(&s, &list_entries(&s, Some(&list)), Some(&list)),
                 || {
