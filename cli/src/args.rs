@@ -260,6 +260,12 @@ pub enum ShareCommand {
         /// Label or share id.
         share: String,
     },
+    /// Conflict copies still present in a share's head (`<name>.cairn-conflict-<writer>-<time>`
+    /// files a merge kept beside the version that won).
+    Conflicts {
+        /// Label or share id.
+        share: String,
+    },
     /// List the shares of this repo.
     Ls,
     /// How current a share is here: the version shown, the peers with the share connected,

@@ -32,9 +32,12 @@ async fn records_travel_by_dht_and_by_push_and_bad_ones_are_refused() {
     let key = ShareKey::from_seed(&[7; 32]);
     let name = key.name();
 
-    // B follows the name's pushes before anything is published.
+    // B follows the name's pushes before anything is published; C, the publisher, is connected
+    // to B (a push goes to the subscribers a publisher knows; A, the hub, does not subscribe,
+    // so it forwards nothing).
     b.subscribe(name).await.unwrap();
     let mut pushed = b.record_events();
+    c.connect(&addr(&b).await).await.unwrap();
     // Gossipsub needs a heartbeat to learn the subscription.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 

@@ -477,3 +477,34 @@ fn the_owner_grants_and_revokes_writers_in_a_signed_member_list() {
     fs::remove_file(&file).unwrap();
     assert_eq!(json(&r, &["share", "members", "team"]).len(), 2);
 }
+
+#[test]
+fn share_conflicts_lists_the_conflict_copies_in_the_head() {
+    let r = TestRepo::new();
+    let src = tree(
+        &r,
+        &[
+            ("report.txt", "mine"),
+            ("report.cairn-conflict-bob-20261202-070000.txt", "bob's"),
+            ("sub/notes.md", "n"),
+            ("sub/deeper/x.cairn-conflict-carol-20261201-235959", "c"),
+        ],
+    );
+    json(&r, &["share", "new", "c", "--from", src.to_str().unwrap()]);
+    let found = json(&r, &["share", "conflicts", "c"]);
+    let paths: Vec<&str> = found.iter().map(|v| v["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "report.cairn-conflict-bob-20261202-070000.txt",
+            "sub/deeper/x.cairn-conflict-carol-20261201-235959"
+        ]
+    );
+    assert!(found[0]["cid"].as_str().unwrap().starts_with("baf"));
+    let clean = TestRepo::new();
+    json(&clean, &["share", "new", "clean"]);
+    assert!(json(&clean, &["share", "conflicts", "clean"]).is_empty());
+    clean
+        .cairn(&["share", "conflicts", "nope"])
+        .expect_err("no share");
+}

@@ -126,6 +126,22 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
                 },
             )?;
         }
+        ShareCommand::Conflicts { share } => {
+            let s = shares.find(&share)?;
+            let Some(head) = &s.head else {
+                return Err(ShareError::NoHead {
+                    name: s.name,
+                    why: "no valid head record".into(),
+                }
+                .into());
+            };
+            let reader = DagReader::new(LocalSource::new(ctx.repo.store().clone()));
+            for (path, cid) in conflict_copies(&reader, head.root).await? {
+                let j =
+                    json!({ "share": s.name.to_string(), "path": path, "cid": cid.to_string() });
+                out.item(&j, || format!("{path}\t{cid}"))?;
+            }
+        }
         ShareCommand::Members { share } => {
             let s = shares.find(&share)?;
             let list = shares.members(&s.name)?;
@@ -150,7 +166,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             }
         }
         ShareCommand::Follow { share, .. } => crate::fail!(
-            "unreachable",
+            "needs_daemon",
             "following {share} needs the network: start `cairn daemon`, connect it to a peer \
              with the share (or set network.bootstrap), then run this again"
         ),
@@ -442,6 +458,44 @@ fn dag_size(repo: &Repo, root: &Cid) -> Result<u64> {
         + node
             .map(|n| n.links.iter().filter_map(|l| l.tsize).sum::<u64>())
             .unwrap_or(0))
+}
+
+/// Nodes of the tree under `root` examined at most by `share conflicts`.
+const CONFLICT_WALK_MAX: usize = 1_000_000;
+
+/// The paths (and CIDs) under `root` whose names mark them as conflict copies.
+async fn conflict_copies(
+    reader: &DagReader<LocalSource<cairn_store::SledStore>>,
+    root: Cid,
+) -> Result<Vec<(String, Cid)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), root)];
+    let mut seen = 0usize;
+    while let Some((path, dir)) = stack.pop() {
+        let info = reader.stat(&dir).await?;
+        for (name, cid) in entries(reader, &info).await? {
+            seen += 1;
+            if seen > CONFLICT_WALK_MAX {
+                crate::fail!(
+                    "error",
+                    "the share has over {CONFLICT_WALK_MAX} entries; stopped looking"
+                );
+            }
+            let full = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
+            if name.contains(".cairn-conflict-") {
+                out.push((full.clone(), cid));
+            }
+            if reader.stat(&cid).await?.kind == EntryKind::Directory {
+                stack.push((full, cid));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A writer named on the command line: a peer id or a key.
