@@ -165,8 +165,13 @@ fn an_unknown_share_id_is_refused_clearly_by_a_daemon() {
         .expect_err("no record of /ipns/");
     b.cairn(&["share", "follow", "k51nonsense"])
         .expect_err("invalid share id");
+    b.cairn(&["share", "new", "mine"]).expect_ok();
+    b.cairn(&["share", "follow", nobody, "--label", "mine"])
+        .expect_err("exists already");
+    b.cairn(&["share", "follow", nobody, "--label", "a b/c"])
+        .expect_err("invalid share label");
     assert!(
-        b.json(&["share", "ls"]).is_empty(),
+        b.json(&["share", "ls"]).len() == 1,
         "a failed follow left a share"
     );
 }

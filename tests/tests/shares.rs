@@ -508,3 +508,40 @@ fn share_conflicts_lists_the_conflict_copies_in_the_head() {
         .cairn(&["share", "conflicts", "nope"])
         .expect_err("no share");
 }
+
+#[test]
+fn share_commands_refuse_bad_input_clearly() {
+    let r = TestRepo::new();
+    let name = json(&r, &["share", "new", "own"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = TestRepo::new();
+    let writer = other.json(&["id"])[0]["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["share", "status", "nope"],
+        vec!["share", "members", "nope"],
+        vec!["share", "conflicts", "nope"],
+        vec!["share", "grant", "nope", writer.as_str()],
+    ] {
+        r.cairn(&args).expect_err("no share \"nope\"");
+    }
+    // Following needs the network: without a daemon it says so, with its own code.
+    let out = r
+        .command(&["--json", "share", "follow", &name])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs_daemon") && err.contains("cairn daemon"),
+        "{err}"
+    );
+    // Without the share's key, the member list cannot change.
+    fs::remove_file(share_dir(&r, &name).join("key")).unwrap();
+    r.cairn(&["share", "grant", "own", &writer])
+        .expect_err("read-only here");
+}
