@@ -10,13 +10,6 @@ use cairn_net::{fetch_dag, NetConfig, NetSource};
 use cairn_store::Blockstore;
 use common::*;
 
-fn with_bootstrap(addr: &str) -> NetConfig {
-    NetConfig {
-        bootstrap: vec![addr.to_string()],
-        ..test_config()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_nodes_fetcher_finds_provider_through_the_dht() {
     let (boot, _) = start_mem(test_config()).await;

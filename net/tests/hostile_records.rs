@@ -49,15 +49,41 @@ fn hostile_swarm<B: NetworkBehaviour>(hk: identity::Keypair, behaviour: B) -> li
         .build()
 }
 
+/// A cairn node following share `seed`'s name and holding its good record (sequence 5).
+struct Following {
+    node: cairn_net::Node,
+    key: ShareKey,
+    name: cairn_store::IpnsName,
+    events: tokio::sync::broadcast::Receiver<cairn_net::RecordEvent>,
+    good: Vec<u8>,
+}
+
+async fn following(seed: u8) -> Following {
+    let (node, _) = start_mem(test_config()).await;
+    let key = ShareKey::from_seed(&[seed; 32]);
+    let name = key.name();
+    node.subscribe(name).await.unwrap();
+    let events = node.record_events();
+    let good = record(&key, 5, Duration::from_secs(3600));
+    node.put_record(name, good.clone()).await.unwrap();
+    Following {
+        node,
+        key,
+        name,
+        events,
+        good,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_from_a_real_peer_are_refused_and_the_peer_is_banned() {
-    let (a, _) = start_mem(test_config()).await;
-    let key = ShareKey::from_seed(&[21; 32]);
-    let name = key.name();
-    a.subscribe(name).await.unwrap();
-    let mut events = a.record_events();
-    let good = record(&key, 5, Duration::from_secs(3600));
-    a.put_record(name, good.clone()).await.unwrap();
+    let Following {
+        node: a,
+        key,
+        name,
+        mut events,
+        good,
+    } = following(21).await;
 
     let hk = identity::Keypair::generate_ed25519();
     let hostile_id = hk.public().to_peer_id();
@@ -218,13 +244,13 @@ struct HostilePuller {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_records_answering_a_pull_are_refused_and_the_peer_is_banned() {
     use libp2p::request_response;
-    let (a, _) = start_mem(test_config()).await;
-    let key = ShareKey::from_seed(&[23; 32]);
-    let name = key.name();
-    a.subscribe(name).await.unwrap();
-    let mut events = a.record_events();
-    let good = record(&key, 5, Duration::from_secs(3600));
-    a.put_record(name, good.clone()).await.unwrap();
+    let Following {
+        node: a,
+        key,
+        name,
+        mut events,
+        good,
+    } = following(23).await;
 
     let hk = identity::Keypair::generate_ed25519();
     let hostile_id = hk.public().to_peer_id();

@@ -12,13 +12,6 @@ use cairn_net::NetConfig;
 use cairn_store::ShareKey;
 use common::*;
 
-fn with_bootstrap(addr: &str) -> NetConfig {
-    NetConfig {
-        bootstrap: vec![addr.to_string()],
-        ..test_config()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_travel_by_dht_and_by_push_and_bad_ones_are_refused() {
     let (a, _) = start_mem(test_config()).await;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cid::Cid;
 
-use crate::ipns::cbor::{decode_map, encode_map, CborValue};
+use crate::ipns::cbor::{decode_map, encode_map, signing_input, CborValue};
 use crate::{Block, HashAlg, IpnsName, ShareKey, RAW};
 
 /// What the signature covers starts with this.
@@ -124,9 +124,7 @@ fn unsigned(f: &CommitFields, writer: &IpnsName) -> BTreeMap<String, CborValue> 
 }
 
 fn message(m: &BTreeMap<String, CborValue>) -> Result<Vec<u8>, CommitError> {
-    let mut msg = COMMIT_SIGNATURE_PREFIX.to_vec();
-    msg.extend(encode_map(m).map_err(|e| malformed(e.to_string()))?);
-    Ok(msg)
+    signing_input(COMMIT_SIGNATURE_PREFIX, m).map_err(|e| malformed(e.to_string()))
 }
 
 impl Commit {

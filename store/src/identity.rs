@@ -67,13 +67,10 @@ impl From<crate::ImportError> for IdentityError {
 
 /// The id of `name` in directory `parent` when no id block names it.
 pub fn derived_id(parent: NodeId, name: &str) -> NodeId {
-    let mut h = blake3::Hasher::new();
-    h.update(b"cairn derived node id\0");
-    h.update(&parent.to_le_bytes());
-    h.update(name.as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    NodeId::from_le_bytes(b).max(1)
+    crate::merge::hashed_id(
+        b"cairn derived node id\0",
+        &[&parent.to_le_bytes(), name.as_bytes()],
+    )
 }
 
 /// A new random id (for a node created by a writer).

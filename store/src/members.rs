@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use cid::Cid;
 
-use crate::ipns::cbor::{decode_map, encode_map, CborValue};
+use crate::ipns::cbor::{decode_map, encode_map, signing_input, CborValue};
 use crate::{Block, HashAlg, IpnsName, ShareKey, RAW};
 
 /// What the signature covers starts with this.
@@ -136,9 +136,7 @@ fn unsigned_map(
 }
 
 fn signed_message(unsigned: &BTreeMap<String, CborValue>) -> Result<Vec<u8>, MembersError> {
-    let mut msg = MEMBERS_SIGNATURE_PREFIX.to_vec();
-    msg.extend(encode_map(unsigned).map_err(|e| malformed(e.to_string()))?);
-    Ok(msg)
+    signing_input(MEMBERS_SIGNATURE_PREFIX, unsigned).map_err(|e| malformed(e.to_string()))
 }
 
 impl MemberList {

@@ -158,17 +158,24 @@ pub fn conflict_name(name: &str, writer: &str, time: SystemTime) -> String {
     }
 }
 
-/// A conflict copy's id: derived from the node and the writer, the same on every node.
-fn copy_id(id: NodeId, writer: &str, salt: u32) -> NodeId {
+/// A node id derived from `parts` under domain `tag` (never the root): the same on every node.
+pub(crate) fn hashed_id(tag: &[u8], parts: &[&[u8]]) -> NodeId {
     let mut h = blake3::Hasher::new();
-    h.update(b"cairn conflict copy\0");
-    h.update(&id.to_le_bytes());
-    h.update(writer.as_bytes());
-    h.update(&salt.to_le_bytes());
+    h.update(tag);
+    for p in parts {
+        h.update(p);
+    }
     let mut b = [0u8; 16];
     b.copy_from_slice(&h.finalize().as_bytes()[..16]);
-    // Never the root.
     NodeId::from_le_bytes(b).max(1)
+}
+
+/// A conflict copy's id: derived from the node and the writer, the same on every node.
+fn copy_id(id: NodeId, writer: &str, salt: u32) -> NodeId {
+    hashed_id(
+        b"cairn conflict copy\0",
+        &[&id.to_le_bytes(), writer.as_bytes(), &salt.to_le_bytes()],
+    )
 }
 
 /// Merges `a` and `b`, two versions that both descend from `base`.

@@ -132,7 +132,7 @@ impl EventLoop {
     fn keep_record(&mut self, record: &IpnsRecord) -> bool {
         if let Some(held) = self.stored_record(record.name()) {
             if !record.supersedes(&held) {
-                return held.as_bytes() == record.as_bytes() || !held.supersedes(record);
+                return !held.supersedes(record);
             }
         }
         let mut rec = kad::Record::new(dht_key(record.name()), record.as_bytes().to_vec());
@@ -461,6 +461,9 @@ impl EventLoop {
     /// a source and asked for its record (once per [`PULL_AGAIN_AFTER`], one question at a
     /// time: gossipsub reports every SUBSCRIBE a peer sends, and a peer may send many).
     fn on_source(&mut self, name: IpnsName, peer: PeerId) {
+        if !self.records.sources.contains_key(&name) {
+            return;
+        }
         let addrs = self.known_addrs(&peer);
         let Some(sources) = self.records.sources.get_mut(&name) else {
             return;

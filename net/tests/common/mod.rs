@@ -38,6 +38,15 @@ pub fn test_config() -> NetConfig {
     }
 }
 
+/// [`test_config`] bootstrapping from `addr`.
+#[allow(dead_code)] // not every test binary uses it
+pub fn with_bootstrap(addr: &str) -> NetConfig {
+    NetConfig {
+        bootstrap: vec![addr.to_string()],
+        ..test_config()
+    }
+}
+
 pub async fn start(store: Arc<dyn Blockstore>, cfg: NetConfig) -> Node {
     Node::start(cfg, seed(), store).await.unwrap()
 }

@@ -152,6 +152,17 @@ pub fn put_value(out: &mut Vec<u8>, v: &CborValue) -> Result<(), CborError> {
     Ok(())
 }
 
+/// What a signature over `map` covers: `prefix` ‖ the map's encoding (member lists and
+/// commits sign this way, each with its own prefix).
+pub fn signing_input(
+    prefix: &[u8],
+    map: &BTreeMap<String, CborValue>,
+) -> Result<Vec<u8>, CborError> {
+    let mut msg = prefix.to_vec();
+    msg.extend(encode_map(map)?);
+    Ok(msg)
+}
+
 /// Checks that `raw` is exactly one well-formed DAG-CBOR item.
 pub fn check_item(raw: &[u8]) -> Result<(), CborError> {
     let mut d = Decoder { buf: raw, pos: 0 };
