@@ -33,7 +33,8 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// `p` resolved against the user's working directory.
     pub fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
+        // `-` is stdout (or stdin) wherever a file is asked for, never a file named `-`.
+        if p.is_absolute() || p == Path::new("-") {
             p.to_path_buf()
         } else {
             self.cwd.join(p)

@@ -239,6 +239,7 @@ pub fn share_spec(
         head: head.root,
         head_size: head.size,
         sequence: head.sequence,
+        ids: head.ids,
         store: Arc::new(RepoShare {
             repo: repo.clone(),
             name: share.name,

@@ -165,6 +165,7 @@ impl ShareStore for RepoShare {
             .commit(
                 &self.name,
                 stats.root,
+                stats.ids,
                 stats.size,
                 stats.changed,
                 &protected,

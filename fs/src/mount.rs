@@ -356,7 +356,7 @@ where
         let opened = tokio::time::timeout(timeout, Overlay::open(&stage, head, reader)).await;
         let _ = tx.send(opened);
     });
-    let overlay = match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
+    let mut overlay = match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
         Ok(Ok(r)) => r.map_err(crate::writable::open_error)?,
         Ok(Err(_)) | Err(_) => {
             return Err(MountError::StagedTimeout {
@@ -364,6 +364,11 @@ where
             })
         }
     };
+    // Identities come from the head's id tree; staged changes replayed over an earlier
+    // version (see `Overlay::open`) take theirs from paths instead.
+    if overlay.base() == share.head {
+        overlay.set_base_ids(share.ids);
+    }
     let recovered = overlay.getattr(NodeId::ROOT).is_ok_and(|a| a.dirty);
     let label = share.label.clone();
     let id = share.id.clone();
@@ -480,7 +485,10 @@ pub async fn commit_staged<S: BlockSource + Clone>(
         0,
         0,
     ));
-    let overlay = Overlay::open(&share.stage, share.head, reader).await?;
+    let mut overlay = Overlay::open(&share.stage, share.head, reader).await?;
+    if overlay.base() == share.head {
+        overlay.set_base_ids(share.ids);
+    }
     let state = new_state(overlay, share, reads, &options, (0, 0));
     state.commit().await
 }

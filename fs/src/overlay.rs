@@ -225,6 +225,9 @@ pub enum OverlayError {
     /// Updating a sharded directory failed.
     #[error("building the commit failed")]
     Update(#[from] UpdateError),
+    /// The base version's id tree could not be read, or the new one not built.
+    #[error("the share's node identities: {0}")]
+    Identity(#[from] cairn_store::identity::IdentityError),
     /// `committed` without a matching `commit` just before it.
     #[error("no commit with root {0} is pending (something changed since it was built)")]
     NotPending(Cid),
@@ -375,6 +378,8 @@ pub struct Overlay<S> {
     reader: DagReader<S>,
     /// The committed version the staged changes apply to.
     base_root: Cid,
+    /// The base version's id tree, when known.
+    base_ids: Option<Cid>,
     tree: Tree,
     journal: Journal,
     data: DataFiles,
@@ -484,6 +489,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
             stage: stage_dir.to_path_buf(),
             reader,
             base_root: base,
+            base_ids: None,
             tree,
             journal,
             data,
@@ -494,6 +500,17 @@ impl<S: BlockSource + Clone> Overlay<S> {
     /// The committed version the staged changes apply to.
     pub fn base(&self) -> Cid {
         self.base_root
+    }
+
+    /// The base version's id tree, when known.
+    pub fn base_ids(&self) -> Option<Cid> {
+        self.base_ids
+    }
+
+    /// Says that `ids` is the id tree of the base version (the share head's, when the base
+    /// is the head): node identities of the next commit are taken from it.
+    pub fn set_base_ids(&mut self, ids: Option<Cid>) {
+        self.base_ids = ids;
     }
 
     /// The reader committed content is read through.

@@ -47,6 +47,8 @@ pub struct ShareMount {
     pub head_size: u64,
     /// The head's sequence number.
     pub sequence: u64,
+    /// The head's id tree (its nodes' identities), if it has one.
+    pub ids: Option<Cid>,
     /// Where commits go.
     pub store: Arc<dyn ShareStore>,
     /// How commits chunk and encode files (those of `cairn add`).

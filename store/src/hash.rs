@@ -6,6 +6,8 @@ use sha2::Digest;
 
 /// Multicodec of dag-pb.
 pub const DAG_PB: u64 = 0x70;
+/// Multicodec of dag-cbor (cairn's id blocks: maps whose links are CBOR tag 42).
+pub const DAG_CBOR: u64 = 0x71;
 /// Multicodec of raw bytes.
 pub const RAW: u64 = 0x55;
 /// Multihash code of sha2-256.

@@ -24,7 +24,7 @@ use crate::ipns::cbor::{decode_map, encode_map, CborValue};
 use crate::merge::{Content, Entry, NodeId, Tree, ROOT};
 use crate::{
     build_directory, build_symlink, Block, BlockSink, BlockSource, DagReader, DirChild, EntryKind,
-    HashAlg, ImportOptions, RAW,
+    HashAlg, ImportOptions, DAG_CBOR,
 };
 
 /// The most nodes a version read into a [`Tree`] may have.
@@ -96,6 +96,53 @@ fn id_bytes(v: &CborValue) -> Option<NodeId> {
         }
         _ => None,
     }
+}
+
+/// An id block's entries: entry name → the node's id, and a directory's own id block.
+pub type IdEntries = BTreeMap<String, (NodeId, Option<Cid>)>;
+
+/// The block for one directory's id entries.
+pub fn id_block(entries: &IdEntries) -> Result<Block, IdentityError> {
+    let mut ids = BTreeMap::new();
+    for (name, (id, dir)) in entries {
+        let id_value = CborValue::Bytes(id.to_le_bytes().to_vec());
+        let value = match dir {
+            Some(sub) => {
+                let mut m = BTreeMap::new();
+                m.insert("dir".to_string(), CborValue::Link(*sub));
+                m.insert("id".to_string(), id_value);
+                CborValue::Other(
+                    encode_map(&m).map_err(|e| IdentityError::NotATree(e.to_string()))?,
+                )
+            }
+            None => id_value,
+        };
+        ids.insert(name.clone(), value);
+    }
+    let bytes = encode_map(&ids).map_err(|e| IdentityError::NotATree(e.to_string()))?;
+    Ok(Block::encode(
+        1,
+        DAG_CBOR,
+        HashAlg::Sha2_256,
+        Bytes::from(bytes),
+    ))
+}
+
+/// Reads the id block `cid` from `source` (verified there) into its entries.
+pub async fn read_id_block<S: BlockSource>(
+    source: &S,
+    cid: Cid,
+) -> Result<IdEntries, IdentityError> {
+    let data = source.get(&cid).await.map_err(|e| IdentityError::IdBlock {
+        cid,
+        why: e.to_string(),
+    })?;
+    Ok(decode_ids(&data, cid)?.into_iter().collect())
+}
+
+/// The entries of the id block `cid` whose bytes (checked against `cid` already) are `data`.
+pub fn decode_id_block(data: &[u8], cid: Cid) -> Result<IdEntries, IdentityError> {
+    Ok(decode_ids(data, cid)?.into_iter().collect())
 }
 
 /// One entry of an id block: the node's id, and a directory's own id block.
@@ -254,7 +301,7 @@ pub fn write_version(
             .collect();
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut dir_children = Vec::with_capacity(entries.len());
-        let mut ids = BTreeMap::new();
+        let mut ids = IdEntries::new();
         for w in entries.windows(2) {
             if w[0].0 == w[1].0 {
                 return Err(IdentityError::NotATree(format!(
@@ -265,14 +312,13 @@ pub fn write_version(
         }
         for (name, id) in entries {
             let e = &tree.nodes[&id];
-            let id_value = CborValue::Bytes(id.to_le_bytes().to_vec());
             let (cid, tsize, nonempty_dir) = match &e.content {
                 Content::File { cid, size } => {
-                    ids.insert(name.to_string(), id_value);
+                    ids.insert(name.to_string(), (id, None));
                     (*cid, *size, false)
                 }
                 Content::Symlink(target) => {
-                    ids.insert(name.to_string(), id_value);
+                    ids.insert(name.to_string(), (id, None));
                     let s = build_symlink(target, opts, sink)?;
                     (s.cid, s.tsize, false)
                 }
@@ -280,11 +326,7 @@ pub fn write_version(
                     let (cid, tsize, sub) = built
                         .remove(&id)
                         .ok_or_else(|| IdentityError::NotATree("a cycle".into()))?;
-                    let mut m = BTreeMap::new();
-                    m.insert("dir".to_string(), CborValue::Link(sub));
-                    m.insert("id".to_string(), id_value);
-                    let raw = encode_map(&m).map_err(|e| IdentityError::NotATree(e.to_string()))?;
-                    ids.insert(name.to_string(), CborValue::Other(raw));
+                    ids.insert(name.to_string(), (id, Some(sub)));
                     (cid, tsize, children.get(&id).is_some_and(|c| !c.is_empty()))
                 }
             };
@@ -296,8 +338,7 @@ pub fn write_version(
             });
         }
         let node = build_directory(dir_children, None, None, opts, sink)?;
-        let id_bytes = encode_map(&ids).map_err(|e| IdentityError::NotATree(e.to_string()))?;
-        let block = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from(id_bytes));
+        let block = id_block(&ids)?;
         let id_cid = *block.cid();
         sink.put_blocks(vec![block])?;
         built.insert(dir, (node.cid, node.tsize, id_cid));
@@ -422,7 +463,7 @@ mod tests {
         assert_eq!(plain.nodes[&a].name, "a");
         assert_eq!(plain.nodes[&derived_id(a, "b.txt")].parent, a);
         // A damaged id block is refused, not guessed around.
-        let bad = Block::encode(1, RAW, HashAlg::Sha2_256, Bytes::from_static(b"\xff"));
+        let bad = Block::encode(1, DAG_CBOR, HashAlg::Sha2_256, Bytes::from_static(b"\xff"));
         mem.put_blocks(vec![bad.clone()]).unwrap();
         assert!(read_version(&reader, w.root, Some(*bad.cid()))
             .await

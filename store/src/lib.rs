@@ -85,7 +85,9 @@ pub use cid::Cid;
 pub use fault::{crash_point, FAULT_ENV};
 pub use gc::{GcError, GcReport, Roots, GC_UNINDEXED_TOLERANCE};
 pub use hamt::build_sharded_directory;
-pub use hash::{cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_PB, RAW, SHA2_256};
+pub use hash::{
+    cid_for, verify, HashAlg, UnknownHash, VerifyError, BLAKE3, DAG_CBOR, DAG_PB, RAW, SHA2_256,
+};
 pub use importer::{
     build_directory, build_symlink, import_file, import_path, import_reader, needs_sharding,
     update_sharded_directory, DirChild, DirNode, ImportError, ImportEvent, ImportOptions, Imported,

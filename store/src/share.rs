@@ -50,6 +50,8 @@ pub const FIELD_PREV: &str = "_cairn_prev";
 pub const FIELD_TIME: &str = "_cairn_time";
 /// Extra record field: the version's size in bytes (the sum of its files).
 pub const FIELD_SIZE: &str = "_cairn_size";
+/// Extra record field: the CID (binary) of the version's id tree (see [`crate::identity`]).
+pub const FIELD_IDS: &str = "_cairn_ids";
 /// Extra record field: how many paths the version changed against the previous one.
 pub const FIELD_CHANGED: &str = "_cairn_changed";
 /// How long a record is valid. The head on this node is trusted by its signature whatever its
@@ -174,6 +176,8 @@ pub struct Version {
     pub size: u64,
     /// Paths changed against the previous version.
     pub changed: u64,
+    /// Its id tree (the identities of its nodes), if it has one.
+    pub ids: Option<Cid>,
 }
 
 impl Version {
@@ -200,6 +204,10 @@ impl Version {
             Some(CborValue::Link(c)) => Some(*c),
             _ => None,
         };
+        let ids = match extra.get(FIELD_IDS) {
+            Some(CborValue::Bytes(b)) => Cid::try_from(b.as_slice()).ok(),
+            _ => None,
+        };
         Ok(Version {
             sequence: record.sequence(),
             root: path.root,
@@ -208,6 +216,7 @@ impl Version {
             time: UNIX_EPOCH + Duration::from_millis(int(FIELD_TIME)),
             size: int(FIELD_SIZE),
             changed: int(FIELD_CHANGED),
+            ids,
         })
     }
 }
@@ -624,7 +633,7 @@ impl Shares {
             seen_from: None,
         };
         self.write_meta(&name, &meta)?;
-        self.commit_locked(&name, &key, None, root, size, 0, &[])?;
+        self.commit_locked(&name, &key, None, root, None, size, 0, &[])?;
         self.load(&name)
     }
 
@@ -704,12 +713,15 @@ impl Shares {
         Ok(Some(version))
     }
 
-    /// Makes `root` (in the store already, flushed) the share's new head version.
-    /// `protected` lists roots that retention must keep (versions mounted now).
+    /// Makes `root` (in the store already, flushed) the share's new head version, with id
+    /// tree `ids` (in the store too) if known. `protected` lists roots that retention must
+    /// keep (versions mounted now).
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         name: &IpnsName,
         root: Cid,
+        ids: Option<Cid>,
         size: u64,
         changed: u64,
         protected: &[Cid],
@@ -717,7 +729,16 @@ impl Shares {
         let _g = self.guard();
         let key = self.key(name)?;
         let head = self.head_record(name).ok().map(|(v, _)| v);
-        self.commit_locked(name, &key, head.as_ref(), root, size, changed, protected)
+        self.commit_locked(
+            name,
+            &key,
+            head.as_ref(),
+            root,
+            ids,
+            size,
+            changed,
+            protected,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -727,6 +748,7 @@ impl Shares {
         key: &ShareKey,
         head: Option<&Version>,
         root: Cid,
+        ids: Option<Cid>,
         size: u64,
         changed: u64,
         protected: &[Cid],
@@ -754,6 +776,9 @@ impl Shares {
             CborValue::Int(i128::from(now_ms(now))),
         );
         extra.insert(FIELD_SIZE.to_string(), CborValue::Int(i128::from(size)));
+        if let Some(ids) = ids {
+            extra.insert(FIELD_IDS.to_string(), CborValue::Bytes(ids.to_bytes()));
+        }
         extra.insert(
             FIELD_CHANGED.to_string(),
             CborValue::Int(i128::from(changed)),
@@ -769,10 +794,14 @@ impl Shares {
         self.store.put(&block)?;
         self.store.flush()?;
         crate::fault::crash_point("share-record-stored");
-        self.roots.set_many(&[
+        let mut roots = vec![
             (root_name(name, 'v', sequence), root),
             (root_name(name, 'r', sequence), *block.cid()),
-        ])?;
+        ];
+        if let Some(ids) = ids {
+            roots.push((root_name(name, 'i', sequence), ids));
+        }
+        self.roots.set_many(&roots)?;
         crate::fault::crash_point("share-roots-journaled");
         replace_file(&self.share_dir(name).join("head"), record.as_bytes(), 0o600)?;
         crate::fault::crash_point("share-head-written");
@@ -789,6 +818,7 @@ impl Shares {
         let retention = self.read_meta(name)?.retention;
         let roots = self.version_roots(name, 'v');
         let records: BTreeMap<u64, Cid> = self.version_roots(name, 'r').into_iter().collect();
+        let id_trees: BTreeMap<u64, Cid> = self.version_roots(name, 'i').into_iter().collect();
         let keep_n = retention.keep_versions.max(1);
         let newest_kept = head_seq.saturating_sub(keep_n - 1);
         let cutoff = (retention.keep_secs > 0)
@@ -811,6 +841,9 @@ impl Shares {
             if !keep {
                 drop.push(root_name(name, 'v', seq));
                 drop.push(root_name(name, 'r', seq));
+                if id_trees.contains_key(&seq) {
+                    drop.push(root_name(name, 'i', seq));
+                }
             }
         }
         if !drop.is_empty() {
@@ -930,7 +963,7 @@ impl Shares {
             return Err(ShareError::NotFound(name.to_string()));
         }
         let mut names: Vec<String> = Vec::new();
-        for kind in ['v', 'r'] {
+        for kind in ['v', 'r', 'i', 'm'] {
             names.extend(
                 self.version_roots(name, kind)
                     .into_iter()
@@ -974,7 +1007,7 @@ mod tests {
         let share = a.shares().create("docs", *empty.cid(), 0).unwrap();
         let v1 = record_of(&a, &share.name);
         a.shares()
-            .commit(&share.name, *empty.cid(), 0, 0, &[])
+            .commit(&share.name, *empty.cid(), None, 0, 0, &[])
             .unwrap();
         let v2 = record_of(&a, &share.name);
 

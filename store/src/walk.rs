@@ -10,7 +10,7 @@ use bytes::Bytes;
 use cid::Cid;
 
 use crate::blockstore::{Blockstore, StoreError};
-use crate::hash::{DAG_PB, RAW};
+use crate::hash::{DAG_CBOR, DAG_PB, RAW};
 use crate::pb::{PbError, PbNode};
 
 const IDENTITY: u64 = 0x00;
@@ -38,6 +38,14 @@ pub enum WalkError {
         /// The decoder's complaint.
         source: PbError,
     },
+    /// The block claims dag-cbor but is not a map cairn can read the links of.
+    #[error("block {cid} is not a dag-cbor map cairn can read: {why}")]
+    BadCbor {
+        /// The block.
+        cid: Cid,
+        /// What was wrong.
+        why: &'static str,
+    },
     /// cairn cannot find the links of blocks of this codec.
     #[error("block {cid} has codec 0x{codec:x}, which cairn cannot walk (only dag-pb and raw)")]
     UnsupportedCodec {
@@ -58,6 +66,7 @@ impl WalkError {
             WalkError::Missing { cid }
             | WalkError::Corrupt { cid }
             | WalkError::Undecodable { cid, .. }
+            | WalkError::BadCbor { cid, .. }
             | WalkError::UnsupportedCodec { cid, .. } => Some(cid),
             WalkError::Store(StoreError::Corrupt { cid }) => Some(cid),
             WalkError::Store(_) => None,
@@ -77,8 +86,35 @@ pub fn links(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>, WalkError> {
         DAG_PB => PbNode::decode(data)
             .map(|n| n.links.into_iter().map(|l| l.cid).collect())
             .map_err(|source| WalkError::Undecodable { cid: *cid, source }),
+        DAG_CBOR => {
+            let mut out = Vec::new();
+            cbor_links(data, 0, &mut out).map_err(|why| WalkError::BadCbor { cid: *cid, why })?;
+            Ok(out)
+        }
         codec => Err(WalkError::UnsupportedCodec { cid: *cid, codec }),
     }
+}
+
+/// The links of a dag-cbor map whose values are links, other values, or maps of the same kind
+/// (what cairn writes: id blocks), in key order.
+fn cbor_links(data: &[u8], depth: usize, out: &mut Vec<Cid>) -> Result<(), &'static str> {
+    use crate::ipns::cbor::{decode_map, CborValue};
+    if depth > 4 {
+        return Err("maps nested too deep");
+    }
+    let map = decode_map(data).map_err(|_| "not a map of links and values")?;
+    for (_, v) in map {
+        match v {
+            CborValue::Link(c) => out.push(c),
+            // A nested map (a directory's {dir, id}); other values (arrays, floats) hold no
+            // links in what cairn writes, and do not decode as a map.
+            CborValue::Other(raw) if raw.first().is_some_and(|b| b >> 5 == 5) => {
+                cbor_links(&raw, depth + 1, out)?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// How much a [`DagWalk`] reads.
@@ -341,10 +377,27 @@ mod tests {
 
     #[test]
     fn unknown_codecs_are_errors() {
-        let cid = cid_for(1, 0x71, HashAlg::Sha2_256, b"\xa0");
+        let cid = cid_for(1, 0x0129, HashAlg::Sha2_256, b"{}");
         assert!(matches!(
-            links(&cid, &Bytes::from_static(b"\xa0")),
-            Err(WalkError::UnsupportedCodec { codec: 0x71, .. })
+            links(&cid, &Bytes::from_static(b"{}")),
+            Err(WalkError::UnsupportedCodec { codec: 0x0129, .. })
+        ));
+    }
+
+    #[test]
+    fn dag_cbor_id_blocks_have_their_links_and_bad_ones_are_errors() {
+        use crate::identity::{id_block, IdEntries};
+        let sub = cid_for(1, DAG_CBOR, HashAlg::Sha2_256, b"\xa0");
+        let mut e = IdEntries::new();
+        e.insert("dir".into(), (7, Some(sub)));
+        e.insert("file".into(), (8, None));
+        let b = id_block(&e).unwrap();
+        assert_eq!(b.cid().codec(), DAG_CBOR);
+        assert_eq!(links(b.cid(), b.data()).unwrap(), vec![sub]);
+        let cid = cid_for(1, DAG_CBOR, HashAlg::Sha2_256, b"\x01");
+        assert!(matches!(
+            links(&cid, &Bytes::from_static(b"\x01")),
+            Err(WalkError::BadCbor { .. })
         ));
     }
 }

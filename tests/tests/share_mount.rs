@@ -612,9 +612,10 @@ fn a_one_byte_change_stores_blocks_along_its_path_only() {
         let c = &json(&r, &["share", "commit", label])[0];
         assert_eq!(c["changed"], 1, "{c}");
         let after = json(&r, &["repo", "stat"])[0]["blocks"].as_u64().unwrap();
-        // The file's leaf, its directory, the root, and the record.
-        assert_eq!(c["blocks"], 4, "{label}: {c}");
-        assert!(after - before <= 4, "{label}: {before} -> {after} blocks");
+        // The file's leaf, its directory, the root, the record, and the id blocks of the
+        // directory and the root.
+        assert_eq!(c["blocks"], 6, "{label}: {c}");
+        assert!(after - before <= 6, "{label}: {before} -> {after} blocks");
         blocks.push(c["blocks"].as_u64().unwrap());
         drop(m);
     }
@@ -1111,4 +1112,87 @@ fn a_read_only_mount_follows_the_share_as_its_writable_mount_commits() {
         (fs::read(ro.join("docs/edit.txt")).ok()? == b"first\n").then_some(())
     });
     assert!(ro.join("docs/old/gone.txt").exists());
+}
+
+/// The entries of id block `cid`, read with `cairn block get`.
+fn id_entries(r: &TestRepo, cid: &str) -> cairn_store::identity::IdEntries {
+    let run = r.cairn(&["block", "get", cid, "-o", "-"]);
+    assert!(run.ok(), "{}", run.text());
+    let cid: cairn_store::Cid = cid.parse().unwrap();
+    cairn_store::identity::decode_id_block(&run.stdout, cid)
+        .unwrap_or_else(|e| panic!("{e}: {} bytes {:02x?}", run.stdout.len(), run.stdout))
+}
+
+/// The id of the node at `path` (`/`-separated) in the id tree `ids`.
+fn id_of(r: &TestRepo, ids: &str, path: &str) -> u128 {
+    let mut block = ids.to_string();
+    let parts: Vec<&str> = path.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let entries = id_entries(r, &block);
+        let (id, sub) = entries[*part];
+        if i + 1 == parts.len() {
+            return id;
+        }
+        block = sub.unwrap().to_string();
+    }
+    unreachable!()
+}
+
+#[test]
+fn commits_through_a_mount_keep_each_nodes_identity_across_renames_and_gc() {
+    let r = TestRepo::new();
+    new_share(&r, "ids");
+    let m = r.mount("ids", &r.path("mnt"));
+    fs::create_dir(m.dir.join("a")).unwrap();
+    fs::create_dir(m.dir.join("b")).unwrap();
+    let f = fs::File::create(m.dir.join("a/report.txt")).unwrap();
+    std::io::Write::write_all(&mut &f, b"draft").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let v = &json(&r, &["share", "log", "ids"])[0];
+    let ids1 = v["ids"]
+        .as_str()
+        .expect("a commit has an id tree")
+        .to_string();
+    let report = id_of(&r, &ids1, "a/report.txt");
+    let dir_a = id_of(&r, &ids1, "a");
+    // Renamed into another directory and edited in the same commit; a new file beside it.
+    fs::rename(m.dir.join("a/report.txt"), m.dir.join("b/final.txt")).unwrap();
+    let f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.dir.join("b/final.txt"))
+        .unwrap();
+    std::io::Write::write_all(&mut &f, b" and final").unwrap();
+    fs::write(m.dir.join("b/new.txt"), b"new").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    r.cairn(&["share", "commit", "ids"]).expect_ok();
+    let v = &json(&r, &["share", "log", "ids"])[0];
+    let ids2 = v["ids"].as_str().unwrap().to_string();
+    assert_ne!(ids1, ids2);
+    assert_eq!(
+        id_of(&r, &ids2, "b/final.txt"),
+        report,
+        "the rename kept its identity"
+    );
+    assert_eq!(id_of(&r, &ids2, "a"), dir_a);
+    let new = id_of(&r, &ids2, "b/new.txt");
+    assert!(new != report && new != dir_a);
+    assert!(
+        !id_entries(&r, &id_entries(&r, &ids2)["a"].1.unwrap().to_string())
+            .contains_key("report.txt")
+    );
+    drop(m);
+    // GC keeps every retained version's id tree; the repo verifies clean.
+    r.cairn(&["repo", "gc"]).expect_ok();
+    assert_eq!(id_of(&r, &ids1, "a/report.txt"), report);
+    assert_eq!(id_of(&r, &ids2, "b/final.txt"), report);
+    r.cairn(&["repo", "verify"]).expect_ok();
+    // A remount takes identities from the head's id tree: one more rename keeps the id.
+    let m = r.mount("ids", &r.path("mnt"));
+    fs::rename(m.dir.join("b/final.txt"), m.dir.join("final.txt")).unwrap();
+    r.cairn(&["share", "commit", "ids"]).expect_ok();
+    drop(m);
+    let v = &json(&r, &["share", "log", "ids"])[0];
+    assert_eq!(id_of(&r, v["ids"].as_str().unwrap(), "final.txt"), report);
 }

@@ -114,10 +114,14 @@ pub async fn run(ctx: &Ctx<'_>, cmd: NameCommand) -> Result<()> {
                     info.kind
                 );
             }
-            let version =
-                ctx.repo
-                    .shares()
-                    .commit(&share.name, root, info.size, 0, &ctx.mounts.roots())?;
+            let version = ctx.repo.shares().commit(
+                &share.name,
+                root,
+                None,
+                info.size,
+                0,
+                &ctx.mounts.roots(),
+            )?;
             ctx.mounts
                 .head_moved(&share.name, version.root, version.sequence);
             let value = format!("/ipfs/{}", version.root);

@@ -274,7 +274,14 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             let old = shares.version(&s.name, &which)?;
             let head = shares.log(&s.name)?.remove(0);
             let changed = diff(ctx.repo, Some(head.root), old.root).await?.len() as u64;
-            let v = shares.commit(&s.name, old.root, old.size, changed, &ctx.mounts.roots())?;
+            let v = shares.commit(
+                &s.name,
+                old.root,
+                old.ids,
+                old.size,
+                changed,
+                &ctx.mounts.roots(),
+            )?;
             ctx.mounts.head_moved(&s.name, v.root, v.sequence);
             out.ack(&version_json(&v), || {
                 format!(
@@ -662,6 +669,7 @@ fn version_json(v: &Version) -> serde_json::Value {
         "record": v.record.to_string(),
         "size": v.size,
         "changed": v.changed,
+        "ids": v.ids.map(|c| c.to_string()),
     })
 }
 

@@ -44,6 +44,9 @@ pub struct CommitStats {
     /// Paths added, removed or modified against the base (as `cairn share diff` counts them:
     /// an added or removed directory is one path).
     pub changed: u64,
+    /// The new version's id tree (see `cairn_store::identity`): every node keeps the identity
+    /// it had in the base, wherever it moved; new nodes get new ones.
+    pub ids: Option<Cid>,
 }
 
 /// A node that a commit built.
@@ -108,6 +111,7 @@ impl Built {
 pub(super) struct Pending {
     root: Cid,
     built: HashMap<NodeId, Built>,
+    ids: Option<Cid>,
 }
 
 /// Collects blocks and hands them on in batches: a commit of many small files makes many
@@ -252,8 +256,13 @@ impl<S: BlockSource + Clone> Overlay<S> {
             let b = self.build_one(id, &built, &batch, opts, &mut delta).await?;
             built.insert(id, b);
         }
-        batch.flush().map_err(ImportError::from)?;
         let root = built.get(&NodeId::ROOT).map_or(self.base_root, |b| b.cid);
+        let ids = if root == self.base_root {
+            self.base_ids
+        } else {
+            Some(self.build_ids(&batch).await?)
+        };
+        batch.flush().map_err(ImportError::from)?;
         let changed = if root == self.base_root {
             0
         } else {
@@ -269,12 +278,113 @@ impl<S: BlockSource + Clone> Overlay<S> {
                 .and_then(|()| self.journal.sync())
                 .map_err(io_at(self.journal.path()))?;
         }
-        self.pending = Some(Pending { root, built });
+        self.pending = Some(Pending { root, built, ids });
         Ok(CommitStats {
             root,
             size,
             changed,
+            ids,
         })
+    }
+
+    /// The id tree of the version being committed: one new id block per dirty directory (its
+    /// base's id block with the directory's changes), every other directory keeping its base
+    /// id block. A committed node's identity is the one its origin has in the base's id tree
+    /// (or the derived one, see `cairn_store::identity`); a node made since gets a new one.
+    async fn build_ids(&self, sink: &Batch<'_>) -> Result<Cid, OverlayError> {
+        use cairn_store::identity::{derived_id, id_block, new_id, read_id_block, IdEntries};
+        let bad = OverlayError::Identity;
+        // Node → (identity, its base id block); id block → entries.
+        let mut resolved: HashMap<NodeId, (u128, Option<Cid>)> =
+            HashMap::from([(NodeId::ROOT, (0, self.base_ids))]);
+        let mut blocks: HashMap<Cid, IdEntries> = HashMap::new();
+        let mut written: HashMap<NodeId, Cid> = HashMap::new();
+        for dir in self.build_order() {
+            let Some(d) = self.tree.node(dir).and_then(Node::dir) else {
+                continue;
+            };
+            let mut members: Vec<(String, NodeId)> = d
+                .known
+                .iter()
+                .map(|(n, c)| (n.clone(), *c))
+                .chain(d.changes.iter().filter_map(|(n, s)| match s {
+                    Slot::Node(c) => Some((n.clone(), *c)),
+                    Slot::Removed => None,
+                }))
+                .collect();
+            members.sort();
+            let mut want: Vec<NodeId> = vec![dir];
+            want.extend(members.iter().map(|(_, c)| *c));
+            for id in want {
+                // The chain of origins up to a resolved node, then down again.
+                let mut chain = Vec::new();
+                let mut at = id;
+                while !resolved.contains_key(&at) {
+                    chain.push(at);
+                    match self.tree.node(at).and_then(|n| n.origin.as_ref()) {
+                        Some((p, _)) if self.tree.node(*p).is_some() => at = *p,
+                        _ => break,
+                    }
+                }
+                for c in chain.into_iter().rev() {
+                    let n = self.node(c)?;
+                    let entry = match (&n.origin, n.base.is_some()) {
+                        (Some((p, name)), true) => match resolved.get(p).copied() {
+                            Some((pid, pblock)) => {
+                                let found = match pblock {
+                                    Some(b) => {
+                                        if let std::collections::hash_map::Entry::Vacant(v) =
+                                            blocks.entry(b)
+                                        {
+                                            v.insert(
+                                                read_id_block(self.reader.source(), b)
+                                                    .await
+                                                    .map_err(bad)?,
+                                            );
+                                        }
+                                        blocks[&b].get(name).copied()
+                                    }
+                                    None => None,
+                                };
+                                found.unwrap_or_else(|| (derived_id(pid, name), None))
+                            }
+                            None => (new_id(), None),
+                        },
+                        _ => (new_id(), None),
+                    };
+                    resolved.insert(c, entry);
+                }
+            }
+            // The directory's entries in the base (none for a directory made since).
+            let (_, own_block) = resolved[&dir];
+            let mut entries = IdEntries::new();
+            if let (Some(b), true) = (own_block, self.node(dir)?.base.is_some()) {
+                if let std::collections::hash_map::Entry::Vacant(v) = blocks.entry(b) {
+                    v.insert(read_id_block(self.reader.source(), b).await.map_err(bad)?);
+                }
+                entries = blocks[&b].clone();
+            }
+            for (name, slot) in &d.changes {
+                if *slot == Slot::Removed {
+                    entries.remove(name);
+                }
+            }
+            for (name, c) in members {
+                let (ident, base_block) = resolved[&c];
+                let sub = match self.node(c)?.content {
+                    Content::Dir(_) => written.get(&c).copied().or(base_block),
+                    _ => None,
+                };
+                entries.insert(name, (ident, sub));
+            }
+            let block = id_block(&entries).map_err(bad)?;
+            written.insert(dir, *block.cid());
+            sink.put_blocks(vec![block]).map_err(ImportError::from)?;
+        }
+        written
+            .get(&NodeId::ROOT)
+            .copied()
+            .ok_or_else(|| self.bug(super::tree::Inconsistent("a commit without a root")))
     }
 
     fn base_of(&self, n: &Node) -> Result<Base, OverlayError> {
@@ -801,6 +911,21 @@ impl<S: BlockSource + Clone> Overlay<S> {
         }
         self.tree.removed_base = 0;
         self.base_root = new_root;
+        self.base_ids = pending.ids;
+        // The new base is this tree: every node's origin is where it is now.
+        let placed: Vec<(NodeId, Option<(NodeId, String)>)> = self
+            .tree
+            .nodes
+            .iter()
+            .map(|(id, n)| (*id, n.parent.map(|p| (p, n.name.clone()))))
+            .collect();
+        for (id, origin) in placed {
+            if let Some(n) = self.tree.node_mut(id) {
+                if id != NodeId::ROOT && origin.is_some() {
+                    n.origin = origin;
+                }
+            }
+        }
         let idle: Vec<NodeId> = self
             .tree
             .nodes

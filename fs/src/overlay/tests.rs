@@ -1594,14 +1594,25 @@ fn a_one_byte_change_in_10000_files_stores_a_few_blocks() {
         let mut bytes = std::fs::read(root.join(on_disk)).unwrap();
         bytes[0] = b'F';
         std::fs::write(root.join(on_disk), bytes).unwrap();
-        let n = w.mem.received();
+        let n = w.mem.log.lock().unwrap().len();
         let stats = w.commit();
-        let new_blocks = w.mem.received() - n;
-        eprintln!("one byte changed in {path} of a {total}-block tree: {new_blocks} new blocks");
-        // The leaf, the shards or directories on the path, the root.
+        let (ids, new): (Vec<Cid>, Vec<Cid>) = w
+            .mem
+            .since(n)
+            .into_iter()
+            .partition(|c| c.codec() == cairn_store::DAG_CBOR);
+        let new_blocks = new.len();
+        eprintln!("one byte changed in {path} of a {total}-block tree: {new_blocks} new blocks, {} id blocks", ids.len());
+        // The leaf, the shards or directories on the path, the root; one id block per
+        // directory on the path (shards are not directories).
         assert!(
             new_blocks <= 7,
             "{new_blocks} blocks for a one-byte change in {path}"
+        );
+        assert_eq!(
+            ids.len(),
+            path.matches('/').count() + 1,
+            "id blocks for {path}: one per directory on the path"
         );
         assert_eq!(stats.changed, 1);
         assert_eq!(
@@ -1634,8 +1645,13 @@ fn unchanged_subtrees_are_reused_not_rebuilt() {
     let n = w.mem.received();
     w.apply(&Op::Write(p("a/1"), 3, 1, 7)).unwrap();
     let stats = w.commit();
-    let new: Vec<Cid> = w.mem.since(n);
+    let (ids, new): (Vec<Cid>, Vec<Cid>) = w
+        .mem
+        .since(n)
+        .into_iter()
+        .partition(|c| c.codec() == cairn_store::DAG_CBOR);
     assert_eq!(new.len(), 3, "a/1, a and the root: {new:?}");
+    assert_eq!(ids.len(), 2, "the id blocks of a and the root");
     assert!(new.iter().all(|c| !b_blocks.contains(c)));
     assert_eq!(
         rt.block_on(reader.lookup(&stats.root, "b")).unwrap(),
@@ -1646,9 +1662,18 @@ fn unchanged_subtrees_are_reused_not_rebuilt() {
     w.apply(&Op::Mkdir(p("c"), 0o755)).unwrap();
     w.apply(&Op::Rename(p("b"), p("c/b"), 0)).unwrap();
     let stats = w.commit();
-    let new = w.mem.since(n);
+    let (ids, new): (Vec<Cid>, Vec<Cid>) = w
+        .mem
+        .since(n)
+        .into_iter()
+        .partition(|c| c.codec() == cairn_store::DAG_CBOR);
     assert!(new.iter().all(|c| !b_blocks.contains(c)), "{new:?}");
     assert_eq!(new.len(), 2, "c and the root");
+    assert_eq!(
+        ids.len(),
+        2,
+        "the id blocks of c and the root (b keeps its own)"
+    );
     let c = rt
         .block_on(reader.lookup(&stats.root, "c"))
         .unwrap()
@@ -1920,4 +1945,72 @@ fn files_kept_open_across_commits_are_not_copied_again() {
         FileContent::Committed(_)
     ));
     assert!(!w.stage.join("data").join(format!("{:016x}", id.0)).exists());
+}
+
+/// The id of the node at `path` in a version read with its id tree.
+fn id_at(tree: &cairn_store::merge::Tree, path: &str) -> Option<u128> {
+    tree.nodes
+        .keys()
+        .copied()
+        .find(|id| tree.path(*id).as_deref() == Some(path))
+}
+
+#[test]
+fn commits_keep_node_identities_across_renames_edits_and_restarts() {
+    use cairn_store::identity::read_version;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("a/deep")).unwrap();
+    std::fs::create_dir(src.path().join("b")).unwrap();
+    std::fs::write(src.path().join("a/report.txt"), b"draft").unwrap();
+    std::fs::write(src.path().join("a/deep/x"), b"x").unwrap();
+    std::fs::write(src.path().join("notes.txt"), b"n").unwrap();
+    let mut w = World::new(ImportOptions::default(), Some(src.path()));
+    let read = |w: &mut World, root: Cid, ids: Option<Cid>| {
+        let reader = DagReader::new(w.mem.clone());
+        w.rt.block_on(read_version(&reader, root, ids)).unwrap()
+    };
+    let s = |x: &str| x.to_string();
+    // Version 1: an edit at the top; its id tree names what was derived before.
+    let v0 = w.head;
+    w.apply(&Op::Write(vec![s("notes.txt")], 0, 3, 1)).unwrap();
+    let v1 = w.commit();
+    assert!(v1.ids.is_some());
+    let t0 = read(&mut w, v0, None);
+    let t1 = read(&mut w, v1.root, v1.ids);
+    for p in ["a", "a/report.txt", "a/deep/x", "b", "notes.txt"] {
+        assert_eq!(id_at(&t0, p), id_at(&t1, p), "{p}");
+    }
+    // Version 2: a file renamed into another directory and then edited, a directory moved,
+    // a new file; a restart (no sync) in the middle replays the journal.
+    w.apply(&Op::Rename(
+        vec![s("a"), s("report.txt")],
+        vec![s("b"), s("final.txt")],
+        0,
+    ))
+    .unwrap();
+    w.apply(&Op::Sync).unwrap();
+    w.reopen();
+    w.apply(&Op::Write(vec![s("b"), s("final.txt")], 0, 10, 2))
+        .unwrap();
+    w.apply(&Op::Rename(vec![s("a"), s("deep")], vec![s("deeper")], 0))
+        .unwrap();
+    w.apply(&Op::Create(vec![s("b"), s("new.txt")], 0o644))
+        .unwrap();
+    let v2 = w.commit();
+    let t2 = read(&mut w, v2.root, v2.ids);
+    assert_eq!(id_at(&t2, "b/final.txt"), id_at(&t1, "a/report.txt"));
+    assert_eq!(id_at(&t2, "deeper"), id_at(&t1, "a/deep"));
+    assert_eq!(id_at(&t2, "deeper/x"), id_at(&t1, "a/deep/x"));
+    assert_eq!(id_at(&t2, "notes.txt"), id_at(&t1, "notes.txt"));
+    let new = id_at(&t2, "b/new.txt").unwrap();
+    assert!(!t1.nodes.contains_key(&new));
+    assert_eq!(id_at(&t2, "a/report.txt"), None);
+    // Version 3 on an unchanged subtree: ids stay, and untouched directories keep their
+    // id blocks (only the changed path's are new).
+    w.apply(&Op::Write(vec![s("notes.txt")], 0, 1, 3)).unwrap();
+    let v3 = w.commit();
+    let t3 = read(&mut w, v3.root, v3.ids);
+    for p in ["b", "b/final.txt", "b/new.txt", "deeper", "deeper/x", "a"] {
+        assert_eq!(id_at(&t3, p), id_at(&t2, p), "{p}");
+    }
 }

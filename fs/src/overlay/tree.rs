@@ -120,6 +120,9 @@ pub(super) struct Node {
     pub bound: bool,
     /// Lookups the kernel has not forgotten.
     pub lookups: u64,
+    /// Where the node is in the base version (its directory there and its name), for a
+    /// committed node: its identity in the base's id tree. Moves keep it; a commit resets it.
+    pub origin: Option<(NodeId, String)>,
 }
 
 impl Node {
@@ -179,6 +182,7 @@ impl Node {
             dirty: false,
             bound: false,
             lookups: 0,
+            origin: Some((parent, name.to_string())),
         }
     }
 }
@@ -220,6 +224,7 @@ impl Tree {
     pub(super) fn new(root: Base, default_time: UnixTime) -> Tree {
         let mut node = Node::committed(NodeId::ROOT, "", EntryKind::Directory, root, default_time);
         node.parent = None;
+        node.origin = None;
         node.bound = true;
         node.lookups = 1;
         let mut nodes = HashMap::new();
@@ -511,6 +516,7 @@ impl Tree {
                         dirty: true,
                         bound: true,
                         lookups: 0,
+                        origin: None,
                     },
                 );
                 self.next_id = self.next_id.max(id.0 + 1);
