@@ -180,6 +180,8 @@ impl ShareStore for RepoShare {
         Ok(Published {
             sequence: version.sequence,
             record: version.record,
+            // The record and the commit.
+            blocks: 2,
         })
     }
 }

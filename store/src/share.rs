@@ -50,6 +50,8 @@ pub const FIELD_PREV: &str = "_cairn_prev";
 pub const FIELD_TIME: &str = "_cairn_time";
 /// Extra record field: the version's size in bytes (the sum of its files).
 pub const FIELD_SIZE: &str = "_cairn_size";
+/// Extra record field: the CID (binary) of the version's commit (see [`crate::commit`]).
+pub const FIELD_COMMIT: &str = "_cairn_commit";
 /// Extra record field: the CID (binary) of the version's id tree (see [`crate::identity`]).
 pub const FIELD_IDS: &str = "_cairn_ids";
 /// Extra record field: how many paths the version changed against the previous one.
@@ -106,6 +108,12 @@ pub enum ShareError {
     /// A member list could not be made or read.
     #[error(transparent)]
     Members(#[from] crate::MembersError),
+    /// A commit could not be made or read (boxed: the error is big).
+    #[error(transparent)]
+    Commit(Box<crate::commit::CommitError>),
+    /// An id tree could not be made.
+    #[error(transparent)]
+    Identity(Box<crate::identity::IdentityError>),
     /// A writer named is not a member.
     #[error("{writer} is not a member of share {name} (`cairn share members` lists them)")]
     NotMember {
@@ -139,6 +147,18 @@ pub enum ShareError {
         /// The parser's complaint.
         why: String,
     },
+}
+
+impl From<crate::commit::CommitError> for ShareError {
+    fn from(e: crate::commit::CommitError) -> Self {
+        ShareError::Commit(Box::new(e))
+    }
+}
+
+impl From<crate::identity::IdentityError> for ShareError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        ShareError::Identity(Box::new(e))
+    }
 }
 
 impl ShareError {
@@ -178,6 +198,8 @@ pub struct Version {
     pub changed: u64,
     /// Its id tree (the identities of its nodes), if it has one.
     pub ids: Option<Cid>,
+    /// Its commit (writer, parents, member list), if it has one.
+    pub commit: Option<Cid>,
 }
 
 impl Version {
@@ -204,10 +226,11 @@ impl Version {
             Some(CborValue::Link(c)) => Some(*c),
             _ => None,
         };
-        let ids = match extra.get(FIELD_IDS) {
+        let cid_field = |k: &str| match extra.get(k) {
             Some(CborValue::Bytes(b)) => Cid::try_from(b.as_slice()).ok(),
             _ => None,
         };
+        let (ids, commit) = (cid_field(FIELD_IDS), cid_field(FIELD_COMMIT));
         Ok(Version {
             sequence: record.sequence(),
             root: path.root,
@@ -217,6 +240,7 @@ impl Version {
             size: int(FIELD_SIZE),
             changed: int(FIELD_CHANGED),
             ids,
+            commit,
         })
     }
 }
@@ -593,17 +617,27 @@ impl Shares {
             }
         }
         let list = crate::MemberList::create(&key, seq, prev, members, revoked)?;
+        self.store_members_locked(name, &list)?;
+        Ok(list)
+    }
+
+    /// Keeps `list` as share `name`'s member list: its block (an `m` root), then the
+    /// `members` file.
+    fn store_members_locked(
+        &self,
+        name: &IpnsName,
+        list: &crate::MemberList,
+    ) -> Result<(), ShareError> {
         let block = list.block();
         self.store.put(&block)?;
         self.store.flush()?;
         self.roots
-            .set_many(&[(root_name(name, 'm', seq), *block.cid())])?;
+            .set_many(&[(root_name(name, 'm', list.seq), *block.cid())])?;
         replace_file(
             &self.share_dir(name).join("members"),
             list.as_bytes(),
             0o600,
-        )?;
-        Ok(list)
+        )
     }
 
     /// Creates a share labelled `label` whose first version is the directory `root` (in the
@@ -761,6 +795,39 @@ impl Shares {
             .unwrap_or(0);
         let sequence = used.max(head.map_or(0, |h| h.sequence)) + 1;
         let now = SystemTime::now();
+        // The version's commit: signed by the share's key (the owner), naming the previous
+        // version's commit, the id tree (an empty one, all ids derived, when none is known)
+        // and the member list in effect (a first, empty one is made if none was).
+        let members = match self.members(name)? {
+            Some(l) => l,
+            None => {
+                let l = crate::MemberList::create(key, 1, None, BTreeMap::new(), BTreeMap::new())?;
+                self.store_members_locked(name, &l)?;
+                l
+            }
+        };
+        let id_tree = match ids {
+            Some(c) => c,
+            None => {
+                let empty = crate::identity::id_block(&crate::identity::IdEntries::new())?;
+                self.store.put(&empty)?;
+                *empty.cid()
+            }
+        };
+        let commit = crate::commit::Commit::create(
+            key,
+            &crate::commit::CommitFields {
+                share: *name,
+                seq: sequence,
+                parents: head.and_then(|h| h.commit).into_iter().collect(),
+                root,
+                ids: id_tree,
+                members: *members.block().cid(),
+                time: now,
+            },
+        )?;
+        let commit_block = commit.block();
+        self.store.put(&commit_block)?;
         let mut fields =
             RecordFields::new(RecordValue::ipfs(root), sequence, now + RECORD_VALIDITY);
         fields.ttl = RECORD_TTL;
@@ -776,9 +843,11 @@ impl Shares {
             CborValue::Int(i128::from(now_ms(now))),
         );
         extra.insert(FIELD_SIZE.to_string(), CborValue::Int(i128::from(size)));
-        if let Some(ids) = ids {
-            extra.insert(FIELD_IDS.to_string(), CborValue::Bytes(ids.to_bytes()));
-        }
+        extra.insert(FIELD_IDS.to_string(), CborValue::Bytes(id_tree.to_bytes()));
+        extra.insert(
+            FIELD_COMMIT.to_string(),
+            CborValue::Bytes(commit_block.cid().to_bytes()),
+        );
         extra.insert(
             FIELD_CHANGED.to_string(),
             CborValue::Int(i128::from(changed)),
@@ -798,9 +867,8 @@ impl Shares {
             (root_name(name, 'v', sequence), root),
             (root_name(name, 'r', sequence), *block.cid()),
         ];
-        if let Some(ids) = ids {
-            roots.push((root_name(name, 'i', sequence), ids));
-        }
+        roots.push((root_name(name, 'i', sequence), id_tree));
+        roots.push((root_name(name, 'c', sequence), *commit_block.cid()));
         self.roots.set_many(&roots)?;
         crate::fault::crash_point("share-roots-journaled");
         replace_file(&self.share_dir(name).join("head"), record.as_bytes(), 0o600)?;
@@ -819,6 +887,7 @@ impl Shares {
         let roots = self.version_roots(name, 'v');
         let records: BTreeMap<u64, Cid> = self.version_roots(name, 'r').into_iter().collect();
         let id_trees: BTreeMap<u64, Cid> = self.version_roots(name, 'i').into_iter().collect();
+        let commits: BTreeMap<u64, Cid> = self.version_roots(name, 'c').into_iter().collect();
         let keep_n = retention.keep_versions.max(1);
         let newest_kept = head_seq.saturating_sub(keep_n - 1);
         let cutoff = (retention.keep_secs > 0)
@@ -843,6 +912,9 @@ impl Shares {
                 drop.push(root_name(name, 'r', seq));
                 if id_trees.contains_key(&seq) {
                     drop.push(root_name(name, 'i', seq));
+                }
+                if commits.contains_key(&seq) {
+                    drop.push(root_name(name, 'c', seq));
                 }
             }
         }
@@ -963,7 +1035,7 @@ impl Shares {
             return Err(ShareError::NotFound(name.to_string()));
         }
         let mut names: Vec<String> = Vec::new();
-        for kind in ['v', 'r', 'i', 'm'] {
+        for kind in ['v', 'r', 'i', 'c', 'm'] {
             names.extend(
                 self.version_roots(name, kind)
                     .into_iter()
@@ -1039,5 +1111,66 @@ mod tests {
         // The owner's head is its own.
         assert!(a.shares().adopt(&share.name, &v1).unwrap().is_none());
         assert_eq!(a.shares().find("docs").unwrap().head.unwrap().sequence, 2);
+    }
+
+    #[test]
+    fn every_version_has_a_signed_commit_chained_to_the_previous_one_and_kept_by_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(dir.path()).unwrap();
+        let empty = crate::Block::encode(
+            1,
+            crate::DAG_PB,
+            crate::HashAlg::Sha2_256,
+            crate::Bytes::from_static(&[0x0a, 0x02, 0x08, 0x01]),
+        );
+        repo.store().put(&empty).unwrap();
+        let share = repo.shares().create("docs", *empty.cid(), 0).unwrap();
+        for _ in 0..2 {
+            repo.shares()
+                .commit(&share.name, *empty.cid(), None, 0, 0, &[])
+                .unwrap();
+        }
+        let log = repo.shares().log(&share.name).unwrap();
+        assert_eq!(log.len(), 3);
+        let commit_of = |v: &super::Version| {
+            let cid = v.commit.expect("a version names its commit");
+            let data = repo.store().get_verified(&cid).unwrap().unwrap();
+            crate::commit::Commit::verify(&data, &share.name).unwrap()
+        };
+        let members = repo.shares().members(&share.name).unwrap().unwrap();
+        for (i, v) in log.iter().enumerate() {
+            let c = commit_of(v);
+            assert_eq!(c.writer, share.name, "the owner signs with the share key");
+            assert_eq!((c.seq, c.root), (v.sequence, v.root));
+            assert_eq!(Some(c.ids), v.ids);
+            assert_eq!(c.members, *members.block().cid());
+            c.check_member(Some(&members), Some(&members)).unwrap();
+            let parent = log.get(i + 1).and_then(|p| p.commit);
+            assert_eq!(c.parents, parent.into_iter().collect::<Vec<_>>());
+        }
+        // The common ancestor of the head and the first version is the first version.
+        let parents = |c: &crate::Cid| {
+            let data = repo.store().get_verified(c).ok()??;
+            Some(
+                crate::commit::Commit::verify(&data, &share.name)
+                    .ok()?
+                    .parents,
+            )
+        };
+        let (head, first) = (log[0].commit.unwrap(), log[2].commit.unwrap());
+        assert_eq!(
+            crate::commit::merge_base(head, first, parents).unwrap(),
+            Some(first)
+        );
+        // GC keeps commits, id trees and member lists of retained versions.
+        repo.gc().unwrap();
+        for v in &log {
+            assert!(commit_of(v).ids == v.ids.unwrap());
+            assert!(repo
+                .store()
+                .get_verified(&v.ids.unwrap())
+                .unwrap()
+                .is_some());
+        }
     }
 }

@@ -670,6 +670,7 @@ fn version_json(v: &Version) -> serde_json::Value {
         "size": v.size,
         "changed": v.changed,
         "ids": v.ids.map(|c| c.to_string()),
+        "commit": v.commit.map(|c| c.to_string()),
     })
 }
 

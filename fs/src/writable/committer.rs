@@ -59,6 +59,8 @@ pub struct Published {
     pub sequence: u64,
     /// Its record's block.
     pub record: Cid,
+    /// The blocks publishing wrote (the record, the commit, ...).
+    pub blocks: u64,
 }
 
 /// Why [`ShareStore::publish`] failed.
@@ -105,7 +107,7 @@ pub struct CommitOutcome {
     pub size: u64,
     /// Paths changed against the previous version.
     pub changed: u64,
-    /// Blocks the commit wrote (the record's included).
+    /// Blocks the commit wrote (the record and the commit included).
     pub blocks: u64,
     /// How long it took.
     pub took: Duration,
@@ -258,7 +260,7 @@ impl<S: BlockSource + Clone> State<S> {
             record: published.record,
             size: stats.size,
             changed: stats.changed,
-            blocks: sink.blocks.load(Ordering::Relaxed) + 1,
+            blocks: sink.blocks.load(Ordering::Relaxed) + published.blocks,
             took: started.elapsed(),
         };
         tracing::debug!(
