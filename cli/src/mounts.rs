@@ -184,4 +184,9 @@ impl ShareStore for RepoShare {
             blocks: 2,
         })
     }
+
+    fn ids_of(&self, root: Cid) -> Option<Cid> {
+        let log = self.repo.shares().log(&self.name).ok()?;
+        log.into_iter().find(|v| v.root == root)?.ids
+    }
 }

@@ -364,11 +364,14 @@ where
             })
         }
     };
-    // Identities come from the head's id tree; staged changes replayed over an earlier
-    // version (see `Overlay::open`) take theirs from paths instead.
-    if overlay.base() == share.head {
-        overlay.set_base_ids(share.ids);
-    }
+    // Identities come from the base version's id tree (the head's, or for staged changes
+    // replayed over an earlier version, see `Overlay::open`, that version's).
+    let base_ids = if overlay.base() == share.head {
+        share.ids
+    } else {
+        share.store.ids_of(overlay.base())
+    };
+    overlay.set_base_ids(base_ids);
     let recovered = overlay.getattr(NodeId::ROOT).is_ok_and(|a| a.dirty);
     let label = share.label.clone();
     let id = share.id.clone();
@@ -486,9 +489,12 @@ pub async fn commit_staged<S: BlockSource + Clone>(
         0,
     ));
     let mut overlay = Overlay::open(&share.stage, share.head, reader).await?;
-    if overlay.base() == share.head {
-        overlay.set_base_ids(share.ids);
-    }
+    let base_ids = if overlay.base() == share.head {
+        share.ids
+    } else {
+        share.store.ids_of(overlay.base())
+    };
+    overlay.set_base_ids(base_ids);
     let state = new_state(overlay, share, reads, &options, (0, 0));
     state.commit().await
 }

@@ -255,6 +255,23 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OverlayError + '_ {
     }
 }
 
+/// The staging area's identity seed: read from `<stage>/id-seed`, or made (16 random bytes,
+/// written and synced) if it is missing or damaged. Losing it changes only the identities of
+/// nodes not committed yet.
+fn id_seed(stage: &Path) -> Result<[u8; 16], OverlayError> {
+    let path = stage.join("id-seed");
+    if let Ok(b) = fs::read(&path) {
+        if let Ok(seed) = <[u8; 16]>::try_from(b.as_slice()) {
+            return Ok(seed);
+        }
+    }
+    let seed = cairn_store::identity::new_id().to_le_bytes();
+    let mut f = fs::File::create(&path).map_err(io_at(&path))?;
+    io::Write::write_all(&mut f, &seed).map_err(io_at(&path))?;
+    f.sync_all().map_err(io_at(&path))?;
+    Ok(seed)
+}
+
 fn no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
@@ -380,6 +397,8 @@ pub struct Overlay<S> {
     base_root: Cid,
     /// The base version's id tree, when known.
     base_ids: Option<Cid>,
+    /// This staging area's seed for the identities of nodes made in it (`<stage>/id-seed`).
+    id_seed: [u8; 16],
     tree: Tree,
     journal: Journal,
     data: DataFiles,
@@ -490,6 +509,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
             reader,
             base_root: base,
             base_ids: None,
+            id_seed: id_seed(stage_dir)?,
             tree,
             journal,
             data,

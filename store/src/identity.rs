@@ -314,11 +314,15 @@ pub fn write_version(
             let e = &tree.nodes[&id];
             let (cid, tsize, nonempty_dir) = match &e.content {
                 Content::File { cid, size } => {
-                    ids.insert(name.to_string(), (id, None));
+                    if id != derived_id(dir, name) {
+                        ids.insert(name.to_string(), (id, None));
+                    }
                     (*cid, *size, false)
                 }
                 Content::Symlink(target) => {
-                    ids.insert(name.to_string(), (id, None));
+                    if id != derived_id(dir, name) {
+                        ids.insert(name.to_string(), (id, None));
+                    }
                     let s = build_symlink(target, opts, sink)?;
                     (s.cid, s.tsize, false)
                 }

@@ -159,7 +159,7 @@ pub fn conflict_name(name: &str, writer: &str, time: SystemTime) -> String {
 }
 
 /// A node id derived from `parts` under domain `tag` (never the root): the same on every node.
-pub(crate) fn hashed_id(tag: &[u8], parts: &[&[u8]]) -> NodeId {
+pub fn hashed_id(tag: &[u8], parts: &[&[u8]]) -> NodeId {
     let mut h = blake3::Hasher::new();
     h.update(tag);
     for p in parts {

@@ -106,11 +106,14 @@ fn cbor_links(data: &[u8], depth: usize, out: &mut Vec<Cid>) -> Result<(), &'sta
     for (_, v) in map {
         match v {
             CborValue::Link(c) => out.push(c),
-            // A nested map (a directory's {dir, id}); other values (arrays, floats) hold no
-            // links in what cairn writes, and do not decode as a map.
-            CborValue::Other(raw) if raw.first().is_some_and(|b| b >> 5 == 5) => {
-                cbor_links(&raw, depth + 1, out)?
-            }
+            // A nested map (a directory's {dir, id}); arrays and tags other than links could
+            // hold links cairn would miss (and GC would then drop what they link), so they
+            // are refused; simple values and floats hold none.
+            CborValue::Other(raw) => match raw.first().map(|b| b >> 5) {
+                Some(5) => cbor_links(&raw, depth + 1, out)?,
+                Some(7) => {}
+                _ => return Err("arrays and tags other than links are not read"),
+            },
             _ => {}
         }
     }
@@ -394,6 +397,13 @@ mod tests {
         let b = id_block(&e).unwrap();
         assert_eq!(b.cid().codec(), DAG_CBOR);
         assert_eq!(links(b.cid(), b.data()).unwrap(), vec![sub]);
+        // {"a": []}: an array could hold links; refused rather than skipped.
+        let array = Bytes::from_static(b"\xa1\x61a\x80");
+        let cid = cid_for(1, DAG_CBOR, HashAlg::Sha2_256, &array);
+        assert!(matches!(
+            links(&cid, &array),
+            Err(WalkError::BadCbor { .. })
+        ));
         let cid = cid_for(1, DAG_CBOR, HashAlg::Sha2_256, b"\x01");
         assert!(matches!(
             links(&cid, &Bytes::from_static(b"\x01")),

@@ -287,12 +287,35 @@ impl<S: BlockSource + Clone> Overlay<S> {
         })
     }
 
+    /// Where committed node `id` was in the base version (also for nodes dropped since).
+    fn origin_of(&self, id: NodeId) -> Option<&(NodeId, String)> {
+        match self.tree.node(id) {
+            Some(n) => n.origin.as_ref(),
+            None => self.tree.gone.get(&id),
+        }
+    }
+
+    /// The identity of node `id`, made since the base: derived from this staging area's seed,
+    /// the base and the node, so building the same staged changes again gives the same ids,
+    /// and two writers never give the same one.
+    fn new_identity(&self, id: NodeId) -> u128 {
+        cairn_store::merge::hashed_id(
+            b"cairn new node id\0",
+            &[
+                &self.id_seed,
+                &self.base_root.to_bytes(),
+                &id.0.to_le_bytes(),
+            ],
+        )
+        .max(1)
+    }
+
     /// The id tree of the version being committed: one new id block per dirty directory (its
     /// base's id block with the directory's changes), every other directory keeping its base
     /// id block. A committed node's identity is the one its origin has in the base's id tree
     /// (or the derived one, see `cairn_store::identity`); a node made since gets a new one.
     async fn build_ids(&self, sink: &Batch<'_>) -> Result<Cid, OverlayError> {
-        use cairn_store::identity::{derived_id, id_block, new_id, read_id_block, IdEntries};
+        use cairn_store::identity::{derived_id, id_block, read_id_block, IdEntries};
         let bad = OverlayError::Identity;
         // Node → (identity, its base id block); id block → entries.
         let mut resolved: HashMap<NodeId, (u128, Option<Cid>)> =
@@ -316,20 +339,20 @@ impl<S: BlockSource + Clone> Overlay<S> {
             let mut want: Vec<NodeId> = vec![dir];
             want.extend(members.iter().map(|(_, c)| *c));
             for id in want {
-                // The chain of origins up to a resolved node, then down again.
+                // The chain of origins up to a resolved node (origins form the base's tree,
+                // so this ends at the root), then down again.
                 let mut chain = Vec::new();
                 let mut at = id;
-                while !resolved.contains_key(&at) {
+                while !resolved.contains_key(&at) && chain.len() <= self.tree.nodes.len() {
                     chain.push(at);
-                    match self.tree.node(at).and_then(|n| n.origin.as_ref()) {
-                        Some((p, _)) if self.tree.node(*p).is_some() => at = *p,
-                        _ => break,
+                    match self.origin_of(at) {
+                        Some((p, _)) => at = *p,
+                        None => break,
                     }
                 }
                 for c in chain.into_iter().rev() {
-                    let n = self.node(c)?;
-                    let entry = match (&n.origin, n.base.is_some()) {
-                        (Some((p, name)), true) => match resolved.get(p).copied() {
+                    let entry = match self.origin_of(c) {
+                        Some((p, name)) => match resolved.get(p).copied() {
                             Some((pid, pblock)) => {
                                 let found = match pblock {
                                     Some(b) => {
@@ -348,9 +371,9 @@ impl<S: BlockSource + Clone> Overlay<S> {
                                 };
                                 found.unwrap_or_else(|| (derived_id(pid, name), None))
                             }
-                            None => (new_id(), None),
+                            None => (self.new_identity(c), None),
                         },
-                        _ => (new_id(), None),
+                        None => (self.new_identity(c), None),
                     };
                     resolved.insert(c, entry);
                 }
@@ -369,13 +392,19 @@ impl<S: BlockSource + Clone> Overlay<S> {
                     entries.remove(name);
                 }
             }
+            let dir_ident = resolved[&dir].0;
             for (name, c) in members {
                 let (ident, base_block) = resolved[&c];
                 let sub = match self.node(c)?.content {
                     Content::Dir(_) => written.get(&c).copied().or(base_block),
                     _ => None,
                 };
-                entries.insert(name, (ident, sub));
+                // An id that readers derive anyway is left out (keeps id blocks small).
+                if sub.is_none() && ident == derived_id(dir_ident, &name) {
+                    entries.remove(&name);
+                } else {
+                    entries.insert(name, (ident, sub));
+                }
             }
             let block = id_block(&entries).map_err(bad)?;
             written.insert(dir, *block.cid());
@@ -910,6 +939,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
             self.data.dirty.remove(id);
         }
         self.tree.removed_base = 0;
+        self.tree.gone.clear();
         self.base_root = new_root;
         self.base_ids = pending.ids;
         // The new base is this tree: every node's origin is where it is now.

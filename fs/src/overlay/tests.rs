@@ -498,6 +498,8 @@ struct World {
     ov: Option<Overlay<Mem>>,
     head: Cid,
     head_size: u64,
+    /// The head's id tree.
+    head_ids: Option<Cid>,
     /// Commits keep the staging files of [`kept_files`].
     keep: bool,
 }
@@ -524,6 +526,7 @@ impl World {
             ov: Some(ov),
             head,
             head_size,
+            head_ids: None,
             keep: true,
         }
     }
@@ -543,6 +546,8 @@ impl World {
         let stage = self.stage.clone();
         let head = self.head;
         self.ov = Some(self.reopen_at(&stage, head).unwrap());
+        let ids = self.head_ids;
+        self.ov().set_base_ids(ids);
     }
 
     fn resolve(&mut self, path: &[String]) -> Result<NodeId, i32> {
@@ -570,6 +575,7 @@ impl World {
         ov.committed_keeping(stats.root, &keep).unwrap();
         self.head = stats.root;
         self.head_size = stats.size;
+        self.head_ids = stats.ids;
         stats
     }
 
@@ -1973,7 +1979,14 @@ fn commits_keep_node_identities_across_renames_edits_and_restarts() {
     // Version 1: an edit at the top; its id tree names what was derived before.
     let v0 = w.head;
     w.apply(&Op::Write(vec![s("notes.txt")], 0, 3, 1)).unwrap();
+    w.apply(&Op::Create(vec![s("made.txt")], 0o644)).unwrap();
+    // Building the same staged changes twice gives the same identities.
+    let (mem, opts) = (w.mem.clone(), w.opts.clone());
+    let first =
+        w.rt.block_on(w.ov.as_mut().unwrap().commit(&mem, &opts, 0))
+            .unwrap();
     let v1 = w.commit();
+    assert_eq!(first.ids, v1.ids, "a rebuild gives the same identities");
     assert!(v1.ids.is_some());
     let t0 = read(&mut w, v0, None);
     let t1 = read(&mut w, v1.root, v1.ids);
@@ -1992,6 +2005,13 @@ fn commits_keep_node_identities_across_renames_edits_and_restarts() {
     w.reopen();
     w.apply(&Op::Write(vec![s("b"), s("final.txt")], 0, 10, 2))
         .unwrap();
+    // A file made in version 1 (a new identity, not a derived one) moved after the restart.
+    w.apply(&Op::Rename(
+        vec![s("made.txt")],
+        vec![s("b"), s("made.txt")],
+        0,
+    ))
+    .unwrap();
     w.apply(&Op::Rename(vec![s("a"), s("deep")], vec![s("deeper")], 0))
         .unwrap();
     w.apply(&Op::Create(vec![s("b"), s("new.txt")], 0o644))
@@ -1999,6 +2019,8 @@ fn commits_keep_node_identities_across_renames_edits_and_restarts() {
     let v2 = w.commit();
     let t2 = read(&mut w, v2.root, v2.ids);
     assert_eq!(id_at(&t2, "b/final.txt"), id_at(&t1, "a/report.txt"));
+    assert!(id_at(&t1, "made.txt").is_some());
+    assert_eq!(id_at(&t2, "b/made.txt"), id_at(&t1, "made.txt"));
     assert_eq!(id_at(&t2, "deeper"), id_at(&t1, "a/deep"));
     assert_eq!(id_at(&t2, "deeper/x"), id_at(&t1, "a/deep/x"));
     assert_eq!(id_at(&t2, "notes.txt"), id_at(&t1, "notes.txt"));
@@ -2013,4 +2035,15 @@ fn commits_keep_node_identities_across_renames_edits_and_restarts() {
     for p in ["b", "b/final.txt", "b/new.txt", "deeper", "deeper/x", "a"] {
         assert_eq!(id_at(&t3, p), id_at(&t2, p), "{p}");
     }
+    // Version 4: a file moved out of a directory that is then removed (so the directory
+    // leaves the node table) keeps its identity, also through a restart's replay.
+    w.apply(&Op::Rename(vec![s("deeper"), s("x")], vec![s("x2")], 0))
+        .unwrap();
+    w.apply(&Op::Rmdir(vec![s("deeper")])).unwrap();
+    w.apply(&Op::Sync).unwrap();
+    w.reopen();
+    let v4 = w.commit();
+    let t4 = read(&mut w, v4.root, v4.ids);
+    assert_eq!(id_at(&t4, "x2"), id_at(&t3, "deeper/x"));
+    assert_eq!(id_at(&t4, "deeper"), None);
 }

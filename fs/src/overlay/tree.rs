@@ -212,6 +212,9 @@ pub(super) struct Tree {
     pub next_id: u64,
     /// Content bytes of committed files that left the tree since the base.
     pub removed_base: u64,
+    /// The origins of committed nodes dropped from the table since the base (a removed
+    /// directory that a moved node came from): identities are resolved through them.
+    pub gone: HashMap<NodeId, (NodeId, String)>,
     /// Nodes gone from the tree whose staging files are to be deleted once the journal records
     /// of their removal are durable (after the next sync).
     pub doomed: Vec<NodeId>,
@@ -233,6 +236,7 @@ impl Tree {
             nodes,
             next_id: NodeId::ROOT.0 + 1,
             removed_base: 0,
+            gone: HashMap::new(),
             doomed: Vec::new(),
             default_time,
         }
@@ -402,6 +406,9 @@ impl Tree {
             let Some(n) = self.nodes.remove(&i) else {
                 continue;
             };
+            if let Some(origin) = n.origin {
+                self.gone.insert(i, origin);
+            }
             match n.content {
                 Content::File { staged: true, .. } => self.doomed.push(i),
                 Content::Dir(d) => {

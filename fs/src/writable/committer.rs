@@ -50,6 +50,12 @@ pub trait ShareStore: Send + Sync + 'static {
     /// Makes `stats.root` (its blocks given to the sink) the share's new head: flushes the
     /// store, signs and stores the next record, moves the head.
     fn publish(&self, stats: &CommitStats) -> Result<Published, PublishError>;
+    /// The id tree of the share's version with root `root`, if it is one and has one (for
+    /// staged changes replayed over a version other than the head).
+    fn ids_of(&self, root: Cid) -> Option<Cid> {
+        let _ = root;
+        None
+    }
 }
 
 /// A version that [`ShareStore::publish`] made.
