@@ -1055,6 +1055,16 @@ impl Shares {
 mod tests {
     use crate::{Blockstore, Repo};
 
+    /// The empty UnixFS directory's block.
+    fn empty_dir() -> crate::Block {
+        crate::Block::encode(
+            1,
+            crate::DAG_PB,
+            crate::HashAlg::Sha2_256,
+            crate::Bytes::from_static(&[0x0a, 0x02, 0x08, 0x01]),
+        )
+    }
+
     fn record_of(repo: &Repo, name: &crate::IpnsName) -> Vec<u8> {
         repo.shares()
             .head_record(name)
@@ -1069,12 +1079,7 @@ mod tests {
         let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = Repo::init(a_dir.path()).unwrap();
         let b = Repo::init(b_dir.path()).unwrap();
-        let empty = crate::Block::encode(
-            1,
-            crate::DAG_PB,
-            crate::HashAlg::Sha2_256,
-            crate::Bytes::from_static(&[0x0a, 0x02, 0x08, 0x01]),
-        );
+        let empty = empty_dir();
         a.store().put(&empty).unwrap();
         let share = a.shares().create("docs", *empty.cid(), 0).unwrap();
         let v1 = record_of(&a, &share.name);
@@ -1117,12 +1122,7 @@ mod tests {
     fn every_version_has_a_signed_commit_chained_to_the_previous_one_and_kept_by_gc() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repo::init(dir.path()).unwrap();
-        let empty = crate::Block::encode(
-            1,
-            crate::DAG_PB,
-            crate::HashAlg::Sha2_256,
-            crate::Bytes::from_static(&[0x0a, 0x02, 0x08, 0x01]),
-        );
+        let empty = empty_dir();
         repo.store().put(&empty).unwrap();
         let share = repo.shares().create("docs", *empty.cid(), 0).unwrap();
         for _ in 0..2 {

@@ -287,6 +287,24 @@ impl<S: BlockSource + Clone> Overlay<S> {
         })
     }
 
+    /// The entries of the base's id block `cid`, read once per commit into `cache`.
+    async fn id_entries<'c>(
+        &self,
+        cache: &'c mut HashMap<Cid, cairn_store::identity::IdEntries>,
+        cid: Cid,
+    ) -> Result<&'c cairn_store::identity::IdEntries, OverlayError> {
+        use std::collections::hash_map::Entry;
+        match cache.entry(cid) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(v) => {
+                let entries = cairn_store::identity::read_id_block(self.reader.source(), cid)
+                    .await
+                    .map_err(OverlayError::Identity)?;
+                Ok(v.insert(entries))
+            }
+        }
+    }
+
     /// Where committed node `id` was in the base version (also for nodes dropped since).
     fn origin_of(&self, id: NodeId) -> Option<&(NodeId, String)> {
         match self.tree.node(id) {
@@ -315,7 +333,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
     /// id block. A committed node's identity is the one its origin has in the base's id tree
     /// (or the derived one, see `cairn_store::identity`); a node made since gets a new one.
     async fn build_ids(&self, sink: &Batch<'_>) -> Result<Cid, OverlayError> {
-        use cairn_store::identity::{derived_id, id_block, read_id_block, IdEntries};
+        use cairn_store::identity::{derived_id, id_block, IdEntries};
         let bad = OverlayError::Identity;
         // Node → (identity, its base id block); id block → entries.
         let mut resolved: HashMap<NodeId, (u128, Option<Cid>)> =
@@ -356,16 +374,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
                             Some((pid, pblock)) => {
                                 let found = match pblock {
                                     Some(b) => {
-                                        if let std::collections::hash_map::Entry::Vacant(v) =
-                                            blocks.entry(b)
-                                        {
-                                            v.insert(
-                                                read_id_block(self.reader.source(), b)
-                                                    .await
-                                                    .map_err(bad)?,
-                                            );
-                                        }
-                                        blocks[&b].get(name).copied()
+                                        self.id_entries(&mut blocks, b).await?.get(name).copied()
                                     }
                                     None => None,
                                 };
@@ -382,10 +391,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
             let (_, own_block) = resolved[&dir];
             let mut entries = IdEntries::new();
             if let (Some(b), true) = (own_block, self.node(dir)?.base.is_some()) {
-                if let std::collections::hash_map::Entry::Vacant(v) = blocks.entry(b) {
-                    v.insert(read_id_block(self.reader.source(), b).await.map_err(bad)?);
-                }
-                entries = blocks[&b].clone();
+                entries = self.id_entries(&mut blocks, b).await?.clone();
             }
             for (name, slot) in &d.changes {
                 if *slot == Slot::Removed {
