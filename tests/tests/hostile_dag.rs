@@ -294,3 +294,56 @@ fn peak_rss_is_measured() {
         "a cairn process uses more than 1 MiB: {kib} KiB"
     );
 }
+
+/// The same shapes served by a peer: a daemon that fetches them over Bitswap for `ls`, `get`,
+/// `status` and `pin add` stays bounded (issue 7's DAG also killed a daemon that fetched it
+/// from a peer), answers every command with a result or a clear error, and keeps running.
+#[test]
+fn hostile_dags_from_a_peer_are_bounded_in_the_daemon_that_fetches_them() {
+    let (a, b) = (TestRepo::new(), TestRepo::new());
+    a.use_loopback_network();
+    b.use_loopback_network();
+    let mut blocks = Blocks::default();
+    let issue = repeated_shards(&mut blocks);
+    let f = blocks.raw(b"bottom\n");
+    let mut diamond = blocks.dir(&[("f", f)]);
+    for _ in 0..40 {
+        diamond = blocks.dir(&[("a", diamond), ("b", diamond)]);
+    }
+    blocks.import(&a, issue);
+    blocks.import(&a, diamond);
+    let da = a.daemon();
+    let mut db = b.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+
+    let issue = issue.to_string();
+    b.cairn(&["--timeout", "20", "ls", &issue])
+        .expect_err("HAMT");
+    get_refused(&b, &issue, "HAMT");
+    let status = b.cairn(&["--timeout", "20", "status", &issue]);
+    assert!(
+        status.ok() || status.stderr.lines().count() == 1,
+        "status of a HAMT that repeats shards: {}",
+        status.text()
+    );
+    // Pinning fetches each distinct block once: 5 blocks, not 256^4 entries.
+    b.cairn(&["--timeout", "20", "pin", "add", &issue])
+        .expect_ok();
+    b.cairn(&["pin", "verify"]).expect_ok();
+
+    let diamond = diamond.to_string();
+    let listing = b.cairn(&["--timeout", "20", "ls", &diamond]).expect_ok();
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    get_refused(&b, &diamond, "entries counted per path");
+    b.cairn(&["--timeout", "20", "status", &diamond])
+        .expect_ok();
+    b.cairn(&["--timeout", "20", "pin", "add", &diamond])
+        .expect_ok();
+
+    // The daemon that fetched them is alive, and its peak memory modest.
+    b.cairn(&["id"]).expect_ok();
+    let kib = vm_kib(db.pid(), "VmHWM:").expect("daemon status");
+    assert_modest("daemon that fetched hostile DAGs from a peer", kib);
+    assert_eq!(db.stop(), Some(0));
+    b.cairn(&["repo", "verify"]).expect_ok();
+}

@@ -194,6 +194,48 @@ fn offline_unmount_with_a_file_open_detaches_and_the_mount_process_exits_0() {
     r.cairn(&["repo", "verify"]).expect_ok();
 }
 
+/// The daemon's side of the same: `cairn unmount` of a daemon-served mount with a file open
+/// detaches it lazily too (the same outcome as without a daemon), the open file reads to its
+/// end, and the daemon stops cleanly afterwards.
+#[test]
+fn daemon_unmount_with_a_file_open_detaches_as_without_a_daemon() {
+    let r = TestRepo::new();
+    let data = pseudo_random(4_000_000, 12);
+    std::fs::write(r.path("f"), &data).unwrap();
+    let cid = r.cairn(&["add", "-Q", "f"]).expect_ok();
+    let mut daemon = r.daemon();
+    let mnt = r.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _cleanup = Unmount(mnt.clone());
+    r.cairn(&["mount", &cid, mnt.to_str().unwrap()]).expect_ok();
+    wait_for(30, "the daemon's mount", || is_mounted(&mnt).then_some(()));
+    let mut file = std::fs::File::open(mnt.join(&cid)).unwrap();
+    let mut got = vec![0u8; 4096];
+    file.read_exact(&mut got).unwrap();
+
+    r.cairn(&["unmount", mnt.to_str().unwrap()]).expect_ok();
+    assert!(
+        !is_mounted(&mnt),
+        "still in /proc/mounts after cairn unmount"
+    );
+    file.read_to_end(&mut got).unwrap();
+    assert!(
+        got == data,
+        "the open file read differently after the unmount"
+    );
+    drop(file);
+    // Unmounted once: a second unmount says it is not mounted, and a new mount works.
+    r.cairn(&["unmount", mnt.to_str().unwrap()])
+        .expect_err("not");
+    r.cairn(&["mount", &cid, mnt.to_str().unwrap()]).expect_ok();
+    wait_for(30, "the second mount", || is_mounted(&mnt).then_some(()));
+    assert_eq!(std::fs::read(mnt.join(&cid)).unwrap(), data);
+    r.cairn(&["unmount", mnt.to_str().unwrap()]).expect_ok();
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(!is_mounted(&mnt));
+    r.cairn(&["repo", "verify"]).expect_ok();
+}
+
 #[test]
 fn mount_bad_input_is_refused() {
     let r = TestRepo::new();

@@ -280,6 +280,24 @@ fn damaged_index_bytes_are_repaired() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     fs::write(&db, bytes).unwrap();
+    // What a user sees first: either sled did not notice (the index still agrees with the
+    // block files, and verify says so), or a one-line error that names the fix. Never a panic.
+    for cmd in [&["repo", "stat"][..], &["repo", "verify"], &["ls", &root]] {
+        let run = repo.cairn(cmd);
+        assert!(
+            !run.stderr.contains("panicked") && run.code != Some(101),
+            "{cmd:?}: {}",
+            run.stderr
+        );
+        if !run.ok() {
+            assert!(
+                run.stderr.contains("cairn repo repair"),
+                "{cmd:?} on a damaged index: {}",
+                run.stderr
+            );
+            assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        }
+    }
     // Whether or not sled notices, repair rebuilds a correct index from the block files.
     let run = repo.cairn(&["repo", "repair"]);
     assert!(run.ok(), "repair: {}", run.stderr);
@@ -395,6 +413,44 @@ fn repo_is_private_whatever_the_umask() {
         }
     }
     assert!(checked >= 2, "block files and packs checked");
+
+    // Later opens tighten sled's own files; what the daemon and shares make (the API
+    // directory, share keys and heads) is private too: nothing in the repo is open to the
+    // group or others.
+    let umask_run = |args: &str| {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask 022 && exec {} --repo {} {args}",
+                cairn_tests::cairn_bin().display(),
+                repo.repo().display(),
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args}");
+    };
+    umask_run("repo stat");
+    umask_run("share new private-notes");
+    let mut d = repo.daemon();
+    repo.cairn(&["id"]).expect_ok();
+    assert_eq!(d.stop(), Some(0));
+    let mut seen = 0;
+    for entry in walk(&r) {
+        let m = mode(&entry);
+        assert_eq!(m & 0o077, 0, "{} is {m:o}", entry.display());
+        seen += 1;
+    }
+    assert!(
+        walk(&r)
+            .iter()
+            .any(|p| p.starts_with(r.join("blocks/db")) && p.is_file()),
+        "sled's files checked"
+    );
+    assert!(
+        walk(&r).iter().any(|p| p.starts_with(r.join("shares"))),
+        "share files checked"
+    );
+    assert!(seen > checked);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

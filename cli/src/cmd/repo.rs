@@ -77,6 +77,12 @@ pub fn run(ctx: &Ctx<'_>, cmd: RepoCommand) -> Result<()> {
                             report.packs_compacted, report.pack_bytes_reclaimed
                         ));
                     }
+                    if report.unindexed_records > 0 {
+                        text.push_str(&format!(
+                            "\ndropped {} unindexed pack records left by an interrupted write",
+                            report.unindexed_records
+                        ));
+                    }
                     text
                 },
             )?;
