@@ -34,6 +34,7 @@
 mod commit;
 mod data;
 mod journal;
+mod rebase;
 mod tree;
 
 #[cfg(test)]
@@ -228,6 +229,9 @@ pub enum OverlayError {
     /// The base version's id tree could not be read, or the new one not built.
     #[error("the share's node identities: {0}")]
     Identity(#[from] cairn_store::identity::IdentityError),
+    /// A rebase onto another version while changes are staged (commit them first).
+    #[error("changes are staged (or a file is open for writing); commit them first")]
+    Staged,
     /// `committed` without a matching `commit` just before it.
     #[error("no commit with root {0} is pending (something changed since it was built)")]
     NotPending(Cid),

@@ -182,6 +182,15 @@ pub(crate) enum Command {
         name: IpnsName,
         reply: Reply<()>,
     },
+    ServeHeads {
+        name: IpnsName,
+        reply: Reply<()>,
+    },
+    AnnounceHead {
+        name: IpnsName,
+        commit: Vec<u8>,
+        reply: Reply<bool>,
+    },
 }
 
 /// What [`Node::lookup_record`](crate::Node::lookup_record) found.
@@ -201,6 +210,18 @@ pub struct RecordPut {
     pub dht: bool,
     /// It was pushed to peers subscribed to the name's topic.
     pub pushed: bool,
+}
+
+/// A writer's head of a share whose heads topic this node joined, as a peer forwarded it: a
+/// commit of that share whose signature verifies (membership is the receiver's to check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadEvent {
+    /// The share.
+    pub name: IpnsName,
+    /// The commit's bytes.
+    pub commit: Vec<u8>,
+    /// The peer that forwarded it.
+    pub from: PeerId,
 }
 
 /// A valid record of a name this node follows, pushed by a peer.

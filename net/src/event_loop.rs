@@ -40,6 +40,7 @@ mod bitswap;
 mod dht;
 mod dial;
 mod engine;
+mod heads;
 mod listen;
 mod records;
 mod store_io;
@@ -47,6 +48,7 @@ mod store_io;
 use dht::{Find, ProvideJob};
 use dial::{Conn, PendingDial, PendingDisconnect};
 use engine::{Answer, Engine};
+pub use heads::heads_topic;
 pub use store_io::STORE_BATCH_BYTES;
 
 /// How often deadlines and retries are checked.
@@ -87,6 +89,10 @@ pub(crate) struct EventLoop {
     records: records::Records,
     /// Where valid pushed records go (the node's subscribers).
     record_events: tokio::sync::broadcast::Sender<crate::command::RecordEvent>,
+    /// Shares' heads topics and the heads announced here.
+    heads: heads::Heads,
+    /// Where other writers' heads go.
+    head_events: tokio::sync::broadcast::Sender<crate::command::HeadEvent>,
 }
 
 impl EventLoop {
@@ -98,6 +104,7 @@ impl EventLoop {
         store: Arc<dyn Blockstore>,
         commands: mpsc::Receiver<Command>,
         record_events: tokio::sync::broadcast::Sender<crate::command::RecordEvent>,
+        head_events: tokio::sync::broadcast::Sender<crate::command::HeadEvent>,
     ) -> Result<Self, NetError> {
         let local = key.public().to_peer_id();
         let mut swarm = swarm_build::build(&cfg, key)?;
@@ -137,6 +144,8 @@ impl EventLoop {
             to_store: VecDeque::new(),
             records: records::Records::default(),
             record_events,
+            heads: heads::Heads::default(),
+            head_events,
         })
     }
 
@@ -265,7 +274,16 @@ impl EventLoop {
                 reply,
             } => self.subscribe(name, follow, reply),
             Command::RecordSources { name, reply } => self.record_sources(name, reply),
-            Command::Unsubscribe { name, reply } => self.unsubscribe(name, reply),
+            Command::Unsubscribe { name, reply } => {
+                self.leave_heads(name);
+                self.unsubscribe(name, reply)
+            }
+            Command::ServeHeads { name, reply } => self.serve_heads(name, reply),
+            Command::AnnounceHead {
+                name,
+                commit,
+                reply,
+            } => self.announce_head(name, commit, reply),
         }
     }
 
@@ -353,6 +371,7 @@ impl EventLoop {
         self.expire_finds(now);
         self.expire_gets(now);
         self.redial_sources(now);
+        self.reannounce_heads();
     }
 
     fn apply_actions(&mut self) {

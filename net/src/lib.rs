@@ -47,12 +47,12 @@ mod swarm;
 
 pub use addr::{parse_addr, transport_name};
 pub use command::{
-    BitswapStats, Direction, PeerInfo, ProvideReport, ProviderSearch, RecordEvent, RecordLookup,
-    RecordPut,
+    BitswapStats, Direction, HeadEvent, PeerInfo, ProvideReport, ProviderSearch, RecordEvent,
+    RecordLookup, RecordPut,
 };
 pub use config::{DhtMode, Limits, NetConfig, ProvideStrategy, KAD_PROTOCOL, LAN_KAD_PROTOCOL};
 pub use error::NetError;
-pub use event_loop::STORE_BATCH_BYTES;
+pub use event_loop::{heads_topic, STORE_BATCH_BYTES};
 pub use libp2p::{Multiaddr, PeerId};
 pub use memstore::MemoryStore;
 pub use node::{peer_id_from_seed, Node};

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::addr::parse_addr;
 use crate::command::{
-    BitswapStats, Command, Fetched, PeerInfo, ProvideReport, ProviderSearch, RecordEvent,
-    RecordLookup, RecordPut, Reply,
+    BitswapStats, Command, Fetched, HeadEvent, PeerInfo, ProvideReport, ProviderSearch,
+    RecordEvent, RecordLookup, RecordPut, Reply,
 };
 use crate::config::NetConfig;
 
@@ -27,6 +27,8 @@ pub struct Node {
     tx: mpsc::Sender<Command>,
     /// Valid records pushed for subscribed names.
     records: tokio::sync::broadcast::Sender<RecordEvent>,
+    /// Other writers' heads of the shares whose heads topics were joined.
+    heads: tokio::sync::broadcast::Sender<HeadEvent>,
     peer_id: PeerId,
     store: Arc<dyn Blockstore>,
     fetch_timeout: Duration,
@@ -91,10 +93,20 @@ impl Node {
         let readahead_blocks = config.limits.readahead_blocks;
         let (tx, rx) = mpsc::channel(config.limits.command_queue.max(1));
         let (records, _) = tokio::sync::broadcast::channel(RECORD_EVENTS);
-        let event_loop = EventLoop::new(config, key, store.clone(), rx, records.clone()).await?;
+        let (heads, _) = tokio::sync::broadcast::channel(RECORD_EVENTS);
+        let event_loop = EventLoop::new(
+            config,
+            key,
+            store.clone(),
+            rx,
+            records.clone(),
+            heads.clone(),
+        )
+        .await?;
         tokio::spawn(event_loop.run());
         Ok(Node {
             records,
+            heads,
             tx,
             peer_id,
             store,
@@ -179,6 +191,27 @@ impl Node {
             reply,
         })
         .await
+    }
+
+    /// Joins share `name`'s heads topic: its writers' heads arrive on [`Node::head_events`].
+    pub async fn serve_heads(&self, name: IpnsName) -> Result<(), NetError> {
+        self.ask(|reply| Command::ServeHeads { name, reply }).await
+    }
+
+    /// Announces `commit`, this node's head of share `name`, on the share's heads topic (and
+    /// again to every peer that subscribes later). Returns whether a subscribed peer heard it.
+    pub async fn announce_head(&self, name: IpnsName, commit: Vec<u8>) -> Result<bool, NetError> {
+        self.ask(|reply| Command::AnnounceHead {
+            name,
+            commit,
+            reply,
+        })
+        .await
+    }
+
+    /// Other writers' heads of the shares whose heads topics this node joined.
+    pub fn head_events(&self) -> tokio::sync::broadcast::Receiver<HeadEvent> {
+        self.heads.subscribe()
     }
 
     /// Valid records pushed for the names this node subscribed to.

@@ -93,7 +93,10 @@ pub(crate) fn build(
     let gossip_cfg = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
-        .max_transmit_size(cairn_store::IPNS_MAX_RECORD_SIZE + 4096)
+        // The bigger of a record (10 KiB) and a head (a commit, 16 KiB), plus framing.
+        .max_transmit_size(
+            cairn_store::IPNS_MAX_RECORD_SIZE.max(cairn_store::commit::MAX_COMMIT_BYTES) + 4096,
+        )
         .build()
         .map_err(|e| NetError::Transport(e.to_string()))?;
     let gossipsub = gossipsub::Behaviour::new(

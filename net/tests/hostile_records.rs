@@ -14,39 +14,12 @@ use cairn_store::ShareKey;
 use common::*;
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    gossipsub, identity, kad, noise, tcp, yamux, Multiaddr, StreamProtocol, SwarmBuilder,
-};
+use libp2p::{gossipsub, identity, kad, Multiaddr, StreamProtocol};
 
 #[derive(NetworkBehaviour)]
 struct Hostile {
     gossipsub: gossipsub::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
-}
-
-/// Gossipsub as the hostile peer runs it: messages signed correctly by `hk`.
-fn signed_gossip(hk: &identity::Keypair) -> gossipsub::Behaviour {
-    let gcfg = gossipsub::ConfigBuilder::default()
-        .heartbeat_interval(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(hk.clone()), gcfg).unwrap()
-}
-
-/// The hostile peer's swarm: TCP, Noise, Yamux and `behaviour`.
-fn hostile_swarm<B: NetworkBehaviour>(hk: identity::Keypair, behaviour: B) -> libp2p::Swarm<B> {
-    SwarmBuilder::with_existing_identity(hk)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
 }
 
 /// A cairn node following share `seed`'s name and holding its good record (sequence 5).
@@ -158,22 +131,10 @@ async fn bad_records_from_a_real_peer_are_refused_and_the_peer_is_banned() {
     for bad in [other, expired, forged] {
         let _ = swarm.behaviour_mut().gossipsub.publish(topic.clone(), bad);
         // Let it travel.
-        let until = tokio::time::Instant::now() + Duration::from_millis(300);
-        while tokio::time::Instant::now() < until {
-            tokio::select! {
-                _ = swarm.select_next_some() => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
+        pump(&mut swarm, Duration::from_millis(300)).await;
     }
     // Banned: the connection goes and stays gone.
-    let until = tokio::time::Instant::now() + Duration::from_secs(20);
-    while swarm.is_connected(&a.peer_id()) {
-        tokio::select! {
-            _ = swarm.select_next_some() => {}
-            _ = tokio::time::sleep_until(until) => panic!("the hostile peer was not banned"),
-        }
-    }
+    until_banned(&mut swarm, a.peer_id()).await;
     assert!(!a.peers().await.unwrap().contains(&hostile_id));
     // Nothing bad reached cairn's subscribers, and the good record stands.
     assert!(events.try_recv().is_err(), "a bad record got through");

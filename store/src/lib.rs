@@ -48,6 +48,7 @@ mod fault;
 mod gc;
 mod hamt;
 mod hash;
+pub mod heads;
 pub mod identity;
 mod importer;
 mod ipns;

@@ -122,6 +122,9 @@ pub enum ShareError {
         /// The writer.
         writer: IpnsName,
     },
+    /// The share's tip moved while a change to it was prepared.
+    #[error("share {0} moved meanwhile; try again")]
+    TipMoved(IpnsName),
     /// The share's owner was named as a member to grant or revoke.
     #[error("{0} is the share's own key: its owner is always a member")]
     Owner(IpnsName),
@@ -172,7 +175,7 @@ impl ShareError {
     }
 }
 
-fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ShareError + '_ {
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ShareError + '_ {
     move |source| ShareError::Io {
         path: path.to_path_buf(),
         source,
@@ -333,9 +336,40 @@ fn root_name(name: &IpnsName, kind: char, seq: u64) -> String {
     format!("share/{name}/{kind}{seq:020}")
 }
 
+/// Makes directory `dir` and any missing parent (`shares/` itself) private to the owner
+/// (0700, whatever the umask), as the rest of the repo is.
+fn private_dir(dir: &Path) -> Result<(), ShareError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_at(dir))?;
+    // A directory made before this rule (or by hand) is tightened too.
+    for d in [dir, dir.parent().unwrap_or(dir)] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(io_at(d))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one.
-fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ShareError> {
+pub(crate) fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ShareError> {
     crate::atomic::replace_file(path, bytes, mode).map_err(io_at(path))
+}
+
+/// How [`Shares::commit_locked`] gets the new version's commit.
+// A parameter, passed once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Made<'a> {
+    /// A new commit by the share's key, of `root` with id tree `ids` (an empty one, all ids
+    /// derived, if `None`), with these parents.
+    New {
+        root: Cid,
+        ids: Option<Cid>,
+        parents: Vec<Cid>,
+    },
+    /// A commit that exists (another writer's): the version is its tree.
+    Existing(&'a crate::commit::Commit),
 }
 
 /// Checks a label: 1 to 64 letters, digits, `.`, `_` or `-`, not a share id.
@@ -380,12 +414,20 @@ impl Shares {
         }
     }
 
-    fn share_dir(&self, name: &IpnsName) -> PathBuf {
+    pub(crate) fn share_dir(&self, name: &IpnsName) -> PathBuf {
         self.dir.join(name.to_string())
     }
 
-    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(crate) fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn store(&self) -> &Arc<SledStore> {
+        &self.store
+    }
+
+    pub(crate) fn roots(&self) -> &Roots {
+        &self.roots
     }
 
     fn read_meta(&self, name: &IpnsName) -> Result<Meta, ShareError> {
@@ -478,7 +520,7 @@ impl Shares {
         })
     }
 
-    fn key(&self, name: &IpnsName) -> Result<ShareKey, ShareError> {
+    pub(crate) fn key(&self, name: &IpnsName) -> Result<ShareKey, ShareError> {
         let path = self.share_dir(name).join("key");
         if !path.exists() {
             return Err(ShareError::ReadOnly(*name));
@@ -623,7 +665,7 @@ impl Shares {
 
     /// Keeps `list` as share `name`'s member list: its block (an `m` root), then the
     /// `members` file.
-    fn store_members_locked(
+    pub(crate) fn store_members_locked(
         &self,
         name: &IpnsName,
         list: &crate::MemberList,
@@ -651,12 +693,7 @@ impl Shares {
         let key = ShareKey::generate()?;
         let name = key.name();
         let dir = self.share_dir(&name);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .create(&dir)
-            .map_err(io_at(&dir))?;
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_at(&dir))?;
+        private_dir(&dir)?;
         key.save(&dir.join("key"))?;
         let meta = Meta {
             label: label.to_string(),
@@ -667,7 +704,12 @@ impl Shares {
             seen_from: None,
         };
         self.write_meta(&name, &meta)?;
-        self.commit_locked(&name, &key, None, root, None, size, 0, &[])?;
+        let first = Made::New {
+            root,
+            ids: None,
+            parents: Vec::new(),
+        };
+        self.commit_locked(&name, &key, None, first, size, 0, &[])?;
         self.load(&name)
     }
 
@@ -688,10 +730,7 @@ impl Shares {
             if self.list()?.iter().any(|s| s.label == label) {
                 return Err(ShareError::LabelTaken(label.to_string()));
             }
-            fs::DirBuilder::new()
-                .recursive(true)
-                .create(&dir)
-                .map_err(io_at(&dir))?;
+            private_dir(&dir)?;
             let meta = Meta {
                 label: label.to_string(),
                 created: now_ms(SystemTime::now()),
@@ -763,12 +802,12 @@ impl Shares {
         let _g = self.guard();
         let key = self.key(name)?;
         let head = self.head_record(name).ok().map(|(v, _)| v);
+        let parents = head.as_ref().and_then(|h| h.commit).into_iter().collect();
         self.commit_locked(
             name,
             &key,
             head.as_ref(),
-            root,
-            ids,
+            Made::New { root, ids, parents },
             size,
             changed,
             protected,
@@ -776,13 +815,12 @@ impl Shares {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn commit_locked(
+    pub(crate) fn commit_locked(
         &self,
         name: &IpnsName,
         key: &ShareKey,
         head: Option<&Version>,
-        root: Cid,
-        ids: Option<Cid>,
+        made: Made<'_>,
         size: u64,
         changed: u64,
         protected: &[Cid],
@@ -806,27 +844,33 @@ impl Shares {
                 l
             }
         };
-        let id_tree = match ids {
-            Some(c) => c,
-            None => {
-                let empty = crate::identity::id_block(&crate::identity::IdEntries::new())?;
-                self.store.put(&empty)?;
-                *empty.cid()
+        let (root, id_tree, commit_block) = match made {
+            // Another writer's commit (a fast-forward to it): the record names it as it is.
+            Made::Existing(c) => (c.root, c.ids, c.block()),
+            Made::New { root, ids, parents } => {
+                let id_tree = match ids {
+                    Some(c) => c,
+                    None => {
+                        let empty = crate::identity::id_block(&crate::identity::IdEntries::new())?;
+                        self.store.put(&empty)?;
+                        *empty.cid()
+                    }
+                };
+                let commit = crate::commit::Commit::create(
+                    key,
+                    &crate::commit::CommitFields {
+                        share: *name,
+                        seq: sequence,
+                        parents,
+                        root,
+                        ids: id_tree,
+                        members: *members.block().cid(),
+                        time: now,
+                    },
+                )?;
+                (root, id_tree, commit.block())
             }
         };
-        let commit = crate::commit::Commit::create(
-            key,
-            &crate::commit::CommitFields {
-                share: *name,
-                seq: sequence,
-                parents: head.and_then(|h| h.commit).into_iter().collect(),
-                root,
-                ids: id_tree,
-                members: *members.block().cid(),
-                time: now,
-            },
-        )?;
-        let commit_block = commit.block();
         self.store.put(&commit_block)?;
         let mut fields =
             RecordFields::new(RecordValue::ipfs(root), sequence, now + RECORD_VALIDITY);
@@ -869,6 +913,11 @@ impl Shares {
         ];
         roots.push((root_name(name, 'i', sequence), id_tree));
         roots.push((root_name(name, 'c', sequence), *commit_block.cid()));
+        // Kept beyond retention: the history merge bases are looked up in (see heads.rs).
+        roots.push((
+            format!("share/{name}/h/{}", commit_block.cid()),
+            *commit_block.cid(),
+        ));
         self.roots.set_many(&roots)?;
         crate::fault::crash_point("share-roots-journaled");
         replace_file(&self.share_dir(name).join("head"), record.as_bytes(), 0o600)?;
@@ -1034,14 +1083,16 @@ impl Shares {
         if !dir.join("share.toml").exists() {
             return Err(ShareError::NotFound(name.to_string()));
         }
-        let mut names: Vec<String> = Vec::new();
-        for kind in ['v', 'r', 'i', 'c', 'm'] {
-            names.extend(
-                self.version_roots(name, kind)
-                    .into_iter()
-                    .map(|(seq, _)| root_name(name, kind, seq)),
-            );
-        }
+        // Every root of the share: versions, records, id trees, commits, member lists, a
+        // member's tip and the commits kept for merges.
+        let prefix = format!("share/{name}/");
+        let names: Vec<String> = self
+            .roots
+            .durable()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
         if !names.is_empty() {
             self.roots.remove_many(&names)?;
         }

@@ -962,16 +962,7 @@ impl<S: BlockSource + Clone> Overlay<S> {
                 }
             }
         }
-        let idle: Vec<NodeId> = self
-            .tree
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.lookups == 0)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in idle {
-            self.tree.drop_unused(id);
-        }
+        self.tree.drop_idle();
         Ok(())
     }
 }

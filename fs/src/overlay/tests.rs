@@ -2047,3 +2047,84 @@ fn commits_keep_node_identities_across_renames_edits_and_restarts() {
     assert_eq!(id_at(&t4, "x2"), id_at(&t3, "deeper/x"));
     assert_eq!(id_at(&t4, "deeper"), None);
 }
+
+#[test]
+fn a_clean_staging_area_rebases_onto_another_version_keeping_the_nodes_still_there() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("docs/old")).unwrap();
+    std::fs::write(src.path().join("docs/report.txt"), b"draft").unwrap();
+    std::fs::write(src.path().join("docs/old/gone.txt"), b"bye").unwrap();
+    std::fs::write(src.path().join("kind"), b"a file").unwrap();
+    let mut w = World::new(ImportOptions::default(), Some(src.path()));
+    let s = |x: &str| x.to_string();
+    // The kernel knows these nodes (looked up), and holds them across the rebase.
+    let docs = w.resolve(&[s("docs")]).unwrap();
+    let report = w.resolve(&[s("docs"), s("report.txt")]).unwrap();
+    let gone = w.resolve(&[s("docs"), s("old"), s("gone.txt")]).unwrap();
+    let kind = w.resolve(&[s("kind")]).unwrap();
+    // Another writer's version: the report edited, docs/old removed, `kind` now a directory,
+    // a new file.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("docs")).unwrap();
+    std::fs::create_dir_all(other.path().join("kind")).unwrap();
+    std::fs::write(other.path().join("docs/report.txt"), b"reviewed by bob").unwrap();
+    std::fs::write(other.path().join("new.txt"), b"new").unwrap();
+    let (theirs, _) = import(other.path(), &w.opts, &w.mem);
+
+    // Staged changes are refused: commit first.
+    w.apply(&Op::Create(vec![s("mine.txt")], 0o644)).unwrap();
+    let ov = w.ov.as_mut().unwrap();
+    assert!(matches!(
+        w.rt.block_on(ov.rebase(theirs, None)),
+        Err(OverlayError::Staged)
+    ));
+    w.apply(&Op::Unlink(vec![s("mine.txt")])).unwrap();
+    w.commit();
+    let ov = w.ov.as_mut().unwrap();
+    assert!(
+        ov.is_clean(),
+        "root dirty {:?}, staged {:?}, pending {}",
+        ov.tree.node(NodeId::ROOT).map(|n| n.dirty),
+        ov.tree
+            .nodes
+            .values()
+            .filter(|n| n.staged())
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>(),
+        ov.pending.is_some()
+    );
+    let r = w.rt.block_on(ov.rebase(theirs, None)).unwrap();
+    assert_eq!(ov.base(), theirs);
+    for id in [NodeId::ROOT, docs, report] {
+        assert!(r.changed.contains(&id), "{id:?} stays and changed");
+    }
+    // Gone: docs/old (and what is under it), and `kind`, which is another kind now.
+    let gone_names: Vec<&str> = r.gone.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(gone_names.contains(&"old"), "{gone_names:?}");
+    assert!(gone_names.contains(&"kind"), "{gone_names:?}");
+    // The same inodes read the new content; the gone ones are no longer in the tree.
+    let got = w.rt.block_on(ov.read(report, 0, 100)).unwrap();
+    assert_eq!(&got[..], b"reviewed by bob");
+    assert_eq!(ov.getattr(report).unwrap().size, 15);
+    assert_eq!(w.resolve(&[s("docs"), s("report.txt")]).unwrap(), report);
+    assert!(w.resolve(&[s("docs"), s("old")]).is_err());
+    let new_kind = w.resolve(&[s("kind")]).unwrap();
+    assert_ne!(new_kind, kind, "a directory now: a new node");
+    assert_ne!(new_kind, gone);
+    assert!(w.resolve(&[s("new.txt")]).is_ok());
+    // A restart opens on the new version with nothing staged; a commit of nothing is none.
+    w.head = theirs;
+    w.head_ids = None;
+    w.reopen();
+    assert!(w.ov.as_mut().unwrap().is_clean());
+    w.apply(&Op::Write(vec![s("new.txt")], 0, 3, 9)).unwrap();
+    let v = w.commit();
+    let reader = DagReader::new(w.mem.clone());
+    let cid =
+        w.rt.block_on(reader.resolve(&v.root, &["docs", "report.txt"]))
+            .unwrap();
+    assert_eq!(
+        &w.rt.block_on(reader.read(&cid, 0, 100)).unwrap()[..],
+        b"reviewed by bob"
+    );
+}

@@ -153,6 +153,31 @@ impl Node {
         matches!(self.content, Content::File { staged: true, .. })
     }
 
+    /// The node as committed version `base` describes it (after a rebase): clean, its content
+    /// and metadata from `base`; a directory keeps the children it knows (each is rebased on
+    /// its own).
+    pub(super) fn reset_to(&mut self, base: Base, default_time: UnixTime) {
+        let kind = self.kind();
+        self.content = match std::mem::replace(&mut self.content, Content::Symlink(String::new())) {
+            Content::Dir(mut d) => {
+                d.changes.clear();
+                Content::Dir(d)
+            }
+            Content::File { .. } => Content::File {
+                size: base.size,
+                staged: false,
+            },
+            Content::Symlink(_) => Content::Symlink(base.target.clone().unwrap_or_default()),
+        };
+        let mtime = base.mtime.unwrap_or(default_time);
+        self.mode = base.mode.unwrap_or_else(|| default_mode(kind)) & 0o7777;
+        self.mtime = mtime;
+        self.ctime = mtime;
+        self.mtime_explicit = base.mtime.is_some();
+        self.base = Some(base);
+        self.dirty = false;
+    }
+
     /// A committed node, clean, as the committed DAG describes it.
     fn committed(
         parent: NodeId,
@@ -425,6 +450,19 @@ impl Tree {
 
     /// Drops `id` if nothing needs it any more: not held by the kernel, not named by the
     /// journal, unchanged, and nothing below it in memory; then tries its parent.
+    /// Drops every node the kernel does not hold and nothing needs ([`Tree::drop_unused`]).
+    pub(super) fn drop_idle(&mut self) {
+        let idle: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.lookups == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.drop_unused(id);
+        }
+    }
+
     pub(super) fn drop_unused(&mut self, id: NodeId) {
         let mut at = id;
         loop {

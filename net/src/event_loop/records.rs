@@ -251,7 +251,7 @@ impl EventLoop {
     }
 
     /// A peer sent a record that failed: logged, counted, and the peer banned after a few.
-    fn strike(&mut self, peer: PeerId, name: &IpnsName, why: &str) {
+    pub(super) fn strike(&mut self, peer: PeerId, name: &IpnsName, why: &str) {
         tracing::warn!(%peer, %name, why, "refused an IPNS record");
         let n = self.records.strikes.entry(peer).or_insert(0);
         *n += 1;
@@ -397,6 +397,9 @@ impl EventLoop {
                 message,
             } => (propagation_source, message_id, message),
             gossipsub::Event::Subscribed { peer_id, topic, .. } => {
+                if self.on_heads_subscribed(&topic) {
+                    return;
+                }
                 if let Some(name) = self.records.topics.get(&topic).copied() {
                     self.on_source(name, peer_id);
                 }
@@ -421,6 +424,9 @@ impl EventLoop {
                 return;
             }
         };
+        if self.on_head_message(propagation_source, &message_id, &message) {
+            return;
+        }
         let Some(name) = self.records.topics.get(&message.topic).copied() else {
             let _ = self
                 .swarm

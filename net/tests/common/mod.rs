@@ -178,3 +178,64 @@ pub fn record(key: &cairn_store::ShareKey, seq: u64, valid_for: Duration) -> Vec
         .as_bytes()
         .to_vec()
 }
+
+/// Gossipsub as a hostile test peer runs it: messages signed correctly by `hk`, so only cairn's
+/// own checks stand in the way of what it sends.
+pub fn signed_gossip(hk: &libp2p::identity::Keypair) -> libp2p::gossipsub::Behaviour {
+    let gcfg = libp2p::gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    libp2p::gossipsub::Behaviour::new(
+        libp2p::gossipsub::MessageAuthenticity::Signed(hk.clone()),
+        gcfg,
+    )
+    .unwrap()
+}
+
+/// A hostile test peer's swarm: TCP, Noise, Yamux and `behaviour`.
+pub fn hostile_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    hk: libp2p::identity::Keypair,
+    behaviour: B,
+) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_existing_identity(hk)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Runs a test peer's swarm for `d` (what it sent travels, what comes in is taken).
+pub async fn pump<B: libp2p::swarm::NetworkBehaviour>(swarm: &mut libp2p::Swarm<B>, d: Duration) {
+    use futures::StreamExt;
+    let until = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < until {
+        tokio::select! {
+            _ = swarm.select_next_some() => {}
+            _ = tokio::time::sleep_until(until) => {}
+        }
+    }
+}
+
+/// Runs a hostile test peer's swarm until `by` has dropped its connection (banned it), at
+/// most 20 s.
+pub async fn until_banned<B: libp2p::swarm::NetworkBehaviour>(
+    swarm: &mut libp2p::Swarm<B>,
+    by: libp2p::PeerId,
+) {
+    use futures::StreamExt;
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    while swarm.is_connected(&by) {
+        tokio::select! {
+            _ = swarm.select_next_some() => {}
+            _ = tokio::time::sleep_until(until) => panic!("the hostile peer was not banned"),
+        }
+    }
+}

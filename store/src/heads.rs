@@ -1,0 +1,714 @@
+//! The heads of a share with several writers, on one node: which commit this node's copy is at
+//! (its *tip*), the commits and member lists that arrive from other writers, and what to do
+//! when another writer's head arrives (nothing, a fast-forward, or a three-way merge; see
+//! [`Shares::plan`] and [`merge_commits`]).
+//!
+//! The owner's tip is the commit its head record names (every move of the owner's tip is a new
+//! record, so followers see merges too). A member's tip is the `tip` file (the commit's bytes,
+//! replaced atomically); a node that is neither has the head record's commit as its tip and
+//! never moves it itself.
+//!
+//! # On disk (besides what `share.rs` lists)
+//! ```text
+//! <repo>/shares/<k51 name>/tip     a member's tip commit (raw bytes, verified on every load)
+//! <repo>/shares/<k51 name>/wseq    the last commit sequence this node's identity key used
+//! ```
+//! Durable GC roots: `share/<name>/t/root`, `t/ids`, `t/commit` keep a member's tip version;
+//! `share/<name>/h/<cid>` keeps every commit block this node made or accepted, so the history a
+//! merge base is looked up in stays here (commits are small; their trees are kept only as long
+//! as retention keeps the versions).
+//!
+//! # A tip move, and the crash argument
+//! The new tree's blocks are in the store and flushed; the commit block is stored and flushed;
+//! the roots are journaled (one fsynced record); the `tip` file is replaced (the commit point).
+//! A crash before the last step leaves the previous tip, whose roots are still journaled; the
+//! roots of a tip that never landed are replaced by the next move. For the owner the record
+//! is the commit point, as for any version.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs;
+use std::time::SystemTime;
+
+use crate::commit::{merge_base, Commit, CommitFields, MAX_HISTORY_WALK};
+use crate::identity::{read_version, write_version, IdentityError, Written};
+use crate::merge::{merge, Conflict, Content, Side, Tree};
+use crate::share::{Made, ShareError, Shares, Version};
+use crate::{
+    BlockSink, BlockSource, Blockstore, Cid, DagReader, ImportOptions, IpnsName, ShareKey,
+};
+
+const TIP_FILE: &str = "tip";
+const WSEQ_FILE: &str = "wseq";
+/// The label conflict copies give the owner's side.
+pub const OWNER_LABEL: &str = "owner";
+
+/// What a node does with another writer's head (see [`Shares::plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// The remote head is the tip or one of its ancestors: nothing to do.
+    UpToDate,
+    /// The tip is an ancestor of the remote head (or both are the same tree and the remote's
+    /// commit is the one every node keeps): the tip moves to it.
+    FastForward,
+    /// Both changed since `base` (their nearest common ancestor; `None` if they share no
+    /// history): a three-way merge, and a commit with both as parents.
+    Merge { base: Option<Cid> },
+}
+
+/// How [`Shares::move_tip`] moves a tip.
+#[derive(Debug, Clone)]
+// A parameter, passed once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum TipMove<'a> {
+    /// To another writer's commit (a fast-forward), whose files add up to `size` bytes.
+    To { commit: &'a Commit, size: u64 },
+    /// To a new commit by this node's writer key of `root` with id tree `ids`, whose parents
+    /// are `parents` (the tip, and for a merge the remote head).
+    New {
+        root: Cid,
+        ids: Option<Cid>,
+        parents: Vec<Cid>,
+        size: u64,
+        changed: u64,
+    },
+}
+
+/// A tip that moved.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    /// The tip's commit now.
+    pub commit: Commit,
+    /// The owner's new version (its record names the commit); `None` on a member.
+    pub version: Option<Version>,
+}
+
+fn commit_root(name: &IpnsName, cid: &Cid) -> String {
+    format!("share/{name}/h/{cid}")
+}
+
+impl Shares {
+    /// The commit with CID `cid` of share `name`, if its block is here and verifies.
+    pub fn read_commit(&self, name: &IpnsName, cid: &Cid) -> Option<Commit> {
+        let data = self.store().get_verified(cid).ok()??;
+        Commit::verify(&data, name).ok()
+    }
+
+    /// The commit this node's copy of share `name` is at (see the module notes); `None` when
+    /// there is none (a share made before commits existed, or a head record without one).
+    pub fn tip(&self, name: &IpnsName) -> Result<Option<Commit>, ShareError> {
+        let path = self.share_dir(name).join(TIP_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => match Commit::verify(&bytes, name) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) => {
+                    tracing::warn!(share = %name, error = %e, "the tip file is damaged; using the tip kept as a root")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::share::io_at(&path)(e)),
+        }
+        let kept = format!("share/{name}/t/commit");
+        if let Some((_, cid)) = self.roots().durable().into_iter().find(|(n, _)| *n == kept) {
+            if let Some(c) = self.read_commit(name, &cid) {
+                return Ok(Some(c));
+            }
+        }
+        let Ok((head, _)) = self.head_record(name) else {
+            return Ok(None);
+        };
+        Ok(head.commit.and_then(|c| self.read_commit(name, &c)))
+    }
+
+    /// The key this node writes share `name` with: the share's key on its owner, `identity`
+    /// (this node's key) where the newest member list here lets it write, else `None`.
+    pub fn writer_key(
+        &self,
+        name: &IpnsName,
+        identity: &ShareKey,
+    ) -> Result<Option<ShareKey>, ShareError> {
+        if let Ok(key) = self.key(name) {
+            return Ok(Some(key));
+        }
+        let me = identity.name();
+        Ok(self
+            .members(name)?
+            .filter(|l| l.may_write(&me))
+            .map(|_| identity.clone()))
+    }
+
+    /// Takes member list `bytes` of share `name` (from a peer): kept as the share's list if it
+    /// verifies against the share's key and is newer than the one here. Returns the list.
+    pub fn receive_members(
+        &self,
+        name: &IpnsName,
+        bytes: &[u8],
+    ) -> Result<crate::MemberList, ShareError> {
+        let list = crate::MemberList::verify(bytes, name)?;
+        let _g = self.guard();
+        if self.members(name)?.is_none_or(|held| list.seq > held.seq) {
+            self.store_members_locked(name, &list)?;
+        }
+        Ok(list)
+    }
+
+    /// Whether commit `c` of share `name` is acceptable here: by the owner, or by a member
+    /// under the list it names (whose block must be here, see [`Shares::receive_members`]) and
+    /// not revoked before it under the newest list here.
+    pub fn check_commit(&self, name: &IpnsName, c: &Commit) -> Result<(), ShareError> {
+        if c.writer == *name {
+            return Ok(());
+        }
+        let named = self
+            .store()
+            .get_verified(&c.members)?
+            .map(|data| crate::MemberList::verify(&data, name))
+            .transpose()?;
+        let newest = self.members(name)?;
+        c.check_member(named.as_ref(), newest.as_ref())?;
+        Ok(())
+    }
+
+    /// Keeps commit `c` of share `name` (its block, and an `h` root). Returns whether it was
+    /// new here.
+    pub fn keep_commit(&self, name: &IpnsName, c: &Commit) -> Result<bool, ShareError> {
+        let block = c.block();
+        let root = commit_root(name, block.cid());
+        let roots = self.roots();
+        if roots.durable().iter().any(|(n, _)| *n == root) && self.store().has(block.cid())? {
+            return Ok(false);
+        }
+        self.store().put(&block)?;
+        self.store().flush()?;
+        roots.set_many(&[(root, *block.cid())])?;
+        Ok(true)
+    }
+
+    /// The commits of share `name`'s history from `tip` that are not here: those a merge base
+    /// lookup would need, nearest first (at most [`MAX_HISTORY_WALK`]). Empty when the whole
+    /// history is here.
+    pub fn missing_history(&self, name: &IpnsName, tip: &Cid) -> Vec<Cid> {
+        let mut missing = Vec::new();
+        let mut seen = HashSet::from([*tip]);
+        let mut queue = VecDeque::from([*tip]);
+        while let Some(c) = queue.pop_front() {
+            if seen.len() > MAX_HISTORY_WALK {
+                break;
+            }
+            match self.read_commit(name, &c) {
+                Some(commit) => {
+                    for p in commit.parents {
+                        if seen.insert(p) {
+                            queue.push_back(p);
+                        }
+                    }
+                }
+                None => missing.push(c),
+            }
+        }
+        missing
+    }
+
+    /// What to do with `remote`, another writer's head of share `name`, at tip `local` (both
+    /// acceptable commits whose histories are here). Deterministic: every node at the same
+    /// tip does the same, so all converge.
+    pub fn plan(
+        &self,
+        name: &IpnsName,
+        local: &Commit,
+        remote: &Commit,
+    ) -> Result<Plan, ShareError> {
+        let (lc, rc) = (*local.block().cid(), *remote.block().cid());
+        if lc == rc {
+            return Ok(Plan::UpToDate);
+        }
+        let base = merge_base(lc, rc, |c| self.read_commit(name, c).map(|c| c.parents))?;
+        if base == Some(rc) {
+            return Ok(Plan::UpToDate);
+        }
+        if base == Some(lc) {
+            return Ok(Plan::FastForward);
+        }
+        // Two merges of the same heads made on two nodes: the same tree under two commits.
+        // Every node keeps the one with the smaller CID, so no merge of merges follows.
+        if (local.root, local.ids) == (remote.root, remote.ids) {
+            return Ok(if rc.to_bytes() < lc.to_bytes() {
+                Plan::FastForward
+            } else {
+                Plan::UpToDate
+            });
+        }
+        Ok(Plan::Merge { base })
+    }
+
+    /// The name a commit's writer has in conflict copies: the owner's [`OWNER_LABEL`], a
+    /// member's label in the list the commit names (the same on every node), else the last 8
+    /// characters of its key.
+    pub fn writer_label(&self, name: &IpnsName, c: &Commit) -> String {
+        if c.writer == *name {
+            return OWNER_LABEL.to_string();
+        }
+        let key = c.writer.to_string();
+        self.store()
+            .get_verified(&c.members)
+            .ok()
+            .flatten()
+            .and_then(|data| crate::MemberList::verify(&data, name).ok())
+            .and_then(|l| l.members.get(&key).map(|m| m.label.clone()))
+            .unwrap_or_else(|| key[key.len().saturating_sub(8)..].to_string())
+    }
+
+    /// Moves share `name`'s tip, if it is still `expected` (else [`ShareError::TipMoved`]:
+    /// the caller plans again). On the owner the move is a new version (a record naming the
+    /// commit); on a member the `tip` file. `identity` is this node's key (a member's commits
+    /// are signed with it). `protected`: roots retention must keep.
+    pub fn move_tip(
+        &self,
+        name: &IpnsName,
+        identity: &ShareKey,
+        expected: Option<Cid>,
+        to: TipMove<'_>,
+        protected: &[Cid],
+    ) -> Result<Moved, ShareError> {
+        let _g = self.guard();
+        let now = self.tip(name)?.map(|c| *c.block().cid());
+        if now != expected {
+            return Err(ShareError::TipMoved(*name));
+        }
+        if let Ok(key) = self.key(name) {
+            let head = self.head_record(name).ok().map(|(v, _)| v);
+            let (made, size, changed) = match &to {
+                TipMove::To { commit, size } => (Made::Existing(commit), *size, 0),
+                TipMove::New {
+                    root,
+                    ids,
+                    parents,
+                    size,
+                    changed,
+                } => (
+                    Made::New {
+                        root: *root,
+                        ids: *ids,
+                        parents: parents.clone(),
+                    },
+                    *size,
+                    *changed,
+                ),
+            };
+            let version =
+                self.commit_locked(name, &key, head.as_ref(), made, size, changed, protected)?;
+            let commit = version
+                .commit
+                .and_then(|c| self.read_commit(name, &c))
+                .ok_or(ShareError::TipMoved(*name))?;
+            self.keep_commit(name, &commit)?;
+            return Ok(Moved {
+                commit,
+                version: Some(version),
+            });
+        }
+        let commit = match to {
+            TipMove::To { commit, .. } => commit.clone(),
+            TipMove::New {
+                root, ids, parents, ..
+            } => {
+                let list = self
+                    .members(name)?
+                    .filter(|l| l.may_write(&identity.name()))
+                    .ok_or(ShareError::NotMember {
+                        name: *name,
+                        writer: identity.name(),
+                    })?;
+                let ids = match ids {
+                    Some(c) => c,
+                    None => {
+                        let empty = crate::identity::id_block(&crate::identity::IdEntries::new())?;
+                        self.store().put(&empty)?;
+                        *empty.cid()
+                    }
+                };
+                let seq = self.next_writer_seq(name)?;
+                Commit::create(
+                    identity,
+                    &CommitFields {
+                        share: *name,
+                        seq,
+                        parents,
+                        root,
+                        ids,
+                        members: *list.block().cid(),
+                        time: SystemTime::now(),
+                    },
+                )?
+            }
+        };
+        let block = commit.block();
+        self.store().put(&block)?;
+        self.store().flush()?;
+        crate::fault::crash_point("tip-commit-stored");
+        self.roots().set_many(&[
+            (format!("share/{name}/t/root"), commit.root),
+            (format!("share/{name}/t/ids"), commit.ids),
+            (format!("share/{name}/t/commit"), *block.cid()),
+            (commit_root(name, block.cid()), *block.cid()),
+        ])?;
+        crate::fault::crash_point("tip-roots-journaled");
+        crate::share::replace_file(
+            &self.share_dir(name).join(TIP_FILE),
+            commit.as_bytes(),
+            0o600,
+        )?;
+        Ok(Moved {
+            commit,
+            version: None,
+        })
+    }
+
+    /// The next sequence number of this node's commits to share `name` (one more than any it
+    /// used; written before use, so a crash never reuses one).
+    fn next_writer_seq(&self, name: &IpnsName) -> Result<u64, ShareError> {
+        let path = self.share_dir(name).join(WSEQ_FILE);
+        let last = match fs::read_to_string(&path) {
+            Ok(t) => t.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(crate::share::io_at(&path)(e)),
+        };
+        let next = last + 1;
+        crate::share::replace_file(&path, format!("{next}\n").as_bytes(), 0o600)?;
+        Ok(next)
+    }
+}
+
+/// What [`merge_commits`] built.
+#[derive(Debug, Clone)]
+pub struct MergeOutcome {
+    pub written: Written,
+    /// The sum of the merged tree's file sizes.
+    pub size: u64,
+    /// Conflict copies the merge made.
+    pub conflicts: Vec<Conflict>,
+    /// The merged tree.
+    pub tree: Tree,
+}
+
+/// Merges commits `local` and `remote` (of one share) against `base` (their common ancestor;
+/// `None`: an empty tree): reads the three versions through `reader` (the network, for what is
+/// not here), merges them by node identity, and writes the result to `sink` (directories and
+/// id blocks; file blocks are the sides'). `labels` names each side's writer in conflict
+/// copies. Every node that merges the same two commits writes the same tree.
+pub async fn merge_commits<S: BlockSource + Clone>(
+    reader: &DagReader<S>,
+    base: Option<&Commit>,
+    local: (&Commit, &str),
+    remote: (&Commit, &str),
+    opts: &ImportOptions,
+    sink: &dyn BlockSink,
+) -> Result<MergeOutcome, IdentityError> {
+    let base_tree = match base {
+        Some(b) => read_version(reader, b.root, Some(b.ids)).await?,
+        None => Tree::default(),
+    };
+    let a = read_version(reader, local.0.root, Some(local.0.ids)).await?;
+    let b = read_version(reader, remote.0.root, Some(remote.0.ids)).await?;
+    let merged = merge(
+        &base_tree,
+        Side {
+            tree: &a,
+            writer: local.1,
+            time: local.0.time,
+        },
+        Side {
+            tree: &b,
+            writer: remote.1,
+            time: remote.0.time,
+        },
+    );
+    let written = write_version(&merged.tree, opts, sink)?;
+    let size = merged
+        .tree
+        .nodes
+        .values()
+        .map(|e| match e.content {
+            Content::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+    Ok(MergeOutcome {
+        written,
+        size,
+        conflicts: merged.conflicts,
+        tree: merged.tree,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::merge::{Entry, ROOT};
+    use crate::{LocalSource, Repo};
+
+    fn file(repo: &Repo, text: &str) -> Content {
+        let imported = crate::import_file(
+            text.as_bytes(),
+            text.len() as u64,
+            None,
+            None,
+            &ImportOptions::default(),
+            &repo.session(),
+        )
+        .unwrap();
+        Content::File {
+            cid: imported.cid,
+            size: imported.tsize,
+        }
+    }
+
+    /// Copies version `c`'s tree, id tree and commit from one repo to another (what Bitswap
+    /// would fetch).
+    fn carry(from: &Repo, to: &Repo, name: &IpnsName, c: &Commit) {
+        for root in [c.root, c.ids] {
+            let mut car = Vec::new();
+            from.export_car(&root, &mut car).unwrap();
+            to.import_car(&car[..], false).unwrap();
+        }
+        to.shares().check_commit(name, c).unwrap();
+        to.shares().keep_commit(name, c).unwrap();
+        loop {
+            let missing = to.shares().missing_history(name, c.block().cid());
+            if missing.is_empty() {
+                break;
+            }
+            for m in missing {
+                let older = from.shares().read_commit(name, &m).unwrap();
+                to.shares().keep_commit(name, &older).unwrap();
+            }
+        }
+    }
+
+    async fn tree_of(repo: &Repo, c: &Commit) -> Tree {
+        let reader = DagReader::new(LocalSource::new(repo.store()));
+        read_version(&reader, c.root, Some(c.ids)).await.unwrap()
+    }
+
+    /// Writes `tree` in `repo` and moves its tip there (a local commit).
+    fn commit_tree(repo: &Repo, me: &ShareKey, name: &IpnsName, tree: &Tree) -> Commit {
+        let tip = repo.shares().tip(name).unwrap().unwrap();
+        let w = write_version(tree, &ImportOptions::default(), &repo.session()).unwrap();
+        repo.store().flush().unwrap();
+        let to = TipMove::New {
+            root: w.root,
+            ids: Some(w.ids),
+            parents: vec![*tip.block().cid()],
+            size: 0,
+            changed: 1,
+        };
+        let tip_cid = Some(*tip.block().cid());
+        repo.shares()
+            .move_tip(name, me, tip_cid, to, &[])
+            .unwrap()
+            .commit
+    }
+
+    /// Handles `remote` on `repo` as the daemon does: plan, then fast-forward or merge.
+    async fn receive(repo: &Repo, me: &ShareKey, name: &IpnsName, remote: &Commit) -> Plan {
+        let shares = repo.shares();
+        let local = shares.tip(name).unwrap().unwrap();
+        let plan = shares.plan(name, &local, remote).unwrap();
+        let expected = Some(*local.block().cid());
+        match plan {
+            Plan::UpToDate => {}
+            Plan::FastForward => {
+                let to = TipMove::To {
+                    commit: remote,
+                    size: 0,
+                };
+                shares.move_tip(name, me, expected, to, &[]).unwrap();
+            }
+            Plan::Merge { base } => {
+                let base = base.map(|b| shares.read_commit(name, &b).unwrap());
+                let reader = DagReader::new(LocalSource::new(repo.store()));
+                let (ll, rl) = (
+                    shares.writer_label(name, &local),
+                    shares.writer_label(name, remote),
+                );
+                let out = merge_commits(
+                    &reader,
+                    base.as_ref(),
+                    (&local, &ll),
+                    (remote, &rl),
+                    &ImportOptions::default(),
+                    &repo.session(),
+                )
+                .await
+                .unwrap();
+                repo.store().flush().unwrap();
+                let to = TipMove::New {
+                    root: out.written.root,
+                    ids: Some(out.written.ids),
+                    parents: vec![*local.block().cid(), *remote.block().cid()],
+                    size: out.size,
+                    changed: 0,
+                };
+                shares.move_tip(name, me, expected, to, &[]).unwrap();
+            }
+        }
+        plan
+    }
+
+    #[tokio::test]
+    async fn owner_and_member_converge_on_one_merged_commit_and_outsiders_are_refused() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (a, b, c) = (
+            Repo::init(dirs[0].path()).unwrap(),
+            Repo::init(dirs[1].path()).unwrap(),
+            Repo::init(dirs[2].path()).unwrap(),
+        );
+        let keys: Vec<ShareKey> = [&a, &b, &c]
+            .iter()
+            .map(|r| ShareKey::from_seed(r.identity_seed()))
+            .collect();
+        let (ka, kb, kc) = (&keys[0], &keys[1], &keys[2]);
+
+        // Alice's share starts with notes.txt; Bob is granted, Carol is not.
+        let mut t0 = Tree::default();
+        let notes = 7;
+        t0.nodes.insert(
+            notes,
+            Entry {
+                parent: ROOT,
+                name: "notes.txt".into(),
+                content: file(&a, "v1"),
+            },
+        );
+        let w0 = write_version(&t0, &ImportOptions::default(), &a.session()).unwrap();
+        a.store().flush().unwrap();
+        let share = a.shares().create("docs", w0.root, 2).unwrap();
+        let name = share.name;
+        let list = a
+            .shares()
+            .set_member(&name, &kb.name(), Some(("bob", false)), 0)
+            .unwrap();
+        // A first commit under the new list, with the real id tree.
+        let first = commit_tree(&a, ka, &name, &t0);
+        assert_eq!(first.members, *list.block().cid());
+        let record = a.shares().head_record(&name).unwrap().1;
+        for r in [&b, &c] {
+            r.shares()
+                .follow(&name, "theirs", record.as_bytes())
+                .unwrap();
+            r.shares().receive_members(&name, list.as_bytes()).unwrap();
+            carry(&a, r, &name, &first);
+        }
+        assert_eq!(b.shares().tip(&name).unwrap().unwrap(), first);
+        assert!(b.shares().writer_key(&name, kb).unwrap().is_some());
+        assert!(c.shares().writer_key(&name, kc).unwrap().is_none());
+
+        // Bob adds a file: Alice fast-forwards to his commit (a new record naming it).
+        let mut tb = tree_of(&b, &first).await;
+        tb.nodes.insert(
+            8,
+            Entry {
+                parent: ROOT,
+                name: "bob.txt".into(),
+                content: file(&b, "from bob"),
+            },
+        );
+        let cb = commit_tree(&b, kb, &name, &tb);
+        assert_eq!(cb.writer, kb.name());
+        carry(&b, &a, &name, &cb);
+        assert_eq!(receive(&a, ka, &name, &cb).await, Plan::FastForward);
+        let head = a.shares().head_record(&name).unwrap().0;
+        assert_eq!((head.root, head.commit), (cb.root, Some(*cb.block().cid())));
+        // Bob hearing his own commit back: nothing to do.
+        assert_eq!(receive(&b, kb, &name, &cb).await, Plan::UpToDate);
+
+        // Both edit at once: Alice edits notes.txt, Bob renames it.
+        let mut ta = tree_of(&a, &cb).await;
+        ta.nodes.get_mut(&notes).unwrap().content = file(&a, "v2 by alice");
+        let ca = commit_tree(&a, ka, &name, &ta);
+        let mut tb2 = tree_of(&b, &cb).await;
+        tb2.nodes.get_mut(&notes).unwrap().name = "renamed.txt".into();
+        let cb2 = commit_tree(&b, kb, &name, &tb2);
+        carry(&a, &b, &name, &ca);
+        carry(&b, &a, &name, &cb2);
+        // Each merges the other's head: the same tree on both.
+        assert!(matches!(
+            receive(&a, ka, &name, &cb2).await,
+            Plan::Merge { base: Some(_) }
+        ));
+        assert!(matches!(
+            receive(&b, kb, &name, &ca).await,
+            Plan::Merge { base: Some(_) }
+        ));
+        let (ma, mb) = (
+            a.shares().tip(&name).unwrap().unwrap(),
+            b.shares().tip(&name).unwrap().unwrap(),
+        );
+        assert_eq!((ma.root, ma.ids), (mb.root, mb.ids));
+        assert_eq!(ma.parents.len(), 2);
+        let merged = tree_of(&a, &ma).await;
+        let e = &merged.nodes[&notes];
+        assert_eq!(e.name, "renamed.txt", "the edit lands on the renamed file");
+        assert_eq!(e.content, ta.nodes[&notes].content);
+        // The two merge commits meet: both keep the same one, no merge of merges.
+        carry(&a, &b, &name, &ma);
+        carry(&b, &a, &name, &mb);
+        let pa = receive(&a, ka, &name, &mb).await;
+        let pb = receive(&b, kb, &name, &ma).await;
+        assert_ne!(pa, pb, "exactly one side moves: {pa:?} {pb:?}");
+        assert_eq!(
+            a.shares().tip(&name).unwrap(),
+            b.shares().tip(&name).unwrap()
+        );
+
+        // Carol is no member: her commit is refused. Bob, revoked after his commit, cannot
+        // commit on, even naming the old list.
+        let tip = b.shares().tip(&name).unwrap().unwrap();
+        let forged = Commit::create(
+            kc,
+            &CommitFields {
+                share: name,
+                seq: 1,
+                parents: vec![*tip.block().cid()],
+                root: tip.root,
+                ids: tip.ids,
+                members: *list.block().cid(),
+                time: SystemTime::now(),
+            },
+        )
+        .unwrap();
+        assert!(a.shares().check_commit(&name, &forged).is_err());
+        let revoked = a
+            .shares()
+            .set_member(&name, &kb.name(), None, cb2.seq)
+            .unwrap();
+        b.shares()
+            .receive_members(&name, revoked.as_bytes())
+            .unwrap();
+        assert!(b.shares().writer_key(&name, kb).unwrap().is_none());
+        let late = Commit::create(
+            kb,
+            &CommitFields {
+                share: name,
+                seq: cb2.seq + 1,
+                parents: vec![*tip.block().cid()],
+                root: tip.root,
+                ids: tip.ids,
+                members: *list.block().cid(),
+                time: SystemTime::now(),
+            },
+        )
+        .unwrap();
+        assert!(a.shares().check_commit(&name, &late).is_err());
+        assert!(a.shares().check_commit(&name, &cb2).is_ok());
+        // An older member list does not replace a newer one.
+        b.shares().receive_members(&name, list.as_bytes()).unwrap();
+        assert_eq!(b.shares().members(&name).unwrap().unwrap().seq, revoked.seq);
+        // The history stays for merge bases after a GC.
+        a.gc().unwrap();
+        assert!(a
+            .shares()
+            .missing_history(&name, ma.block().cid())
+            .is_empty());
+    }
+}
