@@ -139,6 +139,7 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
         daemon.mounts.clone(),
         daemon.live.clone(),
     );
+    crate::heads::start(repo.clone(), node.clone(), daemon.mounts.clone());
     let accept = listener.serve(daemon.clone());
 
     let auto_gc = tokio::spawn(auto_gc(repo.clone()));

@@ -150,7 +150,14 @@ pub fn start_target<S: BlockSource + Clone>(
     let Some(head) = share.head.clone() else {
         crate::fail!("corrupt", "share {} has no valid head record", share.name);
     };
-    if !share.writable || args.read_only {
+    // A member (granted by the owner) writes too, from its own tip.
+    let member = if share.writable || args.read_only {
+        None
+    } else {
+        member_head(host.repo, &share, &head)
+    };
+    let head = member.clone().unwrap_or(head);
+    if !(share.writable || member.is_some()) || args.read_only {
         let root = MountRoot::Cid(head.root);
         let mut json = mounted_json(dir, &root, host.served_by);
         json["share"] = serde_json::json!(share.name.to_string());
@@ -220,6 +227,30 @@ pub fn start_target<S: BlockSource + Clone>(
              on fsync and on `cairn share commit`",
             share.label, head.sequence, cfg.commit_quiet_ms
         )),
+    })
+}
+
+/// The version a member of `share` writes on (its tip), if this node's key may write the share
+/// under the newest member list here.
+fn member_head(
+    repo: &Repo,
+    share: &cairn_store::Share,
+    head: &cairn_store::Version,
+) -> Option<cairn_store::Version> {
+    let me = cairn_store::ShareKey::from_seed(repo.identity_seed());
+    repo.shares().writer_key(&share.name, &me).ok()??;
+    let tip = match repo.shares().own_tip(&share.name, &me) {
+        Ok(t) => t?,
+        Err(e) => {
+            tracing::warn!(share = %share.name, error = %e, "cannot keep this member's tip; mounting read-only");
+            return None;
+        }
+    };
+    Some(cairn_store::Version {
+        root: tip.root,
+        ids: Some(tip.ids),
+        commit: Some(*tip.block().cid()),
+        ..head.clone()
     })
 }
 

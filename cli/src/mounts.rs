@@ -19,8 +19,8 @@ pub struct Mounts {
     /// Each share's head as this process last made or saw it; read-only mounts of the share
     /// follow it.
     heads: Mutex<HashMap<IpnsName, tokio::sync::watch::Sender<FollowHead>>>,
-    /// Told of every head that moves (the daemon publishes its own).
-    on_moved: Mutex<Option<HeadHook>>,
+    /// Told of every head that moves (the daemon publishes its own and announces its tips).
+    on_moved: Mutex<Vec<HeadHook>>,
     /// Followed shares whose newest version cannot be confirmed now (see `records.rs`).
     stale: Mutex<HashMap<IpnsName, bool>>,
     /// Followed shares with a newer record whose root is being fetched again (`records.rs`).
@@ -89,7 +89,7 @@ impl Mounts {
                 });
             }
         }
-        if let Some(hook) = &*self.on_moved.lock().unwrap_or_else(PoisonError::into_inner) {
+        for hook in &*self.on_moved.lock().unwrap_or_else(PoisonError::into_inner) {
             hook(name);
         }
     }
@@ -133,9 +133,12 @@ impl Mounts {
             .retain(|n| n != name);
     }
 
-    /// Calls `hook` whenever a head moves.
+    /// Calls `hook` (too) whenever a head moves.
     pub fn on_head_moved(&self, hook: HeadHook) {
-        *self.on_moved.lock().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+        self.on_moved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
     }
 
     /// The roots that read-only mounts show now (retention keeps those versions).
@@ -159,6 +162,47 @@ impl ShareStore for RepoShare {
 
     fn publish(&self, stats: &CommitStats) -> Result<Published, PublishError> {
         let protected = self.mounts.upgrade().map(|m| m.roots()).unwrap_or_default();
+        let fail = |e: cairn_store::ShareError| PublishError {
+            no_space: e.is_no_space(),
+            message: format!("cannot commit share {}: {e}", self.name),
+        };
+        if !self
+            .repo
+            .shares()
+            .find(&self.name.to_string())
+            .is_ok_and(|s| s.writable)
+        {
+            // A member: a commit signed by this node's key, child of its tip.
+            let me = cairn_store::ShareKey::from_seed(self.repo.identity_seed());
+            let tip = self.repo.shares().tip(&self.name).map_err(fail)?;
+            let tip_cid = tip.as_ref().map(|c| *c.block().cid());
+            let moved = self
+                .repo
+                .shares()
+                .move_tip(
+                    &self.name,
+                    &me,
+                    tip_cid,
+                    cairn_store::heads::TipMove::New {
+                        root: stats.root,
+                        ids: stats.ids,
+                        parents: tip_cid.into_iter().collect(),
+                        size: stats.size,
+                        changed: stats.changed,
+                    },
+                    &protected,
+                )
+                .map_err(fail)?;
+            if let Some(m) = self.mounts.upgrade() {
+                m.head_moved(&self.name, stats.root, moved.commit.seq);
+            }
+            return Ok(Published {
+                sequence: moved.commit.seq,
+                record: *moved.commit.block().cid(),
+                // The commit.
+                blocks: 1,
+            });
+        }
         let version = self
             .repo
             .shares()

@@ -346,6 +346,9 @@ async fn adopt_once(
     match took {
         Ok(Some(v)) => {
             tracing::info!(share = %name, sequence = v.sequence, root = %v.root, "followed share moved");
+            if let Err(e) = crate::heads::take_record_commit(repo, node, name).await {
+                tracing::debug!(share = %name, error = %e, "cannot read the version's commit yet");
+            }
             mounts.head_moved(&name, v.root, v.sequence);
             if repo
                 .shares()
@@ -403,6 +406,12 @@ pub async fn follow_new(
     let label = label.unwrap_or(&default_label);
     let (share, _) = repo.shares().follow(&name, label, &bytes)?;
     node.subscribe(name).await?;
+    // Its writers' heads too: this node may be granted write access (the head's commit and
+    // member list say whether it is).
+    node.serve_heads(name).await?;
+    if let Err(e) = crate::heads::take_record_commit(repo, node, name).await {
+        tracing::warn!(share = %name, error = %e, "cannot read the share's commit and member list yet");
+    }
     if let Some(head) = share.head {
         mounts.head_moved(&name, head.root, head.sequence);
     }

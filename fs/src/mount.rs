@@ -402,13 +402,14 @@ where
         state.wake.clone(),
     ));
     let control = ShareControl::new(state.clone(), &id);
-    let fs = new_fs(state, runtime);
+    let fs = new_fs(state.clone(), runtime);
     let config = session_config(MountOption::RW, format!("cairn:{label}"), &options);
     let session =
         fuser::spawn_mount(fs, &mountpoint, &config).map_err(|source| MountError::Fuse {
             path: mountpoint.clone(),
             source,
         })?;
+    let _ = state.notifier.set(session.notifier());
     raise_readahead(&mountpoint, options.readahead_max);
     tracing::info!(mountpoint = %mountpoint.display(), "mounted writable");
     Ok(MountHandle {
@@ -468,6 +469,7 @@ fn new_state<S: BlockSource + Clone>(
         options: options.clone(),
         uid,
         gid,
+        notifier: std::sync::OnceLock::new(),
     })
 }
 

@@ -16,7 +16,8 @@ mod callbacks;
 mod committer;
 
 pub use committer::{
-    CommitError, CommitOutcome, CommitPolicy, PublishError, Published, ShareControl, ShareStore,
+    AdvanceError, AdvanceJob, Advanced, CommitError, CommitOutcome, CommitPolicy, PublishError,
+    Published, ShareControl, ShareStore,
 };
 
 use std::collections::HashMap;
@@ -124,6 +125,8 @@ pub(crate) struct State<S> {
     pub options: MountOptions,
     pub uid: u32,
     pub gid: u32,
+    /// The session's notifier, once mounted (kernel cache invalidation after a rebase).
+    pub notifier: std::sync::OnceLock<fuser::Notifier>,
 }
 
 impl<S: BlockSource + Clone> State<S> {

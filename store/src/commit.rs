@@ -239,8 +239,19 @@ impl Commit {
 pub fn merge_base(
     a: Cid,
     b: Cid,
-    mut parents: impl FnMut(&Cid) -> Option<Vec<Cid>>,
+    parents: impl FnMut(&Cid) -> Option<Vec<Cid>>,
 ) -> Result<Option<Cid>, CommitError> {
+    Ok(merge_bases(a, b, parents)?.into_iter().next())
+}
+
+/// Every best common ancestor of commits `a` and `b` (those no other common ancestor descends
+/// from), by CID bytes: more than one after criss-cross merges (two nodes that merged each
+/// other's heads at once). See [`merge_base`].
+pub fn merge_bases(
+    a: Cid,
+    b: Cid,
+    mut parents: impl FnMut(&Cid) -> Option<Vec<Cid>>,
+) -> Result<Vec<Cid>, CommitError> {
     let mut cache: HashMap<Cid, Vec<Cid>> = HashMap::new();
     let mut get = |c: &Cid, cache: &mut HashMap<Cid, Vec<Cid>>| -> Result<Vec<Cid>, CommitError> {
         if let Some(p) = cache.get(c) {
@@ -283,7 +294,7 @@ pub fn merge_base(
     }
     let mut best: Vec<Cid> = common.difference(&dominated).copied().collect();
     best.sort_by_key(|c| c.to_bytes());
-    Ok(best.into_iter().next())
+    Ok(best)
 }
 
 #[cfg(test)]

@@ -363,6 +363,59 @@ impl Shares {
         })
     }
 
+    /// Makes a member's tip its own (the `tip` file), if it still is the head record's commit:
+    /// from then on newer records of the owner do not move it (only a fast-forward or a merge
+    /// does, with the mount moved along). Nothing to do on the owner or when the file exists.
+    pub fn own_tip(
+        &self,
+        name: &IpnsName,
+        identity: &ShareKey,
+    ) -> Result<Option<Commit>, ShareError> {
+        let has_file = self.share_dir(name).join(TIP_FILE).exists();
+        let tip = self.tip(name)?;
+        if has_file || self.key(name).is_ok() {
+            return Ok(tip);
+        }
+        let Some(c) = tip else {
+            return Ok(None);
+        };
+        let cid = *c.block().cid();
+        let to = TipMove::To {
+            commit: &c,
+            size: 0,
+        };
+        Ok(Some(
+            self.move_tip(name, identity, Some(cid), to, &[])?.commit,
+        ))
+    }
+
+    /// The highest commit sequence of `writer` in share `name`'s history from the tip here (0:
+    /// none): what a revocation keeps accepted.
+    pub fn last_seq_of(&self, name: &IpnsName, writer: &IpnsName) -> u64 {
+        let Ok(Some(tip)) = self.tip(name) else {
+            return 0;
+        };
+        let mut best = 0;
+        let mut seen = HashSet::from([*tip.block().cid()]);
+        let mut queue = VecDeque::from([tip]);
+        while let Some(c) = queue.pop_front() {
+            if seen.len() > MAX_HISTORY_WALK {
+                break;
+            }
+            if c.writer == *writer {
+                best = best.max(c.seq);
+            }
+            for p in &c.parents {
+                if seen.insert(*p) {
+                    if let Some(pc) = self.read_commit(name, p) {
+                        queue.push_back(pc);
+                    }
+                }
+            }
+        }
+        best
+    }
+
     /// The next sequence number of this node's commits to share `name` (one more than any it
     /// used; written before use, so a crash never reuses one).
     fn next_writer_seq(&self, name: &IpnsName) -> Result<u64, ShareError> {
@@ -378,6 +431,79 @@ impl Shares {
     }
 }
 
+impl Shares {
+    /// The tree a merge of commits `a` and `b` of share `name` starts from: their nearest
+    /// common ancestor's (the one with the smallest CID when criss-cross merges left several;
+    /// an empty tree if they share none). The same on every node.
+    pub async fn base_tree<S: BlockSource + Clone>(
+        &self,
+        reader: &DagReader<S>,
+        name: &IpnsName,
+        a: &Commit,
+        b: &Commit,
+    ) -> Result<Tree, ShareError> {
+        let parents = |c: &Cid| self.read_commit(name, c).map(|c| c.parents);
+        let Some(base) = merge_base(*a.block().cid(), *b.block().cid(), parents)? else {
+            return Ok(Tree::default());
+        };
+        let base = self
+            .read_commit(name, &base)
+            .ok_or(ShareError::Commit(Box::new(
+                crate::commit::CommitError::Missing(base),
+            )))?;
+        Ok(read_version(reader, base.root, Some(base.ids)).await?)
+    }
+}
+
+/// Drops the conflict copies in `tree` whose content is the same as the node that kept their
+/// name (`report.cairn-conflict-bob-….txt` beside a `report.txt` of the same bytes): two nodes
+/// that merged each other's heads at once (a criss-cross) may each have kept the other side as
+/// a copy, and their merge would show one of the contents twice. Nothing is lost: the content
+/// is the named node's. Deterministic (by names and contents only).
+pub fn drop_redundant_copies(tree: &mut Tree) -> usize {
+    let mut by_place: std::collections::HashMap<(u128, &str), &Content> = Default::default();
+    for e in tree.nodes.values() {
+        by_place.insert((e.parent, e.name.as_str()), &e.content);
+    }
+    let redundant: Vec<u128> = tree
+        .nodes
+        .iter()
+        .filter_map(|(id, e)| {
+            let Content::File { .. } = e.content else {
+                return None;
+            };
+            let original = original_name(&e.name)?;
+            (by_place.get(&(e.parent, original.as_str())) == Some(&&e.content)).then_some(*id)
+        })
+        .collect();
+    for id in &redundant {
+        tree.nodes.remove(id);
+    }
+    redundant.len()
+}
+
+/// The name a conflict copy was made from: `<stem>.cairn-conflict-<writer>-<YYYYMMDD>-<HHMMSS>
+/// [.<ext>]` gives `<stem>[.<ext>]`.
+fn original_name(name: &str) -> Option<String> {
+    let at = name.find(".cairn-conflict-")?;
+    let (stem, rest) = (&name[..at], &name[at + ".cairn-conflict-".len()..]);
+    // `<writer>-YYYYMMDD-HHMMSS`, then the extension if any.
+    let ext_at = rest
+        .rfind('-')
+        .map(|i| i + 7)
+        .filter(|&i| i <= rest.len())?;
+    let (tag, ext) = rest.split_at(ext_at);
+    let stamp_ok = tag.len() > 16
+        && tag[tag.len() - 15..].chars().enumerate().all(|(i, c)| {
+            if i == 8 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    (stamp_ok && !stem.is_empty()).then(|| format!("{stem}{ext}"))
+}
+
 /// What [`merge_commits`] built.
 #[derive(Debug, Clone)]
 pub struct MergeOutcome {
@@ -390,27 +516,23 @@ pub struct MergeOutcome {
     pub tree: Tree,
 }
 
-/// Merges commits `local` and `remote` (of one share) against `base` (their common ancestor;
-/// `None`: an empty tree): reads the three versions through `reader` (the network, for what is
+/// Merges commits `local` and `remote` (of one share) against `base_tree` (see
+/// [`Shares::base_tree`]): reads the two versions through `reader` (the network, for what is
 /// not here), merges them by node identity, and writes the result to `sink` (directories and
-/// id blocks; file blocks are the sides'). `labels` names each side's writer in conflict
+/// id blocks; file blocks are the sides'). The `&str`s name each side's writer in conflict
 /// copies. Every node that merges the same two commits writes the same tree.
 pub async fn merge_commits<S: BlockSource + Clone>(
     reader: &DagReader<S>,
-    base: Option<&Commit>,
+    base_tree: &Tree,
     local: (&Commit, &str),
     remote: (&Commit, &str),
     opts: &ImportOptions,
     sink: &dyn BlockSink,
 ) -> Result<MergeOutcome, IdentityError> {
-    let base_tree = match base {
-        Some(b) => read_version(reader, b.root, Some(b.ids)).await?,
-        None => Tree::default(),
-    };
     let a = read_version(reader, local.0.root, Some(local.0.ids)).await?;
     let b = read_version(reader, remote.0.root, Some(remote.0.ids)).await?;
     let merged = merge(
-        &base_tree,
+        base_tree,
         Side {
             tree: &a,
             writer: local.1,
@@ -422,9 +544,10 @@ pub async fn merge_commits<S: BlockSource + Clone>(
             time: remote.0.time,
         },
     );
-    let written = write_version(&merged.tree, opts, sink)?;
-    let size = merged
-        .tree
+    let mut tree = merged.tree;
+    drop_redundant_copies(&mut tree);
+    let written = write_version(&tree, opts, sink)?;
+    let size = tree
         .nodes
         .values()
         .map(|e| match e.content {
@@ -436,7 +559,7 @@ pub async fn merge_commits<S: BlockSource + Clone>(
         written,
         size,
         conflicts: merged.conflicts,
-        tree: merged.tree,
+        tree,
     })
 }
 
@@ -524,16 +647,19 @@ mod tests {
                 };
                 shares.move_tip(name, me, expected, to, &[]).unwrap();
             }
-            Plan::Merge { base } => {
-                let base = base.map(|b| shares.read_commit(name, &b).unwrap());
+            Plan::Merge { .. } => {
                 let reader = DagReader::new(LocalSource::new(repo.store()));
+                let base = shares
+                    .base_tree(&reader, name, &local, remote)
+                    .await
+                    .unwrap();
                 let (ll, rl) = (
                     shares.writer_label(name, &local),
                     shares.writer_label(name, remote),
                 );
                 let out = merge_commits(
                     &reader,
-                    base.as_ref(),
+                    &base,
                     (&local, &ll),
                     (remote, &rl),
                     &ImportOptions::default(),
@@ -553,6 +679,53 @@ mod tests {
             }
         }
         plan
+    }
+
+    #[test]
+    fn conflict_copies_of_the_kept_content_are_dropped_and_others_kept() {
+        assert_eq!(
+            original_name("report.cairn-conflict-bob-20261202-164833.txt").as_deref(),
+            Some("report.txt")
+        );
+        assert_eq!(
+            original_name("clash.cairn-conflict-my-label-20261202-164833").as_deref(),
+            Some("clash")
+        );
+        for not_a_copy in [
+            "report.txt",
+            "x.cairn-conflict-bob-2026-1.txt",
+            ".cairn-conflict-a-20261202-164833",
+        ] {
+            assert_eq!(original_name(not_a_copy), None, "{not_a_copy}");
+        }
+        let c = |n: u8| Content::File {
+            cid: crate::cid_for(1, crate::RAW, crate::HashAlg::Sha2_256, &[n]),
+            size: 1,
+        };
+        let e = |name: &str, content: Content| Entry {
+            parent: ROOT,
+            name: name.into(),
+            content,
+        };
+        let mut t = Tree::default();
+        t.nodes.insert(1, e("report.txt", c(1)));
+        t.nodes
+            .insert(2, e("report.cairn-conflict-bob-20261202-164833.txt", c(2)));
+        t.nodes.insert(
+            3,
+            e("report.cairn-conflict-owner-20261202-164833.txt", c(1)),
+        );
+        t.nodes.insert(4, e("clash", c(3)));
+        t.nodes.insert(
+            5,
+            e("clash.cairn-conflict-owner-20261202-164833", Content::Dir),
+        );
+        assert_eq!(drop_redundant_copies(&mut t), 1);
+        assert!(
+            !t.nodes.contains_key(&3),
+            "the copy of report.txt's own bytes goes"
+        );
+        assert!(t.nodes.contains_key(&2) && t.nodes.contains_key(&5));
     }
 
     #[tokio::test]

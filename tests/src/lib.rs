@@ -241,8 +241,13 @@ impl Daemon {
         use std::io::BufRead;
         let mut argv = vec!["daemon"];
         argv.extend_from_slice(args);
-        let mut child = repo
-            .command(&argv)
+        let mut command = repo.command(&argv);
+        // Debugging a test: `CAIRN_TEST_LOG=info cargo test ... -- --nocapture` shows what the
+        // daemons log.
+        if let Ok(filter) = std::env::var("CAIRN_TEST_LOG") {
+            command.env("CAIRN_LOG", filter);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

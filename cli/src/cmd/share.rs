@@ -99,6 +99,7 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             let id = w.to_string();
             let label = label.unwrap_or_else(|| id[id.len() - 8..].to_string());
             let list = shares.set_member(&s.name, &w, Some((&label, publish)), 0)?;
+            list_version(ctx, &s)?;
             out.ack(
                 &members_json(&s, &list_entries(&s, Some(&list)), Some(&list)),
                 || {
@@ -114,8 +115,10 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         ShareCommand::Revoke { share, writer } => {
             let s = shares.find(&share)?;
             let w = writer_key(&writer)?;
-            // No writer commits travel yet (see docs/DESIGN.md): none of its commits is kept.
-            let list = shares.set_member(&s.name, &w, None, 0)?;
+            // Its commits so far stay accepted (those in the history here); later ones not.
+            let keep = shares.last_seq_of(&s.name, &w);
+            let list = shares.set_member(&s.name, &w, None, keep)?;
+            list_version(ctx, &s)?;
             out.ack(
                 &members_json(&s, &list_entries(&s, Some(&list)), Some(&list)),
                 || {
@@ -214,9 +217,21 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         ShareCommand::Log { share } => {
             let s = shares.find(&share)?;
             for v in shares.log(&s.name)? {
-                out.item(&version_json(&v), || {
+                // Who made it, and whether it merged writers' heads (its commit says).
+                let commit = v.commit.and_then(|c| shares.read_commit(&s.name, &c));
+                let writer = commit.as_ref().map(|c| shares.writer_label(&s.name, c));
+                let parents = commit.as_ref().map_or(0, |c| c.parents.len());
+                let mut j = version_json(&v);
+                j["writer"] = json!(writer);
+                j["parents"] = json!(parents);
+                out.item(&j, || {
+                    let by = match (&writer, parents) {
+                        (Some(w), p) if p >= 2 => format!("  merge by {w}"),
+                        (Some(w), _) => format!("  by {w}"),
+                        (None, _) => String::new(),
+                    };
                     format!(
-                        "v{:<5} {}  {}  {:>12} bytes  {} changed",
+                        "v{:<5} {}  {}  {:>12} bytes  {} changed{by}",
                         v.sequence,
                         time_text(v.time),
                         v.root,
@@ -325,6 +340,24 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
 }
 
 /// Fails when share `s` is mounted writable by this process.
+/// A version of share `s` (its head's tree) whose commit names the member list just made, so
+/// the list travels with the share's history: writers and followers take it from there.
+fn list_version(ctx: &Ctx<'_>, s: &Share) -> Result<()> {
+    let Ok((head, _)) = ctx.repo.shares().head_record(&s.name) else {
+        return Ok(());
+    };
+    let v = ctx.repo.shares().commit(
+        &s.name,
+        head.root,
+        head.ids,
+        head.size,
+        0,
+        &ctx.mounts.roots(),
+    )?;
+    ctx.mounts.head_moved(&s.name, v.root, v.sequence);
+    Ok(())
+}
+
 fn refuse_if_mounted(ctx: &Ctx<'_>, s: &Share, what: &str) -> Result<()> {
     if let Some((dir, _)) = ctx.mounts.share(&s.name) {
         crate::fail!(

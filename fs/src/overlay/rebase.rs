@@ -26,17 +26,12 @@ pub struct Rebased {
 }
 
 impl<S: BlockSource + Clone> Overlay<S> {
-    /// Whether nothing is staged: no change since the base, and no file in the tree with a
-    /// staging file (a file open for writing across a commit keeps one).
+    /// Whether nothing is staged: no change since the base (a staging file kept across a
+    /// commit for a file open for writing then holds committed content: it is clean; the caller
+    /// checks that no file is open for writing now).
     pub fn is_clean(&self) -> bool {
         let root_dirty = self.tree.node(NodeId::ROOT).is_none_or(|n| n.dirty);
-        // Orphans (unlinked while open) are no part of any version: they may hold data.
-        let staged = self
-            .tree
-            .nodes
-            .iter()
-            .any(|(id, n)| n.staged() && self.tree.in_tree(*id));
-        !root_dirty && !staged && self.pending.is_none()
+        !root_dirty && self.pending.is_none()
     }
 
     /// Moves the staging area onto version `root` (id tree `ids`) of the share; see the module
@@ -89,6 +84,21 @@ impl<S: BlockSource + Clone> Overlay<S> {
         }
         let path = self.journal.path().to_path_buf();
         self.journal = Journal::create_with(&path, root, self.tree.next_id, &[])?;
+        // Staging files kept for files that were open across the last commit hold the old
+        // content: the new journal names none of them, and they go.
+        let kept: Vec<NodeId> = self
+            .tree
+            .nodes
+            .iter()
+            .filter(|(id, n)| n.staged() && self.tree.in_tree(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in kept {
+            if let Err(e) = self.data.remove(id) {
+                tracing::warn!(path = %self.data.path(id).display(), error = %e, "cannot delete a staging file after a rebase");
+            }
+            self.data.dirty.remove(&id);
+        }
 
         let mut out = Rebased::default();
         let default_time = self.tree.default_time;

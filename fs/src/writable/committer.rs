@@ -137,12 +137,57 @@ type CommitFuture<'a> =
 
 trait Control: Send + Sync {
     fn commit(&self) -> CommitFuture<'_>;
+    fn advance(&self, job: AdvanceJob) -> AdvanceFuture<'_>;
 }
 
 impl<S: BlockSource + Clone> Control for State<S> {
     fn commit(&self) -> CommitFuture<'_> {
         Box::pin(State::commit(self))
     }
+
+    fn advance(&self, job: AdvanceJob) -> AdvanceFuture<'_> {
+        Box::pin(State::advance(self, job))
+    }
+}
+
+/// Where [`ShareControl::advance`] moves a mount: the version to show, and what moves the
+/// share's tip there (run after the mount moved; see [`State::advance`]).
+pub struct Advanced {
+    /// The version's root directory.
+    pub root: Cid,
+    /// Its id tree.
+    pub ids: Option<Cid>,
+    /// Its content size.
+    pub size: u64,
+    /// Moves the share's tip to it.
+    pub finish: Box<dyn FnOnce() -> Result<(), String> + Send>,
+}
+
+/// The work [`ShareControl::advance`] runs under the mount's lock: given the version the mount
+/// shows, where to move it (`None`: nowhere, it is current).
+pub type AdvanceJob = Box<
+    dyn FnOnce(Cid) -> Pin<Box<dyn Future<Output = Result<Option<Advanced>, String>> + Send>>
+        + Send,
+>;
+
+type AdvanceFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, AdvanceError>> + Send + 'a>>;
+
+/// Why [`ShareControl::advance`] did not move the mount.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvanceError {
+    /// Files are open for writing, or something was written since the commit before it: the
+    /// caller tries again later.
+    #[error("files are open for writing in the mount")]
+    Busy,
+    /// Committing the staged changes first failed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// The job failed.
+    #[error("{0}")]
+    Job(String),
+    /// Moving the overlay failed (nothing moved).
+    #[error(transparent)]
+    Rebase(OverlayError),
 }
 
 impl ShareControl {
@@ -161,6 +206,14 @@ impl ShareControl {
     /// Commits the staged changes now; `None` when there were none.
     pub async fn commit(&self) -> Result<Option<CommitOutcome>, CommitError> {
         self.inner.commit().await
+    }
+
+    /// Moves the mount onto another version of its share (another writer's head, or a merge
+    /// with it): commits the staged changes, then, with nothing staged and no file open for
+    /// writing, runs `job` under the mount's lock (writes wait meanwhile), moves the mount to
+    /// the version it names, and moves the share's tip there. Returns whether it moved.
+    pub async fn advance(&self, job: AdvanceJob) -> Result<bool, AdvanceError> {
+        self.inner.advance(job).await
     }
 }
 
@@ -274,6 +327,51 @@ impl<S: BlockSource + Clone> State<S> {
             ms = outcome.took.as_millis() as u64, "committed"
         );
         Ok(Some(outcome))
+    }
+}
+
+impl<S: BlockSource + Clone> State<S> {
+    /// See [`ShareControl::advance`]. The mount moves first and the tip after it: if moving
+    /// the tip fails, the mount shows the new version over the old tip, and its next commit
+    /// (that version plus what is written, child of the old tip) loses nothing.
+    pub(crate) async fn advance(&self, job: AdvanceJob) -> Result<bool, AdvanceError> {
+        self.commit().await?;
+        let mut st = self.staged.lock().await;
+        if !st.overlay.is_clean() || !self.open_writers().is_empty() {
+            return Err(AdvanceError::Busy);
+        }
+        let base = st.overlay.base();
+        let Some(to) = job(base).await.map_err(AdvanceError::Job)? else {
+            return Ok(false);
+        };
+        if to.root == base {
+            (to.finish)().map_err(AdvanceError::Job)?;
+            return Ok(false);
+        }
+        let moved = st
+            .overlay
+            .rebase(to.root, to.ids)
+            .await
+            .map_err(AdvanceError::Rebase)?;
+        st.base_size = to.size;
+        if let Err(e) = (to.finish)() {
+            tracing::warn!(error = %e, root = %to.root, "the mount moved but the share's tip did not; the next commit carries the version");
+        }
+        drop(st);
+        // The kernel's caches, off the lock and off the runtime: the kernel may be waiting on
+        // this mount to answer while it takes the notification.
+        if let Some(n) = self.notifier.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for id in moved.changed {
+                    let _ = n.inval_inode(fuser::INodeNo(id.0), 0, 0);
+                }
+                for (dir, name) in moved.gone {
+                    let _ = n.inval_entry(fuser::INodeNo(dir.0), std::ffi::OsStr::new(&name));
+                }
+            })
+            .await;
+        }
+        Ok(true)
     }
 }
 

@@ -1,0 +1,432 @@
+//! Writers' heads in the daemon. Every share of the repo has its heads topic joined; the tip of
+//! each share this node writes (as owner or member) is announced there whenever it moves, and
+//! again to peers that subscribe later (see `net/src/event_loop/heads.rs`). Another writer's
+//! head that arrives is handled one at a time per share:
+//!
+//! 1. the member list it names is fetched (if not here) and kept if it is newer than ours;
+//! 2. it is checked: the owner's, or a member's under that list and not past a revocation
+//!    under the newest list here; a refused head is logged and goes no further;
+//! 3. if this node writes the share, the head's history (the commits not here) is fetched, the
+//!    plan made (`Shares::plan`: nothing, fast-forward or merge) and carried out: with a
+//!    writable mount of the share, under its lock (`ShareControl::advance`: staged changes
+//!    committed first; while files are open for writing it waits and tries again), without
+//!    one directly; the tip moves (on the owner: a new version, its record published), mounts
+//!    following the share move, and the new tip is announced.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cairn_fs::{AdvanceError, Advanced};
+use cairn_net::{NetSource, Node};
+use cairn_store::commit::Commit;
+use cairn_store::heads::{merge_commits, Plan, TipMove};
+use cairn_store::{Blockstore, Cid, DagReader, IpnsName, Repo, ShareError, ShareKey};
+
+use crate::mounts::Mounts;
+
+/// How long one fetch (a member list, a commit) may take.
+const FETCH: Duration = Duration::from_secs(20);
+/// Commits of a head's history fetched at most (the history walk is bounded in the store too).
+const MAX_HISTORY_FETCH: usize = 10_000;
+/// How often a head is tried again while the mount is busy (files open for writing), and for
+/// how long at most.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
+const BUSY_FOR: Duration = Duration::from_secs(600);
+/// Attempts when the tip moved while a merge was prepared.
+const MOVED_RETRIES: usize = 8;
+
+/// Per share, a lock that makes heads of one share handled one at a time.
+type Locks = Mutex<HashMap<IpnsName, Arc<tokio::sync::Mutex<()>>>>;
+
+fn identity(repo: &Repo) -> ShareKey {
+    ShareKey::from_seed(repo.identity_seed())
+}
+
+/// Announces this node's tip of share `name`, if it writes it. The tip is read when the
+/// announcement goes out, one share's announcements one at a time: announcements of moves in
+/// quick succession never leave an older tip as the one announced (a peer would merge with it).
+pub fn announce(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let (repo, node) = (repo.clone(), node.clone());
+    tokio::spawn(async move {
+        let _one = ONE_AT_A_TIME.lock().await;
+        let shares = repo.shares();
+        if !shares
+            .writer_key(&name, &identity(&repo))
+            .is_ok_and(|k| k.is_some())
+        {
+            return;
+        }
+        let Ok(Some(tip)) = shares.tip(&name) else {
+            return;
+        };
+        if let Err(e) = node.announce_head(name, tip.as_bytes().to_vec()).await {
+            tracing::debug!(share = %name, error = %e, "cannot announce the head");
+        }
+    });
+}
+
+/// Starts the heads work of a daemon (see the module notes).
+pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
+    let (r, n) = (repo.clone(), node.clone());
+    mounts.on_head_moved(Box::new(move |name: &IpnsName| announce(&r, &n, *name)));
+    let mut events = node.head_events();
+    tokio::spawn(async move {
+        for share in repo.shares().list().unwrap_or_default() {
+            if let Err(e) = node.serve_heads(share.name).await {
+                tracing::warn!(share = %share.name, error = %e, "cannot join the share's heads topic");
+            }
+            announce(&repo, &node, share.name);
+        }
+        let locks: Arc<Locks> = Arc::default();
+        loop {
+            match events.recv().await {
+                Ok(ev) => {
+                    let (r, n, m, l) = (repo.clone(), node.clone(), mounts.clone(), locks.clone());
+                    tokio::spawn(async move {
+                        let lock = l
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .entry(ev.name)
+                            .or_default()
+                            .clone();
+                        let _one = lock.lock().await;
+                        if let Err(e) = on_head(&r, &n, &m, ev.name, &ev.commit).await {
+                            tracing::warn!(share = %ev.name, from = %ev.from, error = %e, "cannot take another writer's head");
+                        }
+                    });
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "missed writers' heads; they are announced again as peers reconnect"
+                    )
+                }
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// The verified block `cid`, from the store or the network.
+async fn fetch(node: &Node, cid: Cid) -> Result<bytes::Bytes, String> {
+    if let Ok(Some(b)) = node.store().get_verified(&cid) {
+        return Ok(b);
+    }
+    node.fetch_with_timeout(cid, FETCH)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Takes the member list `cid` of share `name` (kept if newer than the one here).
+async fn take_members(repo: &Repo, node: &Node, name: &IpnsName, cid: Cid) -> Result<(), String> {
+    let bytes = fetch(node, cid).await?;
+    repo.shares()
+        .receive_members(name, &bytes)
+        .map(|_| ())
+        .map_err(|e| format!("member list {cid}: {e}"))
+}
+
+/// Takes the commit that share `name`'s head record names, and the member list it names, from
+/// the store or the network: a follower learns from them whether it may write the share, and
+/// a member's tip starts there.
+pub async fn take_record_commit(repo: &Repo, node: &Node, name: IpnsName) -> Result<(), String> {
+    let Ok((head, _)) = repo.shares().head_record(&name) else {
+        return Ok(());
+    };
+    let Some(cid) = head.commit else {
+        return Ok(());
+    };
+    let data = fetch(node, cid).await?;
+    let c = Commit::verify(&data, &name).map_err(|e| format!("commit {cid}: {e}"))?;
+    take_members(repo, node, &name, c.members).await?;
+    repo.shares()
+        .check_commit(&name, &c)
+        .map_err(|e| format!("commit {cid}: {e}"))?;
+    repo.shares()
+        .keep_commit(&name, &c)
+        .map_err(|e| e.to_string())?;
+    let me = identity(repo);
+    if repo
+        .shares()
+        .writer_key(&name, &me)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        // A writer works on this version, also offline: its directories and id tree (what a
+        // commit and a merge read) come here now.
+        let reader = DagReader::new(NetSource::new(node.clone()).with_timeout(FETCH));
+        cairn_store::identity::read_version(&reader, c.root, Some(c.ids))
+            .await
+            .map_err(|e| format!("cannot read version {}: {e}", c.root))?;
+    }
+    Ok(())
+}
+
+/// Another writer's head `bytes` of share `name` arrived (see the module notes).
+async fn on_head(
+    repo: &Arc<Repo>,
+    node: &Node,
+    mounts: &Arc<Mounts>,
+    name: IpnsName,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let shares = repo.shares();
+    if shares.find(&name.to_string()).is_err() {
+        return Ok(());
+    }
+    let remote = Commit::verify(bytes, &name).map_err(|e| e.to_string())?;
+    tracing::debug!(share = %name, writer = %remote.writer, seq = remote.seq, commit = %remote.block().cid(), "a writer's head arrived");
+    if remote.writer != name {
+        take_members(repo, node, &name, remote.members).await?;
+    }
+    if let Err(e) = shares.check_commit(&name, &remote) {
+        tracing::warn!(share = %name, writer = %remote.writer, error = %e, "refused a head that is not a member's");
+        return Ok(());
+    }
+    shares
+        .keep_commit(&name, &remote)
+        .map_err(|e| e.to_string())?;
+    let me = identity(repo);
+    if shares.writer_key(&name, &me).ok().flatten().is_none() {
+        // Not a writer here: followers follow the share's record.
+        tracing::debug!(share = %name, "not a writer here; the head is kept, not merged");
+        return Ok(());
+    }
+    fetch_history(repo, node, &name, &remote).await?;
+    tracing::debug!(share = %name, "history here");
+    // The remote version's directories and file roots, read once outside any lock so that the
+    // merge under the mount's lock finds them here.
+    let reader = DagReader::new(NetSource::new(node.clone()).with_timeout(FETCH));
+    cairn_store::identity::read_version(&reader, remote.root, Some(remote.ids))
+        .await
+        .map_err(|e| format!("cannot read the head's version {}: {e}", remote.root))?;
+    tracing::debug!(share = %name, "version read");
+
+    let started = std::time::Instant::now();
+    let mut moved_retries = 0;
+    loop {
+        let outcome = match mounts.share(&name) {
+            Some((_, control)) => {
+                let job = advance_job(
+                    repo.clone(),
+                    node.clone(),
+                    mounts.clone(),
+                    name,
+                    remote.clone(),
+                );
+                control.advance(job).await
+            }
+            None => match step(repo, node, mounts, name, &remote).await {
+                Ok(Some(a)) => (a.finish)().map(|_| true).map_err(AdvanceError::Job),
+                Ok(None) => Ok(false),
+                Err(e) => Err(AdvanceError::Job(e)),
+            },
+        };
+        tracing::debug!(share = %name, ?outcome, "advanced");
+        match outcome {
+            Ok(_) => return Ok(()),
+            Err(AdvanceError::Busy) if started.elapsed() < BUSY_FOR => {
+                tokio::time::sleep(BUSY_RETRY).await;
+            }
+            Err(AdvanceError::Job(e)) if e.contains(MOVED) && moved_retries < MOVED_RETRIES => {
+                moved_retries += 1;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// What a job says when the tip moved under it (the head is planned again).
+const MOVED: &str = "moved meanwhile";
+
+fn advance_job(
+    repo: Arc<Repo>,
+    node: Node,
+    mounts: Arc<Mounts>,
+    name: IpnsName,
+    remote: Commit,
+) -> cairn_fs::AdvanceJob {
+    Box::new(move |_base: Cid| {
+        Box::pin(async move { step(&repo, &node, &mounts, name, &remote).await })
+    })
+}
+
+/// Fetches the commits of `remote`'s history that are not here (checked as heads are, each
+/// under the member list it names), so that a merge base can be found.
+async fn fetch_history(
+    repo: &Repo,
+    node: &Node,
+    name: &IpnsName,
+    remote: &Commit,
+) -> Result<(), String> {
+    let shares = repo.shares();
+    let mut fetched = 0;
+    loop {
+        let missing = shares.missing_history(name, remote.block().cid());
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for cid in missing {
+            if fetched >= MAX_HISTORY_FETCH {
+                return Err(format!(
+                    "the head's history has over {MAX_HISTORY_FETCH} commits not here"
+                ));
+            }
+            fetched += 1;
+            let data = fetch(node, cid)
+                .await
+                .map_err(|e| format!("cannot fetch commit {cid} of the head's history: {e}"))?;
+            let c = Commit::verify(&data, name).map_err(|e| format!("commit {cid}: {e}"))?;
+            if c.writer != *name && !node.store().has(&c.members).unwrap_or(false) {
+                take_members(repo, node, name, c.members).await?;
+            }
+            shares
+                .check_commit(name, &c)
+                .map_err(|e| format!("commit {cid} of the head's history: {e}"))?;
+            shares.keep_commit(name, &c).map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+/// Plans what to do with `remote` at the tip here and prepares it: `None` when there is
+/// nothing to do, else where the share goes and what moves its tip there.
+async fn step(
+    repo: &Arc<Repo>,
+    node: &Node,
+    mounts: &Arc<Mounts>,
+    name: IpnsName,
+    remote: &Commit,
+) -> Result<Option<Advanced>, String> {
+    let shares = repo.shares();
+    let e = |e: ShareError| e.to_string();
+    let local = shares
+        .tip(&name)
+        .map_err(e)?
+        .ok_or_else(|| format!("share {name} has no commit here to merge into"))?;
+    let plan = shares.plan(&name, &local, remote).map_err(e)?;
+    tracing::debug!(share = %name, local = %local.block().cid(), remote = %remote.block().cid(), ?plan, "planned");
+    let reader = DagReader::new(NetSource::new(node.clone()).with_timeout(FETCH));
+    let (root, ids, size, to) = match plan {
+        Plan::UpToDate => return Ok(None),
+        Plan::FastForward => {
+            let tree = cairn_store::identity::read_version(&reader, remote.root, Some(remote.ids))
+                .await
+                .map_err(|e| e.to_string())?;
+            let size = tree_size(&tree);
+            (
+                remote.root,
+                remote.ids,
+                size,
+                Move::To(Box::new(remote.clone())),
+            )
+        }
+        Plan::Merge { .. } => {
+            let base = shares
+                .base_tree(&reader, &name, &local, remote)
+                .await
+                .map_err(|e| format!("cannot read the merge base: {e}"))?;
+            let (ll, rl) = (
+                shares.writer_label(&name, &local),
+                shares.writer_label(&name, remote),
+            );
+            let sink = repo.session();
+            let out = merge_commits(
+                &reader,
+                &base,
+                (&local, &ll),
+                (remote, &rl),
+                &crate::cmd::share::import_options(repo).map_err(|e| e.to_string())?,
+                &sink,
+            )
+            .await
+            .map_err(|e| format!("cannot merge {}: {e}", remote.block().cid()))?;
+            repo.store().flush().map_err(|e| e.to_string())?;
+            tracing::info!(share = %name, local = %local.block().cid(), remote = %remote.block().cid(), root = %out.written.root, conflicts = out.conflicts.len(), "merged another writer's head");
+            let parents = vec![*local.block().cid(), *remote.block().cid()];
+            (
+                out.written.root,
+                out.written.ids,
+                out.size,
+                Move::New {
+                    parents,
+                    size: out.size,
+                    root: out.written.root,
+                    ids: out.written.ids,
+                },
+            )
+        }
+    };
+    let expected = Some(*local.block().cid());
+    let (repo, mounts) = (repo.clone(), mounts.clone());
+    let finish = Box::new(move || -> Result<(), String> {
+        let protected = mounts.roots();
+        let me = identity(&repo);
+        let moved = match &to {
+            Move::To(c) => repo.shares().move_tip(
+                &name,
+                &me,
+                expected,
+                TipMove::To { commit: c, size },
+                &protected,
+            ),
+            Move::New {
+                parents,
+                size,
+                root,
+                ids,
+            } => repo.shares().move_tip(
+                &name,
+                &me,
+                expected,
+                TipMove::New {
+                    root: *root,
+                    ids: Some(*ids),
+                    parents: parents.clone(),
+                    size: *size,
+                    changed: 0,
+                },
+                &protected,
+            ),
+        }
+        .map_err(|e| match e {
+            ShareError::TipMoved(_) => format!("share {name} {MOVED}"),
+            e => e.to_string(),
+        })?;
+        let sequence = moved
+            .version
+            .as_ref()
+            .map_or(moved.commit.seq, |v| v.sequence);
+        mounts.head_moved(&name, moved.commit.root, sequence);
+        Ok(())
+    });
+    Ok(Some(Advanced {
+        root,
+        ids: Some(ids),
+        size,
+        finish,
+    }))
+}
+
+/// How the tip moves.
+enum Move {
+    To(Box<Commit>),
+    New {
+        parents: Vec<Cid>,
+        size: u64,
+        root: Cid,
+        ids: Cid,
+    },
+}
+
+fn tree_size(tree: &cairn_store::merge::Tree) -> u64 {
+    tree.nodes
+        .values()
+        .map(|e| match e.content {
+            cairn_store::merge::Content::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum()
+}
