@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-export CARGO_TERM_COLOR=never CAIRN_REQUIRE_KUBO=1
+# A clean build gains nothing from incremental compilation's bookkeeping.
+export CARGO_TERM_COLOR=never CAIRN_REQUIRE_KUBO=1 CARGO_INCREMENTAL=0
 echo "== cargo fmt --all --check"
 cargo fmt --all --check
 # The lints run inside the one build the tests use: clippy-driver wraps rustc for the workspace's
