@@ -316,12 +316,7 @@ async fn step(
                 .await
                 .map_err(|e| e.to_string())?;
             let size = tree_size(&tree);
-            (
-                remote.root,
-                remote.ids,
-                size,
-                Move::To(Box::new(remote.clone())),
-            )
+            (remote.root, remote.ids, size, Move::To(remote.clone()))
         }
         Plan::Merge { .. } => {
             let base = shares
@@ -410,9 +405,10 @@ async fn step(
     }))
 }
 
-/// How the tip moves.
+/// How the tip moves (one per plan: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Move {
-    To(Box<Commit>),
+    To(Commit),
     New {
         parents: Vec<Cid>,
         size: u64,
