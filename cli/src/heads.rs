@@ -21,7 +21,7 @@ use cairn_fs::{AdvanceError, Advanced};
 use cairn_net::{NetSource, Node};
 use cairn_store::commit::Commit;
 use cairn_store::heads::{merge_commits, Plan, TipMove};
-use cairn_store::{Blockstore, Cid, DagReader, IpnsName, Repo, ShareError, ShareKey};
+use cairn_store::{Blockstore, Cid, DagReader, IpnsName, Repo, ShareError};
 
 use crate::mounts::Mounts;
 
@@ -39,10 +39,6 @@ const MOVED_RETRIES: usize = 8;
 /// Per share, a lock that makes heads of one share handled one at a time.
 type Locks = Mutex<HashMap<IpnsName, Arc<tokio::sync::Mutex<()>>>>;
 
-fn identity(repo: &Repo) -> ShareKey {
-    ShareKey::from_seed(repo.identity_seed())
-}
-
 /// Announces this node's tip of share `name`, if it writes it. The tip is read when the
 /// announcement goes out, one share's announcements one at a time: announcements of moves in
 /// quick succession never leave an older tip as the one announced (a peer would merge with it).
@@ -53,7 +49,7 @@ pub fn announce(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
         let _one = ONE_AT_A_TIME.lock().await;
         let shares = repo.shares();
         if !shares
-            .writer_key(&name, &identity(&repo))
+            .writer_key(&name, &repo.identity_key())
             .is_ok_and(|k| k.is_some())
         {
             return;
@@ -130,8 +126,14 @@ async fn take_members(repo: &Repo, node: &Node, name: &IpnsName, cid: Cid) -> Re
 
 /// Takes the commit that share `name`'s head record names, and the member list it names, from
 /// the store or the network: a follower learns from them whether it may write the share, and
-/// a member's tip starts there.
-pub async fn take_record_commit(repo: &Repo, node: &Node, name: IpnsName) -> Result<(), String> {
+/// a member's tip starts there. `read_in`: a writer also reads that version in (when it starts
+/// to follow the share).
+pub async fn take_record_commit(
+    repo: &Repo,
+    node: &Node,
+    name: IpnsName,
+    read_in: bool,
+) -> Result<(), String> {
     let Ok((head, _)) = repo.shares().head_record(&name) else {
         return Ok(());
     };
@@ -147,16 +149,18 @@ pub async fn take_record_commit(repo: &Repo, node: &Node, name: IpnsName) -> Res
     repo.shares()
         .keep_commit(&name, &c)
         .map_err(|e| e.to_string())?;
-    let me = identity(repo);
-    if repo
-        .shares()
-        .writer_key(&name, &me)
-        .ok()
-        .flatten()
-        .is_some()
+    let me = repo.identity_key();
+    if read_in
+        && repo
+            .shares()
+            .writer_key(&name, &me)
+            .ok()
+            .flatten()
+            .is_some()
     {
         // A writer works on this version, also offline: its directories and id tree (what a
-        // commit and a merge read) come here now.
+        // commit and a merge read) come here now (later versions come with the heads that
+        // bring them).
         let reader = DagReader::new(NetSource::new(node.clone()).with_timeout(FETCH));
         cairn_store::identity::read_version(&reader, c.root, Some(c.ids))
             .await
@@ -189,7 +193,7 @@ async fn on_head(
     shares
         .keep_commit(&name, &remote)
         .map_err(|e| e.to_string())?;
-    let me = identity(repo);
+    let me = repo.identity_key();
     if shares.writer_key(&name, &me).ok().flatten().is_none() {
         // Not a writer here: followers follow the share's record.
         tracing::debug!(share = %name, "not a writer here; the head is kept, not merged");
@@ -315,7 +319,7 @@ async fn step(
             let tree = cairn_store::identity::read_version(&reader, remote.root, Some(remote.ids))
                 .await
                 .map_err(|e| e.to_string())?;
-            let size = tree_size(&tree);
+            let size = tree.size();
             (remote.root, remote.ids, size, Move::To(remote.clone()))
         }
         Plan::Merge { .. } => {
@@ -358,7 +362,7 @@ async fn step(
     let (repo, mounts) = (repo.clone(), mounts.clone());
     let finish = Box::new(move || -> Result<(), String> {
         let protected = mounts.roots();
-        let me = identity(&repo);
+        let me = repo.identity_key();
         let moved = match &to {
             Move::To(c) => repo.shares().move_tip(
                 &name,
@@ -415,14 +419,4 @@ enum Move {
         root: Cid,
         ids: Cid,
     },
-}
-
-fn tree_size(tree: &cairn_store::merge::Tree) -> u64 {
-    tree.nodes
-        .values()
-        .map(|e| match e.content {
-            cairn_store::merge::Content::File { size, .. } => size,
-            _ => 0,
-        })
-        .sum()
 }

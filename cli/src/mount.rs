@@ -237,7 +237,7 @@ fn member_head(
     share: &cairn_store::Share,
     head: &cairn_store::Version,
 ) -> Option<cairn_store::Version> {
-    let me = cairn_store::ShareKey::from_seed(repo.identity_seed());
+    let me = repo.identity_key();
     repo.shares().writer_key(&share.name, &me).ok()??;
     let tip = match repo.shares().own_tip(&share.name, &me) {
         Ok(t) => t?,

@@ -173,7 +173,7 @@ impl ShareStore for RepoShare {
             .is_ok_and(|s| s.writable)
         {
             // A member: a commit signed by this node's key, child of its tip.
-            let me = cairn_store::ShareKey::from_seed(self.repo.identity_seed());
+            let me = self.repo.identity_key();
             let tip = self.repo.shares().tip(&self.name).map_err(fail)?;
             let tip_cid = tip.as_ref().map(|c| *c.block().cid());
             let moved = self

@@ -346,7 +346,7 @@ async fn adopt_once(
     match took {
         Ok(Some(v)) => {
             tracing::info!(share = %name, sequence = v.sequence, root = %v.root, "followed share moved");
-            if let Err(e) = crate::heads::take_record_commit(repo, node, name).await {
+            if let Err(e) = crate::heads::take_record_commit(repo, node, name, false).await {
                 tracing::debug!(share = %name, error = %e, "cannot read the version's commit yet");
             }
             mounts.head_moved(&name, v.root, v.sequence);
@@ -409,7 +409,7 @@ pub async fn follow_new(
     // Its writers' heads too: this node may be granted write access (the head's commit and
     // member list say whether it is).
     node.serve_heads(name).await?;
-    if let Err(e) = crate::heads::take_record_commit(repo, node, name).await {
+    if let Err(e) = crate::heads::take_record_commit(repo, node, name, true).await {
         tracing::warn!(share = %name, error = %e, "cannot read the share's commit and member list yet");
     }
     if let Some(head) = share.head {

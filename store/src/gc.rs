@@ -233,6 +233,11 @@ impl Roots {
     }
 
     /// The durable roots only (those [`Roots::set`] registered), by name.
+    /// Whether a durable root of this name is set.
+    pub fn has(&self, name: &str) -> bool {
+        self.journal.has_root(name)
+    }
+
     pub fn durable(&self) -> Vec<(String, Cid)> {
         self.journal.roots()
     }

@@ -174,7 +174,7 @@ impl Shares {
         let block = c.block();
         let root = commit_root(name, block.cid());
         let roots = self.roots();
-        if roots.durable().iter().any(|(n, _)| *n == root) && self.store().has(block.cid())? {
+        if roots.has(&root) && self.store().has(block.cid())? {
             return Ok(false);
         }
         self.store().put(&block)?;
@@ -547,14 +547,7 @@ pub async fn merge_commits<S: BlockSource + Clone>(
     let mut tree = merged.tree;
     drop_redundant_copies(&mut tree);
     let written = write_version(&tree, opts, sink)?;
-    let size = tree
-        .nodes
-        .values()
-        .map(|e| match e.content {
-            Content::File { size, .. } => size,
-            _ => 0,
-        })
-        .sum();
+    let size = tree.size();
     Ok(MergeOutcome {
         written,
         size,
@@ -736,10 +729,7 @@ mod tests {
             Repo::init(dirs[1].path()).unwrap(),
             Repo::init(dirs[2].path()).unwrap(),
         );
-        let keys: Vec<ShareKey> = [&a, &b, &c]
-            .iter()
-            .map(|r| ShareKey::from_seed(r.identity_seed()))
-            .collect();
+        let keys: Vec<ShareKey> = [&a, &b, &c].iter().map(|r| r.identity_key()).collect();
         let (ka, kb, kc) = (&keys[0], &keys[1], &keys[2]);
 
         // Alice's share starts with notes.txt; Bob is granted, Carol is not.

@@ -78,6 +78,17 @@ pub struct Tree {
 }
 
 impl Tree {
+    /// The sum of its files' sizes.
+    pub fn size(&self) -> u64 {
+        self.nodes
+            .values()
+            .map(|e| match e.content {
+                Content::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// The path of `id` (`a/b/c`), if its parent chain reaches the root without a cycle.
     pub fn path(&self, id: NodeId) -> Option<String> {
         let mut parts = Vec::new();

@@ -446,6 +446,11 @@ impl Repo {
     }
 
     /// The 32-byte Ed25519 secret seed of this node's identity.
+    /// This node's key as a writer of shares (the same key as its peer id).
+    pub fn identity_key(&self) -> crate::ShareKey {
+        crate::ShareKey::from_seed(&self.identity)
+    }
+
     pub fn identity_seed(&self) -> &[u8; 32] {
         &self.identity
     }
