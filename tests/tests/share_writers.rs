@@ -129,6 +129,9 @@ fn an_owner_and_a_member_write_at_once_and_both_mounts_show_both_writes() {
     f.write_all_at(b"too late\n", 0).unwrap();
     let _ = f.sync_all();
     drop(f);
+    // Committing by hand says why, with a non-zero exit; the change stays staged.
+    b.cairn(&["share", "commit", &name])
+        .expect_err("is not a member of share");
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         !aw.0.join("late.txt").exists(),

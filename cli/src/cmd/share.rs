@@ -374,10 +374,13 @@ fn refuse_if_mounted(ctx: &Ctx<'_>, s: &Share, what: &str) -> Result<()> {
 /// Commits share `s`'s staged changes: through its mount if this process serves one, else
 /// from its staging directory.
 async fn commit(ctx: &Ctx<'_>, s: &Share) -> Result<Option<cairn_fs::CommitOutcome>> {
-    if !s.writable {
+    // A member's writable mount commits with the member's key (and says so if it is no
+    // longer one).
+    if !s.writable && ctx.mounts.share(&s.name).is_none() {
         crate::fail!(
             "invalid_input",
-            "share {} is read-only here: this repo does not hold its key",
+            "share {} is read-only here: this repo does not hold its key (a member commits \
+             through its writable mount of the share)",
             s.label
         );
     }
