@@ -67,6 +67,28 @@ pub fn announce(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
 pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
     let (r, n) = (repo.clone(), node.clone());
     mounts.on_head_moved(Box::new(move |name: &IpnsName| announce(&r, &n, *name)));
+    let locks: Arc<Locks> = Arc::default();
+    // A writable mount whose commit was merged into a tip that had moved under it moves onto
+    // the tip (under the share's heads lock, as a head would move it).
+    let (r, n, l, m) = (
+        repo.clone(),
+        node.clone(),
+        locks.clone(),
+        Arc::downgrade(&mounts),
+    );
+    mounts.on_diverged(Box::new(move |name: &IpnsName| {
+        let (r, n, l, m, name) = (r.clone(), n.clone(), l.clone(), m.clone(), *name);
+        tokio::spawn(async move {
+            let Some(m) = m.upgrade() else { return };
+            let _one = share_lock(&l, name).lock_owned().await;
+            let Ok(Some(tip)) = r.shares().tip(&name) else {
+                return;
+            };
+            if let Err(e) = advance(&r, &n, &m, name, &tip).await {
+                tracing::warn!(share = %name, error = %e, "the mount cannot move onto the share's tip yet");
+            }
+        });
+    }));
     let mut events = node.head_events();
     tokio::spawn(async move {
         for share in repo.shares().list().unwrap_or_default() {
@@ -75,19 +97,12 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
             }
             announce(&repo, &node, share.name);
         }
-        let locks: Arc<Locks> = Arc::default();
         loop {
             match events.recv().await {
                 Ok(ev) => {
                     let (r, n, m, l) = (repo.clone(), node.clone(), mounts.clone(), locks.clone());
                     tokio::spawn(async move {
-                        let lock = l
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .entry(ev.name)
-                            .or_default()
-                            .clone();
-                        let _one = lock.lock().await;
+                        let _one = share_lock(&l, ev.name).lock_owned().await;
                         if let Err(e) = on_head(&r, &n, &m, ev.name, &ev.commit).await {
                             tracing::warn!(share = %ev.name, from = %ev.from, error = %e, "cannot take another writer's head");
                         }
@@ -103,6 +118,16 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
             }
         }
     });
+}
+
+/// The lock that makes share `name`'s heads handled one at a time.
+fn share_lock(locks: &Locks, name: IpnsName) -> Arc<tokio::sync::Mutex<()>> {
+    locks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(name)
+        .or_default()
+        .clone()
 }
 
 /// The verified block `cid`, from the store or the network.
@@ -208,7 +233,18 @@ async fn on_head(
         .await
         .map_err(|e| format!("cannot read the head's version {}: {e}", remote.root))?;
     tracing::debug!(share = %name, "version read");
+    advance(repo, node, mounts, name, &remote).await
+}
 
+/// Moves this node's copy of share `name` (its tip, and a writable mount of it) on with
+/// `remote` (see [`step`]), trying again while the mount is busy or the tip moves meanwhile.
+async fn advance(
+    repo: &Arc<Repo>,
+    node: &Node,
+    mounts: &Arc<Mounts>,
+    name: IpnsName,
+    remote: &Commit,
+) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut moved_retries = 0;
     loop {
@@ -223,7 +259,7 @@ async fn on_head(
                 );
                 control.advance(job).await
             }
-            None => match step(repo, node, mounts, name, &remote).await {
+            None => match step(repo, node, mounts, name, remote, None).await {
                 Ok(Some(a)) => (a.finish)().map(|_| true).map_err(AdvanceError::Job),
                 Ok(None) => Ok(false),
                 Err(e) => Err(AdvanceError::Job(e)),
@@ -253,8 +289,8 @@ fn advance_job(
     name: IpnsName,
     remote: Commit,
 ) -> cairn_fs::AdvanceJob {
-    Box::new(move |_base: Cid| {
-        Box::pin(async move { step(&repo, &node, &mounts, name, &remote).await })
+    Box::new(move |base: Cid| {
+        Box::pin(async move { step(&repo, &node, &mounts, name, &remote, Some(base)).await })
     })
 }
 
@@ -296,13 +332,17 @@ async fn fetch_history(
 }
 
 /// Plans what to do with `remote` at the tip here and prepares it: `None` when there is
-/// nothing to do, else where the share goes and what moves its tip there.
+/// nothing to do, else where the share goes and what moves its tip there. `mount`: the root a
+/// writable mount of the share shows (with nothing staged); when the tip is up to date but the
+/// mount is not on it (a commit of the mount was merged into a tip that had moved), the mount
+/// moves onto the tip.
 async fn step(
     repo: &Arc<Repo>,
     node: &Node,
     mounts: &Arc<Mounts>,
     name: IpnsName,
     remote: &Commit,
+    mount: Option<Cid>,
 ) -> Result<Option<Advanced>, String> {
     let shares = repo.shares();
     let e = |e: ShareError| e.to_string();
@@ -314,6 +354,25 @@ async fn step(
     tracing::debug!(share = %name, local = %local.block().cid(), remote = %remote.block().cid(), ?plan, "planned");
     let reader = DagReader::new(NetSource::new(node.clone()).with_timeout(FETCH));
     let (root, ids, size, to) = match plan {
+        Plan::UpToDate if mount.is_some_and(|m| m != local.root) => {
+            let tree = cairn_store::identity::read_version(&reader, local.root, Some(local.ids))
+                .await
+                .map_err(|e| e.to_string())?;
+            let expected = *local.block().cid();
+            let repo = repo.clone();
+            let finish = Box::new(move || -> Result<(), String> {
+                match repo.shares().tip(&name) {
+                    Ok(Some(t)) if *t.block().cid() == expected => Ok(()),
+                    _ => Err(format!("share {name} {MOVED}")),
+                }
+            });
+            return Ok(Some(Advanced {
+                root: local.root,
+                ids: Some(local.ids),
+                size: tree.size(),
+                finish,
+            }));
+        }
         Plan::UpToDate => return Ok(None),
         Plan::FastForward => {
             let tree = cairn_store::identity::read_version(&reader, remote.root, Some(remote.ids))
@@ -332,16 +391,9 @@ async fn step(
                 shares.writer_label(&name, remote),
             );
             let sink = repo.session();
-            let out = merge_commits(
-                &reader,
-                &base,
-                (&local, &ll),
-                (remote, &rl),
-                &crate::cmd::share::import_options(repo).map_err(|e| e.to_string())?,
-                &sink,
-            )
-            .await
-            .map_err(|e| format!("cannot merge {}: {e}", remote.block().cid()))?;
+            let out = merge_commits(&reader, &base, (&local, &ll), (remote, &rl), &sink)
+                .await
+                .map_err(|e| format!("cannot merge {}: {e}", remote.block().cid()))?;
             repo.store().flush().map_err(|e| e.to_string())?;
             tracing::info!(share = %name, local = %local.block().cid(), remote = %remote.block().cid(), root = %out.written.root, conflicts = out.conflicts.len(), "merged another writer's head");
             let parents = vec![*local.block().cid(), *remote.block().cid()];

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use anyhow::Result;
 use cairn_fs::{
-    CommitStats, FollowHead, MountHandle, PublishError, Published, ShareControl, ShareStore,
+    CommitStats, FollowHead, MountBase, MountHandle, PublishError, PublishFuture, Published,
+    ShareControl, ShareStore,
 };
-use cairn_store::{BlockSink, Cid, IpnsName, Repo};
+use cairn_store::{BlockSink, Blockstore, Cid, IpnsName, Repo};
 
 /// The mount table of one process.
 #[derive(Default)]
@@ -21,6 +22,8 @@ pub struct Mounts {
     heads: Mutex<HashMap<IpnsName, tokio::sync::watch::Sender<FollowHead>>>,
     /// Told of every head that moves (the daemon publishes its own and announces its tips).
     on_moved: Mutex<Vec<HeadHook>>,
+    /// Told when a writable mount's commit was merged into a tip that had moved under it.
+    on_diverged: Mutex<Vec<HeadHook>>,
     /// Followed shares whose newest version cannot be confirmed now (see `records.rs`).
     stale: Mutex<HashMap<IpnsName, bool>>,
     /// Followed shares with a newer record whose root is being fetched again (`records.rs`).
@@ -38,7 +41,12 @@ impl Mounts {
 
     /// Adds a mount this process serves.
     pub fn insert(&self, dir: PathBuf, handle: MountHandle) {
+        let share = handle.share().and_then(|c| c.id().parse::<IpnsName>().ok());
         self.lock().insert(dir, handle);
+        // A head that moved the tip while the mount started: the mount moves onto it.
+        if let Some(name) = share {
+            self.diverged(&name);
+        }
     }
 
     /// Takes a mount out of the table (to unmount or forget it).
@@ -133,6 +141,26 @@ impl Mounts {
             .retain(|n| n != name);
     }
 
+    /// Calls `hook` (too) whenever a writable mount's commit was merged into a tip that had
+    /// moved under it (the mount then catches up with the tip).
+    pub fn on_diverged(&self, hook: HeadHook) {
+        self.on_diverged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
+    }
+
+    /// A writable mount of share `name` shows its own tree, not the tip (see `on_diverged`).
+    pub fn diverged(&self, name: &IpnsName) {
+        for hook in &*self
+            .on_diverged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            hook(name);
+        }
+    }
+
     /// Calls `hook` (too) whenever a head moves.
     pub fn on_head_moved(&self, hook: HeadHook) {
         self.on_moved
@@ -160,77 +188,195 @@ impl ShareStore for RepoShare {
         Arc::new(self.repo.session())
     }
 
-    fn publish(&self, stats: &CommitStats) -> Result<Published, PublishError> {
-        let protected = self.mounts.upgrade().map(|m| m.roots()).unwrap_or_default();
+    fn publish<'a>(&'a self, stats: &'a CommitStats, base: MountBase) -> PublishFuture<'a> {
+        Box::pin(self.publish_on(stats, base))
+    }
+
+    fn rebased(&self, _root: Cid, _ids: Option<Cid>) {
+        // The mount shows the tip: the merged base kept for it can go.
+        let names = [self.base_root("root"), self.base_root("ids")];
+        if self.repo.roots().has(&names[0]) {
+            if let Err(e) = self.repo.roots().remove_many(&names) {
+                tracing::warn!(share = %self.name, error = %e, "cannot drop the mount's merged base root");
+            }
+        }
+    }
+
+    fn ids_of(&self, root: Cid) -> Option<Cid> {
+        let durable = self.repo.roots().durable();
+        let get = |n: String| durable.iter().find(|(k, _)| *k == n).map(|(_, c)| *c);
+        if get(self.base_root("root")) == Some(root) {
+            return get(self.base_root("ids"));
+        }
+        if let Ok(Some(tip)) = self.repo.shares().tip(&self.name) {
+            if tip.root == root {
+                return Some(tip.ids);
+            }
+        }
+        let log = self.repo.shares().log(&self.name).ok()?;
+        log.into_iter().find(|v| v.root == root)?.ids
+    }
+}
+
+impl RepoShare {
+    /// The GC root that keeps a mount's base while it is not the tip (after a merged commit).
+    fn base_root(&self, what: &str) -> String {
+        format!("share/{}/w/{what}", self.name)
+    }
+
+    /// See [`ShareStore::publish`]: the owner's commit is a new version (its record signed with
+    /// the share's key), a member's a commit signed with this node's key; either is a child of
+    /// the tip. When the tip is no longer the tree the changes were made on, the commit's tree
+    /// is the three-way merge of the tip's and the mount's over that base (everything it
+    /// reads is here: the tip's version was read in before the tip moved to it).
+    async fn publish_on(
+        &self,
+        stats: &CommitStats,
+        base: MountBase,
+    ) -> Result<Published, PublishError> {
+        let shares = self.repo.shares();
         let fail = |e: cairn_store::ShareError| PublishError {
             no_space: e.is_no_space(),
             message: format!("cannot commit share {}: {e}", self.name),
         };
-        if !self
-            .repo
-            .shares()
+        let owner = shares
             .find(&self.name.to_string())
-            .is_ok_and(|s| s.writable)
-        {
-            // A member: a commit signed by this node's key, child of its tip.
-            let me = self.repo.identity_key();
-            let tip = self.repo.shares().tip(&self.name).map_err(fail)?;
+            .is_ok_and(|s| s.writable);
+        let me = self.repo.identity_key();
+        let writer = if owner { self.name } else { me.name() };
+        for _ in 0..8 {
+            let tip = shares.tip(&self.name).map_err(fail)?;
             let tip_cid = tip.as_ref().map(|c| *c.block().cid());
-            let moved = self
-                .repo
-                .shares()
-                .move_tip(
-                    &self.name,
-                    &me,
-                    tip_cid,
-                    cairn_store::heads::TipMove::New {
-                        root: stats.root,
-                        ids: stats.ids,
-                        parents: tip_cid.into_iter().collect(),
-                        size: stats.size,
-                        changed: stats.changed,
-                    },
-                    &protected,
-                )
-                .map_err(fail)?;
+            let merged = match &tip {
+                Some(t) if t.root != base.root && t.root != stats.root => {
+                    Some(self.merge_into(t, stats, base, &writer).await?)
+                }
+                _ => None,
+            };
+            let (root, ids, size) = match &merged {
+                Some((w, size)) => (w.root, Some(w.ids), *size),
+                None => (stats.root, stats.ids, stats.size),
+            };
+            let protected = self.mounts.upgrade().map(|m| m.roots()).unwrap_or_default();
+            let moved = shares.move_tip(
+                &self.name,
+                &me,
+                tip_cid,
+                cairn_store::heads::TipMove::New {
+                    root,
+                    ids,
+                    parents: tip_cid.into_iter().collect(),
+                    size,
+                    changed: stats.changed,
+                },
+                &protected,
+            );
+            let moved = match moved {
+                Err(cairn_store::ShareError::TipMoved(_)) => continue,
+                r => r.map_err(fail)?,
+            };
+            // The mount stays on its own tree until it catches up with the merge: that tree is
+            // kept (a restart replays what is staged over it), and the tip moves the mount.
+            let keep = match (merged.is_some(), stats.ids) {
+                (true, Some(ids)) => vec![
+                    (self.base_root("root"), stats.root),
+                    (self.base_root("ids"), ids),
+                ],
+                _ => Vec::new(),
+            };
+            if !keep.is_empty() {
+                self.repo
+                    .roots()
+                    .set_many(&keep)
+                    .map_err(|e| fail(e.into()))?;
+            } else {
+                self.rebased(root, ids);
+            }
+            let sequence = moved
+                .version
+                .as_ref()
+                .map_or(moved.commit.seq, |v| v.sequence);
+            let record = moved
+                .version
+                .as_ref()
+                .map_or(*moved.commit.block().cid(), |v| v.record);
             if let Some(m) = self.mounts.upgrade() {
-                m.head_moved(&self.name, stats.root, moved.commit.seq);
+                m.head_moved(&self.name, root, sequence);
+                if merged.is_some() {
+                    m.diverged(&self.name);
+                }
             }
             return Ok(Published {
-                sequence: moved.commit.seq,
-                record: *moved.commit.block().cid(),
-                // The commit.
-                blocks: 1,
+                sequence,
+                record,
+                // The commit (and on the owner the record).
+                blocks: if owner { 2 } else { 1 },
+                merged: merged.is_some(),
             });
         }
-        let version = self
-            .repo
-            .shares()
-            .commit(
-                &self.name,
-                stats.root,
-                stats.ids,
-                stats.size,
-                stats.changed,
-                &protected,
-            )
-            .map_err(|e| PublishError {
-                no_space: e.is_no_space(),
-                message: format!("cannot commit share {}: {e}", self.name),
-            })?;
-        if let Some(m) = self.mounts.upgrade() {
-            m.head_moved(&self.name, stats.root, version.sequence);
-        }
-        Ok(Published {
-            sequence: version.sequence,
-            record: version.record,
-            // The record and the commit.
-            blocks: 2,
+        Err(PublishError {
+            no_space: false,
+            message: format!(
+                "cannot commit share {}: its tip keeps moving; the changes stay staged",
+                self.name
+            ),
         })
     }
 
-    fn ids_of(&self, root: Cid) -> Option<Cid> {
-        let log = self.repo.shares().log(&self.name).ok()?;
-        log.into_iter().find(|v| v.root == root)?.ids
+    /// The three-way merge of tip `tip` and the mount's new tree over the tree the mount's
+    /// changes were made on; its directories written to the store. Returns it and its size.
+    async fn merge_into(
+        &self,
+        tip: &cairn_store::commit::Commit,
+        stats: &CommitStats,
+        base: MountBase,
+        writer: &IpnsName,
+    ) -> Result<(cairn_store::identity::Written, u64), PublishError> {
+        use cairn_store::identity::read_version;
+        use cairn_store::merge::{merge, Side};
+        let fail = |what: &str, e: &dyn std::fmt::Display| PublishError {
+            no_space: false,
+            message: format!("cannot commit share {}: {what}: {e}", self.name),
+        };
+        let reader = cairn_store::DagReader::new(cairn_store::LocalSource::new(self.repo.store()));
+        let base_tree = read_version(&reader, base.root, base.ids)
+            .await
+            .map_err(|e| fail("cannot read the version the changes were made on", &e))?;
+        let theirs = read_version(&reader, tip.root, Some(tip.ids))
+            .await
+            .map_err(|e| fail("cannot read the tip", &e))?;
+        let mine = read_version(&reader, stats.root, stats.ids)
+            .await
+            .map_err(|e| fail("cannot read the new version", &e))?;
+        let shares = self.repo.shares();
+        let (their_label, my_label) = (
+            shares.writer_label(&self.name, tip),
+            shares.label_now(&self.name, writer),
+        );
+        let merged = merge(
+            &base_tree,
+            Side {
+                tree: &theirs,
+                writer: &their_label,
+                time: tip.time,
+            },
+            Side {
+                tree: &mine,
+                writer: &my_label,
+                time: std::time::SystemTime::now(),
+            },
+        );
+        let mut tree = merged.tree;
+        cairn_store::heads::drop_redundant_copies(&mut tree);
+        let sink = self.repo.session();
+        let opts = cairn_store::heads::merge_options(&tip.root, &stats.root);
+        let written = cairn_store::identity::write_version(&tree, &opts, &sink)
+            .map_err(|e| fail("cannot write the merge", &e))?;
+        self.repo
+            .store()
+            .flush()
+            .map_err(|e| fail("cannot write the merge", &e))?;
+        tracing::info!(share = %self.name, tip = %tip.block().cid(), root = %written.root, conflicts = merged.conflicts.len(), "the tip had moved under the mount's changes; merged them into it");
+        Ok((written, tree.size()))
     }
 }

@@ -47,8 +47,8 @@ pub use overlay::{
     TimeSet, MAX_FILE_SIZE, NAME_MAX, RENAME_EXCHANGE, RENAME_NOREPLACE, SYMLINK_MAX,
 };
 pub use writable::{
-    AdvanceError, AdvanceJob, Advanced, CommitError, CommitOutcome, CommitPolicy, PublishError,
-    Published, ShareControl, ShareMount, ShareStore,
+    AdvanceError, AdvanceJob, Advanced, CommitError, CommitOutcome, CommitPolicy, MountBase,
+    PublishError, PublishFuture, Published, ShareControl, ShareMount, ShareStore,
 };
 
 /// The extended attribute holding a node's CID as text.

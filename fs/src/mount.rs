@@ -352,8 +352,10 @@ where
     ));
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let (stage, head, timeout) = (share.stage.clone(), share.head, options.timeout);
+    let store = share.store.clone();
     runtime.spawn(async move {
-        let opened = tokio::time::timeout(timeout, Overlay::open(&stage, head, reader)).await;
+        let opened =
+            tokio::time::timeout(timeout, open_staged(&stage, head, reader, &*store)).await;
         let _ = tx.send(opened);
     });
     let mut overlay = match rx.recv_timeout(timeout.saturating_add(Duration::from_secs(1))) {
@@ -364,14 +366,7 @@ where
             })
         }
     };
-    // Identities come from the base version's id tree (the head's, or for staged changes
-    // replayed over an earlier version, see `Overlay::open`, that version's).
-    let base_ids = if overlay.base() == share.head {
-        share.ids
-    } else {
-        share.store.ids_of(overlay.base())
-    };
-    overlay.set_base_ids(base_ids);
+    set_base_ids(&mut overlay, &share);
     let recovered = overlay.getattr(NodeId::ROOT).is_ok_and(|a| a.dirty);
     let label = share.label.clone();
     let id = share.id.clone();
@@ -490,15 +485,43 @@ pub async fn commit_staged<S: BlockSource + Clone>(
         0,
         0,
     ));
-    let mut overlay = Overlay::open(&share.stage, share.head, reader).await?;
+    let mut overlay = open_staged(&share.stage, share.head, reader, &*share.store).await?;
+    set_base_ids(&mut overlay, &share);
+    let state = new_state(overlay, share, reads, &options, (0, 0));
+    state.commit().await
+}
+
+/// Opens the staging area `stage` over the share's head `head`. Changes staged over another
+/// version (the head moved while they waited: another writer's version arrived, or a commit's
+/// merge left the mount on its own tree) are opened over the version they were made on, when
+/// its blocks are here: their commit is then merged into the head (see
+/// [`ShareStore::publish`]), so nothing staged is lost.
+async fn open_staged<S: BlockSource + Clone>(
+    stage: &Path,
+    head: cairn_store::Cid,
+    reader: DagReader<S>,
+    store: &dyn crate::writable::ShareStore,
+) -> Result<Overlay<S>, crate::overlay::OverlayError> {
+    match Overlay::open(stage, head, reader.clone()).await {
+        Err(crate::overlay::OverlayError::HeadMoved { journal_base, .. })
+            if store.ids_of(*journal_base).is_some() =>
+        {
+            tracing::info!(base = %journal_base, head = %head, "staged changes were made on an earlier version; they are merged into the head at their commit");
+            Overlay::open(stage, *journal_base, reader).await
+        }
+        r => r,
+    }
+}
+
+/// Identities come from the base version's id tree (the head's, or for staged changes
+/// replayed over an earlier version, see `Overlay::open`, that version's).
+fn set_base_ids<S: BlockSource + Clone>(overlay: &mut Overlay<S>, share: &ShareMount) {
     let base_ids = if overlay.base() == share.head {
         share.ids
     } else {
         share.store.ids_of(overlay.base())
     };
     overlay.set_base_ids(base_ids);
-    let state = new_state(overlay, share, reads, &options, (0, 0));
-    state.commit().await
 }
 
 /// Reads the root's metadata on the runtime, waiting at most `timeout` (plus a grace second

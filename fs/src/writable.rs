@@ -16,8 +16,8 @@ mod callbacks;
 mod committer;
 
 pub use committer::{
-    AdvanceError, AdvanceJob, Advanced, CommitError, CommitOutcome, CommitPolicy, PublishError,
-    Published, ShareControl, ShareStore,
+    AdvanceError, AdvanceJob, Advanced, CommitError, CommitOutcome, CommitPolicy, MountBase,
+    PublishError, PublishFuture, Published, ShareControl, ShareStore,
 };
 
 use std::collections::HashMap;

@@ -244,17 +244,19 @@ impl Shares {
     /// member's label in the list the commit names (the same on every node), else the last 8
     /// characters of its key.
     pub fn writer_label(&self, name: &IpnsName, c: &Commit) -> String {
-        if c.writer == *name {
-            return OWNER_LABEL.to_string();
-        }
-        let key = c.writer.to_string();
-        self.store()
+        let list = self
+            .store()
             .get_verified(&c.members)
             .ok()
             .flatten()
-            .and_then(|data| crate::MemberList::verify(&data, name).ok())
-            .and_then(|l| l.members.get(&key).map(|m| m.label.clone()))
-            .unwrap_or_else(|| key[key.len().saturating_sub(8)..].to_string())
+            .and_then(|data| crate::MemberList::verify(&data, name).ok());
+        label_in(name, &c.writer, list.as_ref())
+    }
+
+    /// The name writer `writer` has in conflict copies under the newest member list here (see
+    /// [`Shares::writer_label`]).
+    pub fn label_now(&self, name: &IpnsName, writer: &IpnsName) -> String {
+        label_in(name, writer, self.members(name).ok().flatten().as_ref())
     }
 
     /// Moves share `name`'s tip, if it is still `expected` (else [`ShareError::TipMoved`]:
@@ -455,6 +457,15 @@ impl Shares {
     }
 }
 
+fn label_in(name: &IpnsName, writer: &IpnsName, list: Option<&crate::MemberList>) -> String {
+    if writer == name {
+        return OWNER_LABEL.to_string();
+    }
+    let key = writer.to_string();
+    list.and_then(|l| l.members.get(&key).map(|m| m.label.clone()))
+        .unwrap_or_else(|| key[key.len().saturating_sub(8)..].to_string())
+}
+
 /// Drops the conflict copies in `tree` whose content is the same as the node that kept their
 /// name (`report.cairn-conflict-bob-….txt` beside a `report.txt` of the same bytes): two nodes
 /// that merged each other's heads at once (a criss-cross) may each have kept the other side as
@@ -504,6 +515,28 @@ fn original_name(name: &str) -> Option<String> {
     (stamp_ok && !stem.is_empty()).then(|| format!("{stem}{ext}"))
 }
 
+/// How a merge of versions with roots `a` and `b` writes its directories: chosen from the two
+/// roots alone (the CID version and hash function of the larger root CID), never from the
+/// node's own import settings, so that nodes configured differently write the same merged
+/// tree and converge. File blocks are the sides' own; directories keep modes and times.
+pub fn merge_options(a: &Cid, b: &Cid) -> ImportOptions {
+    let from = if a.to_bytes() >= b.to_bytes() { a } else { b };
+    let version = if from.version() == cid::Version::V0 {
+        0
+    } else {
+        1
+    };
+    let mut opts = ImportOptions::with_cid_version(version);
+    if let Some(hash) = crate::HashAlg::from_code(from.hash().code()) {
+        if version == 1 {
+            opts.hash = hash;
+        }
+    }
+    opts.preserve_mode = true;
+    opts.preserve_mtime = true;
+    opts
+}
+
 /// What [`merge_commits`] built.
 #[derive(Debug, Clone)]
 pub struct MergeOutcome {
@@ -519,16 +552,17 @@ pub struct MergeOutcome {
 /// Merges commits `local` and `remote` (of one share) against `base_tree` (see
 /// [`Shares::base_tree`]): reads the two versions through `reader` (the network, for what is
 /// not here), merges them by node identity, and writes the result to `sink` (directories and
-/// id blocks; file blocks are the sides'). The `&str`s name each side's writer in conflict
-/// copies. Every node that merges the same two commits writes the same tree.
+/// id blocks, encoded by [`merge_options`]; file blocks are the sides'). The `&str`s name each
+/// side's writer in conflict copies. Every node that merges the same two commits writes the
+/// same tree, whatever its import settings.
 pub async fn merge_commits<S: BlockSource + Clone>(
     reader: &DagReader<S>,
     base_tree: &Tree,
     local: (&Commit, &str),
     remote: (&Commit, &str),
-    opts: &ImportOptions,
     sink: &dyn BlockSink,
 ) -> Result<MergeOutcome, IdentityError> {
+    let opts = &merge_options(&local.0.root, &remote.0.root);
     let a = read_version(reader, local.0.root, Some(local.0.ids)).await?;
     let b = read_version(reader, remote.0.root, Some(remote.0.ids)).await?;
     let merged = merge(
@@ -655,7 +689,6 @@ mod tests {
                     &base,
                     (&local, &ll),
                     (remote, &rl),
-                    &ImportOptions::default(),
                     &repo.session(),
                 )
                 .await

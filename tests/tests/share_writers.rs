@@ -273,3 +273,72 @@ fn edits_made_apart_merge_by_the_rules_when_the_writers_meet_again() {
 
     end((&a, aw, da), (&b, bw, db));
 }
+
+/// Changes staged on a writer's mount wait through a crash while another writer's version moves
+/// the tip: when the mount comes back it opens over the version the changes were made on, and
+/// their commit is merged into the tip (neither the staged file nor the other writer's is lost),
+/// after which the mount moves onto the merged tip.
+#[test]
+fn changes_staged_before_a_crash_merge_into_a_tip_that_moved_meanwhile() {
+    let (a, b) = (TestRepo::new(), TestRepo::new());
+    a.use_loopback_network();
+    b.use_loopback_network();
+    // Only fsyncs commit at alice: her write stays staged.
+    a.cairn(&["config", "set", "shares.commit_quiet_ms", "3600000"])
+        .expect_ok();
+    a.cairn(&["config", "set", "shares.commit_max_secs", "3600"])
+        .expect_ok();
+    let src = a.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("base.txt"), "base\n").unwrap();
+    let share = &a.json(&["share", "new", "team", "--from", src.to_str().unwrap()])[0];
+    let name = share["name"].as_str().unwrap().to_string();
+    let mut da = a.daemon();
+    let db = b.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    let bob = b.json(&["id"])[0]["peer_id"].as_str().unwrap().to_string();
+    a.cairn(&["share", "grant", "team", &bob, "--label", "bob"])
+        .expect_ok();
+    let (aw, _) = mount(&a, "team", "alice");
+    wait_for(30, "the share at bob", || {
+        b.cairn(&["name", "resolve", &name]).ok().then_some(())
+    });
+    let (bw, b_writes) = mount(&b, &name, "bob");
+    assert!(b_writes);
+    wait_for(30, "bob's mount to show the share", || {
+        shows(&bw.0, &[("base.txt", "base\n")]).then_some(())
+    });
+
+    // Staged, not committed (no fsync); then alice's daemon dies.
+    fs::write(aw.0.join("alice.txt"), "staged at alice\n").unwrap();
+    cairn_tests::signal(da.pid(), libc::SIGKILL);
+    assert_eq!(da.stop(), None, "killed");
+    drop(aw);
+    // Bob writes while she is down.
+    write_synced(&bw.0.join("bob.txt"), "from bob\n");
+
+    // Her daemon back (her mount not yet): bob's head, announced again as she subscribes,
+    // moves her tip.
+    let da = a.daemon();
+    b.cairn(&["swarm", "connect", &da.tcp_addr()]).expect_ok();
+    wait_for(60, "bob's commit in alice's tip", || {
+        let root = head_root(&a, "team");
+        (a.cairn(&["cat", &format!("{root}/bob.txt")]).ok()).then_some(())
+    });
+    // Her mount again: the staged file is there, committed into the tip with bob's.
+    let (aw, a_writes) = mount(&a, "team", "alice");
+    assert!(a_writes);
+    let all = [
+        ("base.txt", "base\n"),
+        ("alice.txt", "staged at alice\n"),
+        ("bob.txt", "from bob\n"),
+    ];
+    wait_for(60, "both mounts to show every write", || {
+        (shows(&aw.0, &all) && shows(&bw.0, &all)).then_some(())
+    });
+    wait_for(30, "one tree at both", || {
+        (head_root(&a, "team") == head_root(&b, &name)).then_some(())
+    });
+    assert_eq!(contents(&aw.0), contents(&bw.0));
+    end((&a, aw, da), (&b, bw, db));
+}

@@ -48,14 +48,36 @@ pub trait ShareStore: Send + Sync + 'static {
     /// [`ShareStore::publish`] has pinned them).
     fn sink(&self) -> Arc<dyn BlockSink>;
     /// Makes `stats.root` (its blocks given to the sink) the share's new head: flushes the
-    /// store, signs and stores the next record, moves the head.
-    fn publish(&self, stats: &CommitStats) -> Result<Published, PublishError>;
+    /// store, signs and stores the next record, moves the head. `base` is the version the
+    /// changes were made on (what the mount showed before them): when the share's head is no
+    /// longer that tree (another writer's version arrived meanwhile), the new head is the
+    /// three-way merge of the head and `stats.root` over `base`, so no write is lost, and
+    /// [`Published::merged`] says so.
+    fn publish<'a>(&'a self, stats: &'a CommitStats, base: MountBase) -> PublishFuture<'a>;
+    /// The mount now shows version `root` (with id tree `ids`), the share's head, after a
+    /// rebase onto it; what `publish` kept for a merged base can go.
+    fn rebased(&self, root: Cid, ids: Option<Cid>) {
+        let _ = (root, ids);
+    }
     /// The id tree of the share's version with root `root`, if it is one and has one (for
     /// staged changes replayed over a version other than the head).
     fn ids_of(&self, root: Cid) -> Option<Cid> {
         let _ = root;
         None
     }
+}
+
+/// What [`ShareStore::publish`] returns.
+pub type PublishFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Published, PublishError>> + Send + 'a>>;
+
+/// The version a mount's staged changes were made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountBase {
+    /// Its root directory.
+    pub root: Cid,
+    /// Its id tree, if known.
+    pub ids: Option<Cid>,
 }
 
 /// A version that [`ShareStore::publish`] made.
@@ -67,6 +89,10 @@ pub struct Published {
     pub record: Cid,
     /// The blocks publishing wrote (the record, the commit, ...).
     pub blocks: u64,
+    /// Whether the head had moved from the mount's base and the new head is a merge (whose
+    /// root is not `stats.root`: the mount catches up with it later, see
+    /// [`ShareControl::advance`]).
+    pub merged: bool,
 }
 
 /// Why [`ShareStore::publish`] failed.
@@ -293,6 +319,7 @@ impl<S: BlockSource + Clone> State<S> {
             blocks: AtomicU64::new(0),
         };
         let base = st.overlay.base();
+        let base_ids = st.overlay.base_ids();
         let stats = st.overlay.commit(&sink, &self.import, st.base_size).await?;
         cairn_store::crash_point("share-commit-built");
         let open = self.open_writers();
@@ -301,7 +328,16 @@ impl<S: BlockSource + Clone> State<S> {
             st.overlay.committed_keeping(stats.root, &open)?;
             return Ok(None);
         }
-        let published = self.store.publish(&stats)?;
+        let published = self
+            .store
+            .publish(
+                &stats,
+                MountBase {
+                    root: base,
+                    ids: base_ids,
+                },
+            )
+            .await?;
         cairn_store::crash_point("share-commit-published");
         st.base_size = stats.size;
         st.sequence = published.sequence;
@@ -331,9 +367,10 @@ impl<S: BlockSource + Clone> State<S> {
 }
 
 impl<S: BlockSource + Clone> State<S> {
-    /// See [`ShareControl::advance`]. The mount moves first and the tip after it: if moving
-    /// the tip fails, the mount shows the new version over the old tip, and its next commit
-    /// (that version plus what is written, child of the old tip) loses nothing.
+    /// See [`ShareControl::advance`]. The tip moves first and the mount after it: if moving
+    /// the tip fails nothing moved; if the mount cannot move after it, the mount shows its
+    /// base as before, and its next commit is merged into the tip over that base (see
+    /// [`ShareStore::publish`]), which loses nothing.
     pub(crate) async fn advance(&self, job: AdvanceJob) -> Result<bool, AdvanceError> {
         self.commit().await?;
         let mut st = self.staged.lock().await;
@@ -348,15 +385,16 @@ impl<S: BlockSource + Clone> State<S> {
             (to.finish)().map_err(AdvanceError::Job)?;
             return Ok(false);
         }
-        let moved = st
-            .overlay
-            .rebase(to.root, to.ids)
-            .await
-            .map_err(AdvanceError::Rebase)?;
+        (to.finish)().map_err(AdvanceError::Job)?;
+        let moved = match st.overlay.rebase(to.root, to.ids).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, root = %to.root, "the share's tip moved but the mount could not follow yet; its next commit is merged into the tip");
+                return Err(AdvanceError::Rebase(e));
+            }
+        };
         st.base_size = to.size;
-        if let Err(e) = (to.finish)() {
-            tracing::warn!(error = %e, root = %to.root, "the mount moved but the share's tip did not; the next commit carries the version");
-        }
+        self.store.rebased(to.root, to.ids);
         drop(st);
         // The kernel's caches, off the lock and off the runtime: the kernel may be waiting on
         // this mount to answer while it takes the notification.
