@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use cairn_fs::{AdvanceError, Advanced};
 use cairn_net::{NetSource, Node};
-use cairn_store::commit::Commit;
+use cairn_store::commit::{Commit, Reached};
 use cairn_store::heads::{merge_commits, Plan, TipMove};
 use cairn_store::{Blockstore, Cid, DagReader, IpnsName, Repo, ShareError};
 
@@ -169,7 +169,7 @@ pub async fn take_record_commit(
     let c = Commit::verify(&data, &name).map_err(|e| format!("commit {cid}: {e}"))?;
     take_members(repo, node, &name, c.members).await?;
     repo.shares()
-        .check_commit(&name, &c)
+        .check_commit(&name, &c, Reached::History)
         .map_err(|e| format!("commit {cid}: {e}"))?;
     repo.shares()
         .keep_commit(&name, &c)
@@ -211,7 +211,7 @@ async fn on_head(
     if remote.writer != name {
         take_members(repo, node, &name, remote.members).await?;
     }
-    if let Err(e) = shares.check_commit(&name, &remote) {
+    if let Err(e) = shares.check_commit(&name, &remote, Reached::Head) {
         tracing::warn!(share = %name, writer = %remote.writer, error = %e, "refused a head that is not a member's");
         return Ok(());
     }
@@ -324,7 +324,7 @@ async fn fetch_history(
                 take_members(repo, node, name, c.members).await?;
             }
             shares
-                .check_commit(name, &c)
+                .check_commit(name, &c, Reached::History)
                 .map_err(|e| format!("commit {cid} of the head's history: {e}"))?;
             shares.keep_commit(name, &c).map_err(|e| e.to_string())?;
         }

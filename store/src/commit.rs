@@ -199,13 +199,18 @@ impl Commit {
     }
 
     /// Whether the commit is acceptable: its writer is the owner, or a member under `named`
-    /// (the list the commit names, verified), and not revoked before this commit under
-    /// `newest` (the newest list this node knows, which may be later than `named`: a revoked
-    /// writer cannot get past its revocation by naming an older list).
+    /// (the list the commit names, verified), and, when it arrives as a head (`reached`),
+    /// not revoked under `newest` (the newest list this node knows, which may be later than
+    /// `named`). A revoked writer's commits are taken only as the history of another writer's
+    /// head (an earlier commit that a member merged, or the owner kept, before the
+    /// revocation), never as heads of their own: a revoked writer cannot get past its
+    /// revocation by naming an older list or by choosing a sequence number below its cut-off
+    /// (both are its own to sign).
     pub fn check_member(
         &self,
         named: Option<&crate::MemberList>,
         newest: Option<&crate::MemberList>,
+        reached: Reached,
     ) -> Result<(), CommitError> {
         let refused = || CommitError::NotMember {
             writer: self.writer.to_string(),
@@ -216,8 +221,9 @@ impl Commit {
         if !named.is_some_and(|l| l.may_write(&self.writer)) {
             return Err(refused());
         }
-        match newest.and_then(|l| l.revoked_after(&self.writer)) {
-            Some(last) if self.seq > last => Err(refused()),
+        let revoked = newest.is_some_and(|l| l.revoked_after(&self.writer).is_some());
+        match reached {
+            Reached::Head if revoked => Err(refused()),
             _ => Ok(()),
         }
     }
@@ -230,6 +236,15 @@ impl Commit {
     pub fn block(&self) -> Block {
         Block::encode(1, RAW, HashAlg::Sha2_256, self.bytes.clone())
     }
+}
+
+/// How a commit reached this node (see [`Commit::check_member`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// As a writer's head.
+    Head,
+    /// As an ancestor of an accepted commit (its history, vouched for by that commit's signer).
+    History,
 }
 
 /// The best common ancestor of commits `a` and `b`: of the commits both descend from, one that
@@ -340,8 +355,8 @@ mod tests {
         ));
         // Membership: the owner always; Bob only under a list that names him.
         let own = Commit::create(&share, &fields(&share, 1, vec![])).unwrap();
-        assert!(own.check_member(None, None).is_ok());
-        assert!(c.check_member(None, None).is_err());
+        assert!(own.check_member(None, None, Reached::Head).is_ok());
+        assert!(c.check_member(None, None, Reached::Head).is_err());
         let list = crate::MemberList::create(
             &share,
             1,
@@ -358,9 +373,12 @@ mod tests {
             BTreeMap::new(),
         )
         .unwrap();
-        assert!(c.check_member(Some(&list), Some(&list)).is_ok());
-        // Revoked after his commit 3: commit 4 is refused even though it names the old list;
-        // commit 3 and earlier stay accepted.
+        assert!(c
+            .check_member(Some(&list), Some(&list), Reached::Head)
+            .is_ok());
+        // Revoked after his commit 3: as a head, commit 4 is refused even though it names the
+        // old list, and so is any commit with a lower number (he signs the numbers too); as the
+        // history of an accepted head, commit 3 stays accepted.
         let revoked = crate::MemberList::create(
             &share,
             2,
@@ -369,10 +387,23 @@ mod tests {
             [(bob.name().to_string(), 3)].into(),
         )
         .unwrap();
-        assert!(c.check_member(Some(&revoked), Some(&revoked)).is_err());
-        assert!(c.check_member(Some(&list), Some(&revoked)).is_err());
+        assert!(c
+            .check_member(Some(&revoked), Some(&revoked), Reached::Head)
+            .is_err());
+        assert!(c
+            .check_member(Some(&list), Some(&revoked), Reached::Head)
+            .is_err());
         let earlier = Commit::create(&bob, &fields(&share, 3, vec![])).unwrap();
-        assert!(earlier.check_member(Some(&list), Some(&revoked)).is_ok());
+        let backdated = Commit::create(&bob, &fields(&share, 1, vec![])).unwrap();
+        assert!(earlier
+            .check_member(Some(&list), Some(&revoked), Reached::History)
+            .is_ok());
+        assert!(backdated
+            .check_member(Some(&list), Some(&revoked), Reached::Head)
+            .is_err());
+        assert!(earlier
+            .check_member(Some(&revoked), Some(&revoked), Reached::History)
+            .is_err());
     }
 
     #[test]

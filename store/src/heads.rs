@@ -29,7 +29,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fs;
 use std::time::SystemTime;
 
-use crate::commit::{merge_base, Commit, CommitFields, MAX_HISTORY_WALK};
+use crate::commit::{merge_base, Commit, CommitFields, Reached, MAX_HISTORY_WALK};
 use crate::identity::{read_version, write_version, IdentityError, Written};
 use crate::merge::{merge, Conflict, Content, Side, Tree};
 use crate::share::{Made, ShareError, Shares, Version};
@@ -151,10 +151,16 @@ impl Shares {
         Ok(list)
     }
 
-    /// Whether commit `c` of share `name` is acceptable here: by the owner, or by a member
-    /// under the list it names (whose block must be here, see [`Shares::receive_members`]) and
-    /// not revoked before it under the newest list here.
-    pub fn check_commit(&self, name: &IpnsName, c: &Commit) -> Result<(), ShareError> {
+    /// Whether commit `c` of share `name`, which `reached` this node as a head or as history,
+    /// is acceptable here: by the owner, or by a member under the list it names (whose block
+    /// must be here, see [`Shares::receive_members`]) and, as a head, not revoked under the
+    /// newest list here (see [`Commit::check_member`]).
+    pub fn check_commit(
+        &self,
+        name: &IpnsName,
+        c: &Commit,
+        reached: Reached,
+    ) -> Result<(), ShareError> {
         if c.writer == *name {
             return Ok(());
         }
@@ -164,7 +170,7 @@ impl Shares {
             .map(|data| crate::MemberList::verify(&data, name))
             .transpose()?;
         let newest = self.members(name)?;
-        c.check_member(named.as_ref(), newest.as_ref())?;
+        c.check_member(named.as_ref(), newest.as_ref(), reached)?;
         Ok(())
     }
 
@@ -621,7 +627,7 @@ mod tests {
             from.export_car(&root, &mut car).unwrap();
             to.import_car(&car[..], false).unwrap();
         }
-        to.shares().check_commit(name, c).unwrap();
+        to.shares().check_commit(name, c, Reached::Head).unwrap();
         to.shares().keep_commit(name, c).unwrap();
         loop {
             let missing = to.shares().missing_history(name, c.block().cid());
@@ -873,7 +879,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(a.shares().check_commit(&name, &forged).is_err());
+        assert!(a
+            .shares()
+            .check_commit(&name, &forged, Reached::Head)
+            .is_err());
         let revoked = a
             .shares()
             .set_member(&name, &kb.name(), None, cb2.seq)
@@ -895,8 +904,33 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(a.shares().check_commit(&name, &late).is_err());
-        assert!(a.shares().check_commit(&name, &cb2).is_ok());
+        assert!(a
+            .shares()
+            .check_commit(&name, &late, Reached::Head)
+            .is_err());
+        // Nor with a number below the cut-off, as a head; his commit from before the
+        // revocation stays acceptable as history (another writer merged it).
+        let backdated = Commit::create(
+            kb,
+            &CommitFields {
+                share: name,
+                seq: 1,
+                parents: vec![*tip.block().cid()],
+                root: tip.root,
+                ids: tip.ids,
+                members: *list.block().cid(),
+                time: SystemTime::now(),
+            },
+        )
+        .unwrap();
+        assert!(a
+            .shares()
+            .check_commit(&name, &backdated, Reached::Head)
+            .is_err());
+        assert!(a
+            .shares()
+            .check_commit(&name, &cb2, Reached::History)
+            .is_ok());
         // An older member list does not replace a newer one.
         b.shares().receive_members(&name, list.as_bytes()).unwrap();
         assert_eq!(b.shares().members(&name).unwrap().unwrap().seq, revoked.seq);

@@ -1195,7 +1195,8 @@ mod tests {
             assert_eq!((c.seq, c.root), (v.sequence, v.root));
             assert_eq!(Some(c.ids), v.ids);
             assert_eq!(c.members, *members.block().cid());
-            c.check_member(Some(&members), Some(&members)).unwrap();
+            c.check_member(Some(&members), Some(&members), crate::commit::Reached::Head)
+                .unwrap();
             let parent = log.get(i + 1).and_then(|p| p.commit);
             assert_eq!(c.parents, parent.into_iter().collect::<Vec<_>>());
         }
