@@ -626,12 +626,16 @@ impl TestRepo {
             })
         });
         let dir = m.dir.clone();
-        wait_for(30, "the mount", || {
+        let exited = wait_for(30, "the mount", || {
             if let Some(Ok(Some(status))) = m.child.as_mut().map(|c| c.try_wait()) {
-                panic!("cairn mount exited early: {status}");
+                return Some(Some(status));
             }
-            is_mounted(&dir).then_some(())
+            is_mounted(&dir).then_some(None)
         });
+        if let Some(status) = exited {
+            let log = m.log.take().and_then(|h| h.join().ok()).unwrap_or_default();
+            panic!("cairn mount exited early: {status}: {log}");
+        }
         m
     }
 }
