@@ -456,22 +456,20 @@ fn xattr(path: &Path, name: &str) -> Option<String> {
 fn xattrs_give_each_node_its_committed_cid_and_whether_it_changed_since() {
     let r = TestRepo::new();
     new_share(&r, "x");
+    // No commit but the one asked for below.
+    r.cairn(&["config", "set", "shares.commit_quiet_ms", "3600000"])
+        .expect_ok();
+    r.cairn(&["config", "set", "shares.commit_max_secs", "3600"])
+        .expect_ok();
     let m = r.mount("x", &r.path("mnt"));
     fs::create_dir(m.dir.join("dir")).unwrap();
     fs::write(m.dir.join("dir/file"), b"content\n").unwrap();
     // Not committed yet: no CID for the new file, and it is dirty.
-    if xattr(&m.dir.join("dir/file"), "user.cairn.cid").is_some() {
-        // A quiet-period commit may already have happened; then it is clean.
-        assert_eq!(
-            xattr(&m.dir.join("dir/file"), "user.cairn.dirty").as_deref(),
-            Some("false")
-        );
-    } else {
-        assert_eq!(
-            xattr(&m.dir.join("dir/file"), "user.cairn.dirty").as_deref(),
-            Some("true")
-        );
-    }
+    assert_eq!(xattr(&m.dir.join("dir/file"), "user.cairn.cid"), None);
+    assert_eq!(
+        xattr(&m.dir.join("dir/file"), "user.cairn.dirty").as_deref(),
+        Some("true")
+    );
     r.cairn(&["share", "commit", "x"]).expect_ok();
     let head = &json(&r, &["share", "log", "x"])[0];
     assert_eq!(
@@ -507,11 +505,7 @@ fn xattrs_give_each_node_its_committed_cid_and_whether_it_changed_since() {
         ("other", "false"),
     ] {
         let got = xattr(&m.dir.join(p), "user.cairn.dirty");
-        // The quiet-period commit may have run meanwhile: then everything is clean.
-        assert!(
-            got.as_deref() == Some(dirty) || got.as_deref() == Some("false"),
-            "{p}: {got:?}"
-        );
+        assert_eq!(got.as_deref(), Some(dirty), "{p}");
     }
 }
 
