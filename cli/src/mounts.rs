@@ -203,10 +203,9 @@ impl ShareStore for RepoShare {
     }
 
     fn ids_of(&self, root: Cid) -> Option<Cid> {
-        let durable = self.repo.roots().durable();
-        let get = |n: String| durable.iter().find(|(k, _)| *k == n).map(|(_, c)| *c);
-        if get(self.base_root("root")) == Some(root) {
-            return get(self.base_root("ids"));
+        let roots = self.repo.roots();
+        if roots.get(&self.base_root("root")) == Some(root) {
+            return roots.get(&self.base_root("ids"));
         }
         if let Ok(Some(tip)) = self.repo.shares().tip(&self.name) {
             if tip.root == root {
@@ -332,8 +331,9 @@ impl RepoShare {
         base: MountBase,
         writer: &IpnsName,
     ) -> Result<(cairn_store::identity::Written, u64), PublishError> {
+        use cairn_store::heads::{merge_options, merge_trees};
         use cairn_store::identity::read_version;
-        use cairn_store::merge::{merge, Side};
+        use cairn_store::merge::Side;
         let fail = |what: &str, e: &dyn std::fmt::Display| PublishError {
             no_space: false,
             message: format!("cannot commit share {}: {what}: {e}", self.name),
@@ -353,7 +353,7 @@ impl RepoShare {
             shares.writer_label(&self.name, tip),
             shares.label_now(&self.name, writer),
         );
-        let merged = merge(
+        let out = merge_trees(
             &base_tree,
             Side {
                 tree: &theirs,
@@ -365,18 +365,15 @@ impl RepoShare {
                 writer: &my_label,
                 time: std::time::SystemTime::now(),
             },
-        );
-        let mut tree = merged.tree;
-        cairn_store::heads::drop_redundant_copies(&mut tree);
-        let sink = self.repo.session();
-        let opts = cairn_store::heads::merge_options(&tip.root, &stats.root);
-        let written = cairn_store::identity::write_version(&tree, &opts, &sink)
-            .map_err(|e| fail("cannot write the merge", &e))?;
+            &merge_options(&tip.root, &stats.root),
+            &self.repo.session(),
+        )
+        .map_err(|e| fail("cannot write the merge", &e))?;
         self.repo
             .store()
             .flush()
             .map_err(|e| fail("cannot write the merge", &e))?;
-        tracing::info!(share = %self.name, tip = %tip.block().cid(), root = %written.root, conflicts = merged.conflicts.len(), "the tip had moved under the mount's changes; merged them into it");
-        Ok((written, tree.size()))
+        tracing::info!(share = %self.name, tip = %tip.block().cid(), root = %out.written.root, conflicts = out.conflicts.len(), "the tip had moved under the mount's changes; merged them into it");
+        Ok((out.written, out.size))
     }
 }

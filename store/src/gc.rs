@@ -232,12 +232,17 @@ impl Roots {
         Ok(t || d)
     }
 
-    /// The durable roots only (those [`Roots::set`] registered), by name.
     /// Whether a durable root of this name is set.
     pub fn has(&self, name: &str) -> bool {
         self.journal.has_root(name)
     }
 
+    /// The durable root named `name`, if set.
+    pub fn get(&self, name: &str) -> Option<Cid> {
+        self.journal.root(name)
+    }
+
+    /// The durable roots only (those [`Roots::set`] registered), by name.
     pub fn durable(&self) -> Vec<(String, Cid)> {
         self.journal.roots()
     }

@@ -107,8 +107,7 @@ impl Shares {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(crate::share::io_at(&path)(e)),
         }
-        let kept = format!("share/{name}/t/commit");
-        if let Some((_, cid)) = self.roots().durable().into_iter().find(|(n, _)| *n == kept) {
+        if let Some(cid) = self.roots().get(&format!("share/{name}/t/commit")) {
             if let Some(c) = self.read_commit(name, &cid) {
                 return Ok(Some(c));
             }
@@ -571,7 +570,7 @@ pub async fn merge_commits<S: BlockSource + Clone>(
     let opts = &merge_options(&local.0.root, &remote.0.root);
     let a = read_version(reader, local.0.root, Some(local.0.ids)).await?;
     let b = read_version(reader, remote.0.root, Some(remote.0.ids)).await?;
-    let merged = merge(
+    merge_trees(
         base_tree,
         Side {
             tree: &a,
@@ -583,7 +582,22 @@ pub async fn merge_commits<S: BlockSource + Clone>(
             writer: remote.1,
             time: remote.0.time,
         },
-    );
+        opts,
+        sink,
+    )
+}
+
+/// Merges two versions' trees against `base_tree` by node identity (see [`merge`]), drops the
+/// conflict copies that repeat the kept content ([`drop_redundant_copies`]) and writes the
+/// result to `sink` with `opts`.
+pub fn merge_trees(
+    base_tree: &Tree,
+    a: Side<'_>,
+    b: Side<'_>,
+    opts: &ImportOptions,
+    sink: &dyn BlockSink,
+) -> Result<MergeOutcome, IdentityError> {
+    let merged = merge(base_tree, a, b);
     let mut tree = merged.tree;
     drop_redundant_copies(&mut tree);
     let written = write_version(&tree, opts, sink)?;
@@ -866,19 +880,20 @@ mod tests {
         // Carol is no member: her commit is refused. Bob, revoked after his commit, cannot
         // commit on, even naming the old list.
         let tip = b.shares().tip(&name).unwrap().unwrap();
-        let forged = Commit::create(
-            kc,
-            &CommitFields {
+        // A commit by `key` on the tip with sequence `seq`, naming the list bob was granted in.
+        let on_tip = |key: &ShareKey, seq: u64| {
+            let fields = CommitFields {
                 share: name,
-                seq: 1,
+                seq,
                 parents: vec![*tip.block().cid()],
                 root: tip.root,
                 ids: tip.ids,
                 members: *list.block().cid(),
                 time: SystemTime::now(),
-            },
-        )
-        .unwrap();
+            };
+            Commit::create(key, &fields).unwrap()
+        };
+        let forged = on_tip(kc, 1);
         assert!(a
             .shares()
             .check_commit(&name, &forged, Reached::Head)
@@ -891,38 +906,14 @@ mod tests {
             .receive_members(&name, revoked.as_bytes())
             .unwrap();
         assert!(b.shares().writer_key(&name, kb).unwrap().is_none());
-        let late = Commit::create(
-            kb,
-            &CommitFields {
-                share: name,
-                seq: cb2.seq + 1,
-                parents: vec![*tip.block().cid()],
-                root: tip.root,
-                ids: tip.ids,
-                members: *list.block().cid(),
-                time: SystemTime::now(),
-            },
-        )
-        .unwrap();
+        let late = on_tip(kb, cb2.seq + 1);
         assert!(a
             .shares()
             .check_commit(&name, &late, Reached::Head)
             .is_err());
         // Nor with a number below the cut-off, as a head; his commit from before the
         // revocation stays acceptable as history (another writer merged it).
-        let backdated = Commit::create(
-            kb,
-            &CommitFields {
-                share: name,
-                seq: 1,
-                parents: vec![*tip.block().cid()],
-                root: tip.root,
-                ids: tip.ids,
-                members: *list.block().cid(),
-                time: SystemTime::now(),
-            },
-        )
-        .unwrap();
+        let backdated = on_tip(kb, 1);
         assert!(a
             .shares()
             .check_commit(&name, &backdated, Reached::Head)

@@ -377,6 +377,10 @@ impl Journal {
     }
 
     /// Whether root `name` exists.
+    pub(crate) fn root(&self, name: &str) -> Option<Cid> {
+        self.lock().1.roots.get(name).copied()
+    }
+
     pub(crate) fn has_root(&self, name: &str) -> bool {
         self.lock().1.roots.contains_key(name)
     }
