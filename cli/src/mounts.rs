@@ -213,7 +213,10 @@ impl ShareStore for RepoShare {
             }
         }
         let log = self.repo.shares().log(&self.name).ok()?;
-        log.into_iter().find(|v| v.root == root)?.ids
+        if let Some(ids) = log.into_iter().find(|v| v.root == root).and_then(|v| v.ids) {
+            return Some(ids);
+        }
+        self.repo.shares().ids_in_history(&self.name, &root)
     }
 }
 

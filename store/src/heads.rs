@@ -25,7 +25,7 @@
 //! roots of a tip that never landed are replaced by the next move. For the owner the record
 //! is the commit point, as for any version.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::time::SystemTime;
 
@@ -213,6 +213,55 @@ impl Shares {
         missing
     }
 
+    /// The id tree of version `root` of share `name`, looked up in the tip's history (nearest
+    /// first, at most [`MAX_HISTORY_WALK`] commits): a mount's staged changes made on a tip
+    /// that has moved since (the daemon moved it after the mount went) reopen over that
+    /// version, with its identities.
+    pub fn ids_in_history(&self, name: &IpnsName, root: &Cid) -> Option<Cid> {
+        let tip = self.tip(name).ok()??;
+        let mut seen = HashSet::from([*tip.block().cid()]);
+        let mut queue = VecDeque::from([tip]);
+        while let Some(c) = queue.pop_front() {
+            if c.root == *root {
+                return Some(c.ids);
+            }
+            for p in &c.parents {
+                if seen.len() > MAX_HISTORY_WALK {
+                    return None;
+                }
+                if seen.insert(*p) {
+                    queue.extend(self.read_commit(name, p));
+                }
+            }
+        }
+        None
+    }
+
+    /// Commit `c` of share `name` and every commit it descends from (at most
+    /// [`MAX_HISTORY_WALK`]; all must be here).
+    fn ancestors(&self, name: &IpnsName, c: &Cid) -> Result<HashSet<Cid>, ShareError> {
+        let mut seen = HashSet::from([*c]);
+        let mut queue = VecDeque::from([*c]);
+        while let Some(x) = queue.pop_front() {
+            if seen.len() > MAX_HISTORY_WALK {
+                return Err(ShareError::Commit(Box::new(
+                    crate::commit::CommitError::HistoryTooLong,
+                )));
+            }
+            let commit = self
+                .read_commit(name, &x)
+                .ok_or(ShareError::Commit(Box::new(
+                    crate::commit::CommitError::Missing(x),
+                )))?;
+            for p in commit.parents {
+                if seen.insert(p) {
+                    queue.push_back(p);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
     /// What to do with `remote`, another writer's head of share `name`, at tip `local` (both
     /// acceptable commits whose histories are here). Deterministic: every node at the same
     /// tip does the same, so all converge.
@@ -235,12 +284,33 @@ impl Shares {
         }
         // Two merges of the same heads made on two nodes: the same tree under two commits.
         // Every node keeps the one with the smaller CID, so no merge of merges follows.
-        if (local.root, local.ids) == (remote.root, remote.ids) {
-            return Ok(if rc.to_bytes() < lc.to_bytes() {
+        let smaller = || {
+            if rc.to_bytes() < lc.to_bytes() {
                 Plan::FastForward
             } else {
                 Plan::UpToDate
-            });
+            }
+        };
+        if (local.root, local.ids) == (remote.root, remote.ids) {
+            return Ok(smaller());
+        }
+        // A merge commit adds nothing of its own (merges are made by heads, never with a
+        // mount's changes): one whose parents the other head already descends from is
+        // contained in it, so the other head is taken as it is instead of merging the merge
+        // (with three or more writers, merges of merges would otherwise go back and forth).
+        // When each contains the other's parents, the smaller CID is kept, as above.
+        let subsumed = |merge: &Commit, by: &Cid| -> Result<bool, ShareError> {
+            if merge.parents.len() < 2 {
+                return Ok(false);
+            }
+            let of = self.ancestors(name, by)?;
+            Ok(merge.parents.iter().all(|p| of.contains(p)))
+        };
+        match (subsumed(local, &rc)?, subsumed(remote, &lc)?) {
+            (true, true) => return Ok(smaller()),
+            (true, false) => return Ok(Plan::FastForward),
+            (false, true) => return Ok(Plan::UpToDate),
+            (false, false) => {}
         }
         Ok(Plan::Merge { base })
     }
@@ -440,8 +510,12 @@ impl Shares {
 
 impl Shares {
     /// The tree a merge of commits `a` and `b` of share `name` starts from: their nearest
-    /// common ancestor's (the one with the smallest CID when criss-cross merges left several;
-    /// an empty tree if they share none). The same on every node.
+    /// common ancestor's; an empty tree if they share none. After criss-cross merges they have
+    /// several best common ancestors: those are merged one after another into a virtual base
+    /// (see [`crate::merge::virtual_base`]), each pair against its own base found the same
+    /// way (recursively, as git's recursive merge does), at most [`MAX_VIRTUAL_MERGES`]
+    /// virtual merges in all (beyond that, the best common ancestor with the smallest CID
+    /// stands in). The same on every node: it depends on the commits alone.
     pub async fn base_tree<S: BlockSource + Clone>(
         &self,
         reader: &DagReader<S>,
@@ -449,16 +523,185 @@ impl Shares {
         a: &Commit,
         b: &Commit,
     ) -> Result<Tree, ShareError> {
-        let parents = |c: &Cid| self.read_commit(name, c).map(|c| c.parents);
-        let Some(base) = merge_base(*a.block().cid(), *b.block().cid(), parents)? else {
-            return Ok(Tree::default());
+        let history = History {
+            shares: self,
+            name,
+            parents: Default::default(),
         };
-        let base = self
-            .read_commit(name, &base)
+        let mut budget = MAX_VIRTUAL_MERGES;
+        let plan = history.plan_base(&[*a.block().cid()], &[*b.block().cid()], &mut budget)?;
+        tracing::debug!(share = %name, a = %a.block().cid(), b = %b.block().cid(), virtual_merges = MAX_VIRTUAL_MERGES - budget, "merge base planned");
+        // The versions the plan names, each read once.
+        let mut trees: HashMap<Cid, (Tree, SystemTime, String)> = HashMap::new();
+        for c in plan.commits() {
+            if trees.contains_key(&c) {
+                continue;
+            }
+            let commit = history.commit(&c)?;
+            let tree = read_version(reader, commit.root, Some(commit.ids)).await?;
+            let label = self.writer_label(name, &commit);
+            trees.insert(c, (tree, commit.time, label));
+        }
+        Ok(plan.eval(&trees).0)
+    }
+}
+
+/// Virtual merges a merge base may take at most (see [`Shares::base_tree`]).
+pub const MAX_VIRTUAL_MERGES: usize = 32;
+
+/// A share's history as a merge base lookup reads it: commits' parents, read once.
+struct History<'a> {
+    shares: &'a Shares,
+    name: &'a IpnsName,
+    parents: std::sync::Mutex<HashMap<Cid, Vec<Cid>>>,
+}
+
+/// The base of a merge: nothing, a commit's version, or a virtual merge of several.
+enum BasePlan {
+    Empty,
+    Commit(Cid),
+    /// `acc` (the ancestors merged so far) and `next` merged against `deep`.
+    Virtual {
+        deep: Box<BasePlan>,
+        acc: Box<BasePlan>,
+        next: Cid,
+    },
+}
+
+impl BasePlan {
+    fn commits(&self) -> Vec<Cid> {
+        match self {
+            BasePlan::Empty => Vec::new(),
+            BasePlan::Commit(c) => vec![*c],
+            BasePlan::Virtual { deep, acc, next } => {
+                let mut out = deep.commits();
+                out.extend(acc.commits());
+                out.push(*next);
+                out
+            }
+        }
+    }
+
+    /// The tree, and the latest commit time in it.
+    fn eval(&self, trees: &HashMap<Cid, (Tree, SystemTime, String)>) -> (Tree, SystemTime) {
+        match self {
+            BasePlan::Empty => (Tree::default(), SystemTime::UNIX_EPOCH),
+            BasePlan::Commit(c) => trees
+                .get(c)
+                .map(|(t, time, _)| (t.clone(), *time))
+                .unwrap_or_else(|| (Tree::default(), SystemTime::UNIX_EPOCH)),
+            BasePlan::Virtual { deep, acc, next } => {
+                let (deep, _) = deep.eval(trees);
+                let (acc, acc_time) = acc.eval(trees);
+                let Some((tree, time, label)) = trees.get(next) else {
+                    return (acc, acc_time);
+                };
+                let merged = crate::merge::virtual_base(
+                    &deep,
+                    Side {
+                        tree: &acc,
+                        writer: "",
+                        time: acc_time,
+                    },
+                    Side {
+                        tree,
+                        writer: label,
+                        time: *time,
+                    },
+                );
+                (merged, acc_time.max(*time))
+            }
+        }
+    }
+}
+
+impl History<'_> {
+    fn commit(&self, c: &Cid) -> Result<Commit, ShareError> {
+        self.shares
+            .read_commit(self.name, c)
             .ok_or(ShareError::Commit(Box::new(
-                crate::commit::CommitError::Missing(base),
-            )))?;
-        Ok(read_version(reader, base.root, Some(base.ids)).await?)
+                crate::commit::CommitError::Missing(*c),
+            )))
+    }
+
+    fn parents(&self, c: &Cid) -> Result<Vec<Cid>, ShareError> {
+        let mut cache = self
+            .parents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = cache.get(c) {
+            return Ok(p.clone());
+        }
+        if cache.len() >= MAX_HISTORY_WALK {
+            return Err(ShareError::Commit(Box::new(
+                crate::commit::CommitError::HistoryTooLong,
+            )));
+        }
+        let p = self.commit(c)?.parents;
+        cache.insert(*c, p.clone());
+        Ok(p)
+    }
+
+    /// The commits in `set` and every commit they descend from.
+    fn ancestors(&self, set: &[Cid]) -> Result<HashSet<Cid>, ShareError> {
+        let mut seen: HashSet<Cid> = set.iter().copied().collect();
+        let mut queue: VecDeque<Cid> = set.iter().copied().collect();
+        while let Some(c) = queue.pop_front() {
+            for p in self.parents(&c)? {
+                if seen.insert(p) {
+                    queue.push_back(p);
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The best common ancestors of (the merges of) commit sets `a` and `b`: common
+    /// ancestors no other common one descends from, by CID bytes.
+    fn best_common(&self, a: &[Cid], b: &[Cid]) -> Result<Vec<Cid>, ShareError> {
+        let of_b = self.ancestors(b)?;
+        let common: HashSet<Cid> = self
+            .ancestors(a)?
+            .into_iter()
+            .filter(|c| of_b.contains(c))
+            .collect();
+        let mut dominated = HashSet::new();
+        let mut queue = VecDeque::new();
+        for c in &common {
+            queue.extend(self.parents(c)?);
+        }
+        while let Some(x) = queue.pop_front() {
+            if dominated.insert(x) {
+                queue.extend(self.parents(&x)?);
+            }
+        }
+        let mut best: Vec<Cid> = common.difference(&dominated).copied().collect();
+        best.sort_by_key(|c| c.to_bytes());
+        Ok(best)
+    }
+
+    /// The base of a merge of (the merges of) `a` and `b` (see [`Shares::base_tree`]).
+    fn plan_base(&self, a: &[Cid], b: &[Cid], budget: &mut usize) -> Result<BasePlan, ShareError> {
+        let best = self.best_common(a, b)?;
+        let Some((first, rest)) = best.split_first() else {
+            return Ok(BasePlan::Empty);
+        };
+        let mut acc = BasePlan::Commit(*first);
+        let mut merged = vec![*first];
+        for next in rest {
+            if *budget == 0 {
+                return Ok(BasePlan::Commit(*first));
+            }
+            *budget -= 1;
+            let deep = self.plan_base(&merged, &[*next], budget)?;
+            acc = BasePlan::Virtual {
+                deep: Box::new(deep),
+                acc: Box::new(acc),
+                next: *next,
+            };
+            merged.push(*next);
+        }
+        Ok(acc)
     }
 }
 

@@ -191,6 +191,22 @@ fn copy_id(id: NodeId, writer: &str, salt: u32) -> NodeId {
 
 /// Merges `a` and `b`, two versions that both descend from `base`.
 pub fn merge(base: &Tree, a: Side<'_>, b: Side<'_>) -> Merged {
+    merge_with(base, a, b, false)
+}
+
+/// The tree a merge of two heads with several best common ancestors starts from (after
+/// criss-cross merges): ancestors `a` and `b` merged against their own common ancestor `base`
+/// by the rules of [`merge`], except that where both changed a node's content differently the
+/// node keeps `base`'s content and no conflict copy is made, and names are not settled. A
+/// virtual base is only compared against, never written: a node whose content the two
+/// ancestors disagree on then counts as changed on each side that has either version, so the
+/// real merge keeps both as it would have without the criss-cross, and a version both sides
+/// moved past does not come back.
+pub fn virtual_base(base: &Tree, a: Side<'_>, b: Side<'_>) -> Tree {
+    merge_with(base, a, b, true).tree
+}
+
+fn merge_with(base: &Tree, a: Side<'_>, b: Side<'_>, virtual_base: bool) -> Merged {
     // The preferred side first: the later commit, ties broken by the writer.
     let (first, second) = if (a.time, a.writer) >= (b.time, b.writer) {
         (a, b)
@@ -235,6 +251,9 @@ pub fn merge(base: &Tree, a: Side<'_>, b: Side<'_>) -> Merged {
                     (y.content.clone(), From::Second, None)
                 } else if Some(&y.content) == base_content || x.content == y.content {
                     (x.content.clone(), From::First, None)
+                } else if virtual_base {
+                    let content = base_content.unwrap_or(&x.content).clone();
+                    (content, From::First, None)
                 } else if y.content == Content::Dir {
                     // The directory keeps the node; the first side's content is the copy.
                     (
@@ -291,7 +310,9 @@ pub fn merge(base: &Tree, a: Side<'_>, b: Side<'_>) -> Merged {
     }
     restore_parents(&mut out, base, first.tree, second.tree);
     break_cycles(&mut out, base);
-    settle_names(&mut out, base, &side, &mut conflicts);
+    if !virtual_base {
+        settle_names(&mut out, base, &side, &mut conflicts);
+    }
     conflicts.sort();
     Merged {
         tree: Tree {
@@ -504,6 +525,46 @@ mod tests {
             .keys()
             .map(|id| (t.path(*id).unwrap(), t.nodes[id].content.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_virtual_base_of_a_criss_cross_brings_back_no_version_both_sides_moved_past() {
+        // D: f = 1, g = 1. Two writers changed one file each (B1: f = 2, B2: g = 2), and two
+        // nodes merged B1 and B2 at once (criss-cross). Later one side edited f again (f = 3);
+        // the other still has f = 2. B1 and B2 are both best common ancestors.
+        let d = tree(&[(1, e(ROOT, "f", file(1))), (2, e(ROOT, "g", file(1)))]);
+        let b1 = tree(&[(1, e(ROOT, "f", file(2))), (2, e(ROOT, "g", file(1)))]);
+        let b2 = tree(&[(1, e(ROOT, "f", file(1))), (2, e(ROOT, "g", file(2)))]);
+        let a = tree(&[(1, e(ROOT, "f", file(3))), (2, e(ROOT, "g", file(2)))]);
+        let b = tree(&[(1, e(ROOT, "f", file(2))), (2, e(ROOT, "g", file(2)))]);
+        let side = |t| Side {
+            tree: t,
+            writer: "w",
+            time: at(0),
+        };
+        let v = virtual_base(&d, side(&b1), side(&b2));
+        assert_eq!(
+            paths(&v),
+            paths(&tree(&[
+                (1, e(ROOT, "f", file(2))),
+                (2, e(ROOT, "g", file(2)))
+            ]))
+        );
+        let m = both_ways(&v, &a, &b);
+        assert!(m.conflicts.is_empty(), "{m:?}");
+        assert_eq!(paths(&m.tree), paths(&a));
+        // With one of the two ancestors alone as the base, f = 2 would come back as a copy.
+        assert_eq!(both_ways(&b2, &a, &b).conflicts.len(), 1);
+        // Where the ancestors disagree on one node, the virtual base keeps D's content and
+        // makes no copy: both later versions then count as changes and are both kept.
+        let b2f = tree(&[(1, e(ROOT, "f", file(4))), (2, e(ROOT, "g", file(1)))]);
+        let v = virtual_base(&d, side(&b1), side(&b2f));
+        assert_eq!(v.nodes.len(), 2);
+        assert_eq!(v.nodes[&1].content, file(1));
+        let a = tree(&[(1, e(ROOT, "f", file(2))), (2, e(ROOT, "g", file(1)))]);
+        let b = tree(&[(1, e(ROOT, "f", file(4))), (2, e(ROOT, "g", file(1)))]);
+        let m = both_ways(&v, &a, &b);
+        assert_eq!(m.conflicts.len(), 1);
     }
 
     #[test]

@@ -272,9 +272,6 @@ fn converged(dirs: &[PathBuf], seed: u64, round: usize) -> BTreeMap<String, Opti
 }
 
 #[test]
-#[ignore = "fails today (issue 11 open): with three writers, criss-cross merges take a single best \
-            base and re-merge stale versions as conflict copies (e.g. seed 1), and merges of \
-            merges go on for minutes before the mounts converge; run with --ignored"]
 fn three_writers_with_random_edits_and_partitions_converge_without_losing_a_write() {
     let seed: u64 = std::env::var("CAIRN_SEED")
         .ok()
