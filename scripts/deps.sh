@@ -33,6 +33,7 @@ command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # The shared-folder differential tests run the tools people use in a folder.
 command -v git >/dev/null 2>&1 || need_apt+=(git)

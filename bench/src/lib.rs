@@ -222,7 +222,7 @@ impl Drop for Daemon {
 pub fn start_daemon(repo: &Path) -> Daemon {
     let log = File::create(repo.with_extension("daemon.log")).unwrap();
     let mut child = cairn_cmd(repo)
-        .arg("daemon")
+        .args(["daemon", "--gateway", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

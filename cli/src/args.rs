@@ -173,6 +173,10 @@ pub struct DaemonArgs {
     /// /ip4/127.0.0.1/tcp/0 [default: network.listen of the config]
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// Serve the HTTP gateway on IP:PORT instead of gateway.listen, or `off` [default:
+    /// gateway.listen of the config, 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<String>,
 }
 
 /// `cairn config ...`.

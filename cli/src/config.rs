@@ -232,7 +232,23 @@ const KEYS: &[Key] = &[
         help: "how long a read waits for a block from the network (--timeout overrides it)",
         needs_restart: true,
     },
+    Key {
+        name: "gateway.listen",
+        kind: Kind::Text(check_gateway_listen),
+        allowed: "IP:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one) or off",
+        help: "where `cairn daemon` serves its HTTP gateway (`--gateway` overrides it)",
+        needs_restart: true,
+    },
 ];
+
+/// A gateway address: `off`, or an IP and port.
+pub fn check_gateway_listen(s: &str) -> Result<(), String> {
+    if s == "off" || s.parse::<std::net::SocketAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is not IP:PORT (e.g. 127.0.0.1:8080) or off"))
+    }
+}
 
 fn check_chunker(s: &str) -> Result<(), String> {
     let spec = s.parse::<ChunkerSpec>().map_err(|e| e.to_string())?;

@@ -96,6 +96,13 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
         ),
         Err(e) => return Err(e).context("cannot start the network node"),
     };
+    let gateway_at = args
+        .gateway
+        .clone()
+        .unwrap_or_else(|| repo.config().gateway.listen.clone());
+    crate::config::check_gateway_listen(&gateway_at).map_err(|e| {
+        crate::error::coded("invalid_input", format!("invalid gateway address: {e}"))
+    })?;
     let listener = server::Listener::bind(repo_dir)?;
 
     let daemon = Arc::new(Daemon {
@@ -107,6 +114,12 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
         timeout,
         provide,
     });
+    let gateway = if gateway_at == "off" {
+        None
+    } else {
+        Some(crate::gateway::start(daemon.clone(), &gateway_at).await?)
+    };
+    let gateway_addr = gateway.as_ref().map(|g| g.addr.to_string());
     let mut out = console.output();
     let addrs: Vec<String> = node
         .listen_addrs()
@@ -121,13 +134,18 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
             "peer_id": node.peer_id().to_string(),
             "addresses": addrs,
             "api": api_path,
+            "gateway": gateway_addr.as_ref().map(|a| format!("http://{a}")),
         }),
         || {
             let mut text = format!("peer id: {}", node.peer_id());
             for a in &addrs {
                 text.push_str(&format!("\nlistening on {a}"));
             }
-            text.push_str(&format!("\nAPI on {api_path}\ndaemon is ready"));
+            text.push_str(&format!("\nAPI on {api_path}"));
+            if let Some(a) = &gateway_addr {
+                text.push_str(&format!("\ngateway on http://{a}"));
+            }
+            text.push_str("\ndaemon is ready");
             text
         },
     )?;
@@ -154,6 +172,9 @@ pub async fn run(repo_dir: &Path, console: &Console, args: &crate::args::DaemonA
     wait_for_signal().await;
     auto_gc.abort();
     accept.close();
+    if let Some(g) = gateway {
+        g.close();
+    }
     reprovider.abort();
     tracing::info!("shutting down");
     for (dir, handle) in daemon.mounts.drain() {

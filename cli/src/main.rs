@@ -10,6 +10,7 @@ mod config;
 mod daemon;
 mod docs;
 mod error;
+mod gateway;
 mod heads;
 mod local;
 mod mount;

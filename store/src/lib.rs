@@ -78,8 +78,8 @@ pub use block::Block;
 pub use blockstore::{Blockstore, IndexError, IndexProblem, StoreError, StoreStats};
 pub use bytes::Bytes;
 pub use car::{
-    export as export_car, import as import_car, CarError, CarStats, MAX_BLOCK as CAR_MAX_BLOCK,
-    MAX_HEADER as CAR_MAX_HEADER,
+    encode_header as car_header, export as export_car, import as import_car, CarError, CarStats,
+    MAX_BLOCK as CAR_MAX_BLOCK, MAX_HEADER as CAR_MAX_HEADER,
 };
 pub use chunker::{Chunker, ChunkerError, ChunkerSpec, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 pub use cid::Cid;
@@ -111,8 +111,8 @@ pub use reader::{
     MAX_DEPTH, MAX_DIR_DEPTH, MAX_DIR_ENTRIES, MAX_NAME_LEN,
 };
 pub use repo::{
-    Config, GcConfig, ImportConfig, ImportSession, NetworkConfig, RepairReport, Repo, RepoError,
-    RepoLock, SharesConfig, StoreConfig, VerifyReport,
+    Config, GatewayConfig, GcConfig, ImportConfig, ImportSession, NetworkConfig, RepairReport,
+    Repo, RepoError, RepoLock, SharesConfig, StoreConfig, VerifyReport,
 };
 pub use share::{
     check_label, record_cid, Retention, Share, ShareError, Shares, Version, SHARES_DIR,

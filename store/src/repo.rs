@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 
 use cid::Cid;
 
-pub use config::{Config, GcConfig, ImportConfig, NetworkConfig, SharesConfig, StoreConfig};
+pub use config::{
+    Config, GatewayConfig, GcConfig, ImportConfig, NetworkConfig, SharesConfig, StoreConfig,
+};
 pub use lock::RepoLock;
 pub use session::ImportSession;
 

@@ -241,6 +241,10 @@ impl Daemon {
         use std::io::BufRead;
         let mut argv = vec!["daemon"];
         argv.extend_from_slice(args);
+        // Tests run daemons side by side: each gateway on a port of its own.
+        if !args.iter().any(|a| a.starts_with("--gateway")) {
+            argv.extend_from_slice(&["--gateway", "127.0.0.1:0"]);
+        }
         let mut command = repo.command(&argv);
         // Debugging a test: `CAIRN_TEST_LOG=info cargo test ... -- --nocapture` shows what the
         // daemons log.
@@ -285,6 +289,15 @@ impl Daemon {
             .filter_map(|l| l.strip_prefix("listening on "))
             .find(|a| a.contains("/tcp/"))
             .expect("a TCP listen address in the banner")
+            .to_string()
+    }
+
+    /// The daemon's gateway URL (`http://IP:PORT`), from its banner.
+    pub fn gateway_url(&self) -> String {
+        self.banner
+            .lines()
+            .find_map(|l| l.strip_prefix("gateway on "))
+            .expect("a gateway address in the banner")
             .to_string()
     }
 

@@ -42,7 +42,7 @@ fn set_network(repo: &TestRepo, key: &str, value: toml::Value) {
 /// if it is still running after 30 s.
 fn daemon_must_fail(repo: &TestRepo) -> Run {
     let mut child = repo
-        .command(&["daemon"])
+        .command(&["daemon", "--gateway", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -166,7 +166,7 @@ fn daemon_on_a_full_disk_refuses_writes_and_the_repo_reopens() {
     // sled may or may not need to write to open: either the daemon says the disk is full and
     // exits, or it starts and refuses writes. Never a hang or a broken repo.
     let mut child = repo
-        .command(&["daemon"])
+        .command(&["daemon", "--gateway", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

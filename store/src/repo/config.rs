@@ -18,6 +18,25 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Shared folders.
     pub shares: SharesConfig,
+    /// The daemon's HTTP gateway.
+    pub gateway: GatewayConfig,
+}
+
+/// The daemon's HTTP gateway (`cairn daemon` serves it; see `cli/src/gateway.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// `IP:PORT` to serve on, or `off`. Loopback by default: the gateway fetches from the
+    /// network on behalf of whoever asks it.
+    pub listen: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
 }
 
 /// Defaults for shared folders.

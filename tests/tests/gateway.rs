@@ -1,0 +1,414 @@
+//! The daemon's HTTP gateway through `curl`, as users and other IPFS clients call it: files of
+//! every shape (empty, one leaf, many leaves, unicode names, symlinks) with their headers and
+//! ranges, directories (listing, `index.html`, redirect, HAMT), the trustless formats (raw
+//! block, CAR of every scope, imported into another repo to check them), `/ipns/` for a
+//! share, and the error statuses (400, 404, 405, 504).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use cairn_tests::{pseudo_random, Daemon, TestRepo};
+
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// `curl` of `url` (`-I` for HEAD) with extra header lines.
+fn curl(repo: &TestRepo, url: &str, head: bool, headers: &[&str]) -> Resp {
+    let (hfile, bfile) = (repo.path("curl.headers"), repo.path("curl.body"));
+    let _ = fs::remove_file(&bfile);
+    let mut c = Command::new("curl");
+    c.args(["-s", "-S", "--max-time", "60", "-D"])
+        .arg(&hfile)
+        .arg("-o")
+        .arg(&bfile)
+        .args(["-w", "%{http_code}"]);
+    if head {
+        c.arg("-I");
+    }
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    let out = c.arg(url).output().expect("run curl (apt install curl)");
+    let status: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let mut map = HashMap::new();
+    for line in fs::read_to_string(&hfile).unwrap_or_default().lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            map.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    Resp {
+        status,
+        headers: map,
+        body: fs::read(&bfile).unwrap_or_default(),
+    }
+}
+
+fn get(repo: &TestRepo, url: &str) -> Resp {
+    curl(repo, url, false, &[])
+}
+
+/// The CID of `path` below `root`, from `cairn ls` of its directory.
+fn cid_of(repo: &TestRepo, root: &str, dir: &str, name: &str) -> String {
+    let at = if dir.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}/{dir}")
+    };
+    repo.json(&["ls", &at])
+        .into_iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {at}"))["cid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn make_tree(dir: &Path) -> Vec<u8> {
+    fs::create_dir_all(dir.join("page")).unwrap();
+    fs::create_dir_all(dir.join("plain/deeper")).unwrap();
+    fs::write(dir.join("empty.txt"), b"").unwrap();
+    fs::write(dir.join("small.txt"), b"hello, gateway\n").unwrap();
+    let big = pseudo_random(3 * 1024 * 1024 + 12_345, 7);
+    fs::write(dir.join("big.bin"), &big).unwrap();
+    fs::write(dir.join("ünï cødé 名前.txt"), "unicode\n").unwrap();
+    fs::write(dir.join("page/index.html"), "<h1>the index</h1>\n").unwrap();
+    fs::write(dir.join("page/other.txt"), "other\n").unwrap();
+    fs::write(dir.join("plain/deeper/x.txt"), "x\n").unwrap();
+    std::os::unix::fs::symlink("small.txt", dir.join("link")).unwrap();
+    big
+}
+
+/// A repo holding [`make_tree`] (plus what `extra` writes into it), its root CID, and its
+/// daemon with the gateway's URL. `config`: `config set` pairs applied before it starts.
+fn served(
+    extra: impl FnOnce(&Path),
+    config: &[(&str, &str)],
+) -> (TestRepo, Vec<u8>, String, Daemon, String) {
+    let repo = TestRepo::new();
+    repo.use_loopback_network();
+    for (k, v) in config {
+        repo.cairn(&["config", "set", k, v]).expect_ok();
+    }
+    let src = repo.path("src");
+    let big = make_tree(&src);
+    extra(&src);
+    let root = repo
+        .json(&["add", "-r", src.to_str().unwrap()])
+        .last()
+        .unwrap()["cid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = repo.daemon();
+    let gw = d.gateway_url();
+    (repo, big, root, d, gw)
+}
+
+#[test]
+fn files_and_directories_come_with_their_types_tags_ranges_and_pages() {
+    let (repo, big, root, d, gw) = served(|_| {}, &[]);
+    let url = |p: &str| format!("{gw}/ipfs/{root}{p}");
+
+    // One leaf: type from the name, length, the CID as ETag, immutable caching.
+    let r = get(&repo, &url("/small.txt"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"hello, gateway\n");
+    assert_eq!(r.header("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(r.header("content-length"), "15");
+    let small = cid_of(&repo, &root, "", "small.txt");
+    assert_eq!(r.header("etag"), format!("\"{small}\""));
+    assert!(
+        r.header("cache-control").contains("immutable"),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.header("accept-ranges"), "bytes");
+    // Revalidation by ETag.
+    let etag = format!("If-None-Match: \"{small}\"");
+    assert_eq!(curl(&repo, &url("/small.txt"), false, &[&etag]).status, 304);
+    // Empty.
+    let r = get(&repo, &url("/empty.txt"));
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("content-length"), "0");
+    // Many leaves, whole and by range.
+    let size = big.len();
+    let r = get(&repo, &url("/big.bin"));
+    assert_eq!(r.status, 200);
+    assert!(r.body == big, "the big file's bytes differ");
+    assert_eq!(r.header("content-type"), "application/octet-stream");
+    let r = curl(&repo, &url("/big.bin"), true, &[]);
+    // With -I curl writes the headers where the body would go: no payload follows them.
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with(b"HTTP/1.1 200") && r.body.len() < 2000);
+    assert_eq!(r.header("content-length"), size.to_string());
+    let r = curl(
+        &repo,
+        &url("/big.bin"),
+        false,
+        &["Range: bytes=262140-262150"],
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &big[262_140..=262_150], "a range across two leaves");
+    assert_eq!(
+        r.header("content-range"),
+        format!("bytes 262140-262150/{size}")
+    );
+    let r = curl(&repo, &url("/big.bin"), false, &["Range: bytes=-100"]);
+    assert_eq!((r.status, &r.body[..]), (206, &big[size - 100..]));
+    let r = curl(
+        &repo,
+        &url("/big.bin"),
+        false,
+        &["Range: bytes=0-9, 1000000-1000009"],
+    );
+    assert_eq!(r.status, 206);
+    assert!(r
+        .header("content-type")
+        .starts_with("multipart/byteranges; boundary="));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        text.contains(&format!("Content-Range: bytes 0-9/{size}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("Content-Range: bytes 1000000-1000009/{size}")));
+    assert!(r.body.windows(10).any(|w| w == &big[1_000_000..1_000_010]));
+    assert_eq!(r.header("content-length"), r.body.len().to_string());
+    let r = curl(
+        &repo,
+        &url("/big.bin"),
+        false,
+        &[&format!("Range: bytes={size}-")],
+    );
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), format!("bytes */{size}"));
+    // Unicode names, percent-encoded in the URL.
+    let r = get(
+        &repo,
+        &url("/%C3%BCn%C3%AF%20c%C3%B8d%C3%A9%20%E5%90%8D%E5%89%8D.txt"),
+    );
+    assert_eq!((r.status, &r.body[..]), (200, &b"unicode\n"[..]));
+    // A symlink: its target, not followed.
+    let r = get(&repo, &url("/link"));
+    assert_eq!((r.status, &r.body[..]), (200, &b"small.txt"[..]));
+    // Downloads.
+    let r = get(&repo, &url("/small.txt?download=true&filename=s%C3%BC.txt"));
+    assert!(
+        r.header("content-disposition").starts_with("attachment;")
+            && r.header("content-disposition")
+                .contains("UTF-8''s%C3%BC%2Etxt"),
+        "{:?}",
+        r.headers
+    );
+
+    // Directories: a redirect to the slash, then the index or a listing.
+    let r = get(&repo, &url("/page"));
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), format!("/ipfs/{root}/page/"));
+    let r = get(&repo, &url("/page/"));
+    assert_eq!((r.status, &r.body[..]), (200, &b"<h1>the index</h1>\n"[..]));
+    assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
+    let r = get(&repo, &url("/"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
+    let page = String::from_utf8_lossy(&r.body).to_string();
+    for name in ["small.txt", "big.bin", "page", "plain", "link", "empty.txt"] {
+        assert!(page.contains(&format!(">{name}</a>")), "{name} in {page}");
+    }
+    assert!(page.contains("ünï cødé 名前.txt"), "{page}");
+    assert!(page.contains(&small), "the listing shows CIDs");
+    assert!(page.contains("3.0 MiB"), "the listing shows sizes: {page}");
+    assert!(!page.contains("href=\"../\""), "no parent link at the root");
+    let r = get(&repo, &url("/plain/deeper/"));
+    let page = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        page.contains("href=\"../\""),
+        "a parent link below the root"
+    );
+    assert!(
+        page.contains(&format!("href=\"/ipfs/{root}/plain/\"")),
+        "breadcrumbs link each level: {page}"
+    );
+    drop(d);
+}
+
+#[test]
+fn trustless_responses_are_blocks_and_cars_another_repo_can_verify() {
+    // A directory big enough to be a HAMT.
+    let many = |src: &Path| {
+        let many = src.join("many");
+        fs::create_dir_all(&many).unwrap();
+        for i in 0..3000 {
+            fs::write(
+                many.join(format!("a-file-with-a-long-name-to-make-shards-{i:05}.txt")),
+                format!("{i}\n"),
+            )
+            .unwrap();
+        }
+    };
+    let (repo, big, root, d, gw) = served(many, &[]);
+    let url = |p: &str| format!("{gw}/ipfs/{root}{p}");
+
+    // A raw block: its bytes hash to its CID (a fresh repo takes it only if they do).
+    let small = cid_of(&repo, &root, "", "small.txt");
+    let r = get(&repo, &format!("{gw}/ipfs/{small}?format=raw"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "application/vnd.ipld.raw");
+    assert_eq!(r.body, b"hello, gateway\n");
+    let r2 = curl(
+        &repo,
+        &format!("{gw}/ipfs/{small}"),
+        false,
+        &["Accept: application/vnd.ipld.raw"],
+    );
+    assert_eq!(r2.header("content-type"), "application/vnd.ipld.raw");
+
+    // The whole DAG as a CAR, imported into another repo: the same tree comes out.
+    let other = TestRepo::new();
+    let import = |name: &str, body: &[u8]| -> serde_json::Value {
+        let path = other.path(name);
+        fs::write(&path, body).unwrap();
+        other.json(&["dag", "import", path.to_str().unwrap()])[0].clone()
+    };
+    let r = get(&repo, &url("?format=car"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        "application/vnd.ipld.car; version=1; order=dfs; dups=n"
+    );
+    import("all.car", &r.body);
+    let out = other.path("out");
+    other
+        .cairn(&["get", &root, "-o", out.to_str().unwrap()])
+        .expect_ok();
+    assert!(fs::read(out.join("big.bin")).unwrap() == big);
+    assert_eq!(fs::read_dir(out.join("many")).unwrap().count(), 3000);
+
+    // Scopes: a path's CAR holds the path's blocks, then the scope at its end.
+    let count = |body: &[u8]| -> u64 {
+        let fresh = TestRepo::new();
+        let p = fresh.path("x.car");
+        fs::write(&p, body).unwrap();
+        // A partial DAG: its blocks are taken (each verified), its root cannot be pinned.
+        fresh.json(&["dag", "import", "--pin-roots=false", p.to_str().unwrap()])[0]["blocks"]
+            .as_u64()
+            .unwrap()
+    };
+    let block = get(&repo, &url("/big.bin?format=car&dag-scope=block"));
+    assert_eq!(
+        count(&block.body),
+        2,
+        "the root directory and the file's root"
+    );
+    let entity = get(&repo, &url("/big.bin?format=car&dag-scope=entity"));
+    let leaves = big.len().div_ceil(256 * 1024) as u64;
+    assert_eq!(count(&entity.body), 2 + leaves, "every leaf of the file");
+    let part = get(&repo, &url("/big.bin?format=car&entity-bytes=0:10"));
+    assert_eq!(count(&part.body), 3, "the first leaf alone");
+    let tail = get(&repo, &url("/big.bin?format=car&entity-bytes=-10:*"));
+    assert_eq!(count(&tail.body), 3, "the last leaf alone");
+    // A HAMT directory's entity: its shards, not its entries' files.
+    let hamt = get(&repo, &url("/many?format=car&dag-scope=entity"));
+    let shards = count(&hamt.body);
+    assert!((2..3001).contains(&shards), "{shards} blocks");
+    let whole = get(&repo, &url("/many?format=car"));
+    assert_eq!(
+        count(&whole.body),
+        shards + 3000 - 1 + 1,
+        "shards, root dir and 3000 files"
+    );
+    // The listing of a HAMT directory.
+    let r = get(&repo, &url("/many/"));
+    assert_eq!(r.status, 200);
+    let page = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        page.contains("3000 entries"),
+        "{}",
+        &page[..page.len().min(2000)]
+    );
+    let r = get(
+        &repo,
+        &url("/many/a-file-with-a-long-name-to-make-shards-02999.txt"),
+    );
+    assert_eq!((r.status, &r.body[..]), (200, &b"2999\n"[..]));
+    drop(d);
+}
+
+#[test]
+fn bad_requests_missing_paths_and_unreachable_content_get_their_statuses() {
+    let (repo, _, root, d, gw) = served(|_| {}, &[("network.fetch_timeout_secs", "2")]);
+    let r = get(&repo, &format!("{gw}/ipfs/not-a-cid"));
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("invalid CID"));
+    assert_eq!(get(&repo, &format!("{gw}/ipns/not-a-name")).status, 400);
+    assert_eq!(
+        get(&repo, &format!("{gw}/ipfs/{root}/nope.txt")).status,
+        404
+    );
+    assert_eq!(
+        get(&repo, &format!("{gw}/ipfs/{root}/small.txt/below")).status,
+        404
+    );
+    assert_eq!(get(&repo, &format!("{gw}/elsewhere")).status, 404);
+    assert_eq!(
+        get(&repo, &format!("{gw}/ipfs/{root}?format=zip")).status,
+        400
+    );
+    let post = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .arg(format!("{gw}/ipfs/{root}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&post.stdout), "405");
+    // A block nobody has: 504 within the timeout, not a hang.
+    let absent = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+    let t = std::time::Instant::now();
+    let r = get(&repo, &format!("{gw}/ipfs/{absent}"));
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(
+        get(&repo, &format!("{gw}/ipfs/{absent}?format=raw")).status,
+        504
+    );
+    assert_eq!(
+        get(&repo, &format!("{gw}/ipfs/{absent}?format=car")).status,
+        504
+    );
+    drop(d);
+}
+
+#[test]
+fn a_share_is_served_under_ipns_with_a_short_ttl_and_its_record() {
+    let repo = TestRepo::new();
+    repo.use_loopback_network();
+    let src = repo.path("src");
+    make_tree(&src);
+    let share = &repo.json(&["share", "new", "docs", "--from", src.to_str().unwrap()])[0];
+    let name = share["name"].as_str().unwrap().to_string();
+    let d = repo.daemon();
+    let gw = d.gateway_url();
+    let r = get(&repo, &format!("{gw}/ipns/{name}/small.txt"));
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello, gateway\n"[..]));
+    assert_eq!(r.header("cache-control"), "public, max-age=60");
+    let r = get(&repo, &format!("{gw}/ipns/{name}/"));
+    assert!(String::from_utf8_lossy(&r.body).contains(">small.txt</a>"));
+    let r = get(&repo, &format!("{gw}/ipns/{name}?format=ipns-record"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), "application/vnd.ipfs.ipns-record");
+    assert!(!r.body.is_empty());
+    drop(d);
+}
