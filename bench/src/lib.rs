@@ -197,6 +197,8 @@ pub struct Daemon {
     repo: PathBuf,
     /// Its 127.0.0.1 TCP address with `/p2p/<peer id>`.
     pub addr: String,
+    /// Its gateway, `http://IP:PORT`.
+    pub gateway: Option<String>,
 }
 
 impl Drop for Daemon {
@@ -232,8 +234,11 @@ pub fn start_daemon(repo: &Path) -> Daemon {
     let (tx, rx) = mpsc::channel();
     // Keep draining stdout for the daemon's whole life so it never blocks on a full pipe.
     std::thread::spawn(move || {
-        let mut addr = None;
+        let (mut addr, mut gateway) = (None, None);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(g) = line.strip_prefix("gateway on ") {
+                gateway = Some(g.to_string());
+            }
             if let Some(a) = line
                 .split_whitespace()
                 .find(|w| w.starts_with("/ip4/127.0.0.1/tcp/") && w.contains("/p2p/"))
@@ -241,7 +246,7 @@ pub fn start_daemon(repo: &Path) -> Daemon {
                 addr.get_or_insert_with(|| a.to_string());
             }
             if line.contains("daemon is ready") {
-                let _ = tx.send(addr.take());
+                let _ = tx.send((addr.take(), gateway.take()));
             }
         }
     });
@@ -249,12 +254,14 @@ pub fn start_daemon(repo: &Path) -> Daemon {
         child,
         repo: repo.to_path_buf(),
         addr: String::new(),
+        gateway: None,
     };
-    let addr = rx
+    let (addr, gateway) = rx
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("daemon on {} not ready within 60 s", repo.display()));
     d.addr =
         addr.unwrap_or_else(|| panic!("daemon on {} printed no 127.0.0.1 address", repo.display()));
+    d.gateway = gateway;
     d
 }
 

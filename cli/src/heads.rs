@@ -29,8 +29,10 @@ use crate::mounts::Mounts;
 const FETCH: Duration = Duration::from_secs(20);
 /// Commits of a head's history fetched at most (the history walk is bounded in the store too).
 const MAX_HISTORY_FETCH: usize = 10_000;
-/// How often a head is tried again while the mount is busy (files open for writing), and for
-/// how long at most.
+/// How often a head is tried again while the mount is busy (files open for writing): after
+/// `BUSY_FIRST`, doubling up to `BUSY_RETRY` (a file just closed is released by the kernel a
+/// moment after `close` returns, so the first retry comes soon), for `BUSY_FOR` at most.
+const BUSY_FIRST: Duration = Duration::from_millis(10);
 const BUSY_RETRY: Duration = Duration::from_millis(500);
 const BUSY_FOR: Duration = Duration::from_secs(600);
 /// Attempts when the tip moved while a merge was prepared.
@@ -247,6 +249,7 @@ async fn advance(
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut moved_retries = 0;
+    let mut busy_wait = BUSY_FIRST;
     loop {
         let outcome = match mounts.share(&name) {
             Some((_, control)) => {
@@ -269,7 +272,8 @@ async fn advance(
         match outcome {
             Ok(_) => return Ok(()),
             Err(AdvanceError::Busy) if started.elapsed() < BUSY_FOR => {
-                tokio::time::sleep(BUSY_RETRY).await;
+                tokio::time::sleep(busy_wait).await;
+                busy_wait = (busy_wait * 2).min(BUSY_RETRY);
             }
             Err(AdvanceError::Job(e)) if e.contains(MOVED) && moved_retries < MOVED_RETRIES => {
                 moved_retries += 1;

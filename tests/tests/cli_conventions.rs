@@ -698,6 +698,7 @@ fn every_json_command_prints_its_documented_shape() {
             ("store", "o"),
             ("network", "o"),
             ("shares", "o"),
+            ("gateway", "o"),
         ],
     );
     assert!(show[0]["network"]["listen"].is_array());

@@ -412,3 +412,111 @@ fn a_share_is_served_under_ipns_with_a_short_ttl_and_its_record() {
     assert!(!r.body.is_empty());
     drop(d);
 }
+
+#[test]
+fn slow_parallel_and_vanishing_clients_leave_no_tasks_or_memory_behind() {
+    // A file bigger than the socket buffers of a loopback connection can hold, so a slow
+    // reader keeps its transfer (and its slot) open.
+    let huge = |src: &Path| fs::write(src.join("huge.bin"), pseudo_random(48 << 20, 3)).unwrap();
+    let (repo, _, root, d, gw) = served(huge, &[]);
+    let url = format!("{gw}/ipfs/{root}/huge.bin");
+    let big = fs::read(repo.path("src/huge.bin")).unwrap();
+    // Warm up, then the baseline.
+    assert!(get(&repo, &url).body == big);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (fds, threads) = (d.open_fds(), d.threads());
+    let rss = cairn_tests::vm_kib(d.pid(), "VmRSS:").unwrap();
+    // 40 slow readers from one address (48 MiB at 2 KiB/s would take hours): the per-client
+    // limit admits 32 of them, the rest get 429.
+    let slow: Vec<_> = (0..40)
+        .map(|i| {
+            Command::new("curl")
+                .args([
+                    "-s",
+                    "--limit-rate",
+                    "2k",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg(&url)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("curl {i}: {e}"))
+        })
+        .collect();
+    // While the admitted ones stall, the refused ones come back with 429 (wait until as many
+    // have as the limit leaves out, or 30 s); then every slow client vanishes mid-transfer.
+    let mut slow: Vec<_> = slow.into_iter().map(|c| (c, None)).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for (c, code) in &mut slow {
+            if code.is_none() && c.try_wait().unwrap().is_some() {
+                let mut out = String::new();
+                std::io::Read::read_to_string(c.stdout.as_mut().unwrap(), &mut out).unwrap();
+                *code = Some(out);
+            }
+        }
+        let done = slow.iter().filter(|(_, code)| code.is_some()).count();
+        if done >= 40 - gateway_per_client() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut refused = 0;
+    for (mut c, code) in slow {
+        match code {
+            Some(out) => {
+                assert_eq!(out, "429", "only refused requests end this early");
+                refused += 1;
+            }
+            None => {
+                c.kill().unwrap();
+                c.wait().unwrap();
+            }
+        }
+    }
+    assert_eq!(refused, 40 - gateway_per_client(), "the per-client limit");
+    // Their transfers end, their connections close and their slots free.
+    cairn_tests::wait_for(
+        30,
+        "the vanished clients' connections and tasks to go",
+        || (d.open_fds() <= fds + 2 && d.threads() <= threads + 2).then_some(()),
+    );
+    // Full-speed clients in parallel all get the file.
+    let fast: Vec<_> = (0..8)
+        .map(|i| {
+            let out = repo.path(&format!("fast-{i}"));
+            let child = Command::new("curl")
+                .args(["-s", "-S", "-f", "--max-time", "60", "-o"])
+                .arg(&out)
+                .arg(&url)
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    for (mut c, out) in fast {
+        assert!(c.wait().unwrap().success());
+        assert!(
+            fs::read(&out).unwrap() == big,
+            "a parallel client's copy differs"
+        );
+    }
+    // Nothing stays behind: descriptors and threads back to the baseline, memory near it.
+    cairn_tests::wait_for(30, "the gateway's connections and tasks to go", || {
+        (d.open_fds() <= fds + 2 && d.threads() <= threads + 2).then_some(())
+    });
+    let after = cairn_tests::vm_kib(d.pid(), "VmRSS:").unwrap();
+    assert!(
+        after < rss + 64 * 1024,
+        "the daemon grew from {rss} KiB to {after} KiB"
+    );
+    drop(d);
+}
+
+/// The gateway's per-client limit (`cli/src/gateway.rs`, `PER_CLIENT`).
+fn gateway_per_client() -> usize {
+    32
+}
