@@ -34,6 +34,8 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The gateway test renders pages in a real browser.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 # The shared-folder differential tests run the tools people use in a folder.
 command -v git >/dev/null 2>&1 || need_apt+=(git)
@@ -43,7 +45,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 apt_install ${need_apt[@]+"${need_apt[@]}"}
 
 # npm packages of the independent IPFS implementations used by the interop tests.
-for dir in tests/interop tests/interop/ipns net/tests/helia; do
+for dir in tests/interop tests/interop/ipns tests/interop/verified-fetch net/tests/helia; do
   if [ -f "$dir/package-lock.json" ] && [ ! -d "$dir/node_modules" ]; then
     echo "deps: npm ci in $dir" >&2
     (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)

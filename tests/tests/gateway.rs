@@ -520,3 +520,148 @@ fn slow_parallel_and_vanishing_clients_leave_no_tasks_or_memory_behind() {
 fn gateway_per_client() -> usize {
     32
 }
+
+/// Helia's `@helia/verified-fetch` (pinned in tests/interop/verified-fetch, run on the
+/// project's Node 20): an independent client that asks cairn's trustless gateway for raw blocks
+/// or CARs and checks every block against its CID before it hands out a byte.
+#[test]
+fn helias_verified_fetch_reads_files_and_directories_through_the_trustless_gateway() {
+    let (repo, big, root, d, gw) = served(|_| {}, &[]);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/verified-fetch");
+    let out = repo.path("vf");
+    fs::create_dir_all(&out).unwrap();
+    let urls = [
+        format!("ipfs://{root}/small.txt"),
+        format!("ipfs://{root}/big.bin"),
+        format!("ipfs://{root}/empty.txt"),
+        format!("ipfs://{root}/%C3%BCn%C3%AF%20c%C3%B8d%C3%A9%20%E5%90%8D%E5%89%8D.txt"),
+        format!("ipfs://{root}/page/"),
+        format!("ipfs://{root}/|application/vnd.ipld.car"),
+    ];
+    let run = Command::new("node")
+        .current_dir(&client)
+        .args(["--import", "./polyfill.mjs", "fetch.mjs", &gw])
+        .arg(&out)
+        .args(&urls)
+        .output()
+        .expect("run node (scripts/deps.sh installs it and the client)");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "verified fetch failed: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), urls.len(), "{stdout}");
+    let body = |i: usize| {
+        assert_eq!(answers[i]["status"], 200, "{}", answers[i]);
+        fs::read(answers[i]["file"].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(body(0), b"hello, gateway\n");
+    assert!(
+        body(1) == big,
+        "the big file through verified fetch differs"
+    );
+    assert!(body(2).is_empty());
+    assert_eq!(body(3), b"unicode\n");
+    assert_eq!(body(4), b"<h1>the index</h1>\n", "a directory's index.html");
+    // The whole tree as a CAR that verified fetch rebuilt from verified blocks: another repo
+    // imports it and has every file.
+    let car = body(5);
+    let other = TestRepo::new();
+    let path = other.path("tree.car");
+    fs::write(&path, &car).unwrap();
+    other
+        .cairn(&["dag", "import", path.to_str().unwrap()])
+        .expect_ok();
+    let got = other.path("got");
+    other
+        .cairn(&["get", &root, "-o", got.to_str().unwrap()])
+        .expect_ok();
+    assert!(fs::read(got.join("big.bin")).unwrap() == big);
+    assert_eq!(
+        fs::read(got.join("page/index.html")).unwrap(),
+        b"<h1>the index</h1>\n"
+    );
+    drop(d);
+}
+
+/// A real browser: headless Chromium (the Debian package) loads a directory listing and a file
+/// from the gateway; the rendered DOM is checked and a screenshot of the listing is kept in
+/// `target/test-artifacts/gateway-listing.png`.
+#[test]
+fn a_headless_browser_renders_a_listing_and_a_file() {
+    let (repo, _, root, d, gw) = served(|_| {}, &[]);
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium (scripts/deps.sh installs it)");
+    let profile = repo.path("chromium-profile");
+    let chromium = |args: &[&str], url: &str| {
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(args)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listing = format!("{gw}/ipfs/{root}/");
+    let dom = chromium(&["--dump-dom"], &listing);
+    for text in [
+        "small.txt",
+        "big.bin",
+        "page",
+        "ünï cødé 名前.txt",
+        "3.0 MiB",
+        &root,
+    ] {
+        assert!(dom.contains(text), "{text} in the rendered listing: {dom}");
+    }
+    assert!(dom.contains("<table>") && dom.contains("<nav>"), "{dom}");
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("gateway-listing.png");
+    let _ = fs::remove_file(&shot);
+    chromium(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1024,768",
+        ],
+        &listing,
+    );
+    let png = fs::read(&shot).expect("the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000,
+        "a real screenshot"
+    );
+    // A file, rendered as the browser shows text.
+    let dom = chromium(&["--dump-dom"], &format!("{gw}/ipfs/{root}/small.txt"));
+    assert!(dom.contains("hello, gateway"), "{dom}");
+    drop(d);
+}
