@@ -195,7 +195,20 @@ async fn handle(
         )
         .response();
     };
-    let req = match parse(&method, &uri, &headers) {
+    // A subdomain gateway request (`<cid>.ipfs.<host>`, `<name>.ipns.<host>`) names its root
+    // in the host: the path below it is the content path. A path-gateway URL asked of such a
+    // host (a listing's `/ipfs/<cid>` links) is sent to that CID's own subdomain.
+    let sub = subdomain(&headers);
+    let path = match &sub {
+        Some((ns, label, base)) => {
+            if let Some(to) = subdomain_redirect(uri.path(), base) {
+                return redirect(&to);
+            }
+            format!("/{ns}/{label}{}", uri.path())
+        }
+        None => uri.path().to_string(),
+    };
+    let req = match parse(&method, &path, uri.query(), &headers) {
         Ok(Some(r)) => r,
         Ok(None) => return home(),
         Err(f) => return f.response(),
@@ -233,8 +246,57 @@ fn home() -> Response {
     r
 }
 
-fn parse(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Option<Request>, Failure> {
-    let path = uri.path();
+/// `(namespace, root label, the rest of the host)` when the request's host is a subdomain
+/// gateway's: `<label>.ipfs.<rest>` or `<label>.ipns.<rest>`.
+fn subdomain(headers: &HeaderMap) -> Option<(&'static str, String, String)> {
+    let host = headers
+        .get(header::HOST)?
+        .to_str()
+        .ok()?
+        .to_ascii_lowercase();
+    for ns in ["ipfs", "ipns"] {
+        if let Some((label, rest)) = host.split_once(&format!(".{ns}.")) {
+            if !label.is_empty() && !label.contains('.') && !rest.is_empty() {
+                return Some((ns, label.to_string(), rest.to_string()));
+            }
+        }
+    }
+    None
+}
+
+/// Where a path-gateway `path` asked of a subdomain host under `base` goes: the root's own
+/// subdomain (a CID as CIDv1 in base32, which survives a host name's case folding).
+fn subdomain_redirect(path: &str, base: &str) -> Option<String> {
+    let (ns, rest) = if let Some(r) = path.strip_prefix("/ipfs/") {
+        ("ipfs", r)
+    } else {
+        ("ipns", path.strip_prefix("/ipns/")?)
+    };
+    let (first, below) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
+    let label = if ns == "ipfs" {
+        let cid: Cid = first.parse().ok()?;
+        cid.into_v1().ok()?.to_string()
+    } else {
+        first.to_ascii_lowercase()
+    };
+    Some(format!("http://{label}.{ns}.{base}/{below}"))
+}
+
+fn redirect(to: &str) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn parse(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Option<Request>, Failure> {
     let (ns, rest) = if let Some(r) = path.strip_prefix("/ipfs/") {
         ("ipfs", r)
     } else if let Some(r) = path.strip_prefix("/ipns/") {
@@ -268,8 +330,7 @@ fn parse(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Option<Reque
             ),
         ));
     };
-    let query: HashMap<String, String> = uri
-        .query()
+    let query: HashMap<String, String> = query
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let accept = headers

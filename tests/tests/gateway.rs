@@ -665,3 +665,82 @@ fn a_headless_browser_renders_a_listing_and_a_file() {
     assert!(dom.contains("hello, gateway"), "{dom}");
     drop(d);
 }
+
+/// A block that fails verification never becomes bytes on the wire: the file's body ends
+/// before it (the status was sent with the first block), the block alone is a 504 (no good
+/// copy anywhere within the timeout), and a CAR stops before it.
+#[test]
+fn a_corrupt_block_ends_the_body_short_and_is_never_sent() {
+    let repo = TestRepo::new();
+    repo.use_loopback_network();
+    // A corrupt local block is not used: the daemon asks its peers (there are none) for a good
+    // copy, for this long.
+    repo.cairn(&["config", "set", "network.fetch_timeout_secs", "2"])
+        .expect_ok();
+    let data = pseudo_random(600_000, 11);
+    fs::write(repo.path("f.bin"), &data).unwrap();
+    let root = repo
+        .cairn(&["add", "-Q", repo.path("f.bin").to_str().unwrap()])
+        .expect_ok();
+    let leaf = {
+        use cairn_store::Blockstore as _;
+        let r = cairn_store::Repo::open(&repo.repo()).unwrap();
+        let block = r.store().get(&root.parse().unwrap()).unwrap().unwrap();
+        let leaf = cairn_store::PbNode::decode(&block).unwrap().links[1].cid;
+        r.store()
+            .put_unchecked_for_tests(&leaf, b"rotten bytes")
+            .unwrap();
+        leaf.to_string()
+    };
+    let d = repo.daemon();
+    let gw = d.gateway_url();
+    let out = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(repo.path("got"))
+        .args(["-w", "%{http_code}"])
+        .arg(format!("{gw}/ipfs/{root}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert!(!out.status.success(), "curl sees the body end short");
+    let got = fs::read(repo.path("got")).unwrap();
+    assert!(got.len() < data.len(), "{} bytes", got.len());
+    assert_eq!(
+        got[..],
+        data[..got.len()],
+        "what came is the file's first bytes"
+    );
+    assert!(!got.windows(12).any(|w| w == b"rotten bytes"));
+    // The block itself: not served (no good copy came within the timeout).
+    let r = get(&repo, &format!("{gw}/ipfs/{leaf}?format=raw"));
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!r.body.windows(12).any(|w| w == b"rotten bytes"));
+    let car = get(&repo, &format!("{gw}/ipfs/{root}?format=car"));
+    assert!(!car.body.windows(12).any(|w| w == b"rotten bytes"));
+    assert!(car.body.len() < data.len());
+    drop(d);
+}
+
+/// The subdomain gateway: the root in the host name (`<cid>.ipfs.localhost`), one origin per
+/// root, as Kubo serves it; a path-gateway URL on such a host goes to its root's subdomain.
+#[test]
+fn a_root_in_the_host_name_is_served_from_its_own_origin() {
+    let (repo, _, root, d, gw) = served(|_| {}, &[]);
+    let port = gw.rsplit(':').next().unwrap().to_string();
+    let host = format!("Host: {root}.ipfs.localhost:{port}");
+    let r = curl(&repo, &format!("{gw}/small.txt"), false, &[&host]);
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello, gateway\n"[..]));
+    let r = curl(&repo, &format!("{gw}/page/"), false, &[&host]);
+    assert_eq!(r.body, b"<h1>the index</h1>\n");
+    let r = curl(&repo, &format!("{gw}/"), false, &[&host]);
+    assert!(String::from_utf8_lossy(&r.body).contains(">small.txt</a>"));
+    // A listing's /ipfs/<cid> link, followed on the subdomain host: to that CID's subdomain.
+    let small = cid_of(&repo, &root, "", "small.txt");
+    let r = curl(&repo, &format!("{gw}/ipfs/{small}"), false, &[&host]);
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.header("location"),
+        format!("http://{small}.ipfs.localhost:{port}/")
+    );
+    drop(d);
+}
