@@ -744,3 +744,17 @@ fn a_root_in_the_host_name_is_served_from_its_own_origin() {
     );
     drop(d);
 }
+
+#[test]
+fn a_bad_or_busy_gateway_address_is_refused_with_what_to_do() {
+    let repo = TestRepo::new();
+    repo.use_loopback_network();
+    repo.cairn(&["daemon", "--gateway", "nonsense"])
+        .expect_err("invalid gateway address");
+    repo.cairn(&["config", "set", "gateway.listen", "nonsense"])
+        .expect_err("is not IP:PORT");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    repo.cairn(&["daemon", "--gateway", &addr])
+        .expect_err("--gateway off");
+}
