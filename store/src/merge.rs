@@ -181,11 +181,25 @@ pub fn hashed_id(tag: &[u8], parts: &[&[u8]]) -> NodeId {
     NodeId::from_le_bytes(b).max(1)
 }
 
-/// A conflict copy's id: derived from the node and the writer, the same on every node.
-fn copy_id(id: NodeId, writer: &str, salt: u32) -> NodeId {
+/// A conflict copy's id: derived from the node, the writer and the content kept in the copy,
+/// the same on every node. The content is part of it so that a later conflict on the same
+/// node by the same writer makes a second copy instead of replacing the first (which may hold
+/// the only trace of a write), while two merges that keep the same content as a copy of the
+/// same node make the same node.
+fn copy_id(id: NodeId, writer: &str, content: &Content) -> NodeId {
+    let what = match content {
+        Content::File { cid, size } => [&b"f"[..], &cid.to_bytes(), &size.to_le_bytes()].concat(),
+        Content::Dir => b"d".to_vec(),
+        Content::Symlink(target) => [&b"l"[..], target.as_bytes()].concat(),
+    };
     hashed_id(
         b"cairn conflict copy\0",
-        &[&id.to_le_bytes(), writer.as_bytes(), &salt.to_le_bytes()],
+        &[
+            &id.to_le_bytes(),
+            &(writer.len() as u64).to_le_bytes(),
+            writer.as_bytes(),
+            &what,
+        ],
     )
 }
 
@@ -285,7 +299,7 @@ fn merge_with(base: &Tree, a: Side<'_>, b: Side<'_>, virtual_base: bool) -> Merg
                         name: conflict_name(&entry.name, s.writer, s.time),
                         content,
                     };
-                    copies.push((copy_id(id, s.writer, 0), copy, kind, id, from));
+                    copies.push((copy_id(id, s.writer, &copy.content), copy, kind, id, from));
                 }
                 // Provenance for naming, should the node have to give up its name below.
                 let from = if place.2 == From::Second || from_content == From::Second {
@@ -619,6 +633,38 @@ mod tests {
         assert_eq!(p[&copy], file(2));
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].kind, ConflictKind::BothModified);
+    }
+
+    #[test]
+    fn a_second_conflict_on_a_file_keeps_the_first_conflict_copy() {
+        // Alice and Bob both changed the file before: Alice's version is a copy already.
+        let first = merge(
+            &tree(&[(1, e(ROOT, "report.txt", file(1)))]),
+            Side {
+                tree: &tree(&[(1, e(ROOT, "report.txt", file(2)))]),
+                writer: "alice",
+                time: at(1),
+            },
+            Side {
+                tree: &tree(&[(1, e(ROOT, "report.txt", file(3)))]),
+                writer: "bob",
+                time: at(2),
+            },
+        );
+        let base = first.tree;
+        let old_copy = conflict_name("report.txt", "alice", at(1));
+        assert_eq!(paths(&base)[&old_copy], file(2));
+        // Both change it again: Alice's new version is a second copy, beside the first.
+        let mut a = base.clone();
+        let mut b = base.clone();
+        a.nodes.get_mut(&1).unwrap().content = file(4);
+        b.nodes.get_mut(&1).unwrap().content = file(5);
+        let m = both_ways(&base, &a, &b);
+        let p = paths(&m.tree);
+        assert_eq!(p["report.txt"], file(5));
+        assert_eq!(p[&old_copy], file(2), "{p:#?}");
+        assert_eq!(p[&conflict_name("report.txt", "alice", at(10))], file(4));
+        assert_eq!(m.tree.nodes.len(), 3, "{p:#?}");
     }
 
     #[test]
