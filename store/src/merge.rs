@@ -13,11 +13,13 @@
 //!   on the other: the change wins (the node comes back, and so do the directories above it);
 //!   deleted on both: deleted;
 //! - moved differently on both sides: the preferred side's place (see below);
-//! - content changed differently on both sides: the preferred side's content keeps the node
-//!   and its name, the other content is kept beside it as a conflict copy named
-//!   `<stem>.cairn-conflict-<writer>-<YYYYMMDD-HHMMSS>[.<ext>]` (the other writer and its commit
-//!   time); when one side made the node a directory, the directory keeps it and the file or
-//!   symlink becomes the copy;
+//! - content changed differently on both sides: one content keeps the node and its name, the
+//!   other is kept beside it as a conflict copy named
+//!   `<stem>.cairn-conflict-<writer>-<YYYYMMDD-HHMMSS>[.<ext>]` (the writer and commit time of
+//!   the side it came from); when one side made the node a directory, the directory keeps it
+//!   and the file or symlink becomes the copy; between two files or symlinks, the content that
+//!   orders last keeps it, decided by the two contents alone so that every merge meeting the
+//!   same two versions (merges of merges included) decides alike;
 //! - two nodes under one name in one directory (two files added under the same name, a file
 //!   and a directory): the one that had the name in `base` (else the directory, else the
 //!   smaller id) keeps it, the others are renamed as conflict copies of the side that brought
@@ -25,10 +27,11 @@
 //! - concurrent moves that would put a directory inside itself: the smallest id in the cycle
 //!   goes back to its place in `base` (or to the root).
 //!
-//! The preferred side is the one with the later commit time, ties broken by the writer name:
-//! it depends only on the two sides, never on which node runs the merge, so
-//! `merge(base, a, b) == merge(base, b, a)` and every node computes the same tree. Conflict
-//! copies get ids derived from the node and the writer, so they are the same everywhere too.
+//! The preferred side (for places and names) is the one with the later commit time, ties
+//! broken by the writer name: it depends only on the two sides, never on which node runs the
+//! merge, so `merge(base, a, b) == merge(base, b, a)` and every node computes the same tree.
+//! A conflict copy's id is derived from the node and the content it keeps, so it is the same
+//! everywhere and in every merge that makes it.
 //! No content either side has is dropped: every file content that differs from `base` on a
 //! side is in the result (as the node or as a conflict copy), unless both sides deleted it.
 
@@ -181,25 +184,23 @@ pub fn hashed_id(tag: &[u8], parts: &[&[u8]]) -> NodeId {
     NodeId::from_le_bytes(b).max(1)
 }
 
-/// A conflict copy's id: derived from the node, the writer and the content kept in the copy,
-/// the same on every node. The content is part of it so that a later conflict on the same
-/// node by the same writer makes a second copy instead of replacing the first (which may hold
-/// the only trace of a write), while two merges that keep the same content as a copy of the
-/// same node make the same node.
-fn copy_id(id: NodeId, writer: &str, content: &Content) -> NodeId {
-    let what = match content {
-        Content::File { cid, size } => [&b"f"[..], &cid.to_bytes(), &size.to_le_bytes()].concat(),
+/// What a node's content is, as bytes that order contents the same way on every node.
+fn content_key(content: &Content) -> Vec<u8> {
+    match content {
+        Content::File { cid, size } => [&b"f"[..], &cid.to_bytes(), &size.to_be_bytes()].concat(),
         Content::Dir => b"d".to_vec(),
         Content::Symlink(target) => [&b"l"[..], target.as_bytes()].concat(),
-    };
+    }
+}
+
+/// A conflict copy's id: derived from the node and the content kept in the copy alone, the
+/// same on every node and in every merge that keeps that content of that node as a copy
+/// (whoever merged, whenever): two merges of the same conflict make one copy, not two, and a
+/// later conflict on the node makes a second copy instead of replacing the first.
+fn copy_id(id: NodeId, content: &Content) -> NodeId {
     hashed_id(
         b"cairn conflict copy\0",
-        &[
-            &id.to_le_bytes(),
-            &(writer.len() as u64).to_le_bytes(),
-            writer.as_bytes(),
-            &what,
-        ],
+        &[&id.to_le_bytes(), &content_key(content)],
     )
 }
 
@@ -268,10 +269,17 @@ fn merge_with(base: &Tree, a: Side<'_>, b: Side<'_>, virtual_base: bool) -> Merg
                 } else if virtual_base {
                     let content = base_content.unwrap_or(&x.content).clone();
                     (content, From::First, None)
-                } else if y.content == Content::Dir {
-                    // The directory keeps the node; the first side's content is the copy.
+                } else if y.content == Content::Dir
+                    || (x.content != Content::Dir
+                        && content_key(&y.content) > content_key(&x.content))
+                {
+                    // A directory keeps the node; between two files (or symlinks) the content
+                    // that orders last does. Decided by the two contents alone, never by the
+                    // sides' commits: every merge that meets the same two versions of a node
+                    // (on any node, in any order, in merges of merges) keeps the same one under
+                    // the name and the same copy, so no merge ever flips them back and forth.
                     (
-                        Content::Dir,
+                        y.content.clone(),
                         From::Second,
                         Some((x.content.clone(), From::First)),
                     )
@@ -299,7 +307,7 @@ fn merge_with(base: &Tree, a: Side<'_>, b: Side<'_>, virtual_base: bool) -> Merg
                         name: conflict_name(&entry.name, s.writer, s.time),
                         content,
                     };
-                    copies.push((copy_id(id, s.writer, &copy.content), copy, kind, id, from));
+                    copies.push((copy_id(id, &copy.content), copy, kind, id, from));
                 }
                 // Provenance for naming, should the node have to give up its name below.
                 let from = if place.2 == From::Second || from_content == From::Second {
@@ -620,6 +628,15 @@ mod tests {
         assert_eq!(p["docs/new-b.txt"], file(5));
     }
 
+    /// Of two contents of a node, the one that keeps its name.
+    fn kept(x: Content, y: Content) -> (Content, Content) {
+        if content_key(&x) >= content_key(&y) {
+            (x, y)
+        } else {
+            (y, x)
+        }
+    }
+
     #[test]
     fn the_same_file_changed_on_both_sides_keeps_a_conflict_copy() {
         let base = tree(&[(1, e(ROOT, "report.txt", file(1)))]);
@@ -627,44 +644,65 @@ mod tests {
         let b = tree(&[(1, e(ROOT, "report.txt", file(3)))]);
         let m = both_ways(&base, &a, &b);
         let p = paths(&m.tree);
-        // Bob's commit is later: his version keeps the name, Alice's is beside it.
-        assert_eq!(p["report.txt"], file(3));
-        let copy = conflict_name("report.txt", "alice", at(10));
-        assert_eq!(p[&copy], file(2));
+        // One version keeps the name, the other is beside it, named after its writer.
+        let (name_holder, copied) = kept(file(2), file(3));
+        assert_eq!(p["report.txt"], name_holder);
+        let (writer, time) = if copied == file(2) {
+            ("alice", at(10))
+        } else {
+            ("bob", at(20))
+        };
+        assert_eq!(p[&conflict_name("report.txt", writer, time)], copied);
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].kind, ConflictKind::BothModified);
+        // Which one keeps the name depends on the contents alone, not on whose commit is
+        // later: merges of merges never swap them.
+        for t in [at(5), at(30)] {
+            let other = merge(
+                &base,
+                Side {
+                    tree: &a,
+                    writer: "alice",
+                    time: t,
+                },
+                Side {
+                    tree: &b,
+                    writer: "bob",
+                    time: at(20),
+                },
+            );
+            assert_eq!(other.tree.nodes[&1].content, name_holder);
+            assert_eq!(
+                other.conflicts[0].copy, m.conflicts[0].copy,
+                "one copy node"
+            );
+        }
     }
 
     #[test]
     fn a_second_conflict_on_a_file_keeps_the_first_conflict_copy() {
-        // Alice and Bob both changed the file before: Alice's version is a copy already.
-        let first = merge(
+        // Alice and Bob both changed the file before: one version is a copy already.
+        let first = both_ways(
             &tree(&[(1, e(ROOT, "report.txt", file(1)))]),
-            Side {
-                tree: &tree(&[(1, e(ROOT, "report.txt", file(2)))]),
-                writer: "alice",
-                time: at(1),
-            },
-            Side {
-                tree: &tree(&[(1, e(ROOT, "report.txt", file(3)))]),
-                writer: "bob",
-                time: at(2),
-            },
+            &tree(&[(1, e(ROOT, "report.txt", file(2)))]),
+            &tree(&[(1, e(ROOT, "report.txt", file(3)))]),
         );
         let base = first.tree;
-        let old_copy = conflict_name("report.txt", "alice", at(1));
-        assert_eq!(paths(&base)[&old_copy], file(2));
-        // Both change it again: Alice's new version is a second copy, beside the first.
+        let (_, old) = kept(file(2), file(3));
+        assert_eq!(base.nodes.len(), 2);
+        // Both change it again: the new losing version is a second copy, beside the first.
         let mut a = base.clone();
         let mut b = base.clone();
         a.nodes.get_mut(&1).unwrap().content = file(4);
         b.nodes.get_mut(&1).unwrap().content = file(5);
         let m = both_ways(&base, &a, &b);
-        let p = paths(&m.tree);
-        assert_eq!(p["report.txt"], file(5));
-        assert_eq!(p[&old_copy], file(2), "{p:#?}");
-        assert_eq!(p[&conflict_name("report.txt", "alice", at(10))], file(4));
-        assert_eq!(m.tree.nodes.len(), 3, "{p:#?}");
+        let (name_holder, copied) = kept(file(4), file(5));
+        let mut got: Vec<Content> = m.tree.nodes.values().map(|e| e.content.clone()).collect();
+        got.sort();
+        let mut want = vec![name_holder.clone(), copied, old];
+        want.sort();
+        assert_eq!(got, want, "{m:#?}");
+        assert_eq!(m.tree.nodes[&1].content, name_holder);
     }
 
     #[test]

@@ -234,6 +234,8 @@ pub struct Daemon {
     child: Option<std::process::Child>,
     /// What the daemon printed before it was ready.
     pub banner: String,
+    /// What it logged (its standard error) so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Daemon {
@@ -253,10 +255,26 @@ impl Daemon {
         }
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn daemon");
         let stdout = child.stdout.take().expect("daemon stdout");
+        // Its log is kept for tests that look for what it said, and passed on to the test's
+        // standard error as before.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("daemon stderr");
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut log = keep
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut banner = String::new();
@@ -279,7 +297,17 @@ impl Daemon {
         Daemon {
             child: Some(child),
             banner,
+            log,
         }
+    }
+
+    /// What the daemon logged so far (warnings and errors unless `CAIRN_TEST_LOG` asks for
+    /// more).
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The daemon's TCP address with its peer id, from its banner.
