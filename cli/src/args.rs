@@ -248,7 +248,8 @@ pub enum ShareCommand {
         /// its key]
         #[arg(long)]
         label: Option<String>,
-        /// Also let it publish the share's head record.
+        /// Also let it publish the share's head record (not available yet: refused, since
+        /// the share's key stays with its owner).
         #[arg(long)]
         publish: bool,
     },

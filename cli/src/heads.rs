@@ -12,6 +12,12 @@
 //!    committed first; while files are open for writing it waits and tries again), without
 //!    one directly; the tip moves (on the owner: a new version, its record published), mounts
 //!    following the share move, and the new tip is announced.
+//!
+//! A head that could not be taken because something could not be fetched or read (its writer
+//! went offline right after announcing it) is tried again, after 1 s doubling up to 60 s, eight
+//! times at most, unless a newer head of the same writer arrived meanwhile; a head that is
+//! invalid (badly signed, a member list not the owner's, a history that does not check) is
+//! logged once and dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,6 +43,37 @@ const BUSY_RETRY: Duration = Duration::from_millis(500);
 const BUSY_FOR: Duration = Duration::from_secs(600);
 /// Attempts when the tip moved while a merge was prepared.
 const MOVED_RETRIES: usize = 8;
+/// A head whose blocks could not be fetched (its writer went offline right after announcing it,
+/// a peer in between is slow) is tried again after `RETRY_FIRST`, doubling up to `RETRY_MAX`,
+/// `RETRIES` times at most, unless a newer head of the same writer arrived meanwhile.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+const RETRIES: usize = 8;
+/// Writers whose newest head is remembered at most (see `Newest`).
+const MAX_NEWEST: usize = 10_000;
+
+/// Why a head was not taken, and whether trying again later may help (something could not be
+/// fetched) or not (the head or what it names is invalid).
+#[derive(Debug)]
+struct Failed {
+    why: String,
+    again: bool,
+}
+
+impl Failed {
+    /// What failed on the way (a fetch, a read through the network): worth another try.
+    fn transient(why: String) -> Failed {
+        Failed { why, again: true }
+    }
+
+    /// What is wrong with the head itself: never worth another try.
+    fn invalid(why: String) -> Failed {
+        Failed { why, again: false }
+    }
+}
+
+/// The newest head seen per share and writer (its sequence number).
+type Newest = Mutex<HashMap<(IpnsName, IpnsName), u64>>;
 
 /// Per share, a lock that makes heads of one share handled one at a time.
 type Locks = Mutex<HashMap<IpnsName, Arc<tokio::sync::Mutex<()>>>>;
@@ -92,6 +129,7 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
         });
     }));
     let mut events = node.head_events();
+    let newest: Arc<Newest> = Arc::default();
     tokio::spawn(async move {
         for share in repo.shares().list().unwrap_or_default() {
             if let Err(e) = node.serve_heads(share.name).await {
@@ -103,10 +141,44 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
             match events.recv().await {
                 Ok(ev) => {
                     let (r, n, m, l) = (repo.clone(), node.clone(), mounts.clone(), locks.clone());
+                    let writer_seq = Commit::verify(&ev.commit, &ev.name)
+                        .ok()
+                        .map(|c| ((ev.name, c.writer), c.seq));
+                    if let Some((who, seq)) = writer_seq {
+                        let mut newest = newest.lock().unwrap_or_else(PoisonError::into_inner);
+                        // Keys cost nothing to make: a flood of strangers' heads must not grow it.
+                        if newest.len() >= MAX_NEWEST {
+                            newest.clear();
+                        }
+                        let e = newest.entry(who).or_insert(seq);
+                        *e = (*e).max(seq);
+                    }
+                    let newest = newest.clone();
                     tokio::spawn(async move {
-                        let _one = share_lock(&l, ev.name).lock_owned().await;
-                        if let Err(e) = on_head(&r, &n, &m, ev.name, &ev.commit).await {
-                            tracing::warn!(share = %ev.name, from = %ev.from, error = %e, "cannot take another writer's head");
+                        let mut wait = RETRY_FIRST;
+                        for attempt in 0.. {
+                            let done = {
+                                let _one = share_lock(&l, ev.name).lock_owned().await;
+                                on_head(&r, &n, &m, ev.name, &ev.commit).await
+                            };
+                            let Err(f) = done else { return };
+                            // Still the newest head of its writer (a newer one supersedes it)?
+                            let newest_yet = writer_seq.is_some_and(|(who, seq)| {
+                                newest
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .get(&who)
+                                    .is_none_or(|n| *n <= seq)
+                            });
+                            if !f.again || attempt >= RETRIES || !newest_yet {
+                                tracing::warn!(share = %ev.name, from = %ev.from, error = %f.why, "cannot take another writer's head");
+                                return;
+                            }
+                            if attempt == 0 {
+                                tracing::warn!(share = %ev.name, from = %ev.from, error = %f.why, "cannot take another writer's head yet; trying again");
+                            }
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(RETRY_MAX);
                         }
                     });
                 }
@@ -143,12 +215,14 @@ async fn fetch(node: &Node, cid: Cid) -> Result<bytes::Bytes, String> {
 }
 
 /// Takes the member list `cid` of share `name` (kept if newer than the one here).
-async fn take_members(repo: &Repo, node: &Node, name: &IpnsName, cid: Cid) -> Result<(), String> {
-    let bytes = fetch(node, cid).await?;
+async fn take_members(repo: &Repo, node: &Node, name: &IpnsName, cid: Cid) -> Result<(), Failed> {
+    let bytes = fetch(node, cid)
+        .await
+        .map_err(|e| Failed::transient(format!("cannot fetch member list {cid}: {e}")))?;
     repo.shares()
         .receive_members(name, &bytes)
         .map(|_| ())
-        .map_err(|e| format!("member list {cid}: {e}"))
+        .map_err(|e| Failed::invalid(format!("member list {cid}: {e}")))
 }
 
 /// Takes the commit that share `name`'s head record names, and the member list it names, from
@@ -169,7 +243,9 @@ pub async fn take_record_commit(
     };
     let data = fetch(node, cid).await?;
     let c = Commit::verify(&data, &name).map_err(|e| format!("commit {cid}: {e}"))?;
-    take_members(repo, node, &name, c.members).await?;
+    take_members(repo, node, &name, c.members)
+        .await
+        .map_err(|f| f.why)?;
     repo.shares()
         .check_commit(&name, &c, Reached::History)
         .map_err(|e| format!("commit {cid}: {e}"))?;
@@ -203,12 +279,12 @@ async fn on_head(
     mounts: &Arc<Mounts>,
     name: IpnsName,
     bytes: &[u8],
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let shares = repo.shares();
     if shares.find(&name.to_string()).is_err() {
         return Ok(());
     }
-    let remote = Commit::verify(bytes, &name).map_err(|e| e.to_string())?;
+    let remote = Commit::verify(bytes, &name).map_err(|e| Failed::invalid(e.to_string()))?;
     tracing::debug!(share = %name, writer = %remote.writer, seq = remote.seq, commit = %remote.block().cid(), "a writer's head arrived");
     if remote.writer != name {
         take_members(repo, node, &name, remote.members).await?;
@@ -219,7 +295,7 @@ async fn on_head(
     }
     shares
         .keep_commit(&name, &remote)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::invalid(e.to_string()))?;
     let me = repo.identity_key();
     if shares.writer_key(&name, &me).ok().flatten().is_none() {
         // Not a writer here: followers follow the share's record.
@@ -233,9 +309,16 @@ async fn on_head(
     let reader = DagReader::new(NetSource::new(node.clone()).with_timeout(FETCH));
     cairn_store::identity::read_version(&reader, remote.root, Some(remote.ids))
         .await
-        .map_err(|e| format!("cannot read the head's version {}: {e}", remote.root))?;
+        .map_err(|e| {
+            Failed::transient(format!(
+                "cannot read the head's version {}: {e}",
+                remote.root
+            ))
+        })?;
     tracing::debug!(share = %name, "version read");
-    advance(repo, node, mounts, name, &remote).await
+    advance(repo, node, mounts, name, &remote)
+        .await
+        .map_err(Failed::transient)
 }
 
 /// Moves this node's copy of share `name` (its tip, and a writable mount of it) on with
@@ -305,7 +388,7 @@ async fn fetch_history(
     node: &Node,
     name: &IpnsName,
     remote: &Commit,
-) -> Result<(), String> {
+) -> Result<(), Failed> {
     let shares = repo.shares();
     let mut fetched = 0;
     loop {
@@ -315,22 +398,27 @@ async fn fetch_history(
         }
         for cid in missing {
             if fetched >= MAX_HISTORY_FETCH {
-                return Err(format!(
+                return Err(Failed::invalid(format!(
                     "the head's history has over {MAX_HISTORY_FETCH} commits not here"
-                ));
+                )));
             }
             fetched += 1;
-            let data = fetch(node, cid)
-                .await
-                .map_err(|e| format!("cannot fetch commit {cid} of the head's history: {e}"))?;
-            let c = Commit::verify(&data, name).map_err(|e| format!("commit {cid}: {e}"))?;
+            let data = fetch(node, cid).await.map_err(|e| {
+                Failed::transient(format!(
+                    "cannot fetch commit {cid} of the head's history: {e}"
+                ))
+            })?;
+            let c = Commit::verify(&data, name)
+                .map_err(|e| Failed::invalid(format!("commit {cid}: {e}")))?;
             if c.writer != *name && !node.store().has(&c.members).unwrap_or(false) {
                 take_members(repo, node, name, c.members).await?;
             }
             shares
                 .check_commit(name, &c, Reached::History)
-                .map_err(|e| format!("commit {cid} of the head's history: {e}"))?;
-            shares.keep_commit(name, &c).map_err(|e| e.to_string())?;
+                .map_err(|e| Failed::invalid(format!("commit {cid} of the head's history: {e}")))?;
+            shares
+                .keep_commit(name, &c)
+                .map_err(|e| Failed::invalid(e.to_string()))?;
         }
     }
 }

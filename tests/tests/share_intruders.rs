@@ -5,7 +5,8 @@
 //! naming itself; and a member after its revocation (whose commit from before the revocation
 //! was merged, as it should be). The owner refuses each, says so in its log, and neither its
 //! mount nor its history changes; a follower of the share never shows them and keeps following
-//! the owner's versions.
+//! the owner's versions. A member's head whose blocks are out of reach when it arrives is taken once
+//! they are (the owner tries again).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
@@ -18,8 +19,8 @@ use cairn_store::commit::{Commit, CommitFields};
 use cairn_store::identity::{read_version, write_version};
 use cairn_store::merge::{Content, Entry, ROOT};
 use cairn_store::{
-    Block, Blockstore, DagReader, HashAlg, ImportOptions, IpnsName, Member, MemberList, ShareKey,
-    StoreSink, RAW,
+    Block, BlockSink, Blockstore, DagReader, HashAlg, ImportOptions, IpnsName, Member, MemberList,
+    ShareKey, RAW,
 };
 use cairn_tests::{wait_for, TestRepo};
 
@@ -59,12 +60,47 @@ impl Intruder {
         members: cairn_store::Cid,
         seq: u64,
     ) -> Commit {
+        let (c, blocks) = self.prepare(writer, tip, file, members, seq).await;
+        self.serve(blocks);
+        self.announce(&c).await;
+        c
+    }
+
+    /// As [`Intruder::publish`], but the new version's blocks are not served: returned.
+    async fn publish_withheld(
+        &self,
+        writer: &ShareKey,
+        tip: &Commit,
+        file: (&str, &str),
+        members: cairn_store::Cid,
+        seq: u64,
+    ) -> (Commit, Vec<Block>) {
+        let (c, blocks) = self.prepare(writer, tip, file, members, seq).await;
+        self.announce(&c).await;
+        (c, blocks)
+    }
+
+    /// Serves `blocks` from now on.
+    fn serve(&self, blocks: Vec<Block>) {
+        for b in &blocks {
+            self.store.put(b).unwrap();
+        }
+    }
+
+    /// The commit [`Intruder::publish`] announces, and the blocks of its version.
+    async fn prepare(
+        &self,
+        writer: &ShareKey,
+        tip: &Commit,
+        file: (&str, &str),
+        members: cairn_store::Cid,
+        seq: u64,
+    ) -> (Commit, Vec<Block>) {
         let reader = DagReader::new(NetSource::new(self.node.clone()));
         let mut tree = read_version(&reader, tip.root, Some(tip.ids))
             .await
             .unwrap();
         let data = Block::encode(1, RAW, HashAlg::Sha2_256, file.1.as_bytes().to_vec().into());
-        self.store.put(&data).unwrap();
         let id = cairn_store::merge::hashed_id(b"intruder\0", &[file.0.as_bytes()]);
         tree.nodes.insert(
             id,
@@ -77,12 +113,10 @@ impl Intruder {
                 },
             },
         );
-        let w = write_version(
-            &tree,
-            &ImportOptions::default(),
-            &StoreSink(self.store.clone()),
-        )
-        .unwrap();
+        let held = Collect::default();
+        let w = write_version(&tree, &ImportOptions::default(), &held).unwrap();
+        let mut blocks = held.0.into_inner().unwrap();
+        blocks.push(data);
         let c = Commit::create(
             writer,
             &CommitFields {
@@ -96,7 +130,12 @@ impl Intruder {
             },
         )
         .unwrap();
-        self.store.put(&c.block()).unwrap();
+        blocks.push(c.block());
+        (c, blocks)
+    }
+
+    /// Announces `c` on the share's heads topic.
+    async fn announce(&self, c: &Commit) {
         // Until a peer of the topic has heard it (the mesh forms a moment after subscribing).
         for _ in 0..100 {
             if self
@@ -105,11 +144,22 @@ impl Intruder {
                 .await
                 .unwrap()
             {
-                return c;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("no peer of the heads topic heard the commit");
+    }
+}
+
+/// Keeps the blocks a version is written as.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<Block>>);
+
+impl BlockSink for Collect {
+    fn put_blocks(&self, blocks: Vec<Block>) -> Result<(), cairn_store::StoreError> {
+        self.0.lock().unwrap().extend(blocks);
+        Ok(())
     }
 }
 
@@ -220,6 +270,19 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
             .then_some(())
     });
 
+    // Publishing rights are refused, with why (the share's key stays with its owner), and the
+    // list is unchanged.
+    a.cairn(&[
+        "share",
+        "grant",
+        "team",
+        &intruder.node.peer_id().to_string(),
+        "--publish",
+    ])
+    .expect_err("--publish is not available yet");
+    let members = a.json(&["share", "members", "team"]);
+    assert_eq!(members.len(), 1, "only the owner: {members:?}");
+
     // 3. Trudy, granted, writes: her commit is merged, as a member's should be.
     a.cairn(&[
         "share",
@@ -248,6 +311,32 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
         cw.join("trudy.txt").exists().then_some(())
     });
 
+    // Her next commit's blocks are out of reach when it arrives (as when a writer goes
+    // offline right after announcing): the owner tries again and takes it once they are.
+    let retries = log_lines(&da.log(), "trying again");
+    let (again, held) = rt.block_on(intruder.publish_withheld(
+        &trudy,
+        &before,
+        ("again.txt", "reachable only later\n"),
+        granted_tip.members,
+        2,
+    ));
+    wait_for(60, "the owner to say it will try again", || {
+        (log_lines(
+            &da.log(),
+            "cannot take another writer's head yet; trying again",
+        ) > retries)
+            .then_some(())
+    });
+    assert!(!aw.join("again.txt").exists());
+    intruder.serve(held);
+    wait_for(
+        120,
+        "the withheld commit's file on the owner's mount",
+        || aw.join("again.txt").exists().then_some(()),
+    );
+    let before = again;
+
     // 4. Revoked, she commits on her own head, naming the list that granted her: refused.
     a.cairn(&[
         "share",
@@ -262,7 +351,7 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
         &before,
         ("late.txt", "written after the revocation\n"),
         granted_tip.members,
-        2,
+        3,
     ));
     wait_for(
         30,

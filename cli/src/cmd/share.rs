@@ -96,6 +96,16 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         } => {
             let s = shares.find(&share)?;
             let w = writer_key(&writer)?;
+            if publish {
+                // A record under the share id is signed with the share's key, which stays with
+                // its owner: letting a member publish needs the key handed to it (not built).
+                crate::fail!(
+                    "invalid_input",
+                    "--publish is not available yet: a member cannot sign the share's record \
+                     without the share's key, which stays on this node; grant without --publish \
+                     (members' writes reach followers through the owner's record)"
+                );
+            }
             let id = w.to_string();
             let label = label.unwrap_or_else(|| id[id.len() - 8..].to_string());
             let list = shares.set_member(&s.name, &w, Some((&label, publish)), 0)?;
