@@ -24,6 +24,15 @@ use cairn_store::{
 };
 use cairn_tests::{wait_for, TestRepo};
 
+/// A commit by `writer` on `tip` adding `file` (name, content), naming member list `members`.
+struct Forge<'a> {
+    writer: &'a ShareKey,
+    tip: &'a Commit,
+    file: (&'a str, &'a str),
+    members: cairn_store::Cid,
+    seq: u64,
+}
+
 /// A peer that speaks for writers who may not write (see the module notes).
 struct Intruder {
     node: Node,
@@ -50,32 +59,17 @@ impl Intruder {
         }
     }
 
-    /// A commit by `writer` on `tip` adding `file` (served from here), naming member list
-    /// `members`; announced on the share's heads topic.
-    async fn publish(
-        &self,
-        writer: &ShareKey,
-        tip: &Commit,
-        file: (&str, &str),
-        members: cairn_store::Cid,
-        seq: u64,
-    ) -> Commit {
-        let (c, blocks) = self.prepare(writer, tip, file, members, seq).await;
+    /// Commit `f` (its version served from here), announced on the share's heads topic.
+    async fn publish(&self, f: Forge<'_>) -> Commit {
+        let (c, blocks) = self.prepare(f).await;
         self.serve(blocks);
         self.announce(&c).await;
         c
     }
 
     /// As [`Intruder::publish`], but the new version's blocks are not served: returned.
-    async fn publish_withheld(
-        &self,
-        writer: &ShareKey,
-        tip: &Commit,
-        file: (&str, &str),
-        members: cairn_store::Cid,
-        seq: u64,
-    ) -> (Commit, Vec<Block>) {
-        let (c, blocks) = self.prepare(writer, tip, file, members, seq).await;
+    async fn publish_withheld(&self, f: Forge<'_>) -> (Commit, Vec<Block>) {
+        let (c, blocks) = self.prepare(f).await;
         self.announce(&c).await;
         (c, blocks)
     }
@@ -87,15 +81,15 @@ impl Intruder {
         }
     }
 
-    /// The commit [`Intruder::publish`] announces, and the blocks of its version.
-    async fn prepare(
-        &self,
-        writer: &ShareKey,
-        tip: &Commit,
-        file: (&str, &str),
-        members: cairn_store::Cid,
-        seq: u64,
-    ) -> (Commit, Vec<Block>) {
+    /// Commit `f`, and the blocks of its version.
+    async fn prepare(&self, f: Forge<'_>) -> (Commit, Vec<Block>) {
+        let Forge {
+            writer,
+            tip,
+            file,
+            members,
+            seq,
+        } = f;
         let reader = DagReader::new(NetSource::new(self.node.clone()));
         let mut tree = read_version(&reader, tip.root, Some(tip.ids))
             .await
@@ -228,13 +222,13 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
 
     // 1. Mallory was never a member: her commit names the share's real member list.
     let refused = "refused a head that is not a member's";
-    rt.block_on(intruder.publish(
-        &mallory,
-        &tip,
-        ("mallory.txt", "from a key that was never a member\n"),
-        tip.members,
-        1,
-    ));
+    rt.block_on(intruder.publish(Forge {
+        writer: &mallory,
+        tip: &tip,
+        file: ("mallory.txt", "from a key that was never a member\n"),
+        members: tip.members,
+        seq: 1,
+    }));
     wait_for(30, "the owner to refuse mallory's commit", || {
         (log_lines(&da.log(), refused) >= 1).then_some(())
     });
@@ -256,13 +250,13 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
     )
     .unwrap();
     intruder.store.put(&forged.block()).unwrap();
-    rt.block_on(intruder.publish(
-        &mallory,
-        &tip,
-        ("forged.txt", "under a member list the owner never signed\n"),
-        *forged.block().cid(),
-        2,
-    ));
+    rt.block_on(intruder.publish(Forge {
+        writer: &mallory,
+        tip: &tip,
+        file: ("forged.txt", "under a member list the owner never signed\n"),
+        members: *forged.block().cid(),
+        seq: 2,
+    }));
     wait_for(30, "the owner to refuse the forged member list", || {
         da.log()
             .lines()
@@ -297,13 +291,13 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
     assert!(members.iter().any(|m| m["label"] == "trudy"), "{members:?}");
     // Her list is the one the owner's next head names (the grant makes a version).
     let granted_tip = rt.block_on(intruder.owner_head(|t| t.members != tip.members));
-    let before = rt.block_on(intruder.publish(
-        &trudy,
-        &granted_tip,
-        ("trudy.txt", "written while a member\n"),
-        granted_tip.members,
-        1,
-    ));
+    let before = rt.block_on(intruder.publish(Forge {
+        writer: &trudy,
+        tip: &granted_tip,
+        file: ("trudy.txt", "written while a member\n"),
+        members: granted_tip.members,
+        seq: 1,
+    }));
     wait_for(60, "trudy's file on the owner's mount", || {
         aw.join("trudy.txt").exists().then_some(())
     });
@@ -314,13 +308,13 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
     // Her next commit's blocks are out of reach when it arrives (as when a writer goes
     // offline right after announcing): the owner tries again and takes it once they are.
     let retries = log_lines(&da.log(), "trying again");
-    let (again, held) = rt.block_on(intruder.publish_withheld(
-        &trudy,
-        &before,
-        ("again.txt", "reachable only later\n"),
-        granted_tip.members,
-        2,
-    ));
+    let (again, held) = rt.block_on(intruder.publish_withheld(Forge {
+        writer: &trudy,
+        tip: &before,
+        file: ("again.txt", "reachable only later\n"),
+        members: granted_tip.members,
+        seq: 2,
+    }));
     wait_for(60, "the owner to say it will try again", || {
         (log_lines(
             &da.log(),
@@ -346,13 +340,13 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
     ])
     .expect_ok();
     let refusals = log_lines(&da.log(), refused);
-    rt.block_on(intruder.publish(
-        &trudy,
-        &before,
-        ("late.txt", "written after the revocation\n"),
-        granted_tip.members,
-        3,
-    ));
+    rt.block_on(intruder.publish(Forge {
+        writer: &trudy,
+        tip: &before,
+        file: ("late.txt", "written after the revocation\n"),
+        members: granted_tip.members,
+        seq: 3,
+    }));
     wait_for(
         30,
         "the owner to refuse the revoked writer's commit",
