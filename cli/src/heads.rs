@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cairn_fs::{AdvanceError, Advanced};
-use cairn_net::{NetSource, Node};
+use cairn_net::{HeadEvent, NetSource, Node};
 use cairn_store::commit::{Commit, Reached};
 use cairn_store::heads::{merge_commits, Plan, TipMove};
 use cairn_store::{Blockstore, Cid, DagReader, IpnsName, Repo, ShareError};
@@ -140,47 +140,10 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
         loop {
             match events.recv().await {
                 Ok(ev) => {
+                    let seen = note_newest(&newest, &ev);
                     let (r, n, m, l) = (repo.clone(), node.clone(), mounts.clone(), locks.clone());
-                    let writer_seq = Commit::verify(&ev.commit, &ev.name)
-                        .ok()
-                        .map(|c| ((ev.name, c.writer), c.seq));
-                    if let Some((who, seq)) = writer_seq {
-                        let mut newest = newest.lock().unwrap_or_else(PoisonError::into_inner);
-                        // Keys cost nothing to make: a flood of strangers' heads must not grow it.
-                        if newest.len() >= MAX_NEWEST {
-                            newest.clear();
-                        }
-                        let e = newest.entry(who).or_insert(seq);
-                        *e = (*e).max(seq);
-                    }
                     let newest = newest.clone();
-                    tokio::spawn(async move {
-                        let mut wait = RETRY_FIRST;
-                        for attempt in 0.. {
-                            let done = {
-                                let _one = share_lock(&l, ev.name).lock_owned().await;
-                                on_head(&r, &n, &m, ev.name, &ev.commit).await
-                            };
-                            let Err(f) = done else { return };
-                            // Still the newest head of its writer (a newer one supersedes it)?
-                            let newest_yet = writer_seq.is_some_and(|(who, seq)| {
-                                newest
-                                    .lock()
-                                    .unwrap_or_else(PoisonError::into_inner)
-                                    .get(&who)
-                                    .is_none_or(|n| *n <= seq)
-                            });
-                            if !f.again || attempt >= RETRIES || !newest_yet {
-                                tracing::warn!(share = %ev.name, from = %ev.from, error = %f.why, "cannot take another writer's head");
-                                return;
-                            }
-                            if attempt == 0 {
-                                tracing::warn!(share = %ev.name, from = %ev.from, error = %f.why, "cannot take another writer's head yet; trying again");
-                            }
-                            tokio::time::sleep(wait).await;
-                            wait = (wait * 2).min(RETRY_MAX);
-                        }
-                    });
+                    tokio::spawn(async move { take(&r, &n, &m, &l, &newest, ev, seen).await });
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(
@@ -192,6 +155,57 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>) {
             }
         }
     });
+}
+
+/// Records `ev` as its writer's newest head if it is; returns (share and writer, sequence), or
+/// `None` for what is no commit (refused in `on_head`).
+fn note_newest(newest: &Newest, ev: &HeadEvent) -> Option<((IpnsName, IpnsName), u64)> {
+    let c = Commit::verify(&ev.commit, &ev.name).ok()?;
+    let mut newest = newest.lock().unwrap_or_else(PoisonError::into_inner);
+    // Keys cost nothing to make: a flood of strangers' heads must not grow it.
+    if newest.len() >= MAX_NEWEST {
+        newest.clear();
+    }
+    let e = newest.entry((ev.name, c.writer)).or_insert(c.seq);
+    *e = (*e).max(c.seq);
+    Some(((ev.name, c.writer), c.seq))
+}
+
+/// Takes head `ev` (see [`on_head`]) under its share's lock, trying again while what failed
+/// may still come (see `RETRY_FIRST`) and it is its writer's newest head (`seen`).
+async fn take(
+    repo: &Arc<Repo>,
+    node: &Node,
+    mounts: &Arc<Mounts>,
+    locks: &Locks,
+    newest: &Newest,
+    ev: HeadEvent,
+    seen: Option<((IpnsName, IpnsName), u64)>,
+) {
+    let mut wait = RETRY_FIRST;
+    for attempt in 0.. {
+        let done = {
+            let _one = share_lock(locks, ev.name).lock_owned().await;
+            on_head(repo, node, mounts, ev.name, &ev.commit).await
+        };
+        let Err(f) = done else { return };
+        let superseded = seen.is_some_and(|(who, seq)| {
+            newest
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&who)
+                .is_some_and(|n| *n > seq)
+        });
+        if !f.again || attempt >= RETRIES || superseded || seen.is_none() {
+            tracing::warn!(share = %ev.name, from = %ev.from, error = %f.why, "cannot take another writer's head");
+            return;
+        }
+        if attempt == 0 {
+            tracing::warn!(share = %ev.name, from = %ev.from, error = %f.why, "cannot take another writer's head yet; trying again");
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
+    }
 }
 
 /// The lock that makes share `name`'s heads handled one at a time.

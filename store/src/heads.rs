@@ -529,11 +529,12 @@ impl Shares {
             name,
             parents: Default::default(),
             plans: Default::default(),
+            fell_back: Default::default(),
         };
         let mut budget = MAX_VIRTUAL_MERGES;
         let plan = history.plan_base(&[*a.block().cid()], &[*b.block().cid()], &mut budget)?;
         let virtual_merges = MAX_VIRTUAL_MERGES - budget;
-        if budget == 0 {
+        if history.fell_back.load(std::sync::atomic::Ordering::Relaxed) {
             tracing::info!(share = %name, a = %a.block().cid(), b = %b.block().cid(), "the merge base took over {MAX_VIRTUAL_MERGES} virtual merges; an older common ancestor stands in (the merge may keep more conflict copies than needed, never fewer)");
         }
         tracing::debug!(share = %name, a = %a.block().cid(), b = %b.block().cid(), virtual_merges, "merge base planned");
@@ -565,6 +566,8 @@ struct History<'a> {
     name: &'a IpnsName,
     parents: std::sync::Mutex<HashMap<Cid, Vec<Cid>>>,
     plans: std::sync::Mutex<Plans>,
+    /// Whether the budget ran out and an older common ancestor stood in somewhere.
+    fell_back: std::sync::atomic::AtomicBool,
 }
 
 /// Base plans made, by the pair of commit sets (each sorted) they are the base of.
@@ -738,6 +741,8 @@ impl History<'_> {
         let mut merged = vec![*first];
         for next in rest {
             if *budget == 0 {
+                self.fell_back
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 return Ok(Arc::new(BasePlan::Commit(*first)));
             }
             *budget -= 1;
@@ -1193,10 +1198,6 @@ mod tests {
                 .set_member(&name, &k.name(), Some((["", "w1", "w2"][i], false)), 0)
                 .unwrap();
         }
-        // The owner writes with the share's key, members with their own.
-        let writer_keys: Vec<ShareKey> = std::iter::once(repos[0].shares().key(&name).unwrap())
-            .chain(keys[1..].iter().cloned())
-            .collect();
         let first = commit_tree(&repos[0], &keys[0], &name, &t0);
         let list = repos[0].shares().members(&name).unwrap().unwrap();
         let record = repos[0].shares().head_record(&name).unwrap().1;
@@ -1205,7 +1206,6 @@ mod tests {
             r.shares().receive_members(&name, list.as_bytes()).unwrap();
             carry(&repos[0], r, &name, &first);
         }
-        let _ = writer_keys;
         // The model: contents of the shared file written and those overwritten by a writer
         // that saw them; each writer's own files (node id → content).
         let mut written: Vec<Content> = vec![t0.nodes[&shared].content.clone()];
