@@ -248,8 +248,9 @@ pub enum ShareCommand {
         /// its key]
         #[arg(long)]
         label: Option<String>,
-        /// Also let it publish the share's head record (not available yet: refused, since
-        /// the share's key stays with its owner).
+        /// Also let it publish the share's head record, so followers get its writes while
+        /// this node is offline: the share's key goes to it, sealed to its key in the member
+        /// list (a later revocation refuses its commits but cannot take the key back).
         #[arg(long)]
         publish: bool,
     },

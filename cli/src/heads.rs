@@ -219,13 +219,53 @@ fn share_lock(locks: &Locks, name: IpnsName) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// The verified block `cid`, from the store or the network.
-async fn fetch(node: &Node, cid: Cid) -> Result<bytes::Bytes, String> {
+pub(crate) async fn fetch(node: &Node, cid: Cid) -> Result<bytes::Bytes, String> {
     if let Ok(Some(b)) = node.store().get_verified(&cid) {
         return Ok(b);
     }
     node.fetch_with_timeout(cid, FETCH)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Checks the commit a record of share `name` names (one made elsewhere: the owner's or
+/// another publisher's), fetching it and its member list if they are not here: it must be
+/// the owner's, or a member's under the list it names and not past a revocation under the
+/// newest list here. So a writer whose publishing was revoked, who still holds the share's key,
+/// cannot bring its later commits to followers through records. `Err((why, again))`: refused,
+/// and whether it may pass later (something could not be fetched).
+pub(crate) async fn check_record_commit(
+    repo: &Repo,
+    node: &Node,
+    name: IpnsName,
+    version: &cairn_store::Version,
+) -> Result<(), (String, bool)> {
+    let Some(cid) = version.commit else {
+        // A share made before commits existed: only its owner signs its records.
+        return Ok(());
+    };
+    let data = fetch(node, cid)
+        .await
+        .map_err(|e| (format!("cannot fetch its commit {cid}: {e}"), true))?;
+    let c = Commit::verify(&data, &name).map_err(|e| (format!("commit {cid}: {e}"), false))?;
+    if (c.root, c.ids) != (version.root, version.ids.unwrap_or(c.ids)) {
+        return Err((
+            format!("commit {cid} is not of the version the record names"),
+            false,
+        ));
+    }
+    if c.writer != name {
+        take_members(repo, node, &name, c.members)
+            .await
+            .map_err(|f| (f.why, f.again))?;
+    }
+    repo.shares()
+        .check_commit(&name, &c, Reached::Head)
+        .map_err(|e| (format!("commit {cid}: {e}"), false))?;
+    repo.shares()
+        .keep_commit(&name, &c)
+        .map_err(|e| (e.to_string(), true))?;
+    Ok(())
 }
 
 /// Takes the member list `cid` of share `name` (kept if newer than the one here).

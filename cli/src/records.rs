@@ -36,15 +36,30 @@ const DHT_WAIT: Duration = Duration::from_secs(20);
 /// How often followed shares' connected sources are counted (staleness).
 const LIVENESS_TICK: Duration = Duration::from_secs(2);
 
-/// Publishes the head of share `name` (one this repo holds the key of) in the background.
+/// Publishes the head of share `name` (one whose records this repo signs: its own, or one
+/// whose owner lets this node publish) in the background.
 pub fn publish_head(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
     let Ok((_, record)) = repo.shares().head_record(&name) else {
         return;
     };
+    // With other publishers (writers its owner lets publish), this node also follows the
+    // share's records: it asks peers for the newest one when they connect, so its next
+    // version goes above theirs (see `adopt_once`).
+    let others_publish = repo
+        .shares()
+        .members(&name)
+        .ok()
+        .flatten()
+        .is_some_and(|l| l.members.values().any(|m| m.publish));
     let node = node.clone();
     let bytes = record.as_bytes().to_vec();
     tokio::spawn(async move {
-        if let Err(e) = node.serve_name(name).await {
+        let joined = if others_publish {
+            node.subscribe(name).await
+        } else {
+            node.serve_name(name).await
+        };
+        if let Err(e) = joined {
             tracing::debug!(%name, error = %e, "cannot join the share's topic");
         }
         match node.put_record(name, bytes).await {
@@ -60,7 +75,7 @@ pub fn publish_head(repo: &Arc<Repo>, node: &Node, name: IpnsName) {
 pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>, live: Arc<Liveness>) {
     let (r, n) = (repo.clone(), node.clone());
     mounts.on_head_moved(Box::new(move |name: &IpnsName| {
-        if r.shares().find(&name.to_string()).is_ok_and(|s| s.writable) {
+        if r.shares().publishes(name, &r.identity_key()) {
             publish_head(&r, &n, *name);
         }
     }));
@@ -72,8 +87,20 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>, live: Arc<Livenes
             // and ask it for the newest record when they connect.
             if share.writable {
                 publish_head(&r, &n, share.name);
-            } else if let Err(e) = n.subscribe(share.name).await {
+                continue;
+            }
+            if let Err(e) = n.subscribe(share.name).await {
                 tracing::warn!(share = %share.name, error = %e, "cannot follow the share's pushes");
+            }
+            // A writer allowed to publish: its tip is in the record (one is made if the
+            // record does not name it yet), published as the owner's are.
+            let me = r.identity_key();
+            if r.shares().publishes(&share.name, &me) {
+                let protected = m.roots();
+                if let Err(e) = r.shares().publish_tip(&share.name, &me, &protected) {
+                    tracing::warn!(share = %share.name, error = %e, "cannot sign the share's record for this node's tip");
+                }
+                publish_head(&r, &n, share.name);
             }
         }
         catch_up(&r, &n, &m);
@@ -100,7 +127,7 @@ pub fn start(repo: Arc<Repo>, node: Node, mounts: Arc<Mounts>, live: Arc<Livenes
         loop {
             republish.tick().await;
             for share in r.shares().list().unwrap_or_default() {
-                if share.writable {
+                if share.writable || r.shares().publishes(&share.name, &r.identity_key()) {
                     publish_head(&r, &n, share.name);
                 }
             }
@@ -310,25 +337,57 @@ async fn adopt_once(
     record: &[u8],
     from: &str,
 ) -> Adopted {
-    match repo.shares().find(&name.to_string()) {
-        // Our own: the head here is the newest there is.
-        Ok(s) if s.writable => return Adopted::Done,
-        Ok(_) => {}
+    let owner = match repo.shares().find(&name.to_string()) {
+        Ok(s) => s.writable,
         // Not followed (any more): nothing to take.
         Err(_) => return Adopted::Done,
-    }
+    };
     let Ok(rec) = cairn_store::IpnsRecord::verify(record, &name) else {
-        tracing::warn!(share = %name, "refused a record of a followed share that does not verify");
+        tracing::warn!(share = %name, "refused a record of a share that does not verify");
         return Adopted::Done;
     };
     // Not newer than the head: nothing to take, but the same version is a sign of life.
     if let Ok((head, head_rec)) = repo.shares().head_record(&name) {
         if !rec.supersedes(&head_rec) {
-            if rec.sequence() == head.sequence {
+            if rec.sequence() == head.sequence && !owner {
                 let _ = repo.shares().note_seen(&name, from);
             }
             return Adopted::Done;
         }
+    }
+    // Newer: made by another of the share's publishers (a writer its owner lets publish, or
+    // the owner). What it names must be a commit this node accepts as a head.
+    let version = match cairn_store::Version::from_record(&rec) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(share = %name, error = %e, "refused a record of a share");
+            return Adopted::Done;
+        }
+    };
+    match crate::heads::check_record_commit(repo, node, name, &version).await {
+        Ok(()) => {}
+        Err((why, true)) => {
+            tracing::warn!(share = %name, sequence = version.sequence, error = %why, "cannot check a newer record of the share yet; staying on the current version");
+            return Adopted::RootMissing;
+        }
+        Err((why, false)) => {
+            tracing::warn!(share = %name, sequence = version.sequence, error = %why, "refused a record of a share");
+            return Adopted::Done;
+        }
+    }
+    if owner {
+        // The owner's head stays its own (the writer's head, announced beside its record, is
+        // what merges here); its next version goes above this one's sequence.
+        match repo.shares().note_sequence(&name, rec.sequence()) {
+            Ok(true) => {
+                tracing::info!(share = %name, sequence = rec.sequence(), "another publisher's record of the share is newer; the next version goes above it")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(share = %name, error = %e, "cannot note another publisher's record")
+            }
+        }
+        return Adopted::Done;
     }
     if let cairn_store::RecordValue::Ipfs(p) = rec.value() {
         if !node.store().has(&p.root).unwrap_or(false) {

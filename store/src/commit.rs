@@ -367,6 +367,7 @@ mod tests {
                     writer: bob.name(),
                     label: "bob".into(),
                     publish: false,
+                    sealed: None,
                 },
             )]
             .into(),

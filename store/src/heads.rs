@@ -384,6 +384,10 @@ impl Shares {
                 version: Some(version),
             });
         }
+        let (size, changed) = match &to {
+            TipMove::To { size, .. } => (*size, 0),
+            TipMove::New { size, changed, .. } => (*size, *changed),
+        };
         let commit = match to {
             TipMove::To { commit, .. } => commit.clone(),
             TipMove::New {
@@ -435,10 +439,95 @@ impl Shares {
             commit.as_bytes(),
             0o600,
         )?;
-        Ok(Moved {
-            commit,
-            version: None,
-        })
+        // A writer allowed to publish also makes the share's record name its new tip. The tip
+        // has moved whatever happens here: a record that cannot be made now is made at the
+        // next move, or when the daemon starts (`publish_tip`).
+        let version = match self.publish_key_here(name, identity) {
+            Some(key) => {
+                match self.record_tip_locked(name, &key, &commit, size, changed, protected) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(share = %name, error = %e, "cannot sign the share's record for the new tip; it stays unpublished for now");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Moved { commit, version })
+    }
+
+    /// The share's key, on a member the newest list here lets publish (opened from the list,
+    /// see [`crate::MemberList::publish_key`]); `None` on the owner (it has its key file), on
+    /// other members and followers, and when the sealed key does not open (logged).
+    pub fn publish_key_here(&self, name: &IpnsName, identity: &ShareKey) -> Option<ShareKey> {
+        if self.key(name).is_ok() {
+            return None;
+        }
+        let list = self.members(name).ok()??;
+        match list.publish_key(identity) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(share = %name, error = %e, "this node may publish the share, but its key does not open");
+                None
+            }
+        }
+    }
+
+    /// Whether this node signs share `name`'s records: its owner, or a writer allowed to
+    /// publish.
+    pub fn publishes(&self, name: &IpnsName, identity: &ShareKey) -> bool {
+        self.key(name).is_ok() || self.publish_key_here(name, identity).is_some()
+    }
+
+    /// On a writer allowed to publish: if the share's head record does not name the tip here
+    /// (granted while its tip was ahead, or a record that could not be made at a move), a new
+    /// record naming it. Returns the new version, if one was made.
+    pub fn publish_tip(
+        &self,
+        name: &IpnsName,
+        identity: &ShareKey,
+        protected: &[Cid],
+    ) -> Result<Option<Version>, ShareError> {
+        let _g = self.guard();
+        let Some(key) = self.publish_key_here(name, identity) else {
+            return Ok(None);
+        };
+        let Some(tip) = self.tip(name)? else {
+            return Ok(None);
+        };
+        self.record_tip_locked(name, &key, &tip, 0, 0, protected)
+    }
+
+    /// A record of share `name` signed with its `key` naming `tip` (a member's commit), unless
+    /// the head record names it already.
+    fn record_tip_locked(
+        &self,
+        name: &IpnsName,
+        key: &ShareKey,
+        tip: &Commit,
+        size: u64,
+        changed: u64,
+        protected: &[Cid],
+    ) -> Result<Option<Version>, ShareError> {
+        let head = self.head_record(name).ok().map(|(v, _)| v);
+        if head.as_ref().and_then(|h| h.commit) == Some(*tip.block().cid()) {
+            return Ok(None);
+        }
+        let size = match (size, &head) {
+            (0, Some(h)) if h.root == tip.root => h.size,
+            _ => size,
+        };
+        self.commit_locked(
+            name,
+            key,
+            head.as_ref(),
+            Made::Existing(tip),
+            size,
+            changed,
+            protected,
+        )
+        .map(Some)
     }
 
     /// Makes a member's tip its own (the `tip` file), if it still is the head record's commit:

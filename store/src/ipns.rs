@@ -10,6 +10,7 @@
 //! - `name`: [`IpnsName`] (text forms, CID, routing key, pubsub topic).
 //! - `record`: [`IpnsRecord`] (create, verify, validate, preference order), [`RecordFields`],
 //!   [`RecordValue`].
+//! - `seal`: a share key sealed to one writer's key ([`seal`], [`open_sealed`]).
 //! - `cbor`: the strict DAG-CBOR subset of the record's `data`, [`CborValue`].
 //! - `time`: RFC 3339 with nanoseconds.
 //!
@@ -31,6 +32,7 @@ pub(crate) mod cbor;
 mod key;
 mod name;
 mod record;
+mod seal;
 mod time;
 
 pub use cbor::{CborError, CborValue, MAX_DEPTH as CBOR_MAX_DEPTH};
@@ -40,4 +42,5 @@ pub use record::{
     IpnsRecord, RecordError, RecordFields, RecordValue, DEFAULT_TTL, MAX_RECORD_SIZE,
     SIGNATURE_V2_PREFIX,
 };
+pub use seal::{open as open_sealed, seal, SealError, SEALED_LEN};
 pub use time::format_utc_seconds;

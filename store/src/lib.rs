@@ -96,9 +96,10 @@ pub use importer::{
 };
 pub use ipns::{
     format_utc_seconds, CborError, CborValue, Ed25519PublicKey, IpnsName, IpnsRecord, KeyError,
-    NameError, PublicKeyError, RecordError, RecordFields, RecordValue, ShareKey, CBOR_MAX_DEPTH,
-    DEFAULT_TTL as IPNS_DEFAULT_TTL, KEY_TYPE_ED25519, LIBP2P_KEY,
-    MAX_RECORD_SIZE as IPNS_MAX_RECORD_SIZE, SIGNATURE_V2_PREFIX as IPNS_SIGNATURE_V2_PREFIX,
+    NameError, PublicKeyError, RecordError, RecordFields, RecordValue, SealError, ShareKey,
+    CBOR_MAX_DEPTH, DEFAULT_TTL as IPNS_DEFAULT_TTL, KEY_TYPE_ED25519, LIBP2P_KEY,
+    MAX_RECORD_SIZE as IPNS_MAX_RECORD_SIZE, SEALED_LEN,
+    SIGNATURE_V2_PREFIX as IPNS_SIGNATURE_V2_PREFIX,
 };
 pub use members::{
     check_member_label, Member, MemberList, MembersError, MAX_MEMBERS, MEMBERS_SIGNATURE_PREFIX,

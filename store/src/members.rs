@@ -4,8 +4,10 @@
 //!
 //! Block (raw codec, as records are kept; its bytes a DAG-CBOR map, keys in canonical order):
 //! - `members`: map from a writer's key (its IPNS name, `k51…`, the same key as its libp2p peer
-//!   id) to a map `{label: text, publish: 0|1}` (`publish`: the writer may also publish the
-//!   share's head record);
+//!   id) to a map `{key?: bytes, label: text, publish: 0|1}` (`publish`: the writer may also
+//!   publish the share's head record; `key`, present exactly when `publish` is 1: the share's
+//!   key sealed to the writer's key, see `ipns/seal.rs`, for the context
+//!   `cairn-members-key:<share id>/<writer key>`);
 //! - `prev`: CID of the previous list's block (absent for the first);
 //! - `revoked` (absent when empty): map from a revoked writer's key to the last of its commit
 //!   sequence numbers that stays accepted; its later commits are refused, whatever list they
@@ -45,6 +47,14 @@ pub struct Member {
     pub label: String,
     /// It may also publish the share's head record.
     pub publish: bool,
+    /// The share's key sealed to the writer (present exactly when `publish`; made by
+    /// [`MemberList::create`] when missing).
+    pub sealed: Option<Vec<u8>>,
+}
+
+/// What a member's sealed share key is bound to.
+fn seal_context(share: &IpnsName, writer: &IpnsName) -> Vec<u8> {
+    format!("cairn-members-key:{share}/{writer}").into_bytes()
 }
 
 /// A verified member list.
@@ -75,6 +85,8 @@ pub enum MembersError {
     BadSignature,
     #[error("invalid member label {0:?}: 1 to 64 characters, no '/' or control characters")]
     BadLabel(String),
+    #[error("the share's key sealed to {writer} cannot be made or opened: {why}")]
+    SealedKey { writer: String, why: String },
 }
 
 fn malformed(why: impl Into<String>) -> MembersError {
@@ -103,6 +115,9 @@ fn unsigned_map(
     let mut list = BTreeMap::new();
     for (k, m) in members {
         let mut entry = BTreeMap::new();
+        if let Some(sealed) = &m.sealed {
+            entry.insert("key".to_string(), CborValue::Bytes(sealed.clone()));
+        }
         entry.insert("label".to_string(), CborValue::Text(m.label.clone()));
         entry.insert(
             "publish".to_string(),
@@ -141,17 +156,34 @@ fn signed_message(unsigned: &BTreeMap<String, CborValue>) -> Result<Vec<u8>, Mem
 
 impl MemberList {
     /// A new list of share `key`'s writers, signed by it.
+    /// A writer who may publish gets the share's key sealed to it (kept if the entry has it
+    /// already); one who may not has none.
     pub fn create(
         key: &ShareKey,
         seq: u64,
         prev: Option<Cid>,
-        members: BTreeMap<String, Member>,
+        mut members: BTreeMap<String, Member>,
         revoked: BTreeMap<String, u64>,
     ) -> Result<MemberList, MembersError> {
         if members.len() > MAX_MEMBERS || revoked.len() > MAX_MEMBERS {
             return Err(MembersError::TooMany);
         }
         let share = key.name();
+        for m in members.values_mut() {
+            if !m.publish {
+                m.sealed = None;
+            } else if m.sealed.is_none() {
+                let context = seal_context(&share, &m.writer);
+                let sealed =
+                    crate::ipns::seal(key, &m.writer.public_key(), &context).map_err(|e| {
+                        MembersError::SealedKey {
+                            writer: m.writer.to_string(),
+                            why: e.to_string(),
+                        }
+                    })?;
+                m.sealed = Some(sealed);
+            }
+        }
         let mut map = unsigned_map(&share, seq, prev, &members, &revoked)?;
         let sig = key.sign(&signed_message(&map)?);
         map.insert("sig".to_string(), CborValue::Bytes(sig.to_vec()));
@@ -232,12 +264,24 @@ impl MemberList {
                 Some(CborValue::Int(1)) => true,
                 _ => return Err(malformed("member publish is not 0 or 1")),
             };
+            let sealed = match (publish, entry.get("key")) {
+                (false, None) => None,
+                (true, Some(CborValue::Bytes(b))) if b.len() == crate::SEALED_LEN => {
+                    Some(b.clone())
+                }
+                _ => {
+                    return Err(malformed(
+                        "a member's sealed key is missing, malformed, or given without publish",
+                    ))
+                }
+            };
             members.insert(
                 k,
                 Member {
                     writer,
                     label,
                     publish,
+                    sealed,
                 },
             );
         }
@@ -296,6 +340,30 @@ impl MemberList {
         self.revoked.get(&writer.to_string()).copied()
     }
 
+    /// The share's key, if this list lets `me` (a writer's key) publish: opened from its
+    /// entry and checked against the share id. `Ok(None)` when it may not publish.
+    pub fn publish_key(&self, me: &ShareKey) -> Result<Option<ShareKey>, MembersError> {
+        let writer = me.name();
+        let Some(sealed) = self
+            .members
+            .get(&writer.to_string())
+            .filter(|m| m.publish)
+            .and_then(|m| m.sealed.as_ref())
+        else {
+            return Ok(None);
+        };
+        let fail = |why: String| MembersError::SealedKey {
+            writer: writer.to_string(),
+            why,
+        };
+        let key = crate::ipns::open_sealed(sealed, me, &seal_context(&self.share, &writer))
+            .map_err(|e| fail(e.to_string()))?;
+        if key.name() != self.share {
+            return Err(fail("it is not the share's key".to_string()));
+        }
+        Ok(Some(key))
+    }
+
     /// Whether `writer` may publish the share's head record.
     pub fn may_publish(&self, writer: &IpnsName) -> bool {
         *writer == self.share
@@ -318,6 +386,7 @@ mod tests {
                 writer,
                 label: label.into(),
                 publish: seed.is_multiple_of(2),
+                sealed: None,
             },
         )
     }
@@ -329,7 +398,12 @@ mod tests {
         let list = MemberList::create(&key, 1, None, members.clone(), BTreeMap::new()).unwrap();
         let back = MemberList::verify(list.as_bytes(), &key.name()).unwrap();
         assert_eq!(back, list);
-        assert_eq!(back.members, members);
+        let plain = |m: &BTreeMap<String, Member>| {
+            m.iter()
+                .map(|(k, m)| (k.clone(), m.label.clone(), m.publish))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(plain(&back.members), plain(&members));
         assert!(back.may_write(&key.name()));
         assert!(back.may_write(&members.values().next().unwrap().writer));
         assert!(!back.may_write(&ShareKey::from_seed(&[9; 32]).name()));
@@ -352,6 +426,54 @@ mod tests {
             back.revoked_after(&ShareKey::from_seed(&[2; 32]).name()),
             Some(7)
         );
+    }
+
+    #[test]
+    fn a_publisher_and_only_it_opens_the_share_key() {
+        let key = ShareKey::from_seed(&[1; 32]);
+        let (bob, carol) = (ShareKey::from_seed(&[2; 32]), ShareKey::from_seed(&[3; 32]));
+        let members: BTreeMap<_, _> = [member(2, "bob"), member(3, "carol")].into();
+        let list = MemberList::create(&key, 1, None, members, BTreeMap::new()).unwrap();
+        let back = MemberList::verify(list.as_bytes(), &key.name()).unwrap();
+        let opened = back.publish_key(&bob).unwrap().expect("bob publishes");
+        assert_eq!(opened.name(), key.name());
+        assert!(back.members[&bob.name().to_string()].sealed.is_some());
+        // Carol writes but does not publish: no key for her, none to open.
+        assert!(back.publish_key(&carol).unwrap().is_none());
+        assert!(back.members[&carol.name().to_string()].sealed.is_none());
+        // A later list keeps bob's sealed key as it is; one that takes publishing away drops it.
+        let mut members = back.members.clone();
+        let next = MemberList::create(&key, 2, None, members.clone(), BTreeMap::new()).unwrap();
+        assert_eq!(
+            next.members[&bob.name().to_string()].sealed,
+            back.members[&bob.name().to_string()].sealed
+        );
+        members.get_mut(&bob.name().to_string()).unwrap().publish = false;
+        let next = MemberList::create(&key, 3, None, members, BTreeMap::new()).unwrap();
+        let next = MemberList::verify(next.as_bytes(), &key.name()).unwrap();
+        assert!(next.publish_key(&bob).unwrap().is_none());
+        // Bob's sealed key moved into carol's entry does not open for her (it is bound to bob).
+        let mut map = decode_map(list.as_bytes()).unwrap();
+        let Some(CborValue::Other(raw)) = map.get("members") else {
+            panic!("no members")
+        };
+        let mut entries = decode_map(raw).unwrap();
+        let Some(CborValue::Other(b)) = entries.get(&bob.name().to_string()).cloned() else {
+            panic!("no bob")
+        };
+        entries.insert(carol.name().to_string(), CborValue::Other(b));
+        map.insert(
+            "members".into(),
+            CborValue::Other(encode_map(&entries).unwrap()),
+        );
+        map.remove("sig");
+        let sig = key.sign(&signed_message(&map).unwrap());
+        map.insert("sig".into(), CborValue::Bytes(sig.to_vec()));
+        let moved = MemberList::verify(&encode_map(&map).unwrap(), &key.name()).unwrap();
+        assert!(matches!(
+            moved.publish_key(&carol),
+            Err(MembersError::SealedKey { .. })
+        ));
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub enum ShareError {
     /// The share's tip moved while a change to it was prepared.
     #[error("share {0} moved meanwhile; try again")]
     TipMoved(IpnsName),
+    /// A record of the share has the highest sequence number there is.
+    #[error("share {0} has a record with the highest sequence number there is; no newer version can be signed")]
+    SequenceExhausted(IpnsName),
     /// The share's owner was named as a member to grant or revoke.
     #[error("{0} is the share's own key: its owner is always a member")]
     Owner(IpnsName),
@@ -288,6 +291,11 @@ struct Meta {
     seen: Option<u64>,
     #[serde(default)]
     seen_from: Option<String>,
+    /// On a node that signs the share's records (its owner, a writer allowed to publish): the
+    /// highest sequence of a valid record of the share made elsewhere (another publisher's), so
+    /// that this node's next record goes above it.
+    #[serde(default)]
+    top_seq: Option<u64>,
 }
 
 /// A share as this repo knows it.
@@ -645,6 +653,7 @@ impl Shares {
                         writer: *writer,
                         label: label.to_string(),
                         publish,
+                        sealed: None,
                     },
                 );
             }
@@ -702,6 +711,7 @@ impl Shares {
             pinned: false,
             seen: None,
             seen_from: None,
+            top_seq: None,
         };
         self.write_meta(&name, &meta)?;
         let first = Made::New {
@@ -738,6 +748,7 @@ impl Shares {
                 pinned: false,
                 seen: None,
                 seen_from: None,
+                top_seq: None,
             };
             self.write_meta(name, &meta)?;
         }
@@ -786,6 +797,21 @@ impl Shares {
         Ok(Some(version))
     }
 
+    /// A valid record of share `name` (whose records this node signs too) made by another of
+    /// its publishers: its sequence is remembered, so this node's next version goes above it
+    /// (two publishers never keep making the same sequence number). Returns whether it was
+    /// higher than any seen.
+    pub fn note_sequence(&self, name: &IpnsName, sequence: u64) -> Result<bool, ShareError> {
+        let _g = self.guard();
+        let mut meta = self.read_meta(name)?;
+        if meta.top_seq.is_some_and(|t| t >= sequence) {
+            return Ok(false);
+        }
+        meta.top_seq = Some(sequence);
+        self.write_meta(name, &meta)?;
+        Ok(true)
+    }
+
     /// Makes `root` (in the store already, flushed) the share's new head version, with id
     /// tree `ids` (in the store too) if known. `protected` lists roots that retention must
     /// keep (versions mounted now).
@@ -825,13 +851,23 @@ impl Shares {
         changed: u64,
         protected: &[Cid],
     ) -> Result<Version, ShareError> {
-        // Above every sequence used, also by a version whose head never landed.
+        // Above every sequence used, also by a version whose head never landed, and by the
+        // records of the share's other publishers seen here.
         let used = self
             .version_roots(name, 'r')
             .last()
             .map(|(s, _)| *s)
             .unwrap_or(0);
-        let sequence = used.max(head.map_or(0, |h| h.sequence)) + 1;
+        let top = self
+            .read_meta(name)
+            .ok()
+            .and_then(|m| m.top_seq)
+            .unwrap_or(0);
+        let sequence = used
+            .max(head.map_or(0, |h| h.sequence))
+            .max(top)
+            .checked_add(1)
+            .ok_or(ShareError::SequenceExhausted(*name))?;
         let now = SystemTime::now();
         // The version's commit: signed by the share's key (the owner), naming the previous
         // version's commit, the id tree (an empty one, all ids derived, when none is known)

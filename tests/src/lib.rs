@@ -694,6 +694,42 @@ pub fn is_mounted(dir: &Path) -> bool {
 /// test fails.
 pub struct MountGuard(pub PathBuf);
 
+impl TestRepo {
+    /// Mounts `what` (a share, a CID) through the daemon at `<repo dir>/<name>`; says whether
+    /// the mount is writable.
+    pub fn mount_share(&self, what: &str, name: &str) -> (MountGuard, bool) {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = self.json(&["mount", what, dir.to_str().unwrap()]);
+        let writable = j[0]["writable"].as_bool().unwrap_or(false);
+        (MountGuard(std::fs::canonicalize(&dir).unwrap()), writable)
+    }
+}
+
+impl TestRepo {
+    /// Whether `share members` here lists a writer labelled `label`.
+    pub fn lists_member(&self, share: &str, label: &str) -> bool {
+        self.json(&["share", "members", share])
+            .iter()
+            .any(|m| m["label"] == label)
+    }
+}
+
+/// Writes `text` to `file` and fsyncs it (on a writable share mount the fsync commits).
+pub fn write_synced(file: &Path, text: &str) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(file).unwrap();
+    f.write_all_at(text.as_bytes(), 0).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Whether each `(name, text)` is a file below `dir` with that content.
+pub fn shows(dir: &Path, files: &[(&str, &str)]) -> bool {
+    files
+        .iter()
+        .all(|(name, text)| std::fs::read_to_string(dir.join(name)).is_ok_and(|t| t == *text))
+}
+
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if is_mounted(&self.0) {

@@ -5,23 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use cairn_tests::{wait_for, MountGuard, TestRepo};
+use cairn_tests::{wait_for, write_synced, MountGuard, TestRepo};
 
 fn mount(r: &TestRepo, what: &str, name: &str) -> MountGuard {
     let dir = r.path(name);
     fs::create_dir_all(&dir).unwrap();
     r.cairn(&["mount", what, dir.to_str().unwrap()]).expect_ok();
     MountGuard(fs::canonicalize(&dir).unwrap())
-}
-
-/// Writes `text` to `file` and fsyncs it (the fsync commits the share).
-fn write_synced(file: &std::path::Path, text: &str) {
-    let f = fs::File::create(file).unwrap();
-    f.write_all_at(text.as_bytes(), 0).unwrap();
-    f.sync_all().unwrap();
 }
 
 #[test]

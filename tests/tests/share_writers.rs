@@ -10,29 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_tests::{wait_for, Daemon, MountGuard, TestRepo};
-
-/// Mounts `what` at `<repo dir>/<name>` and says whether the mount is writable.
-fn mount(r: &TestRepo, what: &str, name: &str) -> (MountGuard, bool) {
-    let dir = r.path(name);
-    fs::create_dir_all(&dir).unwrap();
-    let j = r.json(&["mount", what, dir.to_str().unwrap()]);
-    let writable = j[0]["writable"].as_bool().unwrap_or(false);
-    (MountGuard(fs::canonicalize(&dir).unwrap()), writable)
-}
-
-/// Writes `text` to `file` and fsyncs it (the fsync commits the share).
-fn write_synced(file: &Path, text: &str) {
-    let f = fs::File::create(file).unwrap();
-    f.write_all_at(text.as_bytes(), 0).unwrap();
-    f.sync_all().unwrap();
-}
-
-fn shows(dir: &Path, files: &[(&str, &str)]) -> bool {
-    files
-        .iter()
-        .all(|(name, text)| fs::read_to_string(dir.join(name)).is_ok_and(|t| t == *text))
-}
+use cairn_tests::{shows, wait_for, write_synced, Daemon, MountGuard, TestRepo};
 
 /// Paths and file contents below `dir` (directories as `None`): what two members compare.
 fn contents(dir: &Path) -> std::collections::BTreeMap<String, Option<String>> {
@@ -81,14 +59,14 @@ fn an_owner_and_a_member_write_at_once_and_both_mounts_show_both_writes() {
     a.cairn(&["share", "grant", "team", &bob, "--label", "bob"])
         .expect_ok();
 
-    let (aw, a_writes) = mount(&a, "team", "alice");
+    let (aw, a_writes) = a.mount_share("team", "alice");
     assert!(a_writes);
     write_synced(&aw.0.join("notes.txt"), "v1\n");
     // Bob follows by the share id: granted, his mount is writable.
     wait_for(30, "the first version at bob", || {
         b.cairn(&["name", "resolve", &name]).ok().then_some(())
     });
-    let (bw, b_writes) = mount(&b, &name, "bob");
+    let (bw, b_writes) = b.mount_share(&name, "bob");
     assert!(b_writes, "a member's mount is writable");
     wait_for(30, "notes.txt at bob", || {
         shows(&bw.0, &[("notes.txt", "v1\n")]).then_some(())
@@ -118,11 +96,10 @@ fn an_owner_and_a_member_write_at_once_and_both_mounts_show_both_writes() {
     assert!(log.iter().all(|v| !v["writer"].is_null()), "{log:?}");
 
     // Revoked, bob's later writes reach no one; the owner's mount is unaffected.
+    assert!(b.lists_member(&name, "bob"));
     a.cairn(&["share", "revoke", "team", &bob]).expect_ok();
     wait_for(30, "bob to learn of the revocation", || {
-        let list = &b.json(&["share", "members", &name])[0];
-        let members = list["members"].as_array().cloned().unwrap_or_default();
-        (!members.iter().any(|m| m["label"] == "bob")).then_some(())
+        (!b.lists_member(&name, "bob")).then_some(())
     });
     let late = bw.0.join("late.txt");
     let f = fs::File::create(&late).unwrap();
@@ -170,11 +147,11 @@ fn edits_made_apart_merge_by_the_rules_when_the_writers_meet_again() {
     let bob = b.json(&["id"])[0]["peer_id"].as_str().unwrap().to_string();
     a.cairn(&["share", "grant", "team", &bob, "--label", "bob"])
         .expect_ok();
-    let (aw, _) = mount(&a, "team", "alice");
+    let (aw, _) = a.mount_share("team", "alice");
     wait_for(30, "the share at bob", || {
         b.cairn(&["name", "resolve", &name]).ok().then_some(())
     });
-    let (bw, b_writes) = mount(&b, &name, "bob");
+    let (bw, b_writes) = b.mount_share(&name, "bob");
     assert!(b_writes);
     wait_for(30, "bob's mount to show the share", || {
         shows(&bw.0, &[("report.txt", "draft\n")]).then_some(())
@@ -215,7 +192,7 @@ fn edits_made_apart_merge_by_the_rules_when_the_writers_meet_again() {
     // Together again: bob's daemon announces his head, both merge, both mounts converge.
     let db = b.daemon();
     b.cairn(&["swarm", "connect", &a_addr]).expect_ok();
-    let (bw, b_writes) = mount(&b, &name, "bob");
+    let (bw, b_writes) = b.mount_share(&name, "bob");
     assert!(b_writes);
     wait_for(90, "both mounts to show the same merged tree", || {
         let (ta, tb) = (contents(&aw.0), contents(&bw.0));
@@ -299,11 +276,11 @@ fn changes_staged_before_a_crash_merge_into_a_tip_that_moved_meanwhile() {
     let bob = b.json(&["id"])[0]["peer_id"].as_str().unwrap().to_string();
     a.cairn(&["share", "grant", "team", &bob, "--label", "bob"])
         .expect_ok();
-    let (aw, _) = mount(&a, "team", "alice");
+    let (aw, _) = a.mount_share("team", "alice");
     wait_for(30, "the share at bob", || {
         b.cairn(&["name", "resolve", &name]).ok().then_some(())
     });
-    let (bw, b_writes) = mount(&b, &name, "bob");
+    let (bw, b_writes) = b.mount_share(&name, "bob");
     assert!(b_writes);
     wait_for(30, "bob's mount to show the share", || {
         shows(&bw.0, &[("base.txt", "base\n")]).then_some(())
@@ -326,7 +303,7 @@ fn changes_staged_before_a_crash_merge_into_a_tip_that_moved_meanwhile() {
         (a.cairn(&["cat", &format!("{root}/bob.txt")]).ok()).then_some(())
     });
     // Her mount again: the staged file is there, committed into the tip with bob's.
-    let (aw, a_writes) = mount(&a, "team", "alice");
+    let (aw, a_writes) = a.mount_share("team", "alice");
     assert!(a_writes);
     let all = [
         ("base.txt", "base\n"),

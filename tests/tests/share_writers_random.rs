@@ -11,11 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn_tests::{wait_for, Daemon, Mount, MountGuard, TestRepo};
+use cairn_tests::{wait_for, write_synced, Daemon, Mount, MountGuard, TestRepo};
 
 /// splitmix64: small, seedable, the same sequence on every machine.
 struct Rng(u64);
@@ -54,12 +53,6 @@ struct Writer {
 
 fn fsync_dir(dir: &Path) {
     fs::File::open(dir).unwrap().sync_all().unwrap();
-}
-
-fn write_synced(file: &Path, text: &str) {
-    let f = fs::File::create(file).unwrap();
-    f.write_all_at(text.as_bytes(), 0).unwrap();
-    f.sync_all().unwrap();
 }
 
 /// Paths and file contents below `dir` (directories as `None`); `None` if the tree changed

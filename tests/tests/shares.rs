@@ -404,8 +404,7 @@ fn the_owner_grants_and_revokes_writers_in_a_signed_member_list() {
         (&m[0]["writer"], &m[0]["role"]),
         (&name.as_str().into(), &"owner".into())
     );
-    // Bob by peer id, Carol by key, with a label (the right to publish is refused: the share's
-    // key stays with its owner).
+    // Bob by peer id, Carol by key, with a label and the right to publish.
     let bob_id = bob.json(&["id"])[0]["peer_id"]
         .as_str()
         .unwrap()
@@ -417,11 +416,17 @@ fn the_owner_grants_and_revokes_writers_in_a_signed_member_list() {
         .unwrap()
         .to_string();
     json(&r, &["share", "grant", "team", &bob_id]);
-    r.cairn(&["share", "grant", "team", &carol_key, "--publish"])
-        .expect_err("--publish is not available yet");
     let granted = &json(
         &r,
-        &["share", "grant", "team", &carol_key, "--label", "carol"],
+        &[
+            "share",
+            "grant",
+            "team",
+            &carol_key,
+            "--label",
+            "carol",
+            "--publish",
+        ],
     )[0];
     // List 1 is the empty one the share's first version named; each grant makes the next.
     assert_eq!(granted["list"], 3, "{granted}");
@@ -437,7 +442,7 @@ fn the_owner_grants_and_revokes_writers_in_a_signed_member_list() {
     let c = row(&carol_key).expect("carol is listed");
     assert_eq!(
         (&c["label"], &c["publish"]),
-        (&"carol".into(), &false.into()),
+        (&"carol".into(), &true.into()),
         "{c}"
     );
     // The list is signed by the share's key and chained; flipping a byte of the file makes the

@@ -96,16 +96,6 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
         } => {
             let s = shares.find(&share)?;
             let w = writer_key(&writer)?;
-            if publish {
-                // A record under the share id is signed with the share's key, which stays with
-                // its owner: letting a member publish needs the key handed to it (not built).
-                crate::fail!(
-                    "invalid_input",
-                    "--publish is not available yet: a member cannot sign the share's record \
-                     without the share's key, which stays on this node; grant without --publish \
-                     (members' writes reach followers through the owner's record)"
-                );
-            }
             let id = w.to_string();
             let label = label.unwrap_or_else(|| id[id.len() - 8..].to_string());
             let list = shares.set_member(&s.name, &w, Some((&label, publish)), 0)?;
@@ -116,7 +106,12 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
                     format!(
                         "granted {label} ({w}) write access to {}{}; member list {}",
                         s.label,
-                        if publish { " (and publishing)" } else { "" },
+                        if publish {
+                            " and the share's key to publish its record (sealed to that writer \
+                             in the member list; a revocation cannot take a key back)"
+                        } else {
+                            ""
+                        },
                         list.seq
                     )
                 },
@@ -127,14 +122,24 @@ pub async fn run(ctx: &Ctx<'_>, cmd: ShareCommand) -> Result<()> {
             let w = writer_key(&writer)?;
             // Its commits so far stay accepted (those in the history here); later ones not.
             let keep = shares.last_seq_of(&s.name, &w);
+            let published = shares.members(&s.name)?.is_some_and(|l| l.may_publish(&w));
             let list = shares.set_member(&s.name, &w, None, keep)?;
             list_version(ctx, &s)?;
             out.ack(
                 &members_json(&s, &list_entries(&s, Some(&list)), Some(&list)),
                 || {
                     format!(
-                        "revoked {w} from {}: its later commits are refused; member list {}",
-                        s.label, list.seq
+                        "revoked {w} from {}: its later commits are refused; member list {}{}",
+                        s.label,
+                        list.seq,
+                        if published {
+                            "\nnote: it held the share's key (it published), and still does: \
+                             records it signs now are refused where they name its later commits, \
+                             but it can still re-sign older versions; to shut it out entirely, \
+                             copy the share to a new one"
+                        } else {
+                            ""
+                        }
                     )
                 },
             )?;

@@ -150,6 +150,14 @@ impl Ed25519PublicKey {
     pub fn name(&self) -> IpnsName {
         IpnsName::from_public_key(*self)
     }
+
+    /// The key as an X25519 public key (the birational map of the Edwards point), what a
+    /// secret is sealed to (see `seal.rs`).
+    pub(super) fn to_x25519(self) -> Option<[u8; 32]> {
+        VerifyingKey::from_bytes(&self.0)
+            .ok()
+            .map(|k| k.to_montgomery().to_bytes())
+    }
 }
 
 impl fmt::Debug for Ed25519PublicKey {
@@ -208,6 +216,17 @@ impl ShareKey {
     /// The IPNS name (share id) of this key.
     pub fn name(&self) -> IpnsName {
         self.public_key().name()
+    }
+
+    /// The X25519 secret scalar of this key (before clamping): opens what was sealed to
+    /// [`Ed25519PublicKey::to_x25519`] of the public half.
+    pub(super) fn x25519_secret(&self) -> [u8; 32] {
+        self.signing.to_scalar_bytes()
+    }
+
+    /// The 32-byte seed (what a sealed key carries).
+    pub(super) fn seed(&self) -> [u8; 32] {
+        *self.signing.as_bytes()
     }
 
     /// Signs `message`.
