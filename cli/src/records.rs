@@ -372,6 +372,17 @@ async fn adopt_once(
         }
         Err((why, false)) => {
             tracing::warn!(share = %name, sequence = version.sequence, error = %why, "refused a record of a share");
+            // Nor kept, answered with or passed on by this node's network side, which holds
+            // the head here instead (a refused record far ahead in sequence would otherwise
+            // hide every later valid one from this node's peers).
+            let head = repo
+                .shares()
+                .head_record(&name)
+                .ok()
+                .map(|(_, r)| r.as_bytes().to_vec());
+            if let Err(e) = node.refuse_record(name, record.to_vec(), head).await {
+                tracing::debug!(share = %name, error = %e, "cannot drop the refused record");
+            }
             return Adopted::Done;
         }
     }

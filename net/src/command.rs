@@ -182,6 +182,12 @@ pub(crate) enum Command {
         name: IpnsName,
         reply: Reply<()>,
     },
+    RefuseRecord {
+        name: IpnsName,
+        record: Vec<u8>,
+        instead: Option<Vec<u8>>,
+        reply: Reply<()>,
+    },
     ServeHeads {
         name: IpnsName,
         reply: Reply<()>,

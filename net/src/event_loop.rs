@@ -278,6 +278,15 @@ impl EventLoop {
                 self.leave_heads(name);
                 self.unsubscribe(name, reply)
             }
+            Command::RefuseRecord {
+                name,
+                record,
+                instead,
+                reply,
+            } => {
+                self.refuse_record(name, &record, instead.as_deref());
+                let _ = reply.send(Ok(()));
+            }
             Command::ServeHeads { name, reply } => self.serve_heads(name, reply),
             Command::AnnounceHead {
                 name,

@@ -163,6 +163,26 @@ impl Node {
         self.ask(|reply| Command::Unsubscribe { name, reply }).await
     }
 
+    /// `record`, a valid record of `name` that the application refused (what it names is not
+    /// acceptable): from now on it is not kept, forwarded, answered with or handed up again,
+    /// and if it is the record held for `name` it is dropped, `instead` (the application's
+    /// own current record, if any) kept in its place. Remembered for a bounded number of
+    /// records.
+    pub async fn refuse_record(
+        &self,
+        name: IpnsName,
+        record: Vec<u8>,
+        instead: Option<Vec<u8>>,
+    ) -> Result<(), NetError> {
+        self.ask(|reply| Command::RefuseRecord {
+            name,
+            record,
+            instead,
+            reply,
+        })
+        .await
+    }
+
     /// For a name followed here, the connected peers that delivered its current record (the
     /// sources its new records come from); for a name only served here, the connected peers
     /// subscribed to its topic (its followers).

@@ -1244,6 +1244,138 @@ mod tests {
     /// of the shared file is in the result (as the file or as a conflict copy) unless a writer
     /// overwrote it while its tree showed it. Replay one seed with `CAIRN_SEED`.
     #[tokio::test]
+    async fn a_publishing_member_signs_records_of_its_tip_above_every_sequence_seen() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (a, b, c) = (
+            Repo::init(dirs[0].path()).unwrap(),
+            Repo::init(dirs[1].path()).unwrap(),
+            Repo::init(dirs[2].path()).unwrap(),
+        );
+        let (ka, kb) = (a.identity_key(), b.identity_key());
+        let mut t0 = Tree::default();
+        t0.nodes.insert(
+            7,
+            Entry {
+                parent: ROOT,
+                name: "notes.txt".into(),
+                content: file(&a, "v1"),
+            },
+        );
+        let w0 = write_version(&t0, &ImportOptions::default(), &a.session()).unwrap();
+        a.store().flush().unwrap();
+        let name = a.shares().create("docs", w0.root, 2).unwrap().name;
+        let list = a
+            .shares()
+            .set_member(&name, &kb.name(), Some(("bob", true)), 0)
+            .unwrap();
+        let first = commit_tree(&a, &ka, &name, &t0);
+        let record = a.shares().head_record(&name).unwrap().1;
+        for r in [&b, &c] {
+            r.shares()
+                .follow(&name, "theirs", record.as_bytes())
+                .unwrap();
+            r.shares().receive_members(&name, list.as_bytes()).unwrap();
+            carry(&a, r, &name, &first);
+        }
+        assert!(b.shares().publishes(&name, &kb));
+        assert!(!c.shares().publishes(&name, &c.identity_key()));
+        assert!(a.shares().publishes(&name, &ka));
+        // The owner's own key file is what it signs with, not the list.
+        assert!(a.shares().publish_key_here(&name, &ka).is_none());
+
+        // Bob's commit is also a record of the share, one above the head he had, naming it.
+        let before = b.shares().head_record(&name).unwrap().0;
+        let mut tb = tree_of(&b, &first).await;
+        tb.nodes.insert(
+            8,
+            Entry {
+                parent: ROOT,
+                name: "bob.txt".into(),
+                content: file(&b, "from bob"),
+            },
+        );
+        let cb = commit_tree(&b, &kb, &name, &tb);
+        let (by_bob, bob_record) = b.shares().head_record(&name).unwrap();
+        assert_eq!(by_bob.sequence, before.sequence + 1);
+        assert_eq!(
+            (by_bob.root, by_bob.commit, by_bob.prev),
+            (cb.root, Some(*cb.block().cid()), Some(before.record))
+        );
+        // A follower takes it as any record of the share.
+        let taken = c.shares().adopt(&name, bob_record.as_bytes()).unwrap();
+        assert_eq!(taken.map(|v| v.root), Some(cb.root));
+
+        // The owner saw Bob's record: its next version goes above it, also when the version
+        // is only a fast-forward to Bob's commit (the same sequence would be a tie).
+        assert!(a.shares().note_sequence(&name, by_bob.sequence).unwrap());
+        assert!(!a
+            .shares()
+            .note_sequence(&name, by_bob.sequence - 1)
+            .unwrap());
+        carry(&b, &a, &name, &cb);
+        assert_eq!(receive(&a, &ka, &name, &cb).await, Plan::FastForward);
+        let (by_owner, owner_record) = a.shares().head_record(&name).unwrap();
+        assert!(by_owner.sequence > by_bob.sequence);
+        assert_eq!(by_owner.commit, Some(*cb.block().cid()));
+        assert!(c
+            .shares()
+            .adopt(&name, owner_record.as_bytes())
+            .unwrap()
+            .is_some());
+        // Bob takes the owner's record; his next one goes above it.
+        assert!(b
+            .shares()
+            .adopt(&name, owner_record.as_bytes())
+            .unwrap()
+            .is_some());
+        tb.nodes.insert(
+            9,
+            Entry {
+                parent: ROOT,
+                name: "again.txt".into(),
+                content: file(&b, "again"),
+            },
+        );
+        commit_tree(&b, &kb, &name, &tb);
+        assert!(b.shares().head_record(&name).unwrap().0.sequence > by_owner.sequence);
+
+        // Publishing taken away (still a writer): Bob's commits are no records any more.
+        let list = a
+            .shares()
+            .set_member(&name, &kb.name(), Some(("bob", false)), 0)
+            .unwrap();
+        b.shares().receive_members(&name, list.as_bytes()).unwrap();
+        assert!(!b.shares().publishes(&name, &kb));
+        let head = b.shares().head_record(&name).unwrap().0;
+        tb.nodes.remove(&9);
+        let moved = {
+            let tip = b.shares().tip(&name).unwrap().unwrap();
+            let w = write_version(&tb, &ImportOptions::default(), &b.session()).unwrap();
+            b.store().flush().unwrap();
+            let to = TipMove::New {
+                root: w.root,
+                ids: Some(w.ids),
+                parents: vec![*tip.block().cid()],
+                size: 0,
+                changed: 1,
+            };
+            b.shares()
+                .move_tip(&name, &kb, Some(*tip.block().cid()), to, &[])
+                .unwrap()
+        };
+        assert!(moved.version.is_none());
+        assert_eq!(b.shares().head_record(&name).unwrap().0, head);
+
+        // A record at the highest sequence there is leaves no room: a clear error, no wrap.
+        a.shares().note_sequence(&name, u64::MAX).unwrap();
+        let err = a
+            .shares()
+            .commit(&name, w0.root, None, 2, 0, &[])
+            .unwrap_err();
+        assert!(matches!(err, ShareError::SequenceExhausted(_)), "{err}");
+    }
+
+    #[tokio::test]
     async fn random_histories_of_three_writers_converge_and_lose_no_write() {
         let seeds: Vec<u64> = match std::env::var("CAIRN_SEED")
             .ok()

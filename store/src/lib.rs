@@ -116,7 +116,8 @@ pub use repo::{
     Repo, RepoError, RepoLock, SharesConfig, StoreConfig, VerifyReport,
 };
 pub use share::{
-    check_label, record_cid, Retention, Share, ShareError, Shares, Version, SHARES_DIR,
+    check_label, record_cid, Retention, Share, ShareError, Shares, Version, FIELD_COMMIT,
+    FIELD_PREV, SHARES_DIR,
 };
 pub use sink::{BlockSink, NullSink, StoreSink};
 pub use sled_store::{RebuildReport, SledStore, StoreOptions};

@@ -9,6 +9,8 @@
 //! <repo>/shares/<k51 name>/share.toml   label, creation time, retention (written atomically)
 //! <repo>/shares/<k51 name>/key          the Ed25519 seed, 0600 (writable shares only)
 //! <repo>/shares/<k51 name>/head         the head record's protobuf bytes (replaced atomically)
+//! <repo>/shares/<k51 name>/top-seq      on a node that signs the share's records, the highest
+//!                                       sequence of another publisher's record seen here
 //! <repo>/shares/<k51 name>/stage/       a writable mount's staged changes (see cairn-fs's overlay)
 //! ```
 //! Durable GC roots (the pin journal) keep what retention keeps: `share/<name>/v<seq>` is the
@@ -56,6 +58,9 @@ pub const FIELD_COMMIT: &str = "_cairn_commit";
 pub const FIELD_IDS: &str = "_cairn_ids";
 /// Extra record field: how many paths the version changed against the previous one.
 pub const FIELD_CHANGED: &str = "_cairn_changed";
+/// The file that holds the highest sequence of another publisher's record seen (see
+/// [`Shares::note_sequence`]): decimal text.
+const TOP_FILE: &str = "top-seq";
 /// How long a record is valid. The head on this node is trusted by its signature whatever its
 /// age; validity matters to peers, and publishing re-signs before it runs out.
 pub const RECORD_VALIDITY: Duration = Duration::from_secs(48 * 3600);
@@ -291,11 +296,6 @@ struct Meta {
     seen: Option<u64>,
     #[serde(default)]
     seen_from: Option<String>,
-    /// On a node that signs the share's records (its owner, a writer allowed to publish): the
-    /// highest sequence of a valid record of the share made elsewhere (another publisher's), so
-    /// that this node's next record goes above it.
-    #[serde(default)]
-    top_seq: Option<u64>,
 }
 
 /// A share as this repo knows it.
@@ -711,7 +711,6 @@ impl Shares {
             pinned: false,
             seen: None,
             seen_from: None,
-            top_seq: None,
         };
         self.write_meta(&name, &meta)?;
         let first = Made::New {
@@ -748,7 +747,6 @@ impl Shares {
                 pinned: false,
                 seen: None,
                 seen_from: None,
-                top_seq: None,
             };
             self.write_meta(name, &meta)?;
         }
@@ -803,13 +801,24 @@ impl Shares {
     /// higher than any seen.
     pub fn note_sequence(&self, name: &IpnsName, sequence: u64) -> Result<bool, ShareError> {
         let _g = self.guard();
-        let mut meta = self.read_meta(name)?;
-        if meta.top_seq.is_some_and(|t| t >= sequence) {
+        if self.top_sequence(name) >= sequence {
             return Ok(false);
         }
-        meta.top_seq = Some(sequence);
-        self.write_meta(name, &meta)?;
+        replace_file(
+            &self.share_dir(name).join(TOP_FILE),
+            format!("{sequence}\n").as_bytes(),
+            0o600,
+        )?;
         Ok(true)
+    }
+
+    /// The highest sequence of another publisher's record noted here (0: none; an unreadable
+    /// file counts as none: the next record then goes above the versions here only).
+    fn top_sequence(&self, name: &IpnsName) -> u64 {
+        fs::read_to_string(self.share_dir(name).join(TOP_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Makes `root` (in the store already, flushed) the share's new head version, with id
@@ -858,11 +867,7 @@ impl Shares {
             .last()
             .map(|(s, _)| *s)
             .unwrap_or(0);
-        let top = self
-            .read_meta(name)
-            .ok()
-            .and_then(|m| m.top_seq)
-            .unwrap_or(0);
+        let top = self.top_sequence(name);
         let sequence = used
             .max(head.map_or(0, |h| h.sequence))
             .max(top)

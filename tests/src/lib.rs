@@ -723,6 +723,15 @@ pub fn write_synced(file: &Path, text: &str) {
     f.sync_all().unwrap();
 }
 
+/// Writes `text` to `file` and asks for an fsync whose result does not matter (a mount that
+/// cannot commit keeps the change staged).
+pub fn write_fsync_unchecked(file: &Path, text: &str) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(file).unwrap();
+    f.write_all_at(text.as_bytes(), 0).unwrap();
+    let _ = f.sync_all();
+}
+
 /// Whether each `(name, text)` is a file below `dir` with that content.
 pub fn shows(dir: &Path, files: &[(&str, &str)]) -> bool {
     files

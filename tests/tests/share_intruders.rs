@@ -3,7 +3,8 @@
 //! commit correctly signed by its writer's key and naming a version whose blocks the peer
 //! serves: a key that was never a member; the same key with a member list it signed itself,
 //! naming itself; and a member after its revocation (whose commit from before the revocation
-//! was merged, as it should be). The owner refuses each, says so in its log, and neither its
+//! was merged, as it should be), who then signs a record of the share with the key it was
+//! given to publish, naming its refused commit. The owner refuses each, says so in its log, and neither its
 //! mount nor its history changes; a follower of the share never shows them and keeps following
 //! the owner's versions. A member's head whose blocks are out of reach when it arrives is taken once
 //! they are (the owner tries again).
@@ -19,8 +20,8 @@ use cairn_store::commit::{Commit, CommitFields};
 use cairn_store::identity::{read_version, write_version};
 use cairn_store::merge::{Content, Entry, ROOT};
 use cairn_store::{
-    Block, BlockSink, Blockstore, DagReader, HashAlg, ImportOptions, IpnsName, Member, MemberList,
-    ShareKey, RAW,
+    Block, BlockSink, Blockstore, CborValue, DagReader, HashAlg, ImportOptions, IpnsName,
+    IpnsRecord, Member, MemberList, RecordFields, RecordValue, ShareKey, FIELD_COMMIT, RAW,
 };
 use cairn_tests::{wait_for, TestRepo};
 
@@ -273,6 +274,7 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
         &intruder.node.peer_id().to_string(),
         "--label",
         "trudy",
+        "--publish",
     ])
     .expect_ok();
     let members = a.json(&["share", "members", "team"]);
@@ -328,7 +330,7 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
     ])
     .expect_ok();
     let refusals = log_lines(&da.log(), refused);
-    rt.block_on(intruder.publish(Forge {
+    let late = rt.block_on(intruder.publish(Forge {
         writer: &trudy,
         tip: &before,
         file: ("late.txt", "written after the revocation\n"),
@@ -339,6 +341,88 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
         30,
         "the owner to refuse the revoked writer's commit",
         || (log_lines(&da.log(), refused) > refusals).then_some(()),
+    );
+
+    // 5. She kept the share's key (sealed to her in the list that granted her publishing):
+    // a record she signs with it, far ahead in sequence, naming her refused commit, is
+    // refused by the follower and the owner alike (its commit is not acceptable as a head).
+    let share_key = rt.block_on(async {
+        let bytes = intruder.node.fetch(granted_tip.members).await.unwrap();
+        let list = MemberList::verify(&bytes, &name).unwrap();
+        list.publish_key(&trudy)
+            .unwrap()
+            .expect("trudy was granted publishing")
+    });
+    assert_eq!(share_key.name(), name);
+    let follower_head = c.json(&["share", "log", &id])[0]["sequence"]
+        .as_u64()
+        .unwrap();
+    let mut fields = RecordFields::new(
+        RecordValue::ipfs(late.root),
+        follower_head + 1000,
+        SystemTime::now() + Duration::from_secs(3600),
+    );
+    fields.extra.insert(
+        FIELD_COMMIT.to_string(),
+        CborValue::Bytes(late.block().cid().to_bytes()),
+    );
+    let record = IpnsRecord::create(&share_key, &fields).unwrap();
+    let record_refused = "refused a record of a share";
+    let (before_c, before_a) = (
+        log_lines(&dc.log(), record_refused),
+        log_lines(&da.log(), record_refused),
+    );
+    rt.block_on(async {
+        intruder.node.serve_name(name).await.unwrap();
+        for _ in 0..100 {
+            let put = intruder
+                .node
+                .put_record(name, record.as_bytes().to_vec())
+                .await
+                .unwrap();
+            if put.pushed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no peer of the share's topic took the record");
+    });
+    wait_for(
+        30,
+        "the follower and the owner to refuse the record",
+        || {
+            (log_lines(&dc.log(), record_refused) > before_c
+                && log_lines(&da.log(), record_refused) > before_a)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        c.json(&["share", "log", &id])[0]["sequence"]
+            .as_u64()
+            .unwrap(),
+        follower_head,
+        "the follower's head did not move"
+    );
+    // Nor do they keep it for others: a new peer that knows only them and asks the DHT for
+    // the share's record gets their own head, not the refused one.
+    let pulled = rt.block_on(async {
+        let probe = Node::start(NetConfig::local(), [0x50; 32], Arc::new(MemoryStore::new()))
+            .await
+            .unwrap();
+        probe.connect(&da.tcp_addr()).await.unwrap();
+        probe.connect(&dc.tcp_addr()).await.unwrap();
+        let found = probe
+            .lookup_record(name, Duration::from_secs(10))
+            .await
+            .unwrap();
+        probe.shutdown().await.unwrap();
+        found
+    });
+    assert!(!pulled.answered_by.is_empty(), "no daemon answered");
+    let pulled = IpnsRecord::verify(&pulled.record.unwrap(), &name).unwrap();
+    assert!(
+        pulled.sequence() < follower_head + 1000,
+        "a daemon still hands out the refused record"
     );
 
     // Nothing of the refused commits anywhere: not on the owner's mount, not in its history,

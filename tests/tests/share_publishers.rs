@@ -7,11 +7,11 @@
 //! the member stops publishing, and nothing it writes later reaches the follower.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
-use std::fs;
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use cairn_tests::{shows, wait_for, write_synced, Daemon, MountGuard, TestRepo};
+use cairn_tests::{
+    shows, wait_for, write_fsync_unchecked, write_synced, Daemon, MountGuard, TestRepo,
+};
 
 /// The head version of `share` as `r` has it: (sequence, writer label, root).
 fn head(r: &TestRepo, share: &str) -> (u64, String, String) {
@@ -140,11 +140,7 @@ fn a_publishing_member_keeps_the_share_current_while_its_owner_is_away() {
         (!b.lists_member(&name, "bob") && !c.lists_member(&name, "bob")).then_some(())
     });
     let settled = head(&c, &name);
-    let late = bw.0.join("late.txt");
-    let f = fs::File::create(&late).unwrap();
-    f.write_all_at(b"too late\n", 0).unwrap();
-    let _ = f.sync_all();
-    drop(f);
+    write_fsync_unchecked(&bw.0.join("late.txt"), "too late\n");
     b.cairn(&["share", "commit", &name])
         .expect_err("is not a member of share");
     std::thread::sleep(Duration::from_secs(3));

@@ -10,7 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_tests::{shows, wait_for, write_synced, Daemon, MountGuard, TestRepo};
+use cairn_tests::{
+    shows, wait_for, write_fsync_unchecked, write_synced, Daemon, MountGuard, TestRepo,
+};
 
 /// Paths and file contents below `dir` (directories as `None`): what two members compare.
 fn contents(dir: &Path) -> std::collections::BTreeMap<String, Option<String>> {
@@ -101,11 +103,7 @@ fn an_owner_and_a_member_write_at_once_and_both_mounts_show_both_writes() {
     wait_for(30, "bob to learn of the revocation", || {
         (!b.lists_member(&name, "bob")).then_some(())
     });
-    let late = bw.0.join("late.txt");
-    let f = fs::File::create(&late).unwrap();
-    f.write_all_at(b"too late\n", 0).unwrap();
-    let _ = f.sync_all();
-    drop(f);
+    write_fsync_unchecked(&bw.0.join("late.txt"), "too late\n");
     // Committing by hand says why, with a non-zero exit; the change stays staged.
     b.cairn(&["share", "commit", &name])
         .expect_err("is not a member of share");

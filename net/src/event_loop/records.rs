@@ -6,6 +6,8 @@
 //! replace one held) supersede it (a higher sequence, or the same one valid for longer).
 //! Inbound DHT `PUT_VALUE`s reach us unstored (`StoreInserts::FilterBoth`) and are stored only
 //! if they pass; keys outside `/ipns/` are refused. A peer whose records keep failing is banned.
+//! A valid record the application refused (what it names is not acceptable, see
+//! `Node::refuse_record`) is dropped from the store and not kept, forwarded or handed up again.
 //!
 //! The peers seen subscribed to a followed name's topic are its *sources*: each is asked for
 //! its newest record as soon as it shows up (`/cairn/ipns/pull/1.0.0`, see `pull.rs`), so a
@@ -107,7 +109,14 @@ pub(crate) struct Records {
     pub pulls: HashMap<OutboundRequestId, (IpnsName, PeerId)>,
     /// Peers disconnected on request: not redialled until they connect again.
     pub let_go: HashSet<PeerId>,
+    /// Valid records the application refused (by their block CID): never kept, forwarded or
+    /// handed up again (at most [`MAX_REFUSED`]; the oldest are forgotten first).
+    pub refused: HashSet<cairn_store::Cid>,
+    pub refused_order: std::collections::VecDeque<cairn_store::Cid>,
 }
+
+/// Refused records remembered at most.
+const MAX_REFUSED: usize = 4096;
 
 /// The DHT key of `name`'s records.
 fn dht_key(name: &IpnsName) -> kad::RecordKey {
@@ -127,9 +136,45 @@ impl EventLoop {
         valid(name, &rec.value).ok()
     }
 
+    /// Whether the application refused `bytes` (see [`EventLoop::refuse_record`]).
+    fn is_refused(&self, bytes: &[u8]) -> bool {
+        !self.records.refused.is_empty()
+            && self
+                .records
+                .refused
+                .contains(&cairn_store::record_cid(bytes))
+    }
+
+    /// Record `bytes` of `name` was refused by the application: remembered, dropped from the
+    /// store here if held, `instead` kept in its place.
+    pub(super) fn refuse_record(&mut self, name: IpnsName, bytes: &[u8], instead: Option<&[u8]>) {
+        let cid = cairn_store::record_cid(bytes);
+        if self.records.refused.insert(cid) {
+            self.records.refused_order.push_back(cid);
+            while self.records.refused_order.len() > MAX_REFUSED {
+                if let Some(old) = self.records.refused_order.pop_front() {
+                    self.records.refused.remove(&old);
+                }
+            }
+        }
+        let key = dht_key(&name);
+        let held = self.swarm.behaviour_mut().kad.store_mut().get(&key);
+        if held.is_some_and(|r| r.value == bytes) {
+            self.swarm.behaviour_mut().kad.store_mut().remove(&key);
+            tracing::debug!(%name, "dropped a refused record");
+        }
+        if let Some(rec) = instead.and_then(|b| valid(&name, b).ok()) {
+            self.keep_record(&rec);
+        }
+    }
+
     /// Keeps `record` in the DHT store here if it supersedes what is there. Returns whether it
-    /// is at least as good as the record held (newer, or the same one): not a stale copy.
+    /// is at least as good as the record held (newer, or the same one): not a stale copy. A
+    /// record the application refused is never kept (`false`).
     fn keep_record(&mut self, record: &IpnsRecord) -> bool {
+        if self.is_refused(record.as_bytes()) {
+            return false;
+        }
         if let Some(held) = self.stored_record(record.name()) {
             if !record.supersedes(&held) {
                 return !held.supersedes(record);
@@ -336,6 +381,10 @@ impl EventLoop {
             return;
         };
         let from = found.peer;
+        if self.is_refused(&found.record.value) {
+            // Not an answer: the query goes on (a peer holding it is not at fault).
+            return;
+        }
         match valid(&name, &found.record.value) {
             Ok(rec) => {
                 self.keep_record(&rec);
@@ -439,6 +488,19 @@ impl EventLoop {
                 );
             return;
         };
+        if self.is_refused(&message.data) {
+            // Not forwarded from here, and not handed up again.
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    gossipsub::MessageAcceptance::Ignore,
+                );
+            return;
+        }
         let verdict = match valid(&name, &message.data) {
             Ok(rec) => {
                 if self.keep_record(&rec) {
