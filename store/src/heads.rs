@@ -1076,6 +1076,58 @@ mod tests {
         plan
     }
 
+    /// Alice (`a`) makes share "docs" starting with notes.txt (node 7), grants Bob (`b`'s key;
+    /// `publish`: also to publish), commits once under that list; Bob and Carol follow it.
+    /// Returns the share, its first root, the commit and the list.
+    fn docs_share(
+        a: &Repo,
+        b: &Repo,
+        c: &Repo,
+        publish: bool,
+    ) -> (IpnsName, Cid, Commit, crate::MemberList) {
+        let mut t0 = Tree::default();
+        t0.nodes.insert(
+            7,
+            Entry {
+                parent: ROOT,
+                name: "notes.txt".into(),
+                content: file(a, "v1"),
+            },
+        );
+        let w0 = write_version(&t0, &ImportOptions::default(), &a.session()).unwrap();
+        a.store().flush().unwrap();
+        let name = a.shares().create("docs", w0.root, 2).unwrap().name;
+        let bob = b.identity_key().name();
+        let list = a
+            .shares()
+            .set_member(&name, &bob, Some(("bob", publish)), 0)
+            .unwrap();
+        // A first commit under the new list, with the real id tree.
+        let first = commit_tree(a, &a.identity_key(), &name, &t0);
+        assert_eq!(first.members, *list.block().cid());
+        let record = a.shares().head_record(&name).unwrap().1;
+        for r in [b, c] {
+            r.shares()
+                .follow(&name, "theirs", record.as_bytes())
+                .unwrap();
+            r.shares().receive_members(&name, list.as_bytes()).unwrap();
+            carry(a, r, &name, &first);
+        }
+        (name, w0.root, first, list)
+    }
+
+    /// Adds file `file` (node `node`) with `text`, imported in `repo`, to `tree`'s root.
+    fn add_file(repo: &Repo, tree: &mut Tree, node: NodeId, file_name: &str, text: &str) {
+        tree.nodes.insert(
+            node,
+            Entry {
+                parent: ROOT,
+                name: file_name.into(),
+                content: file(repo, text),
+            },
+        );
+    }
+
     #[tokio::test]
     async fn owner_and_member_converge_on_one_merged_commit_and_outsiders_are_refused() {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -1088,49 +1140,15 @@ mod tests {
         let (ka, kb, kc) = (&keys[0], &keys[1], &keys[2]);
 
         // Alice's share starts with notes.txt; Bob is granted, Carol is not.
-        let mut t0 = Tree::default();
         let notes = 7;
-        t0.nodes.insert(
-            notes,
-            Entry {
-                parent: ROOT,
-                name: "notes.txt".into(),
-                content: file(&a, "v1"),
-            },
-        );
-        let w0 = write_version(&t0, &ImportOptions::default(), &a.session()).unwrap();
-        a.store().flush().unwrap();
-        let share = a.shares().create("docs", w0.root, 2).unwrap();
-        let name = share.name;
-        let list = a
-            .shares()
-            .set_member(&name, &kb.name(), Some(("bob", false)), 0)
-            .unwrap();
-        // A first commit under the new list, with the real id tree.
-        let first = commit_tree(&a, ka, &name, &t0);
-        assert_eq!(first.members, *list.block().cid());
-        let record = a.shares().head_record(&name).unwrap().1;
-        for r in [&b, &c] {
-            r.shares()
-                .follow(&name, "theirs", record.as_bytes())
-                .unwrap();
-            r.shares().receive_members(&name, list.as_bytes()).unwrap();
-            carry(&a, r, &name, &first);
-        }
+        let (name, _, first, list) = docs_share(&a, &b, &c, false);
         assert_eq!(b.shares().tip(&name).unwrap().unwrap(), first);
         assert!(b.shares().writer_key(&name, kb).unwrap().is_some());
         assert!(c.shares().writer_key(&name, kc).unwrap().is_none());
 
         // Bob adds a file: Alice fast-forwards to his commit (a new record naming it).
         let mut tb = tree_of(&b, &first).await;
-        tb.nodes.insert(
-            8,
-            Entry {
-                parent: ROOT,
-                name: "bob.txt".into(),
-                content: file(&b, "from bob"),
-            },
-        );
+        add_file(&b, &mut tb, 8, "bob.txt", "from bob");
         let cb = commit_tree(&b, kb, &name, &tb);
         assert_eq!(cb.writer, kb.name());
         carry(&b, &a, &name, &cb);
@@ -1252,31 +1270,7 @@ mod tests {
             Repo::init(dirs[2].path()).unwrap(),
         );
         let (ka, kb) = (a.identity_key(), b.identity_key());
-        let mut t0 = Tree::default();
-        t0.nodes.insert(
-            7,
-            Entry {
-                parent: ROOT,
-                name: "notes.txt".into(),
-                content: file(&a, "v1"),
-            },
-        );
-        let w0 = write_version(&t0, &ImportOptions::default(), &a.session()).unwrap();
-        a.store().flush().unwrap();
-        let name = a.shares().create("docs", w0.root, 2).unwrap().name;
-        let list = a
-            .shares()
-            .set_member(&name, &kb.name(), Some(("bob", true)), 0)
-            .unwrap();
-        let first = commit_tree(&a, &ka, &name, &t0);
-        let record = a.shares().head_record(&name).unwrap().1;
-        for r in [&b, &c] {
-            r.shares()
-                .follow(&name, "theirs", record.as_bytes())
-                .unwrap();
-            r.shares().receive_members(&name, list.as_bytes()).unwrap();
-            carry(&a, r, &name, &first);
-        }
+        let (name, root0, first, _) = docs_share(&a, &b, &c, true);
         assert!(b.shares().publishes(&name, &kb));
         assert!(!c.shares().publishes(&name, &c.identity_key()));
         assert!(a.shares().publishes(&name, &ka));
@@ -1286,14 +1280,7 @@ mod tests {
         // Bob's commit is also a record of the share, one above the head he had, naming it.
         let before = b.shares().head_record(&name).unwrap().0;
         let mut tb = tree_of(&b, &first).await;
-        tb.nodes.insert(
-            8,
-            Entry {
-                parent: ROOT,
-                name: "bob.txt".into(),
-                content: file(&b, "from bob"),
-            },
-        );
+        add_file(&b, &mut tb, 8, "bob.txt", "from bob");
         let cb = commit_tree(&b, &kb, &name, &tb);
         let (by_bob, bob_record) = b.shares().head_record(&name).unwrap();
         assert_eq!(by_bob.sequence, before.sequence + 1);
@@ -1328,14 +1315,7 @@ mod tests {
             .adopt(&name, owner_record.as_bytes())
             .unwrap()
             .is_some());
-        tb.nodes.insert(
-            9,
-            Entry {
-                parent: ROOT,
-                name: "again.txt".into(),
-                content: file(&b, "again"),
-            },
-        );
+        add_file(&b, &mut tb, 9, "again.txt", "again");
         commit_tree(&b, &kb, &name, &tb);
         assert!(b.shares().head_record(&name).unwrap().0.sequence > by_owner.sequence);
 
@@ -1370,7 +1350,7 @@ mod tests {
         a.shares().note_sequence(&name, u64::MAX).unwrap();
         let err = a
             .shares()
-            .commit(&name, w0.root, None, 2, 0, &[])
+            .commit(&name, root0, None, 2, 0, &[])
             .unwrap_err();
         assert!(matches!(err, ShareError::SequenceExhausted(_)), "{err}");
     }

@@ -476,7 +476,14 @@ impl EventLoop {
         if self.on_head_message(propagation_source, &message_id, &message) {
             return;
         }
-        let Some(name) = self.records.topics.get(&message.topic).copied() else {
+        // Not a topic of ours, or a record refused here: not forwarded, not handed up again.
+        let name = self
+            .records
+            .topics
+            .get(&message.topic)
+            .copied()
+            .filter(|_| !self.is_refused(&message.data));
+        let Some(name) = name else {
             let _ = self
                 .swarm
                 .behaviour_mut()
@@ -488,19 +495,6 @@ impl EventLoop {
                 );
             return;
         };
-        if self.is_refused(&message.data) {
-            // Not forwarded from here, and not handed up again.
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    gossipsub::MessageAcceptance::Ignore,
-                );
-            return;
-        }
         let verdict = match valid(&name, &message.data) {
             Ok(rec) => {
                 if self.keep_record(&rec) {
