@@ -3,7 +3,8 @@
 //! again to peers that subscribe later (see `net/src/event_loop/heads.rs`). Another writer's
 //! head that arrives is handled one at a time per share:
 //!
-//! 1. the member list it names is fetched (if not here) and kept if it is newer than ours;
+//! 1. the member list it names (also an owner's head's: a grant or revocation it just made) is
+//!    fetched (if not here) and kept if it is newer than ours;
 //! 2. it is checked: the owner's, or a member's under that list and not past a revocation
 //!    under the newest list here; a refused head is logged and goes no further;
 //! 3. if this node writes the share, the head's history (the commits not here) is fetched, the
@@ -340,9 +341,9 @@ async fn on_head(
     }
     let remote = Commit::verify(bytes, &name).map_err(|e| Failed::invalid(e.to_string()))?;
     tracing::debug!(share = %name, writer = %remote.writer, seq = remote.seq, commit = %remote.block().cid(), "a writer's head arrived");
-    if remote.writer != name {
-        take_members(repo, node, &name, remote.members).await?;
-    }
+    // The owner's heads too: the list an owner's commit names is the newest there is (a grant
+    // or revocation it just made), which decides what this node may do (write, publish).
+    take_members(repo, node, &name, remote.members).await?;
     if let Err(e) = shares.check_commit(&name, &remote, Reached::Head) {
         tracing::warn!(share = %name, writer = %remote.writer, error = %e, "refused a head that is not a member's");
         return Ok(());

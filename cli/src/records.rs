@@ -398,6 +398,7 @@ async fn adopt_once(
                 tracing::warn!(share = %name, error = %e, "cannot note another publisher's record")
             }
         }
+        answer_older(repo, mounts, name, &version);
         return Adopted::Done;
     }
     if let cairn_store::RecordValue::Ipfs(p) = rec.value() {
@@ -427,12 +428,34 @@ async fn adopt_once(
             {
                 fetch_whole(node, name, v.root);
             }
+            answer_older(repo, mounts, name, &v);
         }
         Ok(None) => {}
         Err(cairn_store::ShareError::NotFound(_)) => {}
         Err(e) => tracing::warn!(share = %name, error = %e, "refused a record of a followed share"),
     }
     Adopted::Done
+}
+
+/// A newer record of share `name` from another publisher, naming an older version than this
+/// node's tip (two records of one sequence, the older version's valid longer): on a node that
+/// signs the share's records, a record of its tip goes above it (see
+/// `Shares::answer_older_record`), so followers are not left on the older one.
+fn answer_older(repo: &Repo, mounts: &Mounts, name: IpnsName, other: &cairn_store::Version) {
+    let Some(named) = other.commit else { return };
+    match repo
+        .shares()
+        .answer_older_record(&name, &repo.identity_key(), &named, &mounts.roots())
+    {
+        Ok(Some(v)) => {
+            tracing::info!(share = %name, sequence = v.sequence, behind = other.sequence, "another publisher's record named an older version; signed this node's tip above it");
+            mounts.head_moved(&name, v.root, v.sequence);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(share = %name, error = %e, "cannot sign a record above another publisher's older one")
+        }
+    }
 }
 
 /// Fetches every block of `root` (a version of pinned share `name`) in the background.

@@ -499,6 +499,55 @@ impl Shares {
         self.record_tip_locked(name, &key, &tip, 0, 0, protected)
     }
 
+    /// A record of share `name` made elsewhere (by another publisher), newer than the head
+    /// here, names commit `named`: if this node signs the share's records (its owner, or a
+    /// writer allowed to publish) and `named` is an ancestor of its tip, the other record is
+    /// behind it (two publishers made the same sequence number, and the one that lost the tie
+    /// was the newer version), so a record naming the tip is signed above it. Otherwise nothing
+    /// (`named` is the tip, or newer or concurrent: its writer's head is taken as heads are).
+    pub fn answer_older_record(
+        &self,
+        name: &IpnsName,
+        identity: &ShareKey,
+        named: &Cid,
+        protected: &[Cid],
+    ) -> Result<Option<Version>, ShareError> {
+        let _g = self.guard();
+        let Some(key) = self
+            .key(name)
+            .ok()
+            .or_else(|| self.publish_key_here(name, identity))
+        else {
+            return Ok(None);
+        };
+        let Some(tip) = self.tip(name)? else {
+            return Ok(None);
+        };
+        let tip_cid = *tip.block().cid();
+        if tip_cid == *named {
+            return Ok(None);
+        }
+        match self.ancestors(name, &tip_cid) {
+            Ok(a) if a.contains(named) => {}
+            _ => return Ok(None),
+        }
+        let head = self.head_record(name).ok().map(|(v, _)| v);
+        let size = head
+            .as_ref()
+            .filter(|h| h.root == tip.root)
+            .map_or(0, |h| h.size);
+        self.commit_locked(
+            name,
+            &key,
+            head.as_ref(),
+            Made::Existing(&tip),
+            size,
+            0,
+            protected,
+        )
+        .map(Some)
+    }
+
     /// A record of share `name` signed with its `key` naming `tip` (a member's commit), unless
     /// the head record names it already.
     fn record_tip_locked(
@@ -1318,6 +1367,38 @@ mod tests {
         add_file(&b, &mut tb, 9, "again.txt", "again");
         commit_tree(&b, &kb, &name, &tb);
         assert!(b.shares().head_record(&name).unwrap().0.sequence > by_owner.sequence);
+
+        // The owner moves on; a record naming an older version than its tip (another
+        // publisher's, newer by the tie-break) makes it sign its tip above that record. One
+        // naming its tip, or a version it does not descend from, does not.
+        let mut ta = tree_of(&a, &cb).await;
+        add_file(&a, &mut ta, 10, "alice.txt", "from alice");
+        let ca = commit_tree(&a, &ka, &name, &ta);
+        let at = a.shares().head_record(&name).unwrap().0;
+        let again = b.shares().tip(&name).unwrap().unwrap();
+        for named in [ca.block().cid(), again.block().cid()] {
+            assert!(a
+                .shares()
+                .answer_older_record(&name, &ka, named, &[])
+                .unwrap()
+                .is_none());
+        }
+        let above = a
+            .shares()
+            .answer_older_record(&name, &ka, cb.block().cid(), &[])
+            .unwrap()
+            .expect("a record above the older one");
+        assert!(above.sequence > at.sequence);
+        assert_eq!(
+            (above.commit, above.root, above.prev),
+            (Some(*ca.block().cid()), ca.root, Some(at.record))
+        );
+        // Not a publisher: nothing to answer with.
+        assert!(c
+            .shares()
+            .answer_older_record(&name, &c.identity_key(), cb.block().cid(), &[])
+            .unwrap()
+            .is_none());
 
         // Publishing taken away (still a writer): Bob's commits are no records any more.
         let list = a

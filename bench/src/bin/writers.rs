@@ -11,6 +11,12 @@
 //!   timed from the later `fsync` returning to both mounts showing both files (each writer
 //!   merges the other's head; the two merges meet and one is kept).
 //!
+//! - A publisher with the owner away (ROUNDS): B is granted `--publish` too, a third daemon C
+//!   follows the share on a read-only mount, A's daemon is stopped; B writes and `fsync`s a
+//!   file, timed from the `fsync` returning to C's mount reading it (B signs the share's record
+//!   for its commit; C takes it and moves). Beside it, with A still there, the same with A
+//!   writing (the owner's record), as the figure to compare with.
+//!
 //! Reference, in the same run: `dd conv=fsync` of the same bytes to a file on the same disk
 //! (what the `fsync` alone costs there).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -31,8 +37,8 @@ fn main() {
             .unwrap_or_else(|| "/tmp/cairn-bench-writers".into()),
     );
     std::fs::create_dir_all(&work).unwrap();
-    let (ra, rb) = (work.join("a"), work.join("b"));
-    for r in [&ra, &rb] {
+    let (ra, rb, rc) = (work.join("a"), work.join("b"), work.join("c"));
+    for r in [&ra, &rb, &rc] {
         let _ = std::fs::remove_dir_all(r);
         init_loopback_repo(r);
         // Only fsyncs commit: no quiet-period commit in the middle of a measurement.
@@ -96,6 +102,55 @@ fn main() {
         wait_shows(&mb, &want, Duration::from_secs(60));
         both.push(t.elapsed());
     }
+    // A follower C; B may publish from now on (the grant makes a version naming the new list,
+    // which B takes).
+    let c = start_daemon(&rc);
+    for addr in [&a.addr, &b.addr] {
+        run(cairn_cmd(&rc).args(["swarm", "connect", addr]));
+    }
+    run(cairn_cmd(&ra).args([
+        "share",
+        "grant",
+        "bench",
+        &bob,
+        "--label",
+        "bob",
+        "--publish",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (m, _) = run(cairn_cmd(&rb).args(["--json", "share", "members", &name]));
+        if m.lines()
+            .any(|l| l.contains("\"label\":\"bob\"") && l.contains("\"publish\":true"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never learnt it may publish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mc = mount_via_daemon(&rc, &name, &work.join("mc"));
+    wait_shows(&mc, &[("start.txt", "0\n")], Duration::from_secs(60));
+    // The owner's record first (A there), then B's with A gone.
+    let mut by_owner = Vec::new();
+    for i in 0..rounds {
+        let (file, text) = (format!("o-{i}.txt"), format!("{i}\n"));
+        write_synced(&ma.join(&file), &text);
+        let t = Instant::now();
+        wait_shows(&mc, &[(&file, &text)], Duration::from_secs(30));
+        by_owner.push(t.elapsed());
+        // B has it too before the next round (no merge in the next measurement).
+        wait_shows(&mb, &[(&file, &text)], Duration::from_secs(30));
+    }
+    unmount_if_mounted(&ma);
+    drop(a);
+    let mut by_publisher = Vec::new();
+    for i in 0..rounds {
+        let (file, text) = (format!("p-{i}.txt"), format!("{i}\n"));
+        write_synced(&mb.join(&file), &text);
+        let t = Instant::now();
+        wait_shows(&mc, &[(&file, &text)], Duration::from_secs(30));
+        by_publisher.push(t.elapsed());
+    }
     // The reference: the same bytes with `dd conv=fsync` to the same disk.
     let mut dd = Vec::new();
     for i in 0..rounds {
@@ -107,6 +162,7 @@ fn main() {
         )));
         dd.push(t.elapsed());
     }
+    // A's daemon is gone: the command opens A's repo itself.
     let (merges, _) = run(cairn_cmd(&ra).args(["--json", "share", "log", "bench"]));
     let merge_commits = merges
         .lines()
@@ -125,16 +181,30 @@ fn main() {
         "reference: dd conv=fsync of the same bytes (whole dd)",
         &mut dd,
     );
+    report(
+        "owner online: A's fsync -> follower C's mount reads it",
+        &mut by_owner,
+    );
+    report(
+        "owner away: publisher B's fsync -> C's mount reads it",
+        &mut by_publisher,
+    );
     println!("  merge commits in the owner's history: {merge_commits}");
     let (sa, sb) = (both[both.len() / 2], dd[dd.len() / 2]);
     println!(
         "  both-at-once p50 is {:.1}x the dd p50",
         sa.as_secs_f64() / sb.as_secs_f64()
     );
-    for m in [&mb, &ma] {
+    let (sp, so) = (by_publisher[rounds / 2], by_owner[rounds / 2]);
+    println!(
+        "  publisher p50 is {:.2}x the owner's p50, {:.1}x the dd p50",
+        sp.as_secs_f64() / so.as_secs_f64(),
+        sp.as_secs_f64() / sb.as_secs_f64()
+    );
+    for m in [&mc, &mb] {
         unmount_if_mounted(m);
     }
-    drop((a, b));
+    drop((b, c));
 }
 
 fn report(what: &str, d: &mut [Duration]) {
