@@ -480,9 +480,9 @@ impl Shares {
         self.key(name).is_ok() || self.publish_key_here(name, identity).is_some()
     }
 
-    /// On a writer allowed to publish: if the share's head record does not name the tip here
-    /// (granted while its tip was ahead, or a record that could not be made at a move), a new
-    /// record naming it. Returns the new version, if one was made.
+    /// On a writer allowed to publish: if the share's head record names an ancestor of the tip
+    /// here (granted while its tip was ahead, or a record that could not be made at a move), a
+    /// new record naming the tip. Returns the new version, if one was made.
     pub fn publish_tip(
         &self,
         name: &IpnsName,
@@ -548,8 +548,9 @@ impl Shares {
         .map(Some)
     }
 
-    /// A record of share `name` signed with its `key` naming `tip` (a member's commit), unless
-    /// the head record names it already.
+    /// A record of share `name` signed with its `key` naming `tip` (a member's commit), if the
+    /// head record names one of the tip's ancestors (not the tip itself, nor a version the tip
+    /// does not descend from).
     fn record_tip_locked(
         &self,
         name: &IpnsName,
@@ -560,8 +561,21 @@ impl Shares {
         protected: &[Cid],
     ) -> Result<Option<Version>, ShareError> {
         let head = self.head_record(name).ok().map(|(v, _)| v);
-        if head.as_ref().and_then(|h| h.commit) == Some(*tip.block().cid()) {
-            return Ok(None);
+        let tip_cid = *tip.block().cid();
+        if let Some(named) = head.as_ref().and_then(|h| h.commit) {
+            if named == tip_cid {
+                return Ok(None);
+            }
+            // Only a tip that descends from what the record names replaces it: a newer or a
+            // concurrent version stays where followers see it until the tip has taken it (the
+            // heads path merges or fast-forwards, and that move signs).
+            if !self
+                .ancestors(name, &tip_cid)
+                .is_ok_and(|a| a.contains(&named))
+            {
+                tracing::debug!(share = %name, tip = %tip_cid, record = %named, "the share's record names a version the tip does not descend from; not signing until it does");
+                return Ok(None);
+            }
         }
         let size = match (size, &head) {
             (0, Some(h)) if h.root == tip.root => h.size,
@@ -1392,6 +1406,20 @@ mod tests {
         assert_eq!(
             (above.commit, above.root, above.prev),
             (Some(*ca.block().cid()), ca.root, Some(at.record))
+        );
+        // Bob takes that record: it names a version his tip does not descend from (his last
+        // commit and the owner's are concurrent), so he signs nothing until he has merged it.
+        let newest = a.shares().head_record(&name).unwrap().1;
+        assert!(b
+            .shares()
+            .adopt(&name, newest.as_bytes())
+            .unwrap()
+            .is_some());
+        carry(&a, &b, &name, &ca);
+        assert!(b.shares().publish_tip(&name, &kb, &[]).unwrap().is_none());
+        assert_eq!(
+            b.shares().head_record(&name).unwrap().0.sequence,
+            above.sequence
         );
         // Not a publisher: nothing to answer with.
         assert!(c

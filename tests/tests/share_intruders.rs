@@ -411,10 +411,19 @@ fn commits_of_non_members_forged_lists_and_revoked_writers_are_refused_and_follo
             .unwrap();
         probe.connect(&da.tcp_addr()).await.unwrap();
         probe.connect(&dc.tcp_addr()).await.unwrap();
-        let found = probe
-            .lookup_record(name, Duration::from_secs(10))
-            .await
-            .unwrap();
+        // The daemons join the probe's routing table once identify has run with them: until
+        // then a lookup has no one to ask.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let found = loop {
+            let found = probe
+                .lookup_record(name, Duration::from_secs(10))
+                .await
+                .unwrap();
+            if !found.answered_by.is_empty() || tokio::time::Instant::now() > deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         probe.shutdown().await.unwrap();
         found
     });
