@@ -229,12 +229,40 @@ pub(crate) async fn fetch(node: &Node, cid: Cid) -> Result<bytes::Bytes, String>
         .map_err(|e| e.to_string())
 }
 
+/// Fetches commit `cid` of share `name` (from the store or the network) and the member list it
+/// names (kept if newer than the one here: an owner's commit names the newest), checks that it
+/// `fits` what the caller needs and is acceptable as `reached`, and keeps it.
+/// `Err((why, again))`: refused, and whether it may pass later (something could not be fetched).
+async fn take_commit(
+    repo: &Repo,
+    node: &Node,
+    name: IpnsName,
+    cid: Cid,
+    reached: Reached,
+    fits: impl Fn(&Commit) -> Result<(), String>,
+) -> Result<Commit, (String, bool)> {
+    let data = fetch(node, cid)
+        .await
+        .map_err(|e| (format!("cannot fetch commit {cid}: {e}"), true))?;
+    let c = Commit::verify(&data, &name).map_err(|e| (format!("commit {cid}: {e}"), false))?;
+    fits(&c).map_err(|why| (format!("commit {cid} {why}"), false))?;
+    take_members(repo, node, &name, c.members)
+        .await
+        .map_err(|f| (f.why, f.again))?;
+    repo.shares()
+        .check_commit(&name, &c, reached)
+        .map_err(|e| (format!("commit {cid}: {e}"), false))?;
+    repo.shares()
+        .keep_commit(&name, &c)
+        .map_err(|e| (e.to_string(), true))?;
+    Ok(c)
+}
+
 /// Checks the commit a record of share `name` names (one made elsewhere: the owner's or
-/// another publisher's), fetching it and its member list if they are not here: it must be
-/// the owner's, or a member's under the list it names and not past a revocation under the
-/// newest list here. So a writer whose publishing was revoked, who still holds the share's key,
-/// cannot bring its later commits to followers through records. `Err((why, again))`: refused,
-/// and whether it may pass later (something could not be fetched).
+/// another publisher's; see [`take_commit`]): it must be of the record's version and the
+/// owner's, or a member's under the list it names and not past a revocation under the newest
+/// list here. So a writer whose publishing was revoked, who still holds the share's key, cannot
+/// bring its later commits to followers through records.
 pub(crate) async fn check_record_commit(
     repo: &Repo,
     node: &Node,
@@ -245,28 +273,16 @@ pub(crate) async fn check_record_commit(
         // A share made before commits existed: only its owner signs its records.
         return Ok(());
     };
-    let data = fetch(node, cid)
+    let of_version = |c: &Commit| {
+        if (c.root, c.ids) == (version.root, version.ids.unwrap_or(c.ids)) {
+            Ok(())
+        } else {
+            Err("is not of the version the record names".to_string())
+        }
+    };
+    take_commit(repo, node, name, cid, Reached::Head, of_version)
         .await
-        .map_err(|e| (format!("cannot fetch its commit {cid}: {e}"), true))?;
-    let c = Commit::verify(&data, &name).map_err(|e| (format!("commit {cid}: {e}"), false))?;
-    if (c.root, c.ids) != (version.root, version.ids.unwrap_or(c.ids)) {
-        return Err((
-            format!("commit {cid} is not of the version the record names"),
-            false,
-        ));
-    }
-    if c.writer != name {
-        take_members(repo, node, &name, c.members)
-            .await
-            .map_err(|f| (f.why, f.again))?;
-    }
-    repo.shares()
-        .check_commit(&name, &c, Reached::Head)
-        .map_err(|e| (format!("commit {cid}: {e}"), false))?;
-    repo.shares()
-        .keep_commit(&name, &c)
-        .map_err(|e| (e.to_string(), true))?;
-    Ok(())
+        .map(|_| ())
 }
 
 /// Takes the member list `cid` of share `name` (kept if newer than the one here).
@@ -281,9 +297,9 @@ async fn take_members(repo: &Repo, node: &Node, name: &IpnsName, cid: Cid) -> Re
 }
 
 /// Takes the commit that share `name`'s head record names, and the member list it names, from
-/// the store or the network: a follower learns from them whether it may write the share, and
-/// a member's tip starts there. `read_in`: a writer also reads that version in (when it starts
-/// to follow the share).
+/// the store or the network, when the share starts to be followed here: a follower learns from
+/// them whether it may write the share, and a member's tip starts there. `read_in`: a writer
+/// also reads that version in.
 pub async fn take_record_commit(
     repo: &Repo,
     node: &Node,
@@ -296,17 +312,9 @@ pub async fn take_record_commit(
     let Some(cid) = head.commit else {
         return Ok(());
     };
-    let data = fetch(node, cid).await?;
-    let c = Commit::verify(&data, &name).map_err(|e| format!("commit {cid}: {e}"))?;
-    take_members(repo, node, &name, c.members)
+    let c = take_commit(repo, node, name, cid, Reached::History, |_| Ok(()))
         .await
-        .map_err(|f| f.why)?;
-    repo.shares()
-        .check_commit(&name, &c, Reached::History)
-        .map_err(|e| format!("commit {cid}: {e}"))?;
-    repo.shares()
-        .keep_commit(&name, &c)
-        .map_err(|e| e.to_string())?;
+        .map_err(|(why, _)| why)?;
     let me = repo.identity_key();
     if read_in
         && repo

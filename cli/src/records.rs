@@ -417,9 +417,7 @@ async fn adopt_once(
     match took {
         Ok(Some(v)) => {
             tracing::info!(share = %name, sequence = v.sequence, root = %v.root, "followed share moved");
-            if let Err(e) = crate::heads::take_record_commit(repo, node, name, false).await {
-                tracing::debug!(share = %name, error = %e, "cannot read the version's commit yet");
-            }
+            // Its commit and member list were taken when the record was checked.
             mounts.head_moved(&name, v.root, v.sequence);
             if repo
                 .shares()

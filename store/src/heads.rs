@@ -523,29 +523,12 @@ impl Shares {
         let Some(tip) = self.tip(name)? else {
             return Ok(None);
         };
-        let tip_cid = *tip.block().cid();
-        if tip_cid == *named {
+        if !self.strictly_descends(name, tip.block().cid(), named) {
             return Ok(None);
         }
-        match self.ancestors(name, &tip_cid) {
-            Ok(a) if a.contains(named) => {}
-            _ => return Ok(None),
-        }
         let head = self.head_record(name).ok().map(|(v, _)| v);
-        let size = head
-            .as_ref()
-            .filter(|h| h.root == tip.root)
-            .map_or(0, |h| h.size);
-        self.commit_locked(
-            name,
-            &key,
-            head.as_ref(),
-            Made::Existing(&tip),
-            size,
-            0,
-            protected,
-        )
-        .map(Some)
+        self.sign_tip_locked(name, &key, &tip, head.as_ref(), 0, 0, protected)
+            .map(Some)
     }
 
     /// A record of share `name` signed with its `key` naming `tip` (a member's commit), if the
@@ -561,36 +544,52 @@ impl Shares {
         protected: &[Cid],
     ) -> Result<Option<Version>, ShareError> {
         let head = self.head_record(name).ok().map(|(v, _)| v);
-        let tip_cid = *tip.block().cid();
         if let Some(named) = head.as_ref().and_then(|h| h.commit) {
-            if named == tip_cid {
-                return Ok(None);
-            }
             // Only a tip that descends from what the record names replaces it: a newer or a
             // concurrent version stays where followers see it until the tip has taken it (the
             // heads path merges or fast-forwards, and that move signs).
-            if !self
-                .ancestors(name, &tip_cid)
-                .is_ok_and(|a| a.contains(&named))
-            {
-                tracing::debug!(share = %name, tip = %tip_cid, record = %named, "the share's record names a version the tip does not descend from; not signing until it does");
+            if !self.strictly_descends(name, tip.block().cid(), &named) {
+                if named != *tip.block().cid() {
+                    tracing::debug!(share = %name, tip = %tip.block().cid(), record = %named, "the share's record names a version the tip does not descend from; not signing until it does");
+                }
                 return Ok(None);
             }
         }
-        let size = match (size, &head) {
-            (0, Some(h)) if h.root == tip.root => h.size,
+        self.sign_tip_locked(name, key, tip, head.as_ref(), size, changed, protected)
+            .map(Some)
+    }
+
+    /// Whether `tip` descends from `named` (not `named` itself) in share `name`'s history here.
+    fn strictly_descends(&self, name: &IpnsName, tip: &Cid, named: &Cid) -> bool {
+        tip != named && self.ancestors(name, tip).is_ok_and(|a| a.contains(named))
+    }
+
+    /// A record of share `name` signed with its `key`, naming `tip` (`Made::Existing`), above
+    /// `head`; a tip of the head's tree keeps the head's size when `size` is 0.
+    #[allow(clippy::too_many_arguments)]
+    fn sign_tip_locked(
+        &self,
+        name: &IpnsName,
+        key: &ShareKey,
+        tip: &Commit,
+        head: Option<&Version>,
+        size: u64,
+        changed: u64,
+        protected: &[Cid],
+    ) -> Result<Version, ShareError> {
+        let size = match head {
+            Some(h) if size == 0 && h.root == tip.root => h.size,
             _ => size,
         };
         self.commit_locked(
             name,
             key,
-            head.as_ref(),
+            head,
             Made::Existing(tip),
             size,
             changed,
             protected,
         )
-        .map(Some)
     }
 
     /// Makes a member's tip its own (the `tip` file), if it still is the head record's commit:
@@ -1139,6 +1138,13 @@ mod tests {
         plan
     }
 
+    /// Three new repos (and the directories they live in, removed when dropped).
+    fn three_repos() -> (Vec<tempfile::TempDir>, Repo, Repo, Repo) {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let [a, b, c] = [0, 1, 2].map(|i| Repo::init(dirs[i].path()).unwrap());
+        (dirs, a, b, c)
+    }
+
     /// Alice (`a`) makes share "docs" starting with notes.txt (node 7), grants Bob (`b`'s key;
     /// `publish`: also to publish), commits once under that list; Bob and Carol follow it.
     /// Returns the share, its first root, the commit and the list.
@@ -1193,12 +1199,7 @@ mod tests {
 
     #[tokio::test]
     async fn owner_and_member_converge_on_one_merged_commit_and_outsiders_are_refused() {
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let (a, b, c) = (
-            Repo::init(dirs[0].path()).unwrap(),
-            Repo::init(dirs[1].path()).unwrap(),
-            Repo::init(dirs[2].path()).unwrap(),
-        );
+        let (_dirs, a, b, c) = three_repos();
         let keys: Vec<ShareKey> = [&a, &b, &c].iter().map(|r| r.identity_key()).collect();
         let (ka, kb, kc) = (&keys[0], &keys[1], &keys[2]);
 
@@ -1316,22 +1317,9 @@ mod tests {
             .is_empty());
     }
 
-    /// Three writers (the owner and two members) edit one share at random: each overwrites
-    /// the file they all write, creates and deletes files of its own, and now and then takes
-    /// another writer's head (fast-forward or merge, as the daemon does), in random orders,
-    /// with random partitions in effect. At the end every head is taken everywhere until all
-    /// tips agree. An exact model checks no write was lost: every file a writer made and did
-    /// not delete is there with its content, nothing it deleted came back, and every content
-    /// of the shared file is in the result (as the file or as a conflict copy) unless a writer
-    /// overwrote it while its tree showed it. Replay one seed with `CAIRN_SEED`.
     #[tokio::test]
     async fn a_publishing_member_signs_records_of_its_tip_above_every_sequence_seen() {
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let (a, b, c) = (
-            Repo::init(dirs[0].path()).unwrap(),
-            Repo::init(dirs[1].path()).unwrap(),
-            Repo::init(dirs[2].path()).unwrap(),
-        );
+        let (_dirs, a, b, c) = three_repos();
         let (ka, kb) = (a.identity_key(), b.identity_key());
         let (name, root0, first, _) = docs_share(&a, &b, &c, true);
         assert!(b.shares().publishes(&name, &kb));
@@ -1462,8 +1450,17 @@ mod tests {
             .commit(&name, root0, None, 2, 0, &[])
             .unwrap_err();
         assert!(matches!(err, ShareError::SequenceExhausted(_)), "{err}");
+        assert!(err.to_string().contains("highest sequence number"), "{err}");
     }
 
+    /// Three writers (the owner and two members) edit one share at random: each overwrites
+    /// the file they all write, creates and deletes files of its own, and now and then takes
+    /// another writer's head (fast-forward or merge, as the daemon does), in random orders,
+    /// with random partitions in effect. At the end every head is taken everywhere until all
+    /// tips agree. An exact model checks no write was lost: every file a writer made and did
+    /// not delete is there with its content, nothing it deleted came back, and every content
+    /// of the shared file is in the result (as the file or as a conflict copy) unless a writer
+    /// overwrote it while its tree showed it. Replay one seed with `CAIRN_SEED`.
     #[tokio::test]
     async fn random_histories_of_three_writers_converge_and_lose_no_write() {
         let seeds: Vec<u64> = match std::env::var("CAIRN_SEED")
