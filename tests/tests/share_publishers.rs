@@ -135,7 +135,12 @@ fn a_publishing_member_keeps_the_share_current_while_its_owner_is_away() {
     // Revoked, bob no longer publishes: what he writes later reaches neither the owner nor
     // carol.
     assert!(b.lists_member(&name, "bob") && c.lists_member(&name, "bob"));
-    a.cairn(&["share", "revoke", "team", &bob]).expect_ok();
+    // Revoking a publisher says what it cannot undo (the key it holds).
+    let said = a.cairn(&["share", "revoke", "team", &bob]).expect_ok();
+    assert!(
+        said.contains("held the share's key") && said.contains("new one"),
+        "{said}"
+    );
     wait_for(30, "bob and carol to learn of the revocation", || {
         (!b.lists_member(&name, "bob") && !c.lists_member(&name, "bob")).then_some(())
     });

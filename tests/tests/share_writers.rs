@@ -99,7 +99,9 @@ fn an_owner_and_a_member_write_at_once_and_both_mounts_show_both_writes() {
 
     // Revoked, bob's later writes reach no one; the owner's mount is unaffected.
     assert!(b.lists_member(&name, "bob"));
-    a.cairn(&["share", "revoke", "team", &bob]).expect_ok();
+    // Not a publisher: no word of a key.
+    let said = a.cairn(&["share", "revoke", "team", &bob]).expect_ok();
+    assert!(!said.contains("share's key"), "{said}");
     wait_for(30, "bob to learn of the revocation", || {
         (!b.lists_member(&name, "bob")).then_some(())
     });
